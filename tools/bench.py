@@ -7,7 +7,10 @@ import click
 from terrapin.tools.lazy import LazyGroup
 
 BENCHES: dict[str, tuple[str, str]] = {
-    "firmware": ("terrapin.tools.bench_firmware:firmware", "Sign/verify speed and heap on the unix port."),
+    "firmware": (
+        "terrapin.tools.bench_firmware:firmware",
+        "Sign/verify speed and heap on the unix port.",
+    ),
     "gateway": ("terrapin.gateway.bench:gateway", "Ingest throughput through Mosquitto."),
     "chain": ("terrapin.gateway.chain.bench:chain", "Merkle tree speed, proof size and gas."),
 }
