@@ -185,3 +185,20 @@ def cumulative_rewards(
         for owner, amount in result.owners.items():
             totals[owner] = totals.get(owner, 0) + amount
     return dict(sorted(totals.items())), epochs
+
+
+def owners_at(
+    bindings: Iterable[tuple[str, str, int]], epoch: int, epoch_seconds: int = EPOCH_SECONDS
+) -> dict[str, str]:
+    """Board -> owner in force for `epoch`: the last binding made before the epoch ended.
+
+    `bindings` are (board, owner, block timestamp) in chain order (BoardBound
+    events). A binding to the zero address unbinds the board. Owner changes
+    inside an epoch therefore pay the whole epoch to the owner at its end.
+    """
+    end = (epoch + 1) * epoch_seconds
+    owners: dict[str, str] = {}
+    for board, owner, timestamp in bindings:
+        if timestamp < end:
+            owners[normalise_address(board)] = normalise_address(owner)
+    return {b: o for b, o in owners.items() if o != ZERO_ADDRESS}

@@ -14,6 +14,7 @@ from terrapin.gateway.rewards import (
     cumulative_rewards,
     epoch_of,
     epoch_rewards,
+    owners_at,
 )
 
 A, B, C = ("0x" + c * 40 for c in "abc")
@@ -141,3 +142,17 @@ def test_invariants(data, budget, cap, owners):
         assert e.paid + e.unowned == paid
         assert all(w <= cap for w in e.weights.values())
     assert sum(totals.values()) == sum(e.paid for e in epochs)
+
+
+def test_owner_is_the_last_binding_before_the_epoch_ends():
+    day = 86_400
+    bindings = [
+        (A, ALICE, 1 * day + 5),
+        (B, BOB, 1 * day + 9),
+        (A, BOB, 2 * day),
+        (B, ZERO_ADDRESS, 3 * day),
+    ]
+    assert owners_at(bindings, 0) == {}
+    assert owners_at(bindings, 1) == {A: ALICE, B: BOB}
+    assert owners_at(bindings, 2) == {A: BOB, B: BOB}
+    assert owners_at(bindings, 3) == {A: BOB}  # B unbound
