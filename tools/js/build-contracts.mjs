@@ -20,7 +20,7 @@ const SOLC_VERSION = "0.8.30";
 const CONTRACTS_DIR = "gateway/contracts";
 const BUILD_DIR = join(ROOT, CONTRACTS_DIR, "build");
 // The contracts we deploy; interfaces and libraries are compiled but get no artifact.
-const DEPLOYABLE = ["TerrapinRegistry", "TerrapinAnchor"];
+const DEPLOYABLE = ["TerrapinRegistry", "TerrapinAnchor", "TerrapinRewards"];
 
 export const SETTINGS = {
   evmVersion: "cancun",
