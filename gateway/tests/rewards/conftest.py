@@ -1,0 +1,132 @@
+"""Fixtures for the rewards tests: compiled contracts, and a chain (embedded or anvil)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import coincurve
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from terrapin.gateway.chain.node import transact
+
+REPO = Path(__file__).resolve().parents[3]
+HARNESS = "gateway/tests/rewards/BoardBindingHarness.sol"
+
+
+@pytest.fixture(scope="session")
+def compiled(node_exe: str) -> dict[str, dict]:
+    """TerrapinRewards and the test-only BoardBinding harness, compiled with the pinned solcjs."""
+    proc = subprocess.run(
+        [
+            node_exe,
+            str(REPO / "tools/js/compile-one.mjs"),
+            "gateway/contracts/TerrapinRewards.sol",
+            HARNESS,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["contracts"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Net:
+    """A chain for one test: web3, funded local accounts, helpers to deploy and send."""
+
+    name: str
+    w3: Web3
+    accounts: list[LocalAccount]
+    tester: object = None
+
+    def deploy(self, artifact: dict, *args, sender: LocalAccount | None = None):
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        data = factory.constructor(*args).data_in_transaction
+        receipt = transact(self.w3, sender or self.accounts[0], {"data": data, "gas": 3_000_000})
+        return self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+
+    def send(self, sender: LocalAccount, call) -> dict:
+        return transact(
+            self.w3, sender, {"to": call.address, "data": call._encode_transaction_data()}
+        )
+
+    def set_next_timestamp(self, timestamp: int) -> None:
+        """Mine the next block at `timestamp` (must be later than the latest block)."""
+        if self.tester is not None:
+            self.tester.time_travel(timestamp)
+        else:
+            self.w3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])
+
+
+def _fund(w3: Web3, n: int) -> list[LocalAccount]:
+    accounts = [
+        Account.from_key(coincurve.PrivateKey(bytes([i + 1]) * 32).secret) for i in range(n)
+    ]
+    funder = w3.eth.accounts[0]
+    for account in accounts:
+        tx = w3.eth.send_transaction({"from": funder, "to": account.address, "value": 10**20})
+        w3.eth.wait_for_transaction_receipt(tx)
+    return accounts
+
+
+@pytest.fixture
+def embedded() -> Net:
+    from eth_tester import EthereumTester, PyEVMBackend
+    from web3 import EthereumTesterProvider
+
+    tester = EthereumTester(PyEVMBackend())
+    w3 = Web3(EthereumTesterProvider(tester))
+    return Net("embedded", w3, _fund(w3, 6), tester)
+
+
+@pytest.fixture
+def anvil(anvil_exe: str, tmp_path: Path) -> Iterator[Net]:
+    port = _free_port()
+    log = (tmp_path / "anvil.log").open("w")
+    proc = subprocess.Popen(
+        [anvil_exe, "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 10}))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if w3.is_connected() and w3.eth.block_number >= 0:
+                    break
+            except Exception:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"anvil did not start: {(tmp_path / 'anvil.log').read_text()}")
+            time.sleep(0.1)
+        yield Net("anvil", w3, _fund(w3, 6))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(params=["embedded", "anvil"])
+def net(request) -> Net:
+    return request.getfixturevalue(request.param)

@@ -1,0 +1,234 @@
+"""BoardBinding and TerrapinRewards on the embedded chain and on anvil, attacks included."""
+
+from __future__ import annotations
+
+import ast
+
+import coincurve
+import pytest
+from eth_tester.exceptions import TransactionFailed
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
+
+from terrapin.gateway import distribution, rewards_chain
+from terrapin.gateway.chain.node import ChainError
+from terrapin.gateway.rewards_binding import bind_digest, pack_signature
+
+BOARD_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+BOARD = "0x" + Web3.keccak(coincurve.PrivateKey(BOARD_KEY).public_key.format(False)[1:])[-20:].hex()
+ALICE, BOB, CAROL = ("0x" + c * 40 for c in "abc")
+
+
+def board_signs(digest: bytes, key: bytes = BOARD_KEY) -> bytes:
+    """What the board returns over its console (sign_recoverable), packed for bindBoard."""
+    sig = coincurve.PrivateKey(key).sign_recoverable(digest, hasher=None)
+    return pack_signature(sig[:64], sig[64])
+
+
+def revert_data(exc: Exception) -> bytes:
+    """The revert data of a failed call, from web3 (anvil) or eth-tester (embedded)."""
+    if isinstance(exc, ContractLogicError):
+        return bytes.fromhex(str(exc.data).removeprefix("0x"))
+    text = str(exc).split("execution reverted: ", 1)[1]
+    return ast.literal_eval(text)
+
+
+def reverts(call, sender, error: str):
+    """`call` reverts with the custom error named `error` (checked by its selector)."""
+    (entry,) = [e for e in call.contract_abi if e["type"] == "error" and e["name"] == error]
+    signature = f"{error}({','.join(i['type'] for i in entry['inputs'])})"
+    with pytest.raises((ContractLogicError, TransactionFailed)) as info:
+        call.call({"from": sender.address})
+    assert revert_data(info.value)[:4] == Web3.keccak(text=signature)[:4], info.value
+
+
+def cs(address: str) -> str:
+    return Web3.to_checksum_address(address)
+
+
+# -- board binding -------------------------------------------------------------------------
+
+
+def test_bind_rebind_and_every_forgery(net, compiled):
+    w3, relayer = net.w3, net.accounts[0]
+    harness = compiled["BoardBindingHarness"]
+    contract = net.deploy(harness)
+    other_contract = net.deploy(harness)
+    chain_id = w3.eth.chain_id
+    binding = rewards_chain.binding_contract(w3, contract.address)
+
+    assert contract.functions.bindDigest(cs(ALICE), 0).call() == bind_digest(
+        ALICE, 0, chain_id, contract.address
+    )
+
+    # Forged: signed by another key for the right message.
+    forged = board_signs(bind_digest(ALICE, 0, chain_id, contract.address), key=b"\x09" * 32)
+    reverts(
+        contract.functions.bindBoard(cs(BOARD), cs(ALICE), forged), relayer, "BoardSignatureInvalid"
+    )
+    # Replays of the board's own signature made for another chain id / another contract.
+    other_chain = board_signs(bind_digest(ALICE, 0, chain_id + 1, contract.address))
+    reverts(
+        contract.functions.bindBoard(cs(BOARD), cs(ALICE), other_chain),
+        relayer,
+        "BoardSignatureInvalid",
+    )
+    other_addr = board_signs(bind_digest(ALICE, 0, chain_id, other_contract.address))
+    reverts(
+        contract.functions.bindBoard(cs(BOARD), cs(ALICE), other_addr),
+        relayer,
+        "BoardSignatureInvalid",
+    )
+    # A valid signature for Alice cannot bind the board to Bob.
+    good = board_signs(bind_digest(ALICE, 0, chain_id, contract.address))
+    reverts(
+        contract.functions.bindBoard(cs(BOARD), cs(BOB), good), relayer, "BoardSignatureInvalid"
+    )
+    # A high-s twin of a valid signature is refused (no malleability).
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    high = (
+        good[:32]
+        + (n - int.from_bytes(good[32:64], "big")).to_bytes(32, "big")
+        + bytes([55 - good[64]])
+    )
+    reverts(
+        contract.functions.bindBoard(cs(BOARD), cs(ALICE), high), relayer, "BoardSignatureInvalid"
+    )
+    assert contract.functions.ownerOfBoard(cs(BOARD)).call() == "0x" + "00" * 20
+
+    # The real binding, sent by a relayer that is neither board nor owner.
+    receipt = rewards_chain.bind_board(w3, relayer, binding, BOARD, ALICE, good)
+    assert contract.functions.ownerOfBoard(cs(BOARD)).call() == cs(ALICE)
+    assert contract.functions.bindNonce(cs(BOARD)).call() == 1
+    (event,) = binding.events.BoardBound().process_receipt(receipt, errors=DISCARD)
+    assert event["args"]["owner"] == cs(ALICE) and event["args"]["nonce"] == 0
+    # The other contract still has the board unbound: the signature was for this one only.
+    assert other_contract.functions.ownerOfBoard(cs(BOARD)).call() == "0x" + "00" * 20
+
+    # Replaying the used signature fails (nonce moved on), so does a new one by another key.
+    with pytest.raises(ChainError, match="would revert"):
+        rewards_chain.bind_board(w3, relayer, binding, BOARD, ALICE, good)
+    forged = board_signs(bind_digest(BOB, 1, chain_id, contract.address), key=b"\x09" * 32)
+    reverts(
+        contract.functions.bindBoard(cs(BOARD), cs(BOB), forged), relayer, "BoardSignatureInvalid"
+    )
+
+    # Re-bind with a new signature from the same board; the old owner cannot roll it back.
+    rebind = board_signs(bind_digest(BOB, 1, chain_id, contract.address))
+    receipt = rewards_chain.bind_board(w3, net.accounts[3], binding, BOARD, BOB, rebind)
+    (event,) = binding.events.BoardBound().process_receipt(receipt, errors=DISCARD)
+    assert (event["args"]["previousOwner"], event["args"]["owner"]) == (cs(ALICE), cs(BOB))
+    reverts(
+        contract.functions.bindBoard(cs(BOARD), cs(ALICE), good), relayer, "BoardSignatureInvalid"
+    )
+    bound = rewards_chain.bindings(w3, binding)
+    assert [(b, o) for b, o, _t in bound] == [(BOARD, ALICE), (BOARD, BOB)]
+
+
+# -- reward token and distributor ----------------------------------------------------------
+
+
+def deploy_rewards(net, oracle):
+    """The committed build artifact (gateway/contracts/build/TerrapinRewards.json)."""
+    return rewards_chain.deploy_rewards(net.w3, net.accounts[0], oracle=oracle.address)
+
+
+def balance(contract, owner: str) -> int:
+    return contract.functions.balanceOf(cs(owner)).call()
+
+
+def test_publish_and_claim_across_epochs(net):
+    w3 = net.w3
+    admin, oracle, stranger, relayer = (
+        net.accounts[0],
+        net.accounts[1],
+        net.accounts[2],
+        net.accounts[3],
+    )
+    token = deploy_rewards(net, oracle)
+
+    d1 = distribution.build(100, {ALICE: 300, BOB: 700})
+    # Nobody but the oracle sets a root, the admin included.
+    for account in (stranger, admin):
+        reverts(
+            token.functions.publishRoot(100, d1.root, d1.total),
+            account,
+            "AccessControlUnauthorizedAccount",
+        )
+        with pytest.raises(ChainError):
+            rewards_chain.publish_root(w3, account, token, d1)
+    rewards_chain.publish_root(w3, oracle, token, d1)
+    assert token.functions.merkleRoot().call() == d1.root
+    assert token.functions.epoch().call() == 100
+
+    # Anyone submits; tokens go to the owner.
+    rewards_chain.claim(w3, relayer, token, d1, ALICE)
+    assert balance(token, ALICE) == 300 and balance(token, relayer.address) == 0
+    # Claiming twice pays nothing more.
+    reverts(token.functions.claim(*rewards_chain.claim_args(d1, ALICE)), relayer, "NothingToClaim")
+    with pytest.raises(ChainError):
+        rewards_chain.claim(w3, relayer, token, d1, ALICE)
+    assert balance(token, ALICE) == 300
+    # Wrong proof, and another owner's amount and proof under one's own address.
+    owner, amount, proof = rewards_chain.claim_args(d1, BOB)
+    reverts(token.functions.claim(owner, amount + 1, proof), stranger, "InvalidProof")
+    reverts(token.functions.claim(owner, amount, [b"\x01" * 32]), stranger, "InvalidProof")
+    reverts(token.functions.claim(cs(CAROL), amount, proof), stranger, "InvalidProof")
+    reverts(token.functions.claim(cs(ALICE), amount, proof), stranger, "InvalidProof")
+
+    # Epochs only go forward; totals never shrink.
+    d2 = distribution.build(101, {ALICE: 500, BOB: 900, CAROL: 50})
+    reverts(token.functions.publishRoot(100, d2.root, d2.total), oracle, "EpochNotIncreasing")
+    reverts(token.functions.publishRoot(101, d2.root, d1.total - 1), oracle, "TotalDecreased")
+    reverts(token.functions.publishRoot(101, b"\0" * 32, d2.total), oracle, "ZeroRoot")
+    receipt = rewards_chain.publish_root(w3, oracle, token, d2)
+    (event,) = token.events.RootPublished().process_receipt(receipt, errors=DISCARD)
+    assert event["args"]["epoch"] == 101 and event["args"]["cumulativeTotal"] == 1450
+
+    # An epoch-100 proof no longer claims; the cumulative proofs pay the difference.
+    reverts(token.functions.claim(*rewards_chain.claim_args(d1, BOB)), stranger, "InvalidProof")
+    assert token.functions.claimable(*rewards_chain.claim_args(d2, ALICE)).call() == 200
+    receipt = rewards_chain.claim(w3, stranger, token, d2, ALICE)
+    (event,) = token.events.Claimed().process_receipt(receipt, errors=DISCARD)
+    assert (event["args"]["amount"], event["args"]["cumulativeAmount"]) == (200, 500)
+    rewards_chain.claim(w3, stranger, token, d2, BOB)  # never claimed epoch 100: gets both
+    rewards_chain.claim(w3, stranger, token, d2, CAROL)
+    assert [balance(token, o) for o in (ALICE, BOB, CAROL)] == [500, 900, 50]
+    assert token.functions.totalSupply().call() == d2.total
+
+    view = rewards_chain.owner_view(token, d2, BOB)
+    assert view["claimed"] == "900" and view["claimable"] == "0" and view["published_epoch"] == 101
+
+
+def test_supply_never_exceeds_the_published_total(net):
+    """A tree whose leaves add up to more than its declared total cannot mint the excess."""
+    oracle = net.accounts[1]
+    token = deploy_rewards(net, oracle)
+    d = distribution.build(1, {ALICE: 600, BOB: 600})
+    net.send(oracle, token.functions.publishRoot(1, d.root, 1000))
+    rewards_chain.claim(net.w3, net.accounts[2], token, d, ALICE)
+    reverts(
+        token.functions.claim(*rewards_chain.claim_args(d, BOB)),
+        net.accounts[2],
+        "ExceedsPublishedTotal",
+    )
+
+
+def test_roles_are_administered_by_the_admin(embedded):
+    admin, oracle, newcomer = embedded.accounts[0], embedded.accounts[1], embedded.accounts[4]
+    token = deploy_rewards(embedded, oracle)
+    role = token.functions.ORACLE_ROLE().call()
+    d = distribution.build(7, {ALICE: 1})
+    reverts(
+        token.functions.grantRole(role, newcomer.address),
+        oracle,
+        "AccessControlUnauthorizedAccount",
+    )
+    embedded.send(admin, token.functions.grantRole(role, newcomer.address))
+    embedded.send(admin, token.functions.revokeRole(role, oracle.address))
+    reverts(
+        token.functions.publishRoot(7, d.root, d.total), oracle, "AccessControlUnauthorizedAccount"
+    )
+    rewards_chain.publish_root(embedded.w3, newcomer, token, d)
+    assert token.functions.symbol().call() == "TRP" and token.functions.decimals().call() == 18
