@@ -1,0 +1,263 @@
+"""Gateway configuration: a TOML file checked against a declarative schema.
+
+The gateway's own sections are [mqtt], [broker], [store], [policy],
+[pipeline], [api] and [log]; every key has a type, a default, a check and a one-line help (the
+same text goes into the commented file `terrapin gateway init` writes).
+Any other top-level section ([chain], [batch], [rewards], ...) belongs to
+another stage: it is kept as a raw dict in `config.sections` for that stage
+to validate.
+
+    cfg = load_config("/etc/terrapin/gateway.toml")
+    cfg.mqtt.port, cfg.store.path, cfg.sections.get("chain", {})
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from terrapin.tools.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/terrapin/gateway.toml")
+ENV_PATH = "TERRAPIN_GATEWAY_CONFIG"
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+    check: Any = None  # callable(value) -> error text or None
+
+
+def _port(v):
+    return None if 0 < v < 65536 else "must be a TCP port between 1 and 65535"
+
+
+def _at_least(n):
+    return lambda v: None if v >= n else f"must be at least {n}"
+
+
+def _one_of(*choices):
+    return lambda v: None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
+
+
+def _factories(v):
+    for item in v:
+        if not isinstance(item, str) or item.count(":") != 1:
+            return f'entries must be "module:function" texts, not {item!r}'
+    return None
+
+
+def _ranges(v):
+    for unit, pair in v.items():
+        ok = isinstance(pair, list) and len(pair) == 2
+        ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) for x in pair)
+        if not ok or pair[0] > pair[1]:
+            return f"unit {unit!r} needs [low, high] with low <= high"
+    return None
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "mqtt": {
+        "host": Key(str, "127.0.0.1", "Mosquitto host"),
+        "port": Key(int, 1883, "Mosquitto port", _port),
+        "username": Key(str, "terrapin-gateway", "the gateway's broker user"),
+        "password": Key(str, "", "its password (or use password_file)"),
+        "password_file": Key(str, "", "file holding the password (first line)"),
+        "client_id": Key(str, "terrapin-gateway", "fixed client id: the broker keeps the session"),
+        "keepalive": Key(int, 30, "MQTT keepalive, seconds", _at_least(5)),
+        "session_expiry": Key(
+            int, 14 * 86400, "broker keeps the session this long, s", _at_least(0)
+        ),
+        "receive_maximum": Key(int, 1000, "QoS 1 readings in flight to the gateway", _at_least(1)),
+        "tls_ca": Key(str, "", "CA file to use TLS to the broker (empty: plain TCP)"),
+    },
+    "broker": {
+        "password_file": Key(str, "", "Mosquitto password file `device add` writes board users to"),
+        "acl_file": Key(str, "", "Mosquitto ACL file (written by `gateway init`)"),
+        "public_host": Key(str, "", "host name boards use for the broker (credentials output)"),
+    },
+    "store": {
+        "path": Key(str, "/var/lib/terrapin/gateway.db", "SQLite database (WAL, FULL sync)"),
+        "max_rejections": Key(int, 100_000, "rejected envelopes kept for audit", _at_least(0)),
+    },
+    "policy": {
+        "replay_window": Key(
+            int, 4096, "seq below highest - window is STALE_SEQUENCE", _at_least(0)
+        ),
+        "max_clock_skew": Key((int, float), 300, "s a time may be ahead (else flag)", _at_least(0)),
+        "max_age": Key(
+            (int, float), 30 * 86400, "s a time may be behind (else flag)", _at_least(0)
+        ),
+        "rate_per_minute": Key(
+            (int, float), 0, "readings/min per board, 0 = no limit", _at_least(0)
+        ),
+        "ranges": Key(dict, {}, "plausible [low, high] per unit, adds to defaults", _ranges),
+    },
+    "pipeline": {
+        "queue_size": Key(
+            int, 20_000, "bounded ingest queue (backpressure when full)", _at_least(1)
+        ),
+        "max_batch": Key(int, 2000, "readings per transaction at most", _at_least(1)),
+        "verify_backend": Key(
+            str, "coincurve", "signature verifier", _one_of("coincurve", "ecdsa")
+        ),
+        "stages": Key(list, [], 'extra stages, "module:function" factories', _factories),
+    },
+    "api": {
+        "enabled": Key(bool, True, "serve /api/status and /metrics"),
+        "host": Key(str, "127.0.0.1", "bind address (keep it local)"),
+        "port": Key(int, 8377, "HTTP port", _port),
+    },
+    "log": {
+        "level": Key(str, "info", "log level", _one_of("debug", "info", "warning", "error")),
+        "format": Key(str, "json", "json lines or key=value text", _one_of("json", "text")),
+        "rejection_interval": Key(
+            (int, float), 10, "s between log lines per rejection reason", _at_least(0)
+        ),
+    },
+}
+
+
+class GatewayConfig:
+    """Validated settings: `cfg.mqtt.host`, ...; other stages' sections in `cfg.sections`."""
+
+    def __init__(
+        self, values: dict[str, dict[str, Any]], sections: dict[str, dict], path: Path | None
+    ):
+        self.path = path
+        self.sections = sections
+        for name, keys in values.items():
+            setattr(self, name, SimpleNamespace(**keys))
+
+    def section(self, name: str) -> dict:
+        """A raw section owned by another stage ({} when absent)."""
+        return self.sections.get(name, {})
+
+    def mqtt_password(self) -> str:
+        if self.mqtt.password_file:
+            try:
+                return Path(self.mqtt.password_file).read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as exc:
+                raise ConfigError(
+                    f"cannot read mqtt.password_file {self.mqtt.password_file}: {exc}"
+                ) from None
+        return self.mqtt.password
+
+
+def _type_name(t) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a text",
+        bool: "true or false",
+        dict: "a table",
+    }
+    if isinstance(t, tuple):
+        return "a number"
+    return names.get(t, t.__name__)
+
+
+def validate(data: dict[str, Any], path: Path | None = None) -> GatewayConfig:
+    where = f" in {path}" if path else ""
+    values: dict[str, dict[str, Any]] = {}
+    sections: dict[str, dict] = {}
+    for name, raw in data.items():
+        if name not in SCHEMA:
+            if not isinstance(raw, dict):
+                raise ConfigError(f"top-level key {name!r}{where} must be a [section]")
+            sections[name] = raw
+    for name, keys in SCHEMA.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{name}{where} must be a [{name}] section")
+        for key in raw:
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(keys)}"
+                raise ConfigError(f"unknown setting {name}.{key}{where}", hint=hint)
+        out = {}
+        for key, spec in keys.items():
+            value = raw.get(key, spec.default)
+            types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+                raise ConfigError(
+                    f"{name}.{key}{where} must be {_type_name(spec.type)}, not {value!r}",
+                    hint=f"{name}.{key}: {spec.help}",
+                )
+            if spec.check is not None:
+                problem = spec.check(value)
+                if problem:
+                    raise ConfigError(f"{name}.{key}{where} {problem} (got {value!r})")
+            out[key] = value
+        values[name] = out
+    # A relative store path is relative to the config file.
+    store_path = Path(values["store"]["path"])
+    if path is not None and not store_path.is_absolute():
+        values["store"]["path"] = str((path.parent / store_path).resolve())
+    for section, key in (
+        ("mqtt", "password_file"),
+        ("broker", "password_file"),
+        ("broker", "acl_file"),
+    ):
+        value = values[section][key]
+        if path is not None and value and not Path(value).is_absolute():
+            values[section][key] = str((path.parent / value).resolve())
+    return GatewayConfig(values, sections, path)
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(ENV_PATH) or DEFAULT_PATH)
+
+
+def load_config(path: str | Path | None = None) -> GatewayConfig:
+    p = Path(path) if path else default_path()
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no gateway config at {p}",
+            hint="write one with `terrapin gateway init --dir DIR`, then --config DIR/gateway.toml",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    return validate(data, p.resolve())
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def render_config(overrides: dict[str, dict[str, Any]] | None = None) -> str:
+    """A commented TOML file with every setting (overrides replace defaults)."""
+    overrides = overrides or {}
+    lines = [
+        "# Terrapin gateway configuration (terrapin gateway run --config THIS_FILE).",
+        "# Every setting is shown with its default; relative paths are relative to this file.",
+        "# Other stages add their own sections here ([chain], [batch], [rewards]).",
+    ]
+    for name, keys in SCHEMA.items():
+        lines += ["", f"[{name}]"]
+        for key, spec in keys.items():
+            value = overrides.get(name, {}).get(key, spec.default)
+            lines.append(f"# {spec.help}")
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"

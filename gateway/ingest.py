@@ -1,0 +1,186 @@
+"""Ingest: the MQTT side of the gateway (paho-mqtt 2.x, MQTT v5).
+
+- Fixed client id, clean_start=False and a session expiry: the broker keeps
+  the gateway's subscription and queues QoS 1 readings while it is down.
+- manual_ack: paho would PUBACK a QoS 1 message as soon as on_message
+  returns; here the PUBACK is sent only by `ack()`, which the server calls
+  after the reading's transaction has committed. A gateway killed at any
+  point therefore gets every uncommitted reading again from the broker.
+- on_message only parses the topic and puts a `Message` on a bounded queue;
+  when the queue is full it blocks (backpressure: the broker holds the rest,
+  and at most receive_maximum readings are in flight) instead of dropping.
+- Each connection has a generation number; a PUBACK is sent only for a
+  message of the current connection (after a reconnect the broker resends
+  the unacknowledged ones with the same ids, and those get acked instead).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+log = logging.getLogger("terrapin.gateway.ingest")
+
+READING_FILTER = "terrapin/v1/+/reading"
+STATUS_FILTER = "terrapin/v1/+/status"
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(slots=True)
+class Message:
+    topic: str
+    address: bytes | None  # from the topic; None when the topic is not a board address
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received_at: float
+
+
+def topic_address(topic: str) -> tuple[bytes | None, str]:
+    """'terrapin/v1/<40 hex>/reading' -> (address, 'reading'); (None, kind) if malformed."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "terrapin" or parts[1] != "v1":
+        return None, ""
+    addr = parts[2]
+    if len(addr) != 40 or not _HEX.issuperset(addr):
+        return None, parts[3]
+    return bytes.fromhex(addr), parts[3]
+
+
+class Ingest:
+    """Connects, subscribes, feeds `out` and sends PUBACKs / ACK publishes on request."""
+
+    def __init__(self, mqtt_cfg, password: str, out: queue.Queue, *, on_status=None):
+        self.cfg = mqtt_cfg
+        self.out = out
+        self.on_status = on_status
+        self.generation = 0
+        self.connected = threading.Event()
+        self.connects = 0
+        self._stopping = False
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=mqtt_cfg.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if mqtt_cfg.username:
+            c.username_pw_set(mqtt_cfg.username, password or None)
+        if mqtt_cfg.tls_ca:
+            c.tls_set(ca_certs=mqtt_cfg.tls_ca)
+        c.reconnect_delay_set(min_delay=1, max_delay=120)
+        c.max_queued_messages_set(0)
+        c.max_inflight_messages_set(100)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self.client = c
+
+    # --- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry
+        props.ReceiveMaximum = min(self.cfg.receive_maximum, 65535)
+        self.client.connect_async(
+            self.cfg.host,
+            self.cfg.port,
+            keepalive=self.cfg.keepalive,
+            clean_start=False,
+            properties=props,
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect; readings still queued are not acked and come again next time."""
+        self._stopping = True
+        while True:
+            try:
+                self.out.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    # --- callbacks (paho's network thread) -----------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        self.generation += 1
+        self.connects += 1
+        log.info(
+            "connected to broker %s:%s (session present: %s)",
+            self.cfg.host,
+            self.cfg.port,
+            flags.session_present,
+        )
+        client.subscribe([(READING_FILTER, 1), (STATUS_FILTER, 1)])
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        if not self._stopping:
+            log.warning("disconnected from broker: %s; reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg):
+        now = time.time()
+        address, kind = topic_address(msg.topic)
+        if kind == "reading":
+            m = Message(msg.topic, address, msg.payload, msg.mid, msg.qos, self.generation, now)
+            while True:  # blocks when full: backpressure, never a drop
+                try:
+                    self.out.put(m, timeout=0.5)
+                    return
+                except queue.Full:
+                    if self._stopping:
+                        return  # never acked: the broker redelivers it next session
+        if kind == "status" and address is not None and self.on_status is not None:
+            self.on_status(address, _parse_status(msg.payload), now)
+        if msg.qos:
+            client.ack(msg.mid, msg.qos)
+
+    # --- called by the server after COMMIT ----------------------------------------
+
+    def ack(self, m: Message) -> None:
+        """PUBACK one reading to the broker (only after it is committed)."""
+        if m.qos and m.generation == self.generation:
+            self.client.ack(m.mid, m.qos)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+
+def _parse_status(payload: bytes) -> dict:
+    if payload == b"offline":
+        return {"state": "offline"}
+    try:
+        obj = json.loads(payload[:4096])
+    except (ValueError, UnicodeDecodeError):
+        return {"state": "unreadable"}
+    if not isinstance(obj, dict):
+        return {"state": "unreadable"}
+    # Only short scalar fields: the status is unsigned and shown on the API.
+    out = {}
+    for k, v in list(obj.items())[:20]:
+        if isinstance(k, str) and len(k) <= 32:
+            if isinstance(v, bool | int | float) or v is None:
+                out[k] = v
+            elif isinstance(v, str):
+                out[k] = v[:200]
+            elif isinstance(v, list):
+                out[k] = [str(x)[:200] for x in v[:10]]
+    return out

@@ -1,0 +1,72 @@
+"""Counters and per-board state for the status API (updated by the server thread)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+from .reasons import Reason
+
+
+class Stats:
+    def __init__(self):
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self.received = 0
+        self.stored = 0
+        self.duplicate = 0
+        self.commits = 0
+        self.acks = 0
+        self.rejected: Counter[str] = Counter({r.name: 0 for r in Reason})
+        self.first_received_at: float | None = None
+        self.last_commit_at: float | None = None
+        self.boards: dict[str, dict] = {}
+        self.board_status: dict[str, dict] = {}
+
+    def status(self, address: bytes, status: dict, now: float) -> None:
+        with self._lock:
+            self.board_status[address.hex()] = dict(status, received_at=round(now, 3))
+
+    def batch(self, received: int, first_at: float) -> None:
+        with self._lock:
+            self.received += received
+            if self.first_received_at is None:
+                self.first_received_at = first_at
+
+    def committed(self, stored, duplicates, rejected, acks: int, now: float) -> None:
+        """stored/duplicates: Pending readings; rejected: Rejected records."""
+        with self._lock:
+            self.commits += 1
+            self.acks += acks
+            self.last_commit_at = now
+            self.stored += len(stored)
+            self.duplicate += len(duplicates)
+            for r in rejected:
+                self.rejected[r.reason.name] += 1
+            for p in stored:
+                b = self.boards.setdefault(p.device.hex(), {"stored": 0})
+                b["stored"] += 1
+                if p.seq >= b.get("last_seq", -1):
+                    b.update(last_seq=p.seq, last_time=p.time, last_flags=p.flags)
+                b["last_received_at"] = round(p.received_at, 3)
+
+    def snapshot(self) -> dict:
+        now = time.time()
+        with self._lock:
+            return {
+                "uptime_s": round(now - self.started, 3),
+                "counts": {
+                    "received": self.received,
+                    "stored": self.stored,
+                    "duplicate": self.duplicate,
+                    "rejected": dict(self.rejected),
+                    "rejected_total": sum(self.rejected.values()),
+                    "commits": self.commits,
+                    "acks": self.acks,
+                },
+                "first_received_at": self.first_received_at,
+                "last_commit_at": self.last_commit_at,
+                "boards": {k: dict(v) for k, v in self.boards.items()},
+                "board_status": {k: dict(v) for k, v in self.board_status.items()},
+            }
