@@ -1,0 +1,426 @@
+"""Anchor stage: closed batches -> one TerrapinAnchor.anchor transaction each.
+
+Rules that keep a batch from being anchored twice or forgotten:
+- The contract accepts only `nextBatchId`, and batches are sent lowest id first, one
+  transaction in flight at a time.
+- Every transaction is written to `chain_txs` with its raw signed bytes and committed
+  BEFORE it is broadcast. After a crash the recorded bytes are broadcast again (same
+  hash, same nonce) unless the chain already has the batch's root.
+- Each step first asks the contract (`rootOf`, `nextBatchId`) and the node (receipts,
+  nonces, mempool), then acts; the database records what the chain says.
+- A transaction not mined after `stuck_after` seconds, or gone from the mempool, is
+  replaced with the same nonce and fees raised by `fee_bump` (>= 10%).
+- A mined anchor whose block is no longer canonical (receipt gone, or block hash
+  changed) puts the batch back in flight; the stuck/dropped rule re-anchors it.
+- A batch is `confirmed` once its block has `confirmations` blocks on top (itself
+  included); confirmed batches are final.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from web3.exceptions import (
+    BlockNotFound,
+    ProviderConnectionError,
+    TransactionNotFound,
+    Web3RPCError,
+)
+
+from . import store
+from .node import Chain, ChainError, fees
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the node is not reachable right now": retry later, change nothing.
+TRANSIENT = (OSError, TimeoutError, ProviderConnectionError)
+_BACKOFF_MIN, _BACKOFF_MAX = 1.0, 60.0
+
+
+class Anchorer:
+    def __init__(
+        self, db_path: str | Path, chain: Chain, *, clock: Callable[[], float] = time.time
+    ):
+        self.conn = store.connect(db_path)
+        self.chain = chain
+        self.config = chain.config
+        self.clock = clock
+        self._deployment_checked = False
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- chain queries -------------------------------------------------------------
+    def _root_on_chain(self, batch_id: int) -> bytes:
+        return bytes(self.chain.anchor.functions.rootOf(batch_id).call())
+
+    def _receipt(self, tx_hash: bytes) -> Any | None:
+        try:
+            return self.chain.w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+
+    def _in_mempool(self, tx_hash: bytes) -> bool:
+        try:
+            self.chain.w3.eth.get_transaction(tx_hash)
+            return True
+        except TransactionNotFound:
+            return False
+
+    def _block_hash(self, number: int) -> bytes | None:
+        try:
+            return bytes(self.chain.w3.eth.get_block(number)["hash"])
+        except BlockNotFound:
+            return None
+
+    # -- the step ------------------------------------------------------------------
+    def step(self) -> None:
+        """Look at the chain, then move every batch on by at most one action."""
+        if not self._deployment_checked:
+            self._check_deployment()
+        head = self.chain.w3.eth.block_number
+        for batch in store.batches(self.conn, store.ANCHORED):
+            self._check_mined(batch, head)
+        in_flight = store.batches(self.conn, store.SENT)
+        if in_flight:
+            self._handle_in_flight(in_flight[0])
+            return
+        pending = store.batches(self.conn, store.PENDING)
+        if pending:
+            self._send_new(pending[0])
+
+    def _check_deployment(self) -> None:
+        """Tie the anchoring state to one chain and contract. On a different one (a new
+        embedded chain after a restart, a redeployment) every batch is anchored again."""
+        ident = f"{self.chain.chain_id}:{self.chain.anchor.address}"
+        old = store.get_meta(self.conn, "anchor")
+        if old is not None and old != ident:
+            log.warning("anchor contract changed (%s -> %s): re-anchoring every batch", old, ident)
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(
+                "UPDATE chain_txs SET status = ? WHERE status IN (?, ?, ?, ?)",
+                (store.ABANDONED, store.SIGNED, store.TX_SENT, store.MINED, store.REPLACED),
+            )
+            self.conn.execute(
+                "UPDATE batches SET status = ?, tx_hash = NULL, block_number = NULL, "
+                "block_hash = NULL, anchored_at = NULL",
+                (store.PENDING,),
+            )
+            store.set_meta(self.conn, "anchor", ident)
+            self.conn.execute("COMMIT")
+        elif old is None:
+            store.set_meta(self.conn, "anchor", ident)
+        # Anything the database believes anchored but the contract does not have (a reorg
+        # deeper than `confirmations`, or while we were down) goes back in flight.
+        next_id = self.chain.anchor.functions.nextBatchId().call()
+        for batch in store.batches(self.conn, store.ANCHORED, store.CONFIRMED):
+            if batch.id >= next_id or self._root_on_chain(batch.id) != batch.root:
+                self._unanchor(batch, "not in the contract's state at start")
+        self._deployment_checked = True
+
+    def _check_mined(self, batch: store.Batch, head: int) -> None:
+        tx = self.conn.execute(
+            "SELECT id, tx_hash FROM chain_txs WHERE batch_id = ? AND status = ?",
+            (batch.id, store.MINED),
+        ).fetchone()
+        receipt = self._receipt(tx[1]) if tx else None
+        canonical = (
+            receipt is not None
+            and bytes(receipt["blockHash"]) == batch.block_hash
+            and self._block_hash(batch.block_number) == batch.block_hash
+        )
+        if not canonical:
+            if receipt is not None and receipt["status"] == 1:  # re-mined in another block
+                self._mark_mined(batch, tx[0], receipt)
+                return
+            self._unanchor(batch, f"block {batch.block_number} is no longer canonical")
+            return
+        if head - batch.block_number + 1 >= self.config.confirmations:
+            self.conn.execute(
+                "UPDATE batches SET status = ? WHERE id = ?", (store.CONFIRMED, batch.id)
+            )
+            log.info("batch %d confirmed (block %d)", batch.id, batch.block_number)
+
+    def _unanchor(self, batch: store.Batch, why: str) -> None:
+        log.warning("reorg: batch %d's anchor is gone (%s); re-anchoring", batch.id, why)
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(
+            "UPDATE chain_txs SET status = ?, sent_at = ?, block_number = NULL, block_hash = NULL "
+            "WHERE batch_id = ? AND status = ?",
+            (store.TX_SENT, self.clock(), batch.id, store.MINED),
+        )
+        self.conn.execute(
+            "UPDATE batches SET status = ?, block_number = NULL, block_hash = NULL, "
+            "anchored_at = NULL WHERE id = ?",
+            (store.SENT, batch.id),
+        )
+        self.conn.execute("COMMIT")
+
+    def _mark_mined(self, batch: store.Batch, tx_id: int, receipt: Any) -> None:
+        block_hash = bytes(receipt["blockHash"])
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(
+            "UPDATE chain_txs SET status = ? WHERE batch_id = ? AND status IN (?, ?, ?)",
+            (store.REPLACED, batch.id, store.SIGNED, store.TX_SENT, store.MINED),
+        )
+        self.conn.execute(
+            "UPDATE chain_txs SET status = ?, block_number = ?, block_hash = ?, gas_used = ? "
+            "WHERE id = ?",
+            (store.MINED, receipt["blockNumber"], block_hash, receipt["gasUsed"], tx_id),
+        )
+        self.conn.execute(
+            "UPDATE batches SET status = ?, tx_hash = ?, block_number = ?, block_hash = ?, "
+            "anchored_at = ? WHERE id = ?",
+            (
+                store.ANCHORED,
+                bytes(receipt["transactionHash"]),
+                receipt["blockNumber"],
+                block_hash,
+                self.clock(),
+                batch.id,
+            ),
+        )
+        self.conn.execute("COMMIT")
+        log.info(
+            "batch %d anchored in block %d (tx 0x%s, %d gas)",
+            batch.id,
+            receipt["blockNumber"],
+            bytes(receipt["transactionHash"]).hex(),
+            receipt["gasUsed"],
+        )
+        head = self.chain.w3.eth.block_number
+        fresh = store.get_batch(self.conn, batch.id)
+        if fresh is not None:
+            self._check_mined(fresh, head)
+
+    def _attempts(self, batch_id: int) -> list[tuple]:
+        """(id, nonce, tx_hash, raw, max_fee, priority_fee, status, sent_at), oldest first."""
+        return self.conn.execute(
+            "SELECT id, nonce, tx_hash, raw, max_fee, priority_fee, status, sent_at "
+            "FROM chain_txs WHERE batch_id = ? AND status IN (?, ?, ?) ORDER BY id",
+            (batch_id, store.SIGNED, store.TX_SENT, store.REPLACED),
+        ).fetchall()
+
+    def _handle_in_flight(self, batch: store.Batch) -> None:
+        attempts = self._attempts(batch.id)
+        root = self._root_on_chain(batch.id)
+        if root == batch.root:  # one of our attempts (or an old one) got in
+            for attempt in reversed(attempts):
+                receipt = self._receipt(attempt[2])
+                if receipt is not None and receipt["status"] == 1:
+                    self._mark_mined(batch, attempt[0], receipt)
+                    return
+            raise ChainError(
+                f"batch {batch.id}'s root is on chain but none of our transactions carried it"
+            )
+        if root != bytes(32):
+            raise ChainError(
+                f"batch {batch.id} on chain holds root 0x{root.hex()}, "
+                f"ours is 0x{batch.root.hex()}",
+                hint="another gateway anchors to this contract: give each gateway its own anchor",
+            )
+        if not attempts:  # e.g. every attempt abandoned: start over
+            self._set_batch_status(batch.id, store.PENDING)
+            return
+        current = attempts[-1]
+        _, nonce, tx_hash, raw, _, _, status, sent_at = current
+        latest_nonce = self.chain.w3.eth.get_transaction_count(self.chain.address, "latest")
+        if latest_nonce > nonce:
+            self._nonce_used(batch, attempts)
+            return
+        if status == store.SIGNED:  # recorded, maybe never broadcast (crash before send)
+            self._broadcast(current[0], raw)
+            return
+        if not self._in_mempool(tx_hash):
+            log.warning("batch %d: tx 0x%s dropped from the mempool", batch.id, tx_hash.hex())
+            self._replace(batch, current)
+        elif self.clock() - (sent_at or 0) > self.config.stuck_after:
+            log.warning("batch %d: tx 0x%s stuck; raising fees", batch.id, tx_hash.hex())
+            self._replace(batch, current)
+
+    def _nonce_used(self, batch: store.Batch, attempts: list[tuple]) -> None:
+        """Our nonce is spent, yet the root is not on chain: a revert, or a foreign tx."""
+        for attempt in attempts:
+            receipt = self._receipt(attempt[2])
+            if receipt is not None and receipt["status"] == 0:
+                self.conn.execute(
+                    "UPDATE chain_txs SET status = ? WHERE id = ?", (store.FAILED, attempt[0])
+                )
+                next_id = self.chain.anchor.functions.nextBatchId().call()
+                allowed = self.chain.registry.functions.isGateway(self.chain.address).call()
+                self._set_batch_status(batch.id, store.PENDING)
+                raise ChainError(
+                    f"anchoring batch {batch.id} reverted (contract expects batch {next_id}, "
+                    f"gateway authorised: {allowed})"
+                )
+        log.warning(
+            "batch %d: nonce %d used by another transaction; resending", batch.id, attempts[-1][1]
+        )
+        self.conn.execute(
+            f"UPDATE chain_txs SET status = ? WHERE batch_id = ? AND status IN "
+            f"('{store.SIGNED}', '{store.TX_SENT}', '{store.REPLACED}')",
+            (store.ABANDONED, batch.id),
+        )
+        self._set_batch_status(batch.id, store.PENDING)
+
+    def _set_batch_status(self, batch_id: int, status: str) -> None:
+        self.conn.execute("UPDATE batches SET status = ? WHERE id = ?", (status, batch_id))
+
+    def _send_new(self, batch: store.Batch) -> None:
+        next_id = self.chain.anchor.functions.nextBatchId().call()
+        if next_id > batch.id:
+            root = self._root_on_chain(batch.id)
+            if root != batch.root:
+                raise ChainError(
+                    f"batch {batch.id} on chain holds root 0x{root.hex()}, ours is "
+                    f"0x{batch.root.hex()}",
+                    hint="another gateway anchors to this contract: give each its own anchor",
+                )
+            raise ChainError(f"batch {batch.id} is on chain but not from a recorded transaction")
+        if next_id < batch.id:
+            raise ChainError(f"contract expects batch {next_id} before batch {batch.id}")
+        nonce = self.chain.w3.eth.get_transaction_count(self.chain.address, "pending")
+        max_fee, priority = fees(self.chain.w3, self.config)
+        self._sign_record_send(batch, nonce, max_fee, priority)
+
+    def _replace(self, batch: store.Batch, current: tuple) -> None:
+        _, nonce, _, _, old_max, old_priority, _, _ = current
+        market_max, market_priority = fees(self.chain.w3, self.config)
+        priority = max(math.ceil(old_priority * self.config.fee_bump), market_priority)
+        max_fee = max(math.ceil(old_max * self.config.fee_bump), market_max, priority)
+        self._sign_record_send(batch, nonce, max_fee, priority, replaces=current[0])
+
+    def _sign_record_send(
+        self,
+        batch: store.Batch,
+        nonce: int,
+        max_fee: int,
+        priority: int,
+        replaces: int | None = None,
+    ) -> None:
+        chain = self.chain
+        data = chain.anchor.functions.anchor(
+            batch.id, batch.root, batch.count
+        )._encode_transaction_data()
+        tx = {
+            "type": 2,
+            "chainId": chain.chain_id,
+            "nonce": nonce,
+            "to": chain.anchor.address,
+            "value": 0,
+            "data": data,
+            "gas": self.config.gas_limit,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": priority,
+        }
+        signed = chain.account.sign_transaction(tx)
+        tx_hash = bytes(signed.hash)
+        self.conn.execute("BEGIN IMMEDIATE")
+        if replaces is not None:
+            self.conn.execute(
+                "UPDATE chain_txs SET status = ? WHERE id = ?", (store.REPLACED, replaces)
+            )
+        cur = self.conn.execute(
+            "INSERT INTO chain_txs(batch_id, chain_id, contract, sender, nonce, tx_hash, raw, "
+            "max_fee, priority_fee, created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                batch.id,
+                chain.chain_id,
+                chain.anchor.address,
+                chain.address,
+                nonce,
+                tx_hash,
+                bytes(signed.raw_transaction),
+                max_fee,
+                priority,
+                self.clock(),
+                store.SIGNED,
+            ),
+        )
+        self.conn.execute(
+            "UPDATE batches SET status = ?, tx_hash = ? WHERE id = ?",
+            (store.SENT, tx_hash, batch.id),
+        )
+        self.conn.execute("COMMIT")  # on disk (synchronous=FULL) before it leaves
+        log.info(
+            "batch %d: %s tx 0x%s nonce %d max fee %d priority %d",
+            batch.id,
+            "replacement" if replaces is not None else "anchor",
+            tx_hash.hex(),
+            nonce,
+            max_fee,
+            priority,
+        )
+        self._broadcast(cur.lastrowid, bytes(signed.raw_transaction))
+
+    def _broadcast(self, tx_id: int, raw: bytes) -> None:
+        try:
+            self.chain.w3.eth.send_raw_transaction(raw)
+        except Web3RPCError as exc:
+            message = str(exc).lower()
+            if "already" not in message and "known" not in message:
+                # nonce too low / underpriced: the next step reads the chain and decides.
+                log.warning("broadcast refused: %s", exc)
+                if "underpriced" in message:
+                    self.conn.execute(
+                        "UPDATE chain_txs SET status = ?, sent_at = 0 WHERE id = ?",
+                        (store.TX_SENT, tx_id),
+                    )
+                return
+        self.conn.execute(
+            "UPDATE chain_txs SET status = ?, sent_at = ? WHERE id = ?",
+            (store.TX_SENT, self.clock(), tx_id),
+        )
+
+    # -- drivers -------------------------------------------------------------------
+    def anchor_pending(
+        self, *, until: str = store.ANCHORED, timeout: float = 60.0
+    ) -> list[store.Batch]:
+        """Step until every closed batch is `until` (anchored or confirmed); for tests and
+        the demo. Mines empty blocks on the embedded chain to reach the confirmations."""
+        wanted = {store.ANCHORED, store.CONFIRMED} if until == store.ANCHORED else {store.CONFIRMED}
+        deadline = time.monotonic() + timeout
+        left: list[store.Batch] = []
+        while True:
+            try:
+                self.step()
+                left = [b for b in store.batches(self.conn) if b.status not in wanted]
+                if not left:
+                    return store.batches(self.conn)
+                if self.chain.tester is not None and not store.batches(
+                    self.conn, store.PENDING, store.SENT
+                ):
+                    self.chain.tester.mine_blocks(1)
+            except TRANSIENT as exc:
+                log.warning("chain unreachable: %s", exc)
+            if time.monotonic() > deadline:
+                raise ChainError(
+                    f"{len(left)} batch(es) not {until} after {timeout:.0f} s",
+                    hint="is the node mining? see the anchorer log",
+                )
+            time.sleep(0 if self.chain.tester is not None else min(0.2, self.config.poll_seconds))
+
+    def run(self, shutdown: threading.Event) -> None:
+        """Stage loop: step every poll interval; back off (capped, jittered) while the
+        node is unreachable."""
+        delay = _BACKOFF_MIN
+        while not shutdown.is_set():
+            try:
+                self.step()
+                delay = _BACKOFF_MIN
+                wait = self.config.poll_seconds
+            except TRANSIENT as exc:
+                wait = delay * random.uniform(0.5, 1.0)
+                log.warning("chain unreachable (%s); retrying in %.1f s", exc, wait)
+                delay = min(delay * 2, _BACKOFF_MAX)
+            except ChainError as exc:
+                wait = _BACKOFF_MAX
+                log.error("anchoring stopped: %s", exc)
+            shutdown.wait(wait)

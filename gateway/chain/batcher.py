@@ -1,0 +1,108 @@
+"""Batch stage: stored readings -> closed Merkle batches (in SQLite, ready to anchor).
+
+A batch closes when `batch_size` readings are waiting, or when the oldest waiting
+reading has waited `batch_seconds`. Readings go in by `readings.id` (arrival order), so
+the same database always gives the same batches, roots and proofs. The batch's tree is
+stored with it; `readings` is only read.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import merkle, store
+
+log = logging.getLogger(__name__)
+
+
+class Batcher:
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        batch_size: int = 1000,
+        batch_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.db_path = db_path
+        self.batch_size = batch_size
+        self.batch_seconds = batch_seconds
+        self.clock = clock
+        self.conn = store.connect(db_path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _waiting(self) -> tuple[int, int, float | None]:
+        """(last batched reading id, readings waiting, received_at of the oldest waiting)."""
+        last = self.conn.execute("SELECT COALESCE(MAX(last_reading), 0) FROM batches").fetchone()[0]
+        count, oldest = self.conn.execute(
+            "SELECT COUNT(*), MIN(received_at) FROM readings WHERE id > ?", (last,)
+        ).fetchone()
+        return last, count, oldest
+
+    def close_due(self, *, force: bool = False) -> list[store.Batch]:
+        """Close every batch that is due now (all waiting readings if `force`)."""
+        closed = []
+        while True:
+            _, count, oldest = self._waiting()
+            if count == 0:
+                break
+            full = count >= self.batch_size
+            old = oldest is not None and self.clock() - oldest >= self.batch_seconds
+            if not (full or old or force):
+                break
+            closed.append(self._close_one())
+        return closed
+
+    def _close_one(self) -> store.Batch:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            last = conn.execute("SELECT COALESCE(MAX(last_reading), 0) FROM batches").fetchone()[0]
+            rows = conn.execute(
+                "SELECT id, device, seq, digest FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+                (last, self.batch_size),
+            ).fetchall()
+            batch_id = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM batches").fetchone()[0]
+            tree = merkle.build_tree([(bytes(d), s, bytes(g)) for _, d, s, g in rows])
+            now = self.clock()
+            conn.execute(
+                "INSERT INTO batches(id, root, count, first_reading, last_reading, created_at, "
+                "status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (batch_id, tree.root, len(rows), rows[0][0], rows[-1][0], now, store.PENDING),
+            )
+            conn.execute(
+                "INSERT INTO batch_trees(batch_id, nodes) VALUES (?, ?)", (batch_id, tree.to_blob())
+            )
+            conn.executemany(
+                "INSERT INTO batch_leaves(reading_id, batch_id, tree_index) VALUES (?, ?, ?)",
+                [
+                    (row[0], batch_id, index)
+                    for row, index in zip(rows, tree.tree_index, strict=True)
+                ],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        batch = store.get_batch(conn, batch_id)
+        assert batch is not None
+        log.info("batch %d closed: %d readings, root 0x%s", batch_id, len(rows), tree.root.hex())
+        return batch
+
+    def run(self, shutdown: threading.Event, interval: float = 1.0) -> None:
+        """Stage loop: close due batches until `shutdown` is set."""
+        while not shutdown.is_set():
+            try:
+                self.close_due()
+            except sqlite3.OperationalError as exc:  # e.g. the store has no readings table yet
+                log.warning("batcher: %s", exc)
+            shutdown.wait(interval)

@@ -1,0 +1,164 @@
+"""`terrapin proof` and `terrapin verify` end to end on anvil, and tampered bundles."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from terrapin.gateway.chain import store
+from terrapin.gateway.chain.anchorer import Anchorer
+from terrapin.gateway.chain.batcher import Batcher
+from terrapin.gateway.chain.node import Chain
+from terrapin.gateway.chain.testkit import ANVIL_KEY, Board, add_readings, deploy_on_rpc, make_db
+from terrapin.tools.cli import main
+
+
+@pytest.fixture
+def anchored(anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A gateway db with 3 anchored batches on anvil; returns (db, readings, anvil)."""
+    monkeypatch.setenv("TERRAPIN_CHAIN_KEY", ANVIL_KEY)
+    db = tmp_path / "gw.db"
+    conn = make_db(db)
+    rng = random.Random(11)
+    boards = [Board.make(rng) for _ in range(3)]
+    readings = add_readings(conn, boards, 20)
+    # One board whose public key the devices table does not know: recovered from its signature.
+    readings += add_readings(conn, [Board.make(rng)], 3, register=False)
+    Batcher(db, batch_size=9).close_due(force=True)
+    anchorer = Anchorer(db, Chain.connect(deploy_on_rpc(anvil.url)))
+    anchorer.anchor_pending()
+    return db, readings, anvil
+
+
+def _proof(db: Path, board: Board, seq: int, out: Path) -> dict:
+    code = main(["proof", "0x" + board.address.hex(), str(seq), "--db", str(db), "--out", str(out)])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def _verify(path: Path, url: str | None, capsys) -> tuple[int, list[dict]]:
+    args = ["verify", str(path), "--json"] + (["--rpc", url] if url else [])
+    code = main(args)
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_every_reading_proves_and_verifies_on_chain(anchored, tmp_path: Path, capsys) -> None:
+    db, readings, anvil = anchored
+    for n, (_, board, seq) in enumerate(readings[::4] + readings[-1:]):
+        data = _proof(db, board, seq, tmp_path / f"r{n}.json")
+        assert list(data) == [
+            "version",
+            "envelope",
+            "pubkey",
+            "device",
+            "seq",
+            "digest",
+            "leaf",
+            "proof",
+            "root",
+            "batch",
+            "chain_id",
+            "contract",
+            "tx",
+            "block",
+        ]
+        assert data["pubkey"] == board.pubkey.hex()
+        code, checks = _verify(tmp_path / f"r{n}.json", anvil.url, capsys)
+        assert code == 0, checks
+        assert [c["name"] for c in checks][-3:] == [
+            "chain id",
+            "anchoring transaction",
+            "contract views",
+        ]
+
+
+def _swap_hex(text: str) -> str:
+    """Change the last hex digit."""
+    return text[:-1] + ("0" if text[-1] != "0" else "1")
+
+
+def _tamper(data: dict, field: str, other: dict) -> dict:
+    bad = dict(data)
+    if field in ("seq", "batch", "chain_id", "block", "version"):
+        bad[field] = data[field] + 1
+    elif field == "proof":
+        bad["proof"] = [*data["proof"][:-1], _swap_hex(data["proof"][-1])]
+    elif field == "pubkey":
+        bad["pubkey"] = other["pubkey"]
+    elif field == "envelope":  # one bit of the signature (the last bytes)
+        bad["envelope"] = _swap_hex(data["envelope"])
+    else:
+        bad[field] = _swap_hex(data[field])
+    return bad
+
+
+# field -> the first check that must fail, and words of its reason
+EXPECTED = {
+    "version": ("bundle format", "unsupported version"),
+    "envelope": ("signature", "does not verify"),
+    "pubkey": ("board address", "not the device"),
+    "device": ("board address", "not the device"),
+    "seq": ("sequence", "payload says seq"),
+    "digest": ("digest", "Sig_structure"),
+    "leaf": ("leaf", "hash to"),
+    "proof": ("proof -> root", "proof leads to"),
+    "root": ("proof -> root", "proof leads to"),
+    "batch": ("anchoring transaction", "it anchored batch"),
+    "chain_id": ("chain id", "bundle says"),
+    "contract": ("anchoring transaction", "not the contract"),
+    "tx": ("anchoring transaction", "no transaction"),
+    "block": ("anchoring transaction", "bundle says"),
+}
+
+
+def test_tampered_bundles_fail_with_the_right_reason(anchored, tmp_path: Path, capsys) -> None:
+    db, readings, anvil = anchored
+    _, board, seq = readings[5]
+    data = _proof(db, board, seq, tmp_path / "good.json")
+    other = _proof(db, readings[6][1], readings[6][2], tmp_path / "other.json")
+    for field, (check, words) in EXPECTED.items():
+        path = tmp_path / f"bad-{field}.json"
+        path.write_text(json.dumps(_tamper(data, field, other)))
+        code, checks = _verify(path, anvil.url, capsys)
+        failed = [c for c in checks if not c["ok"]]
+        assert code != 0 and failed, f"tampered {field} verified: {checks}"
+        assert failed[0]["name"] == check, f"tampered {field}: {failed}"
+        assert words in failed[0]["detail"], f"tampered {field}: {failed[0]}"
+
+
+def test_proof_errors_are_actionable(anchored, tmp_path: Path, capsys) -> None:
+    db, readings, _ = anchored
+    board = readings[0][1]
+    assert main(["proof", "0x" + board.address.hex(), "999", "--db", str(db)]) == 1
+    assert "not stored" in capsys.readouterr().err
+    assert main(["proof", "0x1234", "1", "--db", str(db)]) == 1
+    assert "20-byte" in capsys.readouterr().err
+    conn = make_db(db)
+    new = add_readings(conn, [board], 1)
+    assert main(["proof", "0x" + board.address.hex(), str(new[0][2]), "--db", str(db)]) == 1
+    assert "not in a batch yet" in capsys.readouterr().err
+    Batcher(db, batch_size=9).close_due(force=True)
+    assert main(["proof", "0x" + board.address.hex(), str(new[0][2]), "--db", str(db)]) == 1
+    assert "not anchored yet (pending)" in capsys.readouterr().err
+    assert store.batches(store.connect(db), store.PENDING)
+
+
+def test_offline_verify_passes_without_rpc(anchored, tmp_path: Path, capsys) -> None:
+    db, readings, _ = anchored
+    _, board, seq = readings[-1]
+    _proof(db, board, seq, tmp_path / "b.json")
+    code, checks = _verify(tmp_path / "b.json", None, capsys)
+    assert code == 0
+    assert [c["name"] for c in checks] == [
+        "bundle format",
+        "envelope",
+        "board address",
+        "sequence",
+        "digest",
+        "signature",
+        "leaf",
+        "proof -> root",
+    ]
