@@ -1,0 +1,112 @@
+"""The TP1 console: board side as pure logic on CPython, then over real serial
+paths (pty and TCP) against the firmware on the unix port."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+
+from terrapin.firmware import console as fwconsole
+from terrapin.firmware import keystore, secp256k1
+from terrapin.tools.serialconsole import BoardError
+
+
+class Host:
+    def __init__(self, root, **kw):
+        self.out = bytearray()
+        self.con = fwconsole.Console(str(root), self.out.extend, **kw)
+
+    def ask(self, line: str):
+        self.out.clear()
+        self.con.feed(line.encode() + b"\r\n")
+        text = bytes(self.out).decode()
+        assert text.startswith("TP1 "), text
+        kind, _, rest = text[4:].strip().partition(" ")
+        if kind == "OK":
+            return json.loads(rest)
+        return ("ERR", *rest.split(" ", 1))
+
+
+def test_keygen_never_overwrites_and_answers_public_parts_only(tmp_path):
+    h = Host(tmp_path)
+    first = h.ask("TP1 keygen")
+    assert first["created"] is True
+    again = h.ask("TP1 keygen")
+    assert again == {**first, "created": False}
+    priv = keystore.load_key(str(tmp_path))
+    assert bytes.fromhex(first["pub"]) == secp256k1.public_key(priv)
+    assert priv.hex() not in json.dumps(first)
+    forced = h.ask("TP1 keygen force")
+    assert forced["created"] is True and forced["addr"] != first["addr"]
+
+
+def test_config_values_never_echoed_and_chunked_checksum_checked(tmp_path):
+    h = Host(tmp_path)
+    secret = "hunter2-wifi-secret"
+    raw = json.dumps({"wifi": {"ssid": "home", "password": secret}}).encode()
+    answer = h.ask("TP1 config-set " + base64.b64encode(raw).decode())
+    assert answer["keys"] == ["wifi"]
+    assert secret not in json.dumps(answer)
+    # A second write merges one level deep: the password stays.
+    raw2 = json.dumps({"wifi": {"ssid": "other"}, "broker": {"host": "gw.local"}}).encode()
+    h.ask("TP1 config-begin")
+    h.ask("TP1 config-chunk " + base64.b64encode(raw2[:10]).decode())
+    h.ask("TP1 config-chunk " + base64.b64encode(raw2[10:]).decode())
+    assert h.ask("TP1 config-end " + "00" * 32)[:2] == ("ERR", "BAD_CHECKSUM")
+    h.ask("TP1 config-begin")
+    h.ask("TP1 config-chunk " + base64.b64encode(raw2).decode())
+    done = h.ask("TP1 config-end " + hashlib.sha256(raw2).hexdigest())
+    assert done["keys"] == ["broker", "wifi"]
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored["wifi"] == {"ssid": "other", "password": secret}
+    assert secret not in bytes(h.out).decode()
+
+
+def test_sign_digest_only_for_bind_and_only_in_provisioning_mode(tmp_path):
+    h = Host(tmp_path)
+    digest = bytes(range(32))
+    assert h.ask("TP1 sign-digest " + digest.hex() + " bind")[:2] == ("ERR", "NO_KEY")
+    made = h.ask("TP1 keygen")
+    assert h.ask("TP1 sign-digest " + digest.hex() + " reading")[:2] == ("ERR", "DENIED")
+    assert h.ask("TP1 sign-digest abcd bind")[:2] == ("ERR", "BAD_ARGS")
+    sig = bytes.fromhex(h.ask("TP1 sign-digest " + digest.hex() + " bind")["sig"])
+    assert len(sig) == 65 and sig[64] in (27, 28)
+    pub = secp256k1.recover_public_key(digest, sig[:64], sig[64] - 27)
+    assert pub.hex() == made["pub"]
+    assert h.ask("TP1 done") == {"provisioning": False}
+    assert h.ask("TP1 sign-digest " + digest.hex() + " bind")[:2] == ("ERR", "DENIED")
+    assert h.ask("TP1 keygen force")[:2] == ("ERR", "DENIED")
+
+
+def test_bad_lines(tmp_path):
+    h = Host(tmp_path)
+    assert h.ask("TP1 frobnicate")[:2] == ("ERR", "BAD_COMMAND")
+    assert h.ask("TP1 config-set !!!notbase64")[:2] in (("ERR", "BAD_ARGS"), ("ERR", "BAD_CONFIG"))
+    assert h.ask("TP1 config-set " + base64.b64encode(b"[1]").decode())[:2] == (
+        "ERR",
+        "BAD_CONFIG",
+    )
+    assert h.ask("TP1 " + "x" * 5000)[:2] == ("ERR", "TOO_LONG")
+    assert h.ask("TP1 info")["proto"] == 1  # still answering after the long line
+    h.out.clear()
+    h.con.feed(b"some app log line\n")
+    assert bytes(h.out) == b""
+
+
+def test_console_over_serial(board):
+    con = board.console()
+    try:
+        info = con.wait_ready()
+        assert info["proto"] == 1 and info["addr"] is None, board.context()
+        made = con.request("keygen")
+        assert con.request("info")["addr"] == made["addr"]
+        with pytest.raises(BoardError) as err:
+            con.request("sign-digest", "00" * 32, "reading")
+        assert err.value.code == "DENIED"
+        priv = keystore.load_key(str(board.flash))
+        assert secp256k1.public_key(priv).hex() == made["pub"]
+    finally:
+        con.link.close()
