@@ -1,0 +1,331 @@
+"""Strict deterministic CBOR (RFC 8949) for Terrapin's wire format.
+
+Encoder: int (up to 64-bit), bytes, str, list/tuple, dict, float, bool, None
+and `Tag`. Output is deterministic and equals `cbor2.dumps(obj, canonical=True)`:
+shortest heads, definite lengths, map keys sorted length-first then bytewise
+(RFC 8949 section 4.2.3, which is cbor2's canonical order; for the small
+integer keys the protocol uses it coincides with section 4.2.1), floats in the
+shortest of half/single/double that keeps the value exactly.
+
+Decoder: accepts only that deterministic form. It raises `CBORError` for
+anything that is not well-formed or too deep/large, and `NonCanonicalError`
+(a `CBORError`) for well-formed input that is not deterministic: non-minimal
+integer or length heads, indefinite lengths, floats wider than needed, map
+keys out of order or duplicated. NaN is written and accepted only as
+f97e00 (cbor2's canonical NaN); the wire protocol forbids NaN and infinity in
+readings one level up, in cose.
+
+Pure logic: imports only `struct`.
+"""
+
+import struct
+
+from .compat import const
+
+MAX_SIZE = const(1024)
+MAX_DEPTH = const(4)
+
+_U64 = const(0xFFFFFFFFFFFFFFFF)
+
+
+class CBORError(ValueError):
+    """Input is not CBOR this decoder accepts, or a value cannot be encoded."""
+
+
+class NonCanonicalError(CBORError):
+    """Well-formed CBOR that is not in deterministic (canonical) form."""
+
+
+class Tag:
+    """A CBOR tag (major type 6) around one value."""
+
+    __slots__ = ("tag", "value")
+
+    def __init__(self, tag, value):
+        self.tag = tag
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
+
+    def __repr__(self):
+        return "Tag(%d, %r)" % (self.tag, self.value)
+
+
+# -- encoder -----------------------------------------------------------------
+
+
+def _head(buf, major, n):
+    mt = major << 5
+    if n < 24:
+        buf.append(mt | n)
+    elif n < 0x100:
+        buf.append(mt | 24)
+        buf.append(n)
+    elif n < 0x10000:
+        buf.append(mt | 25)
+        buf.extend(struct.pack(">H", n))
+    elif n < 0x100000000:
+        buf.append(mt | 26)
+        buf.extend(struct.pack(">I", n))
+    elif n <= _U64:
+        buf.append(mt | 27)
+        buf.extend(n.to_bytes(8, "big"))
+    else:
+        raise CBORError("integer out of 64-bit range")
+
+
+def half_bits(x):
+    """The IEEE 754 half-precision bits of float `x`, or None if `x` does not
+    fit a half exactly. Done by hand: MicroPython's struct has no 'e'."""
+    try:
+        b = struct.unpack(">I", struct.pack(">f", x))[0]
+    except OverflowError:  # CPython: beyond float32 range
+        return None
+    if struct.unpack(">f", struct.pack(">I", b))[0] != x:
+        return None  # not even a float32
+    sign = (b >> 16) & 0x8000
+    exp = (b >> 23) & 0xFF
+    mant = b & 0x7FFFFF
+    if exp == 0xFF:
+        return None if mant else sign | 0x7C00  # NaN never; infinity
+    if exp == 0:
+        return None if mant else sign  # float32 subnormals never fit
+    e = exp - 127
+    if -14 <= e <= 15:
+        if mant & 0x1FFF:
+            return None
+        return sign | ((e + 15) << 10) | (mant >> 13)
+    if -24 <= e < -14:
+        full = mant | 0x800000
+        shift = -(e + 1)
+        if full & ((1 << shift) - 1):
+            return None
+        return sign | (full >> shift)
+    return None
+
+
+def _float(buf, x):
+    if x != x:
+        buf.extend(b"\xf9\x7e\x00")  # the one canonical NaN, as cbor2 writes it
+        return
+    h = half_bits(x)
+    if h is not None:
+        buf.append(0xF9)
+        buf.extend(struct.pack(">H", h))
+        return
+    try:
+        single = struct.pack(">f", x)
+        fits = struct.unpack(">f", single)[0] == x
+    except OverflowError:
+        fits = False
+    if fits:
+        buf.append(0xFA)
+        buf.extend(single)
+    else:
+        buf.append(0xFB)
+        buf.extend(struct.pack(">d", x))
+
+
+def _key_order(item):
+    return (len(item[0]), item[0])
+
+
+def _encode(buf, obj):
+    if obj is None:
+        buf.append(0xF6)
+    elif obj is True:
+        buf.append(0xF5)
+    elif obj is False:
+        buf.append(0xF4)
+    elif isinstance(obj, int):
+        if obj >= 0:
+            _head(buf, 0, obj)
+        else:
+            _head(buf, 1, -1 - obj)
+    elif isinstance(obj, float):
+        _float(buf, obj)
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        _head(buf, 2, len(obj))
+        buf.extend(obj)
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8")
+        _head(buf, 3, len(data))
+        buf.extend(data)
+    elif isinstance(obj, (list, tuple)):
+        _head(buf, 4, len(obj))
+        for item in obj:
+            _encode(buf, item)
+    elif isinstance(obj, dict):
+        items = [(dumps(k), v) for k, v in obj.items()]
+        items.sort(key=_key_order)
+        _head(buf, 5, len(items))
+        prev = None
+        for key, value in items:
+            if key == prev:
+                raise CBORError("duplicate map key")
+            prev = key
+            buf.extend(key)
+            _encode(buf, value)
+    elif isinstance(obj, Tag):
+        _head(buf, 6, obj.tag)
+        _encode(buf, obj.value)
+    else:
+        raise CBORError("cannot encode type %s" % type(obj).__name__)
+
+
+def dumps(obj):
+    """Deterministic CBOR bytes of `obj`."""
+    buf = bytearray()
+    _encode(buf, obj)
+    return bytes(buf)
+
+
+# -- decoder -----------------------------------------------------------------
+
+
+class _Decoder:
+    __slots__ = ("data", "pos", "max_depth")
+
+    def __init__(self, data, max_depth):
+        self.data = data
+        self.pos = 0
+        self.max_depth = max_depth
+
+    def take(self, n):
+        start = self.pos
+        end = start + n
+        if end > len(self.data):
+            raise CBORError("truncated")
+        self.pos = end
+        return self.data[start:end]
+
+    def arg(self, ai):
+        if ai < 24:
+            return ai
+        if ai == 24:
+            n = self.take(1)[0]
+            low = 24
+        elif ai == 25:
+            n = struct.unpack(">H", self.take(2))[0]
+            low = 0x100
+        elif ai == 26:
+            n = struct.unpack(">I", self.take(4))[0]
+            low = 0x10000
+        elif ai == 27:
+            n = int.from_bytes(self.take(8), "big")
+            low = 0x100000000
+        elif ai == 31:
+            raise NonCanonicalError("indefinite length")
+        else:
+            raise CBORError("reserved additional information")
+        if n < low:
+            raise NonCanonicalError("non-minimal integer or length")
+        return n
+
+    def simple(self, ai):
+        if ai == 20:
+            return False
+        if ai == 21:
+            return True
+        if ai == 22:
+            return None
+        if ai == 25:
+            bits = struct.unpack(">H", self.take(2))[0]
+            exp = (bits >> 10) & 0x1F
+            mant = bits & 0x3FF
+            if exp == 0x1F:
+                if mant:
+                    if bits != 0x7E00:
+                        raise NonCanonicalError("NaN other than f97e00")
+                    return float("nan")
+                value = float("inf")
+            elif exp == 0:
+                value = mant * 2.0**-24
+            else:
+                value = (mant | 0x400) * 2.0 ** (exp - 25)
+            return -value if bits & 0x8000 else value
+        if ai == 26:
+            raw = self.take(4)
+            value = struct.unpack(">f", raw)[0]
+            if value != value:
+                raise NonCanonicalError("NaN other than f97e00")
+            if half_bits(value) is not None:
+                raise NonCanonicalError("float fits a shorter width")
+            return value
+        if ai == 27:
+            raw = self.take(8)
+            value = struct.unpack(">d", raw)[0]
+            if value != value:
+                raise NonCanonicalError("NaN other than f97e00")
+            if struct.pack(">d", value) != raw:
+                raise CBORError("double not representable on this float build")
+            try:
+                fits = struct.unpack(">f", struct.pack(">f", value))[0] == value
+            except OverflowError:
+                fits = False
+            if fits:
+                raise NonCanonicalError("float fits a shorter width")
+            return value
+        if ai == 31:
+            raise NonCanonicalError("unexpected break")
+        raise CBORError("unsupported simple value")
+
+    def item(self, depth):
+        ib = self.take(1)[0]
+        major = ib >> 5
+        ai = ib & 0x1F
+        if major == 7:
+            return self.simple(ai)
+        n = self.arg(ai)
+        if major == 0:
+            return n
+        if major == 1:
+            return -1 - n
+        if major == 2:
+            return bytes(self.take(n))
+        if major == 3:
+            try:
+                return str(self.take(n), "utf-8")
+            except Exception:  # UnicodeError on CPython and MicroPython
+                raise CBORError("invalid UTF-8 text")
+        if depth >= self.max_depth:
+            raise CBORError("nesting too deep")
+        if major == 6:
+            return Tag(n, self.item(depth + 1))
+        if n > len(self.data) - self.pos:
+            raise CBORError("truncated")
+        if major == 4:
+            return [self.item(depth + 1) for _ in range(n)]
+        # major 5: map, keys strictly increasing in length-first order
+        result = {}
+        prev = None
+        for _ in range(n):
+            start = self.pos
+            key = self.item(depth + 1)
+            raw = self.data[start : self.pos]
+            if prev is not None and (len(raw), raw) <= (len(prev), prev):
+                raise NonCanonicalError("map keys out of order or duplicated")
+            prev = raw
+            if isinstance(key, (list, dict, Tag)):
+                raise CBORError("unsupported map key type")
+            result[key] = self.item(depth + 1)
+        return result
+
+
+def loads(data, max_depth=MAX_DEPTH, max_size=MAX_SIZE):
+    """Decode one deterministic CBOR item that fills `data` exactly.
+
+    Containers (arrays, maps, tags) may nest `max_depth` deep; `data` may be
+    at most `max_size` bytes. Raises `CBORError` / `NonCanonicalError`."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CBORError("expected bytes")
+    if len(data) > max_size:
+        raise CBORError("oversize")
+    if not len(data):
+        raise CBORError("empty input")
+    dec = _Decoder(bytes(data), max_depth)
+    obj = dec.item(0)
+    if dec.pos != len(data):
+        raise CBORError("trailing bytes")
+    return obj

@@ -1,0 +1,262 @@
+"""COSE_Sign1 envelopes (RFC 9052) carrying Terrapin readings, wire protocol v1.
+
+envelope = Tag(18, [protected, {4: kid}, payload, signature])
+  protected = bstr of {1: -47}                (alg ES256K, RFC 8812)
+  kid       = the board's 20-byte address      (last 20 bytes of keccak256(X||Y))
+  payload   = deterministic CBOR {1: seq, 2: time, 3: [{0: name, 1: unit, 2: value}, ...]}
+  signature = r||s (64 bytes, low-S, RFC 6979) over
+              digest = SHA-256(["Signature1", protected, h'', payload])
+
+`check_envelope` applies the receiving rules in the documented order and
+raises `COSEError` whose `reason` is the wire reason code (same numbers as the
+gateway's `Reason` enum; see docs/PROTOCOL.md). Pure logic: no I/O.
+"""
+
+import hashlib
+import struct
+
+# secp256k1 first: it allocates its 4 KB table buffer while the heap is clean.
+from . import secp256k1  # isort: skip
+from . import cbor, keccak
+from .compat import const
+
+ALG_ES256K = const(-47)
+COSE_SIGN1_TAG = const(18)
+MAX_ENVELOPE = const(1024)
+MAX_RECORDS = const(16)
+MAX_NAME = const(64)  # characters
+MAX_UNIT = const(16)  # characters; may be empty
+MAX_UINT = const(0x7FFFFFFFFFFFFFFF)  # seq and time: the gateway stores SQLite INTEGERs
+
+PROTECTED = b"\xa1\x01\x38\x2e"  # cbor.dumps({1: -47})
+_SIG1_HEAD = b"\x84\x6aSignature1\x44\xa1\x01\x38\x2e\x40"  # ["Signature1", PROTECTED, h'', ...
+
+# Reason codes (wire protocol v1; terrapin.gateway.reasons.Reason has the same numbers).
+MALFORMED_CBOR = const(1)
+OVERSIZE = const(2)
+BAD_ENVELOPE = const(3)
+UNSUPPORTED_ALG = const(4)
+BAD_KID = const(5)
+TOPIC_MISMATCH = const(6)
+BAD_SIGNATURE = const(7)
+HIGH_S = const(8)
+NON_CANONICAL = const(9)
+BAD_PAYLOAD = const(10)
+
+# Index = reason code.
+REASON_NAMES = (
+    "",
+    "MALFORMED_CBOR",
+    "OVERSIZE",
+    "BAD_ENVELOPE",
+    "UNSUPPORTED_ALG",
+    "BAD_KID",
+    "TOPIC_MISMATCH",
+    "BAD_SIGNATURE",
+    "HIGH_S",
+    "NON_CANONICAL",
+    "BAD_PAYLOAD",
+)
+
+
+class COSEError(ValueError):
+    """An envelope or payload breaks wire protocol v1; `reason` is its code."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+def address(pub):
+    """The 20-byte board address: last 20 bytes of keccak256(X || Y)."""
+    if len(pub) != 65 or pub[0] != 4:
+        raise ValueError("public key must be 65 bytes 0x04||X||Y")
+    return keccak.keccak256(pub[1:])[12:]
+
+
+def float32(value):
+    """`value` rounded to the nearest float32 (the ESP32 MicroPython float)."""
+    try:
+        out = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:  # CPython refuses values beyond float32 range
+        raise ValueError("value out of float32 range")
+    if out != out or out in (float("inf"), float("-inf")):
+        raise ValueError("value must be a finite float32")
+    return out
+
+
+def encode_payload(seq, time, records):
+    """Deterministic CBOR payload. `records`: 1..16 (name, unit, value)
+    tuples; values are rounded to float32 then encoded shortest-first."""
+    if not isinstance(seq, int) or not 0 <= seq <= MAX_UINT:
+        raise ValueError("seq must be in 0..2^63-1")
+    if not isinstance(time, int) or not 0 <= time <= MAX_UINT:
+        raise ValueError("time must be in 0..2^63-1")
+    if not 1 <= len(records) <= MAX_RECORDS:
+        raise ValueError("need 1..16 records")
+    out = []
+    for name, unit, value in records:
+        _check_text(name, 1, MAX_NAME)
+        _check_text(unit, 0, MAX_UNIT)
+        out.append({0: name, 1: unit, 2: float32(float(value))})
+    return cbor.dumps({1: seq, 2: time, 3: out})
+
+
+def _check_text(text, low, high):
+    if type(text) is not str or not low <= len(text) <= high:
+        raise ValueError("name must be 1..64, unit 0..16 characters of text")
+
+
+def sig_structure(payload):
+    """CBOR of ["Signature1", PROTECTED, h'', payload]."""
+    buf = bytearray(_SIG1_HEAD)
+    n = len(payload)
+    if n < 24:
+        buf.append(0x40 | n)
+    elif n < 0x100:
+        buf.append(0x58)
+        buf.append(n)
+    else:
+        buf.append(0x59)
+        buf.extend(struct.pack(">H", n))
+    buf.extend(payload)
+    return bytes(buf)
+
+
+def digest(payload):
+    """The signed digest: SHA-256 of the Sig_structure (also the on-chain leaf field)."""
+    return hashlib.sha256(sig_structure(payload)).digest()
+
+
+def sign1(priv, kid, payload):
+    """The COSE_Sign1 envelope bytes for `payload`, signed with `priv`."""
+    if len(kid) != 20:
+        raise ValueError("kid must be the 20-byte address")
+    sig = secp256k1.sign_digest(priv, digest(payload))
+    env = cbor.dumps(cbor.Tag(COSE_SIGN1_TAG, [PROTECTED, {4: bytes(kid)}, payload, sig]))
+    if len(env) > MAX_ENVELOPE:
+        raise ValueError("envelope over 1024 bytes")
+    return env
+
+
+def parse_sign1(envelope):
+    """(protected, kid, payload, signature) of an envelope, checked for
+    size, strict CBOR, structure, algorithm and kid. Raises COSEError."""
+    if len(envelope) > MAX_ENVELOPE:
+        raise COSEError(OVERSIZE, "envelope over 1024 bytes")
+    try:
+        obj = cbor.loads(envelope, 4, MAX_ENVELOPE)
+    except cbor.CBORError as exc:
+        raise COSEError(MALFORMED_CBOR, "envelope: " + str(exc))
+    if not isinstance(obj, cbor.Tag) or obj.tag != COSE_SIGN1_TAG:
+        raise COSEError(BAD_ENVELOPE, "not a COSE_Sign1 (tag 18)")
+    body = obj.value
+    if not isinstance(body, list) or len(body) != 4:
+        raise COSEError(BAD_ENVELOPE, "COSE_Sign1 must be a 4-element array")
+    protected, unprotected, payload, signature = body
+    if not (
+        isinstance(protected, bytes)
+        and isinstance(unprotected, dict)
+        and isinstance(payload, bytes)
+        and isinstance(signature, bytes)
+    ):
+        raise COSEError(BAD_ENVELOPE, "wrong field types")
+    for key in unprotected:
+        if key != 4:
+            raise COSEError(BAD_ENVELOPE, "unknown unprotected header")
+    if protected != PROTECTED:
+        raise COSEError(UNSUPPORTED_ALG, "protected header is not {1: -47}")
+    kid = unprotected.get(4)
+    if not isinstance(kid, bytes) or len(kid) != 20:
+        raise COSEError(BAD_KID, "kid missing or not 20 bytes")
+    return protected, kid, payload, signature
+
+
+def decode_payload(payload):
+    """(seq, time, [(name, unit, value), ...]) of a payload. Raises
+    COSEError: NON_CANONICAL (not deterministic CBOR) or BAD_PAYLOAD (schema:
+    keys, types, 1..16 records, name 1..64 and unit 0..16 characters, value a
+    finite float32)."""
+    try:
+        obj = cbor.loads(payload, 4, MAX_ENVELOPE)
+    except cbor.CBORError as exc:
+        # Anything but deterministic CBOR, malformed included (as the gateway does).
+        raise COSEError(NON_CANONICAL, "payload: " + str(exc))
+    if not _has_keys(obj, (1, 2, 3)):
+        raise COSEError(BAD_PAYLOAD, "payload must be a map with keys 1, 2, 3")
+    seq = obj[1]
+    time = obj[2]
+    recs = obj[3]
+    if type(seq) is not int or not 0 <= seq <= MAX_UINT:
+        raise COSEError(BAD_PAYLOAD, "seq must be in 0..2^63-1")
+    if type(time) is not int or not 0 <= time <= MAX_UINT:
+        raise COSEError(BAD_PAYLOAD, "time must be in 0..2^63-1")
+    if not isinstance(recs, list) or not 1 <= len(recs) <= MAX_RECORDS:
+        raise COSEError(BAD_PAYLOAD, "need 1..16 records")
+    records = []
+    for rec in recs:
+        if not _has_keys(rec, (0, 1, 2)):
+            raise COSEError(BAD_PAYLOAD, "record must be a map with keys 0, 1, 2")
+        name = rec[0]
+        unit = rec[1]
+        value = rec[2]
+        try:
+            _check_text(name, 1, MAX_NAME)
+            _check_text(unit, 0, MAX_UNIT)
+            ok = isinstance(value, float) and float32(value) == value
+        except ValueError:
+            ok = False
+        if not ok:
+            raise COSEError(BAD_PAYLOAD, "bad record")
+        records.append((name, unit, value))
+    return seq, time, records
+
+
+def _has_keys(obj, keys):
+    # Exactly these integer keys (True/1.0 would compare equal to 1: refused).
+    if not isinstance(obj, dict) or len(obj) != len(keys):
+        return False
+    for key in obj:
+        if type(key) is not int or key not in keys:
+            return False
+    return True
+
+
+def check_envelope(envelope, topic_kid=None, pub=None):
+    """Apply the v1 receiving rules in order; return (kid, seq, time, records).
+
+    `topic_kid`: the address from the MQTT topic (20 bytes), if any.
+    `pub`: the board's known 65-byte public key; without it the key is
+    recovered from the signature and must hash to kid."""
+    protected, kid, payload, signature = parse_sign1(envelope)
+    if topic_kid is not None and bytes(topic_kid) != kid:
+        raise COSEError(TOPIC_MISMATCH, "kid does not match the topic address")
+    if len(signature) != 64:
+        raise COSEError(BAD_SIGNATURE, "signature must be 64 bytes")
+    if int.from_bytes(signature[32:], "big") > secp256k1.HALF_N:
+        raise COSEError(HIGH_S, "s > n/2")
+    if not _verified(kid, pub, digest(payload), signature):
+        raise COSEError(BAD_SIGNATURE, "signature does not verify for kid")
+    seq, time, records = decode_payload(payload)
+    return kid, seq, time, records
+
+
+def _verified(kid, pub, dig, signature):
+    if pub is not None:
+        return address(pub) == kid and secp256k1.verify_digest(pub, dig, signature)
+    for v in (0, 1):
+        try:
+            if address(secp256k1.recover_public_key(dig, signature, v)) == kid:
+                return True
+        except (secp256k1.SignatureError, ZeroDivisionError):
+            pass
+    return False
+
+
+def verify1(pub, envelope):
+    """True if `envelope` passes every v1 rule for the board with key `pub`."""
+    try:
+        check_envelope(envelope, None, pub)
+    except (COSEError, ValueError):
+        return False
+    return True
