@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -86,6 +87,9 @@ def open_port(port: str, baudrate: int = 115200, timeout: float = 0.2) -> serial
     try:
         if "://" in port:
             ser = serial.serial_for_url(port, baudrate=baudrate, timeout=timeout)
+            sock = getattr(ser, "_socket", None)
+            if sock is not None:  # socket://: small exchanges, no Nagle delay
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
             ser = serial.Serial(port, baudrate=baudrate, timeout=timeout, exclusive=True)
     except (serial.SerialException, OSError) as exc:

@@ -208,6 +208,8 @@ class VirtualBoard:
                 elif key.data == "accept":
                     conn, _ = self._server.accept()
                     conn.setblocking(True)
+                    # Small request/answer exchanges: no Nagle delay (QEMU sets it too).
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self._drop_client()  # one client at a time, like QEMU
                     self._client = conn
                     sel.register(conn, selectors.EVENT_READ, "client")

@@ -32,15 +32,26 @@ class Board:
         return f"\n--- console log {self.vb.log_path} ---\n" + self.vb.console_log()[-3000:]
 
 
-def start_board(tmp_path: Path, kind: str, *args: str, name: str = "flash") -> VirtualBoard:
-    return VirtualBoard(tmp_path / name, args=args, tcp_port=0 if kind == "tcp" else None).start()
+@pytest.fixture
+def start_board(micropython_exe: str, tmp_path: Path) -> Iterator:
+    """start_board(kind, *args, name=, deploy=) -> Board; all stopped after the test."""
+    started: list[VirtualBoard] = []
+
+    def start(kind: str, *args: str, name: str = "flash", deploy: bool = True) -> Board:
+        vb = VirtualBoard(
+            tmp_path / name, args=args, tcp_port=0 if kind == "tcp" else None, deploy=deploy
+        )
+        started.append(vb.start())
+        return Board(vb, kind)
+
+    try:
+        yield start
+    finally:
+        for vb in started:
+            vb.stop()
 
 
 @pytest.fixture(params=["pty", "tcp"])
-def board(request, micropython_exe: str, tmp_path: Path) -> Iterator[Board]:
+def board(request, start_board) -> Board:
     """A provisioning-mode virtual board, once behind a pty and once behind TCP."""
-    vb = start_board(tmp_path, request.param)
-    try:
-        yield Board(vb, request.param)
-    finally:
-        vb.stop()
+    return start_board(request.param)

