@@ -8,12 +8,14 @@ board's binding signature.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
@@ -103,6 +105,31 @@ def deploy_rewards(
     return rewards_contract(w3, receipt["contractAddress"], artifact)
 
 
+def revert_reason(exc: Exception, abi: list[dict[str, Any]]) -> str:
+    """A failed call's custom error by name (e.g. `NothingToClaim(5, 5)`), else the message."""
+    data = getattr(exc, "data", None)
+    raw: bytes | None = None
+    if isinstance(data, str) and data.startswith("0x"):
+        raw = bytes.fromhex(data[2:])
+    elif "execution reverted: b" in str(exc):  # eth-tester: the bytes' repr in the message
+        try:
+            raw = ast.literal_eval(str(exc).split("execution reverted: ", 1)[1])
+        except (ValueError, SyntaxError):
+            raw = None
+    if isinstance(raw, bytes) and len(raw) >= 4:
+        for entry in abi:
+            if entry.get("type") != "error":
+                continue
+            types = [i["type"] for i in entry["inputs"]]
+            if Web3.keccak(text=f"{entry['name']}({','.join(types)})")[:4] == raw[:4]:
+                try:
+                    args = abi_decode(types, raw[4:])
+                except Exception:
+                    return entry["name"]
+                return f"{entry['name']}({', '.join(str(a) for a in args)})"
+    return str(exc)
+
+
 def _send(w3: Web3, account: LocalAccount, call: Any) -> Any:
     return transact(w3, account, {"to": call.address, "data": call._encode_transaction_data()})
 
@@ -113,7 +140,8 @@ def publish_root(w3: Web3, oracle: LocalAccount, contract: Contract, dist: Distr
     try:
         call.call({"from": oracle.address})  # a revert reason before spending gas
     except Exception as exc:
-        raise ChainError(f"publishing epoch {dist.epoch} would revert: {exc}") from exc
+        reason = revert_reason(exc, contract.abi)
+        raise ChainError(f"publishing epoch {dist.epoch} would revert: {reason}") from exc
     return _send(w3, oracle, call)
 
 
@@ -133,7 +161,8 @@ def claim(
     try:
         call.call({"from": sender.address})
     except Exception as exc:
-        raise ChainError(f"the claim for {owner} would revert: {exc}") from exc
+        reason = revert_reason(exc, contract.abi)
+        raise ChainError(f"the claim for {owner} would revert: {reason}") from exc
     return _send(w3, sender, call)
 
 
@@ -146,7 +175,8 @@ def bind_board(
     try:
         call.call({"from": sender.address})
     except Exception as exc:
-        raise ChainError(f"binding board {board} would revert: {exc}") from exc
+        reason = revert_reason(exc, registry.abi)
+        raise ChainError(f"binding board {board} would revert: {reason}") from exc
     return _send(w3, sender, call)
 
 
@@ -208,3 +238,41 @@ def owner_view(contract: Contract, dist: Distribution | None, owner: str) -> dic
 
 def gas_used(receipts: Iterable[Any]) -> list[int]:
     return [int(r["gasUsed"]) for r in receipts]
+
+
+def gas_figures(owners: int = 1000) -> dict[str, int]:
+    """Gas of publishing an epoch root and of claims, measured on a fresh embedded chain.
+
+    The distribution has `owners` leaves (the claim's proof has ~log2(owners) hashes).
+    gas_per_epoch_root is a later epoch's publication (the first one writes fresh
+    storage slots and costs more: gas_first_epoch_root); gas_per_claim is an owner's
+    first claim (fresh balance and claimed slots), gas_per_repeat_claim a later one.
+    """
+    from eth_account import Account
+    from eth_tester import EthereumTester, PyEVMBackend
+    from web3 import EthereumTesterProvider
+
+    from terrapin.gateway import distribution
+
+    w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
+    oracle = Account.create()
+    tx = w3.eth.send_transaction(
+        {"from": w3.eth.accounts[0], "to": oracle.address, "value": 10**21}
+    )
+    w3.eth.wait_for_transaction_receipt(tx)
+    contract = deploy_rewards(w3, oracle)
+    addresses = ["0x" + (i + 1).to_bytes(20, "big").hex() for i in range(max(owners, 1))]
+    first = distribution.build(1, {a: 10**18 for a in addresses})
+    second = distribution.build(2, {a: 2 * 10**18 for a in addresses})
+    root1 = publish_root(w3, oracle, contract, first)
+    claim1 = claim(w3, oracle, contract, first, addresses[0])
+    root2 = publish_root(w3, oracle, contract, second)
+    claim2 = claim(w3, oracle, contract, second, addresses[0])
+    return {
+        "gas_per_epoch_root": int(root2["gasUsed"]),
+        "gas_first_epoch_root": int(root1["gasUsed"]),
+        "gas_per_claim": int(claim1["gasUsed"]),
+        "gas_per_repeat_claim": int(claim2["gasUsed"]),
+        "claim_proof_hashes": len(first.claims[addresses[0]].proof),
+        "owners": len(addresses),
+    }

@@ -232,3 +232,12 @@ def test_roles_are_administered_by_the_admin(embedded):
     )
     rewards_chain.publish_root(embedded.w3, newcomer, token, d)
     assert token.functions.symbol().call() == "TRP" and token.functions.decimals().call() == 18
+
+
+def test_gas_figures_for_the_chain_bench():
+    figures = rewards_chain.gas_figures(owners=16)
+    assert figures["claim_proof_hashes"] == 4
+    # Publishing is two storage updates and an event; a first claim writes two fresh slots.
+    assert 25_000 < figures["gas_per_epoch_root"] < 60_000 < figures["gas_first_epoch_root"]
+    assert 60_000 < figures["gas_per_claim"] < 130_000
+    assert figures["gas_per_repeat_claim"] < figures["gas_per_claim"]
