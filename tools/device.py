@@ -256,7 +256,16 @@ def _build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, interac
 @click.option("--broker", help="MQTT broker HOST[:PORT].")
 @click.option("--mqtt-user", help="MQTT user; password from $TERRAPIN_MQTT_PASSWORD.")
 @click.option("--ota-pubkey", help="Release public key the board trusts for updates (hex).")
-@click.option("--gateway-db", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--gateway-config",
+    type=click.Path(dir_okay=False),
+    help="Register with this gateway (allow-list + broker user; credentials go to the board).",
+)
+@click.option(
+    "--gateway-db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Only allow-list the board in this gateway database.",
+)
 @click.option("--owner", help="Bind the board to this owner address (0x...).")
 @click.option("--chain-id", type=int, help="Chain id of the registry (with --owner).")
 @click.option("--contract", help="Registry contract address (with --owner).")
@@ -273,6 +282,7 @@ def provision(
     broker,
     mqtt_user,
     ota_pubkey,
+    gateway_config,
     gateway_db,
     owner,
     chain_id,
@@ -293,7 +303,11 @@ def provision(
         if chain_id is None or not contract:
             raise TerrapinError("--owner needs --chain-id and --contract (the registry)")
         binding = prov.Binding(owner, chain_id, contract, nonce)
-    register = prov.register_in_store(gateway_db) if gateway_db else None
+    register = None
+    if gateway_config:
+        register = prov.register_with_gateway(gateway_config)
+    elif gateway_db:
+        register = prov.register_in_store(gateway_db)
 
     def say(text: str) -> None:
         if not as_json:

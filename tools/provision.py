@@ -1,0 +1,172 @@
+"""Provision a board over its serial console (TP1, see docs/HOBBYIST.md).
+
+Steps: write the config (secrets go to the board and nowhere else: not the
+terminal, not logs, not the answers), make the key on the board (never
+overwriting one), read back the public key and address and check that they
+belong together, register the board with the gateway, and optionally get
+the board's proof-of-possession signature binding it to an owner.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_utils import keccak
+
+from terrapin.tools.errors import TerrapinError
+from terrapin.tools.serialconsole import BoardConsole
+
+CONFIG_CHUNK = 480  # raw config bytes per console line
+
+
+@dataclass
+class Binding:
+    owner: str
+    chain_id: int
+    contract: str
+    nonce: int
+
+
+@dataclass
+class ProvisionResult:
+    address: str
+    pubkey: str
+    key_created: bool
+    config_keys: list[str] = field(default_factory=list)
+    config_problems: list[str] = field(default_factory=list)
+    gateway: str | None = None
+    binding: dict | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def address_of(pub_hex: str) -> str:
+    pub = bytes.fromhex(pub_hex)
+    if len(pub) != 65 or pub[0] != 4:
+        raise TerrapinError("the board sent a public key that is not 65 bytes 0x04||X||Y")
+    return keccak(pub[1:])[12:].hex()
+
+
+def send_config(console: BoardConsole, config: dict) -> dict:
+    """config-begin / config-chunk / config-end: the board checks the SHA-256."""
+    raw = json.dumps(config, separators=(",", ":")).encode()
+    console.request("config-begin")
+    for i in range(0, len(raw), CONFIG_CHUNK):
+        console.request("config-chunk", base64.b64encode(raw[i : i + CONFIG_CHUNK]).decode())
+    return console.request("config-end", hashlib.sha256(raw).hexdigest())
+
+
+def provision(
+    console: BoardConsole,
+    *,
+    config: dict | None = None,
+    register: Callable[[str, str], dict] | None = None,
+    binding: Binding | None = None,
+    finish: bool = False,
+    say: Callable[[str], None] = lambda s: None,
+) -> ProvisionResult:
+    info = console.wait_ready()
+    say(f"board answers: firmware {info.get('fw')}, console protocol {info.get('proto')}")
+    keys, problems = list(info.get("config") or []), []
+    if config:
+        answer = send_config(console, config)
+        keys, problems = answer.get("keys", []), answer.get("problems", [])
+        say(f"config written ({len(keys)} keys: {', '.join(keys)})")
+    made = console.request("keygen", timeout=30)
+    pub, addr = made["pub"], made["addr"]
+    if address_of(pub) != addr:
+        raise TerrapinError("the board's address does not match its public key")
+    say("made a new key on the board" if made["created"] else "the board already had a key")
+    result = ProvisionResult(addr, pub, made["created"], keys, problems)
+    if register is not None:
+        reg = register(addr, pub)
+        result.gateway = reg["text"]
+        say(f"gateway: {result.gateway}")
+        if reg.get("config"):
+            # The broker credentials the gateway made go to the board only.
+            answer = send_config(console, reg["config"])
+            result.config_keys = answer.get("keys", [])
+            result.config_problems = answer.get("problems", [])
+            say("broker credentials written to the board")
+    if binding is not None:
+        result.binding = bind(console, addr, binding)
+        say(f"bound to owner {binding.owner} (signature checked)")
+    if finish:
+        console.request("done")
+    return result
+
+
+def bind(console: BoardConsole, addr: str, b: Binding) -> dict:
+    """Ask the board to sign the EIP-712 BindBoard digest; check it recovers to the board."""
+    from terrapin.gateway import rewards_binding as rb
+
+    digest = rb.bind_digest(b.owner, b.nonce, b.chain_id, b.contract)
+    answer = console.request("sign-digest", digest.hex(), "bind", timeout=30)
+    signature = bytes.fromhex(answer["sig"])
+    try:
+        rb.check_binding(addr, b.owner, b.nonce, b.chain_id, b.contract, signature)
+    except rb.BindingError as exc:
+        raise TerrapinError(f"the board's bind signature does not check: {exc}") from exc
+    return {
+        "owner": b.owner,
+        "chain_id": b.chain_id,
+        "contract": b.contract,
+        "nonce": b.nonce,
+        "digest": digest.hex(),
+        "signature": signature.hex(),
+    }
+
+
+def register_in_store(db: Path) -> Callable[[str, str], dict]:
+    """Allow-list the board in a gateway SQLite store (no broker user)."""
+
+    def register(addr: str, pub: str) -> dict:
+        from terrapin.gateway.store import Store
+
+        store = Store(db)
+        try:
+            added = store.add_device(bytes.fromhex(addr), bytes.fromhex(pub))
+        finally:
+            store.close()
+        return {"text": f"{'added to' if added else 'already in'} {db}"}
+
+    return register
+
+
+def register_with_gateway(config_path: str | None, label: str = "") -> Callable[[str, str], dict]:
+    """What `terrapin device add` does (gateway/devicecmd.py), then the credentials
+    go into the board's config instead of onto the terminal."""
+
+    def register(addr: str, pub: str) -> dict:
+        from terrapin.gateway import devicecmd, mosquitto_conf
+
+        cfg, store = devicecmd._open(config_path)
+        try:
+            added = store.add_device(bytes.fromhex(addr), bytes.fromhex(pub), label)
+        finally:
+            store.close()
+        password = mosquitto_conf.random_password()
+        broker = {
+            "host": cfg.broker.public_host or cfg.mqtt.host,
+            "port": cfg.mqtt.port,
+            "user": addr,
+            "password": password,
+        }
+        if cfg.broker.password_file:
+            mosquitto_conf.set_user(cfg.broker.password_file, addr, password)
+            text = "allowed, broker user created (" + devicecmd._reload_hint(cfg) + ")"
+        else:
+            broker.pop("user")
+            broker.pop("password")
+            text = "allowed; " + devicecmd._reload_hint(cfg)
+        if not added:
+            text = "already allowed; " + text
+        return {"text": text, "config": {"broker": broker}}
+
+    return register

@@ -1,0 +1,104 @@
+"""Provision over real serial paths: config without echoing secrets, the key made
+on the board, registration with the gateway, the bind signature."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from terrapin.firmware import keystore, secp256k1
+from terrapin.gateway import rewards_binding
+from terrapin.gateway.store import Store
+from terrapin.tools.cli import main
+from terrapin.tools.serialconsole import BoardError
+
+OWNER = "0x" + "ab" * 20
+REGISTRY = "0x" + "cd" * 20
+WIFI_SECRET = "correct-horse-battery-staple"
+
+
+def secret_forms(priv: bytes) -> list[bytes]:
+    return [
+        priv,
+        priv.hex().encode(),
+        priv.hex().upper().encode(),
+        base64.b64encode(priv),
+        str(int.from_bytes(priv, "big")).encode(),
+    ]
+
+
+def gateway_config(tmp_path):
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'[store]\npath = "{tmp_path / "gw.db"}"\n'
+        f'[broker]\npassword_file = "{tmp_path / "passwd"}"\npublic_host = "gw.local"\n'
+        "[mqtt]\nport = 18830\n"
+    )
+    return cfg
+
+
+def test_provision_makes_key_on_board_and_never_exposes_secrets(
+    board, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("TERRAPIN_WIFI_PASSWORD", WIFI_SECRET)
+    cfg = gateway_config(tmp_path)
+    args = ["device", "provision", "--port", board.port, "--wifi-ssid", "home"]
+    args += ["--gateway-config", str(cfg), "--owner", OWNER, "--chain-id", "31337"]
+    args += ["--contract", REGISTRY, "--no-prompt", "--json"]
+    assert main(args) == 0, capsys.readouterr().err + board.context()
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+
+    # The key was made on the board and only its public half came back.
+    priv = keystore.load_key(str(board.flash))
+    assert priv is not None and result["key_created"] is True
+    assert result["pubkey"] == secp256k1.public_key(priv).hex()
+    received = board.vb.console_log().encode()  # every byte the board sent to the host
+    host_side = received + out.encode() + err.encode()
+    for form in secret_forms(priv):
+        assert form not in host_side
+
+    # Secrets reached the board's config, and nothing else.
+    stored = json.loads((board.flash / "config.json").read_text())
+    mqtt_password = stored["broker"]["password"]
+    assert stored["wifi"] == {"ssid": "home", "password": WIFI_SECRET}
+    assert stored["broker"]["user"] == result["address"] and stored["broker"]["host"] == "gw.local"
+    for secret in (WIFI_SECRET, mqtt_password):
+        assert secret.encode() not in host_side
+    assert result["address"] in (tmp_path / "passwd").read_text()
+
+    # The gateway allow-lists the board with its public key.
+    store = Store(tmp_path / "gw.db")
+    try:
+        devices = {d.address.hex(): d.pubkey for d in store.devices()}
+    finally:
+        store.close()
+    assert devices == {result["address"]: bytes.fromhex(result["pubkey"])}
+
+    # The binding signature is the board's own over the EIP-712 digest.
+    sig = bytes.fromhex(result["binding"]["signature"])
+    rewards_binding.check_binding(result["address"], OWNER, 0, 31337, REGISTRY, sig)
+
+    # Provisioning again keeps the key; --finish leaves provisioning mode.
+    assert main([*args[:4], "--no-prompt", "--finish", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["address"] == result["address"] and again["key_created"] is False
+    con = board.console()
+    try:
+        with pytest.raises(BoardError) as denied:
+            con.request("sign-digest", "11" * 32, "bind")
+        assert denied.value.code == "DENIED"
+    finally:
+        con.link.close()
+
+
+def test_provision_errors_are_messages(tmp_path, capsys):
+    assert main(["device", "provision", "--port", str(tmp_path / "ttyNONE"), "--no-prompt"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["device", "provision", "--target", "unix"]) == 1
+    assert "--target unix needs --dir" in capsys.readouterr().err
+    code = main(["device", "provision", "--port", "socket://127.0.0.1:1", "--owner", OWNER])
+    assert code == 1
+    assert "--owner needs --chain-id and --contract" in capsys.readouterr().err
