@@ -5,8 +5,11 @@
     terrapin rewards claim --owner ADDR [--keystore FILE] [--config FILE]
 
 The [rewards] section of the gateway config holds the rule's parameters
-(epoch_seconds, budget, cap), the reward contract's address (contract) and
-where distribution files go (out_dir; default: `rewards/` beside the database).
+(epoch_seconds, budget, cap), the reward contract's address (contract), the
+contract whose BoardBound events say who owns a board (binding; default: the
+[chain] registry) and where distribution files go (out_dir; default:
+`rewards/` beside the database). With a JSON-RPC chain, compute first syncs
+block times and bindings from the chain into the database.
 publish and claim need a JSON-RPC chain: the embedded chain lives inside the
 gateway process, which publishes there itself (see `terrapin demo`).
 Keys never come from the command line: publish signs with the gateway's chain
@@ -30,7 +33,7 @@ from terrapin.gateway.distribution import DistributionError
 from terrapin.gateway.rewards import RewardsError, normalise_address
 from terrapin.tools.errors import ConfigError, TerrapinError
 
-REWARDS_KEYS = {"epoch_seconds", "budget", "cap", "contract", "out_dir"}
+REWARDS_KEYS = {"epoch_seconds", "budget", "cap", "contract", "binding", "out_dir"}
 OWNER_KEY_ENV = "TERRAPIN_OWNER_KEY"
 DECIMALS = 18
 
@@ -71,9 +74,11 @@ class Settings:
             )
         self.db = Path(db) if db else Path(self.config.store.path)
         self.contract = section.get("contract")
+        self.chain = dict(self.config.section("chain")) if self.config else {}
+        # Where BoardBound events come from: the registry (it inherits BoardBinding).
+        self.binding = section.get("binding") or self.chain.get("registry")
         default_out = self.db.parent / "rewards"
         self.out_dir = Path(out or section.get("out_dir") or default_out)
-        self.chain = dict(self.config.section("chain")) if self.config else {}
 
     def chain_config(self):
         from terrapin.gateway.chain.node import ChainConfig
@@ -140,8 +145,8 @@ def compute(epoch: int, config_path, db, out, as_json: bool) -> None:
         if w3 is not None:
             from terrapin.gateway import rewards_chain
 
-            registry = settings.chain.get("registry")
-            reg = rewards_chain.binding_contract(w3, registry) if registry else None
+            binding = settings.binding
+            reg = rewards_chain.binding_contract(w3, binding) if binding else None
             rewards_store.sync(conn, w3, reg)
             chain_id = w3.eth.chain_id
         try:
