@@ -241,3 +241,20 @@ def test_gas_figures_for_the_chain_bench():
     assert 25_000 < figures["gas_per_epoch_root"] < 60_000 < figures["gas_first_epoch_root"]
     assert 60_000 < figures["gas_per_claim"] < 130_000
     assert figures["gas_per_repeat_claim"] < figures["gas_per_claim"]
+
+
+def test_firmware_signature_binds_on_chain(embedded, compiled):
+    """The board's own code (firmware/secp256k1.py, as on the board) makes a binding the
+    contract accepts: the digest from the host, r||s + v from sign_recoverable."""
+    from terrapin.firmware import cose, secp256k1
+
+    priv = secp256k1.generate_private_key()
+    board = "0x" + bytes(cose.address(secp256k1.public_key(priv))).hex()
+    contract = embedded.deploy(compiled["BoardBindingHarness"])
+    digest = bind_digest(ALICE, 0, embedded.w3.eth.chain_id, contract.address)
+    sig64, v = secp256k1.sign_recoverable(priv, digest)
+    binding = rewards_chain.binding_contract(embedded.w3, contract.address)
+    rewards_chain.bind_board(
+        embedded.w3, embedded.accounts[0], binding, board, ALICE, pack_signature(sig64, v)
+    )
+    assert contract.functions.ownerOfBoard(cs(board)).call() == cs(ALICE)
