@@ -277,3 +277,31 @@ def status(conn: sqlite3.Connection, owner: str | None = None) -> dict[str, Any]
         "cumulative": "0" if entry is None else str(entry.amount),
         "proof": [] if entry is None else ["0x" + p.hex() for p in entry.proof],
     }
+
+
+def settle_epoch(
+    conn: sqlite3.Connection,
+    w3: Any,
+    oracle: Any,
+    token: Any,
+    binding: Any | None,
+    epoch: int,
+    params: Params | None = None,
+    out_dir: Path | str = "rewards",
+    *,
+    publish: bool = True,
+) -> Computed:
+    """One call for the gateway or the demo: sync from the chain, compute, write the file,
+    record it and (if `publish`) set the root with the oracle's key."""
+    from terrapin.gateway import rewards_chain
+
+    sync(conn, w3, binding)
+    result = compute(conn, epoch, params, chain_id=w3.eth.chain_id, contract=token.address)
+    if result.distribution is None:
+        return result
+    path = distribution.write(result.distribution, distribution_path(Path(out_dir), epoch))
+    record(conn, result.distribution, path)
+    if publish:
+        receipt = rewards_chain.publish_root(w3, oracle, token, result.distribution)
+        record_published(conn, epoch, bytes(receipt["transactionHash"]))
+    return result

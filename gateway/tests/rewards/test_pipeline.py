@@ -215,12 +215,15 @@ def test_three_epochs_bind_compute_publish_claim_and_recompute(
     e2 = expected[day0 + 2].this_epoch
     assert e2.owners == {BOB: 1_000_000}  # board0 now Bob's
 
-    # Publish each epoch, claim after each, by a relayer; balances follow the cumulative amounts.
+    # Settle each epoch as the gateway does (sync, compute, file, publish), then claim.
     relayer = chain.account
     for day in (day0, day0 + 1, day0 + 2):
-        dist = expected[day].distribution
-        rewards_chain.publish_root(w3, chain.account, token, dist)
-        rewards_store.record_published(rconn, day, b"\x01" * 32)
+        settled = rewards_store.settle_epoch(
+            rconn, w3, chain.account, token, binder, day, PARAMS, tmp_path / "settled"
+        )
+        dist = settled.distribution
+        assert dist.root == expected[day].distribution.root
+        assert dist.contract == token.address.lower() and dist.chain_id == chain.chain_id
         for owner in dist.claims:
             if rewards_chain.owner_view(token, dist, owner)["claimable"] != "0":
                 rewards_chain.claim(w3, relayer, token, dist, owner)
@@ -246,8 +249,12 @@ def test_three_epochs_bind_compute_publish_claim_and_recompute(
 
     # The status view for the API, offline from the database.
     status = rewards_store.status(rconn, ALICE)
-    assert status["boards"] == [addr[2]] and status["epoch"] == day0 + 2
+    assert status["boards"] == [addr[2]] and status["epoch"] == day0 + 2 and status["published"]
     assert status["cumulative"] == str(expected[day0 + 2].distribution.claims[ALICE].amount)
+    everyone = rewards_store.status(rconn)
+    assert set(everyone["owners"]) == {ALICE, BOB} and everyone["boards"][addr[0]] == BOB
+    nobody = rewards_store.status(rconn, "0x" + "99" * 20)
+    assert nobody["cumulative"] == "0" and nobody["boards"] == [] and nobody["proof"] == []
     rconn.close()
     batcher.close()
     anchorer.close()
