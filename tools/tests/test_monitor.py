@@ -1,0 +1,52 @@
+"""Monitor: the board's console over pty/TCP with status lines decoded."""
+
+from __future__ import annotations
+
+import json
+
+from terrapin.tools.cli import main
+from terrapin.tools.monitor import decode_line, describe, monitor
+
+STATUS = {
+    "state": "online",
+    "fw": "0.1.0",
+    "addr": "ab" * 20,
+    "pub": "04" + "cd" * 64,
+    "seq": 42,
+    "outbox": 3,
+    "dropped": 0,
+    "heap_free": 40960,
+    "time_synced": True,
+    "errors": ["sensor bme280: no answer at 0x76"],
+}
+
+
+def test_status_line_decoding():
+    text, ev = decode_line(b"TP1 EV " + json.dumps(STATUS).encode() + b"\r\n")
+    assert ev == STATUS
+    assert text == (
+        "online · board abababab… · fw 0.1.0 · seq 42 · outbox 3 · dropped 0 · clock synced"
+        " · heap free 40.0 KB · errors: sensor bme280: no answer at 0x76"
+    )
+    assert decode_line(b"plain log line\r\n") == ("plain log line", None)
+    assert decode_line(b"TP1 EV {broken\n") == ("TP1 EV {broken", None)
+    assert describe({"state": "boot"}) == "boot"
+
+
+def test_monitor_shows_decoded_status_over_serial(start_board, capsys):
+    for kind in ("pty", "tcp"):
+        board = start_board(kind, "--status-every", "1", name="flash-" + kind)
+        link = board.link()
+        seen = []
+        try:
+            monitor(link, lambda text, ev, seen=seen: seen.append((text, ev)), duration=2.3)
+        finally:
+            link.close()
+        events = [ev for _, ev in seen if ev is not None and ev["state"] != "boot"]
+        assert len(events) >= 2, (kind, seen, board.context())
+        assert all(ev["state"] == "online" and ev["fw"] == "0.1.0" for ev in events), seen
+        assert any(text.startswith("online · fw 0.1.0 · heap free ") for text, _ in seen)
+
+        assert main(["device", "monitor", "--port", board.port, "--for", "1.2", "--json"]) == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert any(x["state"] == "online" for x in lines), board.context()
