@@ -53,6 +53,7 @@ class Anchorer:
         self.config = chain.config
         self.clock = clock
         self._deployment_checked = False
+        self.backoff = (_BACKOFF_MIN, _BACKOFF_MAX)  # while the node is unreachable
 
     def close(self) -> None:
         self.conn.close()
@@ -410,17 +411,18 @@ class Anchorer:
     def run(self, shutdown: threading.Event) -> None:
         """Stage loop: step every poll interval; back off (capped, jittered) while the
         node is unreachable."""
-        delay = _BACKOFF_MIN
+        low, high = self.backoff
+        delay = low
         while not shutdown.is_set():
             try:
                 self.step()
-                delay = _BACKOFF_MIN
+                delay = low
                 wait = self.config.poll_seconds
             except TRANSIENT as exc:
                 wait = delay * random.uniform(0.5, 1.0)
                 log.warning("chain unreachable (%s); retrying in %.1f s", exc, wait)
-                delay = min(delay * 2, _BACKOFF_MAX)
+                delay = min(delay * 2, high)
             except ChainError as exc:
-                wait = _BACKOFF_MAX
+                wait = high
                 log.error("anchoring stopped: %s", exc)
             shutdown.wait(wait)

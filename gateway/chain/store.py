@@ -87,7 +87,10 @@ SIGNED, TX_SENT, MINED, REPLACED, REORGED, FAILED, ABANDONED = (
 
 def connect(db_path: str | Path) -> sqlite3.Connection:
     """A connection to the gateway file with the chain tables present."""
-    conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None)
+    # A stage makes its connection where it is built and uses it in its own thread.
+    conn = sqlite3.connect(
+        str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(SCHEMA)
