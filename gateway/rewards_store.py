@@ -98,8 +98,11 @@ def _has_chain_tables(conn: sqlite3.Connection) -> bool:
     return {"readings", "batches", "batch_leaves"} <= names
 
 
-def sync(conn: sqlite3.Connection, w3: Any, registry: Any | None) -> dict[str, int]:
-    """Cache block times of anchored batches and all BoardBound events of `registry`."""
+def sync(
+    conn: sqlite3.Connection, w3: Any, registry: Any | None, from_block: int = 0
+) -> dict[str, int]:
+    """Cache block times of anchored batches and the BoardBound events of `registry`
+    from `from_block` (its deployment block: public RPCs refuse huge log ranges)."""
     from terrapin.gateway import rewards_chain
 
     fetched = 0
@@ -118,9 +121,13 @@ def sync(conn: sqlite3.Connection, w3: Any, registry: Any | None) -> dict[str, i
                 (bytes(block_hash), int(block["number"]), int(block["timestamp"])),
             )
             fetched += 1
-    events = rewards_chain.binding_events(w3, registry) if registry is not None else []
+    conn.commit()
+    if registry is None:  # no binding contract known: keep what is cached
+        return {"block_times": fetched, "bindings": len(bindings(conn))}
+    events = rewards_chain.binding_events(w3, registry, from_block)
     with conn:
-        conn.execute("DELETE FROM rewards_bindings")  # re-read whole: a reorg may have moved them
+        # Re-read from the deployment block on: a reorg may have moved or dropped events.
+        conn.execute("DELETE FROM rewards_bindings WHERE block_number >= ?", (from_block,))
         conn.executemany("INSERT INTO rewards_bindings VALUES (?, ?, ?, ?, ?)", events)
     return {"block_times": fetched, "bindings": len(events)}
 
@@ -290,12 +297,13 @@ def settle_epoch(
     out_dir: Path | str = "rewards",
     *,
     publish: bool = True,
+    from_block: int = 0,
 ) -> Computed:
     """One call for the gateway or the demo: sync from the chain, compute, write the file,
     record it and (if `publish`) set the root with the oracle's key."""
     from terrapin.gateway import rewards_chain
 
-    sync(conn, w3, binding)
+    sync(conn, w3, binding, from_block)
     result = compute(conn, epoch, params, chain_id=w3.eth.chain_id, contract=token.address)
     if result.distribution is None:
         return result

@@ -33,7 +33,7 @@ from terrapin.gateway.distribution import DistributionError
 from terrapin.gateway.rewards import RewardsError, normalise_address
 from terrapin.tools.errors import ConfigError, TerrapinError
 
-REWARDS_KEYS = {"epoch_seconds", "budget", "cap", "contract", "binding", "out_dir"}
+REWARDS_KEYS = {"epoch_seconds", "budget", "cap", "contract", "binding", "from_block", "out_dir"}
 OWNER_KEY_ENV = "TERRAPIN_OWNER_KEY"
 DECIMALS = 18
 
@@ -77,6 +77,9 @@ class Settings:
         self.chain = dict(self.config.section("chain")) if self.config else {}
         # Where BoardBound events come from: the registry (it inherits BoardBinding).
         self.binding = section.get("binding") or self.chain.get("registry")
+        self.from_block = section.get("from_block", 0)
+        if not isinstance(self.from_block, int) or self.from_block < 0:
+            raise ConfigError("[rewards] from_block must be a block number >= 0")
         default_out = self.db.parent / "rewards"
         self.out_dir = Path(out or section.get("out_dir") or default_out)
 
@@ -147,7 +150,7 @@ def compute(epoch: int, config_path, db, out, as_json: bool) -> None:
 
             binding = settings.binding
             reg = rewards_chain.binding_contract(w3, binding) if binding else None
-            rewards_store.sync(conn, w3, reg)
+            rewards_store.sync(conn, w3, reg, settings.from_block)
             chain_id = w3.eth.chain_id
         try:
             result = rewards_store.compute(

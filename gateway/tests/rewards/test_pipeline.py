@@ -186,6 +186,7 @@ def test_three_epochs_bind_compute_publish_claim_and_recompute(
 
     rconn = rewards_store.connect(db)
     assert rewards_store.sync(rconn, w3, binder) == {"block_times": 3, "bindings": 4}
+    assert rewards_store.sync(rconn, w3, None) == {"block_times": 0, "bindings": 4}  # kept
 
     expected = {}
     for day in (day0, day0 + 1, day0 + 2):
