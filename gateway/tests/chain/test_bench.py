@@ -1,0 +1,27 @@
+"""Smoke run of `terrapin bench chain` at a tiny scale: keys exist, figures are sane."""
+
+from __future__ import annotations
+
+import json
+
+from terrapin.tools.cli import main
+
+
+def test_bench_chain_json_smoke(capsys) -> None:
+    assert main(["bench", "chain", "--json", "--leaves", "2000"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for key in (
+        "tree_100k_s",
+        "tree_100k_baseline_s",
+        "gas_per_anchor",
+        "proof_bytes_1",
+        "proof_bytes_1k",
+        "proof_bytes_100k",
+    ):
+        assert key in figures, key
+    assert 0 < figures["tree_100k_s"] < figures["tree_100k_baseline_s"]
+    assert figures["proof_bytes_1"] == 0
+    assert figures["proof_bytes_1k"] == 320  # 10 levels for 1,000 leaves
+    assert 0 < figures["gas_per_anchor"] <= 60_000
+    by_size = figures["gas_per_anchor_by_size"]
+    assert max(by_size.values()) - min(by_size.values()) <= 100
