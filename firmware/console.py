@@ -135,8 +135,10 @@ class Console:
         status=None,
         fw_version=None,
         trusted_release=None,
+        config_path=None,
     ):
         self.root = root
+        self.config_path = config_path or root + "/" + CONFIG_FILE
         self.write = write
         self.keys = keys if keys is not None else default_keys(root)
         # provisioning: None -> until `done` writes the marker file.
@@ -216,7 +218,7 @@ class Console:
 
     def _config(self):
         try:
-            with open(self.root + "/" + CONFIG_FILE) as f:
+            with open(self.config_path) as f:
                 cfg = json.load(f)
         except (OSError, ValueError):
             return None
@@ -271,7 +273,7 @@ class Console:
                     old[k2] = v2
             else:
                 cfg[k] = v
-        _write_atomic(self.root + "/" + CONFIG_FILE, json.dumps(cfg).encode())
+        _write_atomic(self.config_path, json.dumps(cfg).encode())
         # Only key names and the firmware's own messages (which never quote
         # secrets) go back: values may be secrets.
         return {
@@ -405,15 +407,17 @@ class Console:
 
 
 def _config_problems(cfg):
+    """The firmware's own messages about this config (they never quote secrets)."""
     try:
         from . import config
-    except ImportError:
-        return []
-    try:
+
         checked = config.validate(cfg)
     except Exception:
         return []
-    return checked.errors + checked.sensor_errors
+    if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
+        return list(checked[1]) + list(checked[2])
+    return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))
+
 
 def _b64(text):
     try:

@@ -361,13 +361,30 @@ def monitor(port, target, flash_dir, duration, as_json) -> None:
 @click.option("--dir", "flash_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--tcp-port", type=int, default=0, show_default=True, help="0 picks a free port.")
 @click.option("--status-every", type=int, default=10, show_default=True)
-def virtual(flash_dir, tcp_port, status_every) -> None:
-    """Run a virtual board (unix port) on a pty and a TCP serial socket until Ctrl-C."""
+@click.option(
+    "--app",
+    is_flag=True,
+    help="Boot the deployed firmware app (main.py --config config.json) instead of the "
+    "console-only board.",
+)
+def virtual(flash_dir, tcp_port, status_every, app) -> None:
+    """Run a virtual board (unix port) on a pty and a TCP serial socket until Ctrl-C.
+
+    The checkout's firmware is deployed into DIR first (only changed files).
+    """
     import time
 
     from terrapin.tools.virtualboard import VirtualBoard
 
-    vb = VirtualBoard(flash_dir, tcp_port=tcp_port, args=("--status-every", str(status_every)))
+    if app:
+        vb = VirtualBoard(
+            flash_dir,
+            tcp_port=tcp_port,
+            script=Path(flash_dir).resolve() / "main.py",
+            args=("--config", "config.json", "--flash", "."),
+        )
+    else:
+        vb = VirtualBoard(flash_dir, tcp_port=tcp_port, args=("--status-every", str(status_every)))
     with vb:
         click.echo(f"virtual board: --port {vb.pty_path}  or  --port {vb.url}")
         click.echo(f"console log: {vb.log_path}")

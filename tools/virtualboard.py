@@ -114,8 +114,12 @@ class VirtualBoard:
 
     def _spawn(self) -> None:
         cmd = micropython_command(str(self.script), *self.args, heapsize=self.heapsize)
+        # The ESP32 port's sys.path is ['', '.frozen', '/lib']; the unix port's
+        # is not, so say it: `micropython main.py` then finds lib/terrapin.
+        env = {**os.environ, "MICROPYPATH": ".frozen:lib"}
         self.proc = subprocess.Popen(
             cmd,
+            env=env,
             stdin=self._uart_s,
             stdout=self._uart_s,
             stderr=self._uart_s,

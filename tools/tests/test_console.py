@@ -63,6 +63,11 @@ def test_config_values_never_echoed_and_chunked_checksum_checked(tmp_path):
     stored = json.loads((tmp_path / "config.json").read_text())
     assert stored["wifi"] == {"ssid": "other", "password": secret}
     assert secret not in bytes(h.out).decode()
+    # The firmware's config checks come back as messages naming keys.
+    bad = json.dumps({"broker": {"port": 99999}}).encode()
+    problems = h.ask("TP1 config-set " + base64.b64encode(bad).decode())["problems"]
+    assert any(p.startswith("broker.port") for p in problems), problems
+    assert all(secret not in p for p in problems)
 
 
 def test_sign_digest_only_for_bind_and_only_in_provisioning_mode(tmp_path):

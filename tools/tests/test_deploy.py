@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from terrapin.tools import deploy as dep
 from terrapin.tools.cli import main
 from terrapin.tools.micropython import run_micropython
 from terrapin.tools.serialconsole import BoardConsole, RawRepl
+from terrapin.tools.virtualboard import VirtualBoard
 
 PKG = "lib/terrapin/firmware/"
 
@@ -89,6 +91,22 @@ def test_deploy_to_unix_dir_and_import_it(tmp_path, micropython_exe, capsys):
     proc = run_micropython("-c", code, cwd=flash)
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.decode().split()[0] == "lib/terrapin/firmware/console.mpy"
+
+    # `micropython main.py` in the flash dir boots the real firmware app from
+    # lib/ (the virtual board gives the unix port the ESP32's sys.path).
+    if not (flash / "main.py").exists():
+        pytest.skip("firmware/main.py is not there yet")
+    (flash / "config.json").write_text(json.dumps({"broker": {"host": "127.0.0.1", "port": 9}}))
+    app = VirtualBoard(
+        flash, script=flash / "main.py", args=("--config", "config.json"), deploy=False
+    )
+    with app as vb:
+        deadline = time.monotonic() + 20
+        while "board address" not in vb.console_log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = vb.console_log()
+    assert "board address" in log, log
+    assert "Traceback" not in log, log
 
 
 def test_mpy_version_mismatch_is_refused(tmp_path, micropython_exe, capsys):
