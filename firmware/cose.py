@@ -24,8 +24,8 @@ ALG_ES256K = const(-47)
 COSE_SIGN1_TAG = const(18)
 MAX_ENVELOPE = const(1024)
 MAX_RECORDS = const(16)
-MAX_NAME = const(64)  # characters
-MAX_UNIT = const(16)  # characters; may be empty
+MAX_NAME = const(32)  # bytes of UTF-8
+MAX_UNIT = const(16)  # bytes of UTF-8
 MAX_UINT = const(0x7FFFFFFFFFFFFFFF)  # seq and time: the gateway stores SQLite INTEGERs
 
 PROTECTED = b"\xa1\x01\x38\x2e"  # cbor.dumps({1: -47})
@@ -96,15 +96,15 @@ def encode_payload(seq, time, records):
         raise ValueError("need 1..16 records")
     out = []
     for name, unit, value in records:
-        _check_text(name, 1, MAX_NAME)
-        _check_text(unit, 0, MAX_UNIT)
+        _check_text(name, MAX_NAME)
+        _check_text(unit, MAX_UNIT)
         out.append({0: name, 1: unit, 2: float32(float(value))})
     return cbor.dumps({1: seq, 2: time, 3: out})
 
 
-def _check_text(text, low, high):
-    if type(text) is not str or not low <= len(text) <= high:
-        raise ValueError("name must be 1..64, unit 0..16 characters of text")
+def _check_text(text, limit):
+    if type(text) is not str or not 1 <= len(text.encode("utf-8")) <= limit:
+        raise ValueError("name must be 1..32, unit 1..16 bytes of UTF-8 text")
 
 
 def sig_structure(payload):
@@ -174,14 +174,16 @@ def parse_sign1(envelope):
 
 def decode_payload(payload):
     """(seq, time, [(name, unit, value), ...]) of a payload. Raises
-    COSEError: NON_CANONICAL (not deterministic CBOR) or BAD_PAYLOAD (schema:
-    keys, types, 1..16 records, name 1..64 and unit 0..16 characters, value a
-    finite float32)."""
+    COSEError: MALFORMED_CBOR (not well-formed: truncated, trailing bytes, too
+    deep), NON_CANONICAL (well-formed but not deterministic) or BAD_PAYLOAD
+    (schema: keys, types, 1..16 records, name 1..32 and unit 1..16 bytes of
+    UTF-8, value a finite float32)."""
     try:
         obj = cbor.loads(payload, 4, MAX_ENVELOPE)
-    except cbor.CBORError as exc:
-        # Anything but deterministic CBOR, malformed included (as the gateway does).
+    except cbor.NonCanonicalError as exc:
         raise COSEError(NON_CANONICAL, "payload: " + str(exc))
+    except cbor.CBORError as exc:
+        raise COSEError(MALFORMED_CBOR, "payload: " + str(exc))
     if not _has_keys(obj, (1, 2, 3)):
         raise COSEError(BAD_PAYLOAD, "payload must be a map with keys 1, 2, 3")
     seq = obj[1]
@@ -201,8 +203,8 @@ def decode_payload(payload):
         unit = rec[1]
         value = rec[2]
         try:
-            _check_text(name, 1, MAX_NAME)
-            _check_text(unit, 0, MAX_UNIT)
+            _check_text(name, MAX_NAME)
+            _check_text(unit, MAX_UNIT)
             ok = isinstance(value, float) and float32(value) == value
         except ValueError:
             ok = False

@@ -150,8 +150,8 @@ VALID: list[dict[str, Any]] = [
         "records": [
             ("a", "count", 65504.0),
             ("b", "count", 65536.0),
-            ("c", "", 5.960464477539063e-08),
-            ("d", "", 6.103515625e-05),
+            ("c", "/", 5.960464477539063e-08),
+            ("d", "/", 6.103515625e-05),
         ],
     },
     {
@@ -162,9 +162,9 @@ VALID: list[dict[str, Any]] = [
         "seq": 101,
         "time": 1767225840,
         "records": [
-            ("max", "", 3.4028234663852886e38),
-            ("big", "", 1e10),
-            ("tiny", "", 1e-30),
+            ("max", "/", 3.4028234663852886e38),
+            ("big", "/", 1e10),
+            ("tiny", "/", 1e-30),
         ],
     },
     {
@@ -177,11 +177,15 @@ VALID: list[dict[str, Any]] = [
     },
     {
         "name": "long-names-unicode",
-        "description": "a 64-character name, a non-ASCII name, an empty unit",
+        "description": "a 32-byte name, a 16-byte unit, a non-ASCII name (UTF-8 bytes count)",
         "key": "board-d",
         "seq": 4294967297,
         "time": 1767225960,
-        "records": [("n" * 64, "lx", 120.5), ("température", "Cel", 19.0), ("count", "", 3.0)],
+        "records": [
+            ("n" * 32, "u" * 16, 120.5),
+            ("température", "Cel", 19.0),
+            ("é" * 16, "count", 3.0),
+        ],
     },
     {
         "name": "max-seq",
@@ -269,11 +273,12 @@ def build_invalid() -> list[dict[str, Any]]:
     good = envelope(PROTECTED, {4: addr}, payload, sig)
 
     # Size and CBOR well-formedness of the envelope.
-    big = payload_bytes(6, 1767225600, [("x" * 64, "Cel", 1.5)] * 16)
+    big = payload_bytes(6, 1767225600, [("x" * 32, "u" * 16, 1.5)] * 16)
     add(
         "oversize",
         "OVERSIZE",
-        "a correctly signed envelope of more than 1024 bytes (16 records, 64-character names)",
+        "a correctly signed envelope of more than 1024 bytes: 16 records with the longest "
+        "names and units (the payload schema itself is valid)",
         signed_env(big),
     )
     add(
@@ -439,9 +444,15 @@ def build_invalid() -> list[dict[str, Any]]:
     )
     add(
         "payload-trailing-bytes",
-        "NON_CANONICAL",
+        "MALFORMED_CBOR",
         "a payload followed by one 0x00 byte inside the signed byte string",
         signed_env(payload + b"\0"),
+    )
+    add(
+        "payload-truncated",
+        "MALFORMED_CBOR",
+        "a payload with its last byte cut off, correctly signed",
+        signed_env(payload[:-1]),
     )
     # Payload schema.
     add(
@@ -497,6 +508,18 @@ def build_invalid() -> list[dict[str, Any]]:
         "BAD_PAYLOAD",
         "a record with an empty name",
         signed_env(canonical({1: 5, 2: 1767225600, 3: [{0: "", 1: "Cel", 2: 1.5}]})),
+    )
+    add(
+        "name-33-bytes",
+        "BAD_PAYLOAD",
+        "a record name of 33 bytes (17 two-byte characters; limit 32 bytes)",
+        signed_env(canonical({1: 5, 2: 1767225600, 3: [{0: "é" * 16 + "x", 1: "Cel", 2: 1.5}]})),
+    )
+    add(
+        "empty-unit",
+        "BAD_PAYLOAD",
+        "a record with an empty unit",
+        signed_env(canonical({1: 5, 2: 1767225600, 3: [{0: "t", 1: "", 2: 1.5}]})),
     )
     return out
 
