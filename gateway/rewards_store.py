@@ -69,10 +69,19 @@ class Params:
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None) -> Params:
         data = data or {}
+
+        def integer(key: str, default: int) -> int:
+            value = data.get(key, default)
+            if isinstance(value, str) and value.isdigit():
+                return int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RewardsError(f"{key} must be an integer or a decimal string, not {value!r}")
+            return value
+
         params = cls(
-            epoch_seconds=int(data.get("epoch_seconds", EPOCH_SECONDS)),
-            budget=int(data.get("budget", DEFAULT_BUDGET)),
-            cap=int(data.get("cap", DEFAULT_CAP)),
+            epoch_seconds=integer("epoch_seconds", EPOCH_SECONDS),
+            budget=integer("budget", DEFAULT_BUDGET),
+            cap=integer("cap", DEFAULT_CAP),
         )
         if params.epoch_seconds <= 0 or params.budget < 0 or params.cap < 1:
             raise RewardsError("[rewards] needs epoch_seconds > 0, budget >= 0, cap >= 1")

@@ -59,3 +59,11 @@ def test_publish_on_the_embedded_chain_explains_why_not(tmp_path, capsys):
     assert main(["rewards", "publish", "--epoch", "3", "--db", str(db)]) == 1
     err = capsys.readouterr().err
     assert "JSON-RPC" in err and "embedded" in err
+
+
+def test_rewards_parameters_are_checked(tmp_path, capsys):
+    cfg = tmp_path / "gateway.toml"
+    for bad in ("budget = 1e21", 'budget = "-5"', "cap = 0", "epoch_seconds = true"):
+        cfg.write_text(f'[store]\npath = "g.db"\n[rewards]\n{bad}\n')
+        assert main(["rewards", "compute", "--epoch", "1", "--config", str(cfg)]) == 2, bad
+        assert "[rewards]" in capsys.readouterr().err
