@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from web3 import Web3
 
 from terrapin.gateway.chain import bundle, merkle
 from terrapin.tools.errors import TerrapinError
@@ -119,17 +120,16 @@ def check_offline(data: object, checks: Checks) -> bundle.Bundle | None:
     return b
 
 
-def check_chain(b: bundle.Bundle, rpc: str, checks: Checks) -> None:
-    from web3 import Web3
+def check_chain(b: bundle.Bundle, w3: Web3, checks: Checks) -> None:
+    """The on-chain checks through `w3` (a JSON-RPC node, or the embedded chain's web3)."""
     from web3.exceptions import TransactionNotFound
 
     from terrapin.gateway.chain.node import artifact
 
-    w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 15}))
     try:
         chain_id = w3.eth.chain_id
     except Exception as exc:
-        checks.add("chain id", False, f"cannot reach {rpc}: {exc}")
+        checks.add("chain id", False, f"cannot reach the node: {exc}")
         return
     if not checks.add(
         "chain id",
@@ -187,11 +187,14 @@ def check_chain(b: bundle.Bundle, rpc: str, checks: Checks) -> None:
         checks.run("contract views", state)
 
 
-def run_checks(data: object, rpc: str | None = None) -> Checks:
+def run_checks(data: object, rpc: str | None = None, w3: Web3 | None = None) -> Checks:
+    """All checks of a bundle (parsed JSON); on chain too if `rpc` (a URL) or `w3` is given."""
     checks = Checks()
     b = check_offline(data, checks)
-    if b is not None and rpc and checks.ok:
-        check_chain(b, rpc, checks)
+    if rpc and w3 is None:
+        w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 15}))
+    if b is not None and w3 is not None and checks.ok:
+        check_chain(b, w3, checks)
     return checks
 
 
