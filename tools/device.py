@@ -269,7 +269,9 @@ def _build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, interac
 @click.option("--owner", help="Bind the board to this owner address (0x...).")
 @click.option("--chain-id", type=int, help="Chain id of the registry (with --owner).")
 @click.option("--contract", help="Registry contract address (with --owner).")
-@click.option("--nonce", type=int, default=0, show_default=True, help="Binding nonce.")
+@click.option("--nonce", type=int, help="Binding nonce (default: read from the chain, else 0).")
+@click.option("--rpc", help="JSON-RPC URL: send bindBoard there (with --owner).")
+@click.option("--key-env", help="Env var holding the private key that pays for bindBoard.")
 @click.option("--finish", is_flag=True, help="Leave provisioning mode afterwards.")
 @click.option("--no-prompt", is_flag=True, help="Never prompt; secrets from the environment.")
 @click.option("--json", "as_json", is_flag=True)
@@ -288,6 +290,8 @@ def provision(
     chain_id,
     contract,
     nonce,
+    rpc,
+    key_env,
     finish,
     no_prompt,
     as_json,
@@ -299,10 +303,18 @@ def provision(
     _check_target(port, target, flash_dir)
     cfg = _build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, not no_prompt)
     binding = None
+    submit = None
     if owner:
-        if chain_id is None or not contract:
+        if not contract:
+            raise TerrapinError("--owner needs --contract (the registry) and --chain-id or --rpc")
+        if rpc:
+            chain, read_nonce, submit = prov.chain_binding(owner, contract, rpc, key_env)
+            binding = prov.Binding(owner, chain_id or chain, contract, nonce)
+            binding.read_nonce = read_nonce if nonce is None else None
+        elif chain_id is None:
             raise TerrapinError("--owner needs --chain-id and --contract (the registry)")
-        binding = prov.Binding(owner, chain_id, contract, nonce)
+        else:
+            binding = prov.Binding(owner, chain_id, contract, nonce or 0)
     register = None
     if gateway_config:
         register = prov.register_with_gateway(gateway_config)
@@ -321,6 +333,7 @@ def provision(
             binding=binding,
             finish=finish,
             say=say,
+            submit=submit,
         )
     _emit(
         as_json,

@@ -29,7 +29,8 @@ class Binding:
     owner: str
     chain_id: int
     contract: str
-    nonce: int
+    nonce: int | None = 0
+    read_nonce: Callable[[str], int] | None = None  # the chain's bindNonce(board)
 
 
 @dataclass
@@ -70,6 +71,7 @@ def provision(
     binding: Binding | None = None,
     finish: bool = False,
     say: Callable[[str], None] = lambda s: None,
+    submit: Callable[[str, dict], dict] | None = None,
 ) -> ProvisionResult:
     info = console.wait_ready()
     say(f"board answers: firmware {info.get('fw')}, console protocol {info.get('proto')}")
@@ -96,7 +98,10 @@ def provision(
             say("broker credentials written to the board")
     if binding is not None:
         result.binding = bind(console, addr, binding)
-        say(f"bound to owner {binding.owner} (signature checked)")
+        say(f"bind signature for owner {binding.owner} made by the board and checked")
+        if submit is not None:
+            result.binding["chain"] = submit(addr, result.binding)
+            say(f"bound on chain in tx {result.binding['chain']['tx']}")
     if finish:
         console.request("done")
     return result
@@ -106,21 +111,61 @@ def bind(console: BoardConsole, addr: str, b: Binding) -> dict:
     """Ask the board to sign the EIP-712 BindBoard digest; check it recovers to the board."""
     from terrapin.gateway import rewards_binding as rb
 
-    digest = rb.bind_digest(b.owner, b.nonce, b.chain_id, b.contract)
+    nonce = b.read_nonce(addr) if b.read_nonce is not None else (b.nonce or 0)
+    digest = rb.bind_digest(b.owner, nonce, b.chain_id, b.contract)
     answer = console.request("sign-digest", digest.hex(), "bind", timeout=30)
     signature = bytes.fromhex(answer["sig"])
     try:
-        rb.check_binding(addr, b.owner, b.nonce, b.chain_id, b.contract, signature)
+        rb.check_binding(addr, b.owner, nonce, b.chain_id, b.contract, signature)
     except rb.BindingError as exc:
         raise TerrapinError(f"the board's bind signature does not check: {exc}") from exc
     return {
         "owner": b.owner,
         "chain_id": b.chain_id,
         "contract": b.contract,
-        "nonce": b.nonce,
+        "nonce": nonce,
         "digest": digest.hex(),
         "signature": signature.hex(),
     }
+
+
+def chain_binding(owner: str, registry: str, rpc: str, key_env: str | None):
+    """Binding parameters read from the chain (chain id, the board's bind nonce) and a
+    submit(addr, binding_dict) that sends bindBoard and checks ownerOfBoard."""
+    import os
+
+    from eth_account import Account
+    from web3 import Web3
+
+    from terrapin.gateway import rewards_chain
+    from terrapin.gateway.chain.node import rpc_web3
+
+    try:
+        w3 = rpc_web3(rpc)
+        chain_id = w3.eth.chain_id
+    except Exception as exc:
+        raise TerrapinError(f"cannot reach the chain at {rpc}: {exc}") from exc
+    contract = rewards_chain.binding_contract(w3, registry)
+
+    def nonce(addr: str) -> int:
+        return contract.functions.bindNonce(Web3.to_checksum_address("0x" + addr)).call()
+
+    def submit(addr: str, binding: dict) -> dict:
+        if not key_env or not os.environ.get(key_env):
+            raise TerrapinError(
+                "the bind signature is ready but no key to send it",
+                hint="pass --key-env VAR with a funded account's private key in $VAR",
+            )
+        sender = Account.from_key(os.environ[key_env])
+        receipt = rewards_chain.bind_board(
+            w3, sender, contract, "0x" + addr, owner, bytes.fromhex(binding["signature"])
+        )
+        bound = contract.functions.ownerOfBoard(Web3.to_checksum_address("0x" + addr)).call()
+        if bound.lower() != owner.lower():
+            raise TerrapinError(f"bindBoard was mined but the board's owner is {bound}")
+        return {"tx": receipt["transactionHash"].hex(), "block": receipt["blockNumber"]}
+
+    return chain_id, nonce, submit
 
 
 def register_in_store(db: Path) -> Callable[[str, str], dict]:

@@ -101,4 +101,67 @@ def test_provision_errors_are_messages(tmp_path, capsys):
     assert "--target unix needs --dir" in capsys.readouterr().err
     code = main(["device", "provision", "--port", "socket://127.0.0.1:1", "--owner", OWNER])
     assert code == 1
-    assert "--owner needs --chain-id and --contract" in capsys.readouterr().err
+    assert "--owner needs --contract" in capsys.readouterr().err
+
+
+def binding_registry(node_exe: str, url: str) -> str:
+    """The registry if it already carries BoardBinding, else the test-only harness of it."""
+    import subprocess
+
+    from eth_account import Account
+
+    from terrapin.gateway.chain import node, testkit
+
+    if any(item.get("name") == "bindBoard" for item in node.artifact("TerrapinRegistry")["abi"]):
+        return testkit.deploy_on_rpc(url).registry
+    harness = "gateway/tests/rewards/BoardBindingHarness.sol"
+    proc = subprocess.run(
+        [node_exe, "tools/js/compile-one.mjs", harness],
+        cwd=testkit.REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    art = json.loads(proc.stdout)["contracts"]["BoardBindingHarness"]
+    w3 = node.rpc_web3(url)
+    data = (
+        w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]).constructor().data_in_transaction
+    )
+    receipt = node.transact(
+        w3, Account.from_key(testkit.ANVIL_KEY), {"data": data, "gas": 3_000_000}
+    )
+    return receipt["contractAddress"]
+
+
+@pytest.mark.anvil
+def test_provision_binds_the_board_on_chain(
+    start_board, anvil_exe, node_exe, tmp_path, capsys, monkeypatch
+):
+    from web3 import Web3
+
+    from terrapin.gateway.chain import testkit
+    from terrapin.gateway.rewards_chain import binding_contract
+
+    node = testkit.Anvil(anvil_exe, tmp_path).start()
+    try:
+        registry = binding_registry(node_exe, node.url)
+        monkeypatch.setenv("TP_TEST_KEY", testkit.ANVIL_KEY)
+        board = start_board("tcp")
+        base = ["device", "provision", "--port", board.port, "--contract", registry]
+        base += ["--rpc", node.url, "--key-env", "TP_TEST_KEY", "--no-prompt", "--json"]
+        assert main([*base, "--owner", OWNER]) == 0, capsys.readouterr().err + board.context()
+        first = json.loads(capsys.readouterr().out)
+        chain = binding_contract(Web3(Web3.HTTPProvider(node.url)), registry).functions
+        board_addr = Web3.to_checksum_address("0x" + first["address"])
+        assert chain.ownerOfBoard(board_addr).call().lower() == OWNER
+        assert first["binding"]["nonce"] == 0 and first["binding"]["chain"]["tx"]
+
+        # A new owner: the nonce comes from the chain, so the old signature cannot replay.
+        owner2 = "0x" + "ef" * 20
+        assert main([*base, "--owner", owner2]) == 0, capsys.readouterr().err
+        second = json.loads(capsys.readouterr().out)
+        assert second["binding"]["nonce"] == 1
+        assert chain.ownerOfBoard(board_addr).call().lower() == owner2
+    finally:
+        node.stop()
