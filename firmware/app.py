@@ -1,0 +1,334 @@
+# The application core: the same code on the ESP32 and on the unix port.
+#
+# boot: config (validated) -> key (made on first boot) -> outbox (scanned)
+#       -> sequence store (never below the outbox) -> sensors -> uplink
+# loop: when a reading is due: read every sensor (a failing sensor is logged
+#       and skipped, the others still make the reading) -> encode the payload
+#       -> sign it (COSE_Sign1) -> append to the outbox (flash) -> publish.
+#       In between, the uplink drains the outbox, handles ACKs, republishes
+#       and keeps the session and the retained status message up.
+#
+# The board layer (board/unix.py, board/esp32.py) gives the console, clocks,
+# sleep, network and sockets, sensor drivers, watchdog, LED, retained memory
+# and deep sleep. Nothing here imports machine, network or socket. config and
+# keystore are boot-only: on MicroPython they are unloaded after boot to give
+# their RAM back.
+
+import gc
+import sys
+from array import array
+from binascii import hexlify
+
+from .compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
+
+# The runtime modules are imported in boot(), after the boot-only ones
+# (config, keystore) are done and unloaded: on a 100 KB heap the compiler
+# needs the room.
+status = Outbox = OutboxError = Schedule = ticks_add = SeqStore = StoreError = None
+Uplink = encode_payload = sign1 = None
+MAX_RECORDS = const(16)
+
+_LEVELS = {"error": 0, "info": 1, "debug": 2}
+_TIMES = const(64)  # reading durations kept for the median
+_PACKAGE = __name__.rsplit(".", 1)[0]
+
+
+def _import_runtime():
+    global status, Outbox, OutboxError, Schedule, ticks_add, SeqStore, StoreError, Uplink
+    global encode_payload, sign1
+    for name in ("mqtt", "outbox", "ack", "schedule", "uplink", "seqstore", "status"):
+        __import__(_PACKAGE + "." + name)  # leaves first, each compiled alone
+        gc.collect()
+    from . import status
+    from .cose import encode_payload, sign1
+    from .outbox import Outbox, OutboxError
+    from .schedule import Schedule, ticks_add
+    from .seqstore import SeqStore, StoreError
+    from .uplink import Uplink
+
+
+def _load_config(board):
+    from . import config
+
+    try:
+        return config.load(board.config_path, board.name)
+    finally:
+        _unload("config")
+
+
+def _identity(root):
+    from . import (  # noqa: F401  leaves first: less compiler memory
+        cbor,
+        cose,  # noqa: F401
+        keccak,
+        keystore,
+        secp256k1,
+    )
+
+    try:
+        return keystore.identity(root)
+    finally:
+        _unload("keystore")
+
+
+def _unload(name):
+    if IS_MICROPYTHON:
+        sys.modules.pop(_PACKAGE + "." + name, None)
+        pkg = sys.modules.get(_PACKAGE)
+        if pkg is not None and name in pkg.__dict__:
+            delattr(pkg, name)
+
+
+class App:
+    def __init__(self, board):
+        self.board = board
+        self.level = 1
+        self.errors = []
+        self.state = "booting"
+        self.cfg = None
+        self.addr = None
+        self.outbox = None
+        self.uplink = None
+        self.sensors = []
+        self.readings = 0
+        self.last_seq = 0
+        self.sensor_failures = 0
+        self.peak_alloc = 0
+        self.times = array("I", bytes(4 * _TIMES))
+        self.time_n = 0
+
+    def log(self, level, msg):
+        if _LEVELS[level] <= self.level:
+            self.board.console(level, msg)
+
+    def error(self, msg):
+        # Log an error and list it in the status message.
+        errors = self.errors
+        msg = msg[:120]
+        if msg in errors:
+            errors.remove(msg)
+        errors.append(msg)
+        if len(errors) > 8:
+            errors.pop(0)
+        self.log("error", msg)
+        if self.uplink is not None:
+            self.uplink.status_due = True
+
+    # -- boot ----------------------------------------------------------------
+
+    def boot(self):
+        # Set everything up. Returns True when the board can take readings.
+        board = self.board
+        cfg, errors, sensor_errors, warnings = _load_config(board)
+        gc.collect()
+        self.cfg = cfg
+        self.config_errors = errors
+        if not errors:
+            self.level = _LEVELS[cfg["log"]]
+        for msg in warnings:
+            self.log("info", "config: " + msg)
+        for msg in errors + sensor_errors:
+            self.error("config: " + msg)
+        try:
+            self.priv, pub, self.addr, created = _identity(board.root)
+        except Exception as exc:
+            self.error("key: %s" % exc)
+            self.state = "flash_error"
+            return False
+        gc.collect()
+        self.addr_hex = hexlify(self.addr).decode()
+        self.pub_hex = hexlify(pub).decode()
+        self.log(
+            "info",
+            "board address %s%s"
+            % (self.addr_hex, " (new key made on this board)" if created else ""),
+        )
+        self.log("info", "public key %s" % self.pub_hex)
+        if errors:
+            self.state = "config_error"
+            return False
+        _import_runtime()
+        try:
+            ob = cfg["outbox"]
+            self.outbox = Outbox(board.root + "/outbox", ob["max_bytes"], ob["segment_bytes"])
+            self.seq = SeqStore(
+                board.root + "/seq", cfg["seq_block"], self.outbox.max_seq, board.retained
+            )
+        except (OSError, OutboxError, StoreError) as exc:
+            self.error("flash: %s" % exc)
+            self.state = "flash_error"
+            return False
+        ob = self.outbox
+        self.last_seq = ob.max_seq
+        if ob.corrupt or ob.torn:
+            self.error("outbox: %d corrupt and %d torn records at boot" % (ob.corrupt, ob.torn))
+        self.log(
+            "info",
+            "outbox: %d pending, %d dropped so far; next seq %d"
+            % (ob.pending, ob.dropped, self.seq.peek()),
+        )
+        for i, spec in enumerate(cfg["sensors"]):
+            name = spec.get("name") or spec["driver"]
+            label = "sensors[%d] (%s)" % (i, name)
+            try:
+                self.sensors.append((name + ".", board.make_sensor(spec), label))
+            except Exception as exc:  # missing hardware must not stop the board
+                self.error("%s: %s" % (label, exc))
+        if not self.sensors:
+            self.error("no sensor could be set up; only the status is published")
+        self.uplink = Uplink(board, cfg, self.addr_hex, ob, self)
+        period = board.period_ms or max(1, int(cfg["sample_period_s"] * 1000))
+        self.schedule = Schedule(period, ticks_ms())
+        self.state = "online"
+        return True
+
+    # -- readings ------------------------------------------------------------
+
+    def sample(self):
+        # Take, sign and store one reading. Returns its seq or None.
+        records = []
+        for prefix, drv, label in self.sensors:
+            try:
+                for quantity, unit, value in drv.read():
+                    records.append((prefix + quantity, unit, value))
+            except Exception as exc:  # a sensor must never stop the board
+                self.sensor_failures += 1
+                self.error("%s: %s" % (label, exc))
+        if not records:
+            return None
+        board = self.board
+        seq = self.seq.take()
+        payload = encode_payload(
+            seq, board.now() if board.time_synced else 0, records[:MAX_RECORDS]
+        )
+        envelope = sign1(self.priv, self.addr, payload)
+        dropped = self.outbox.append(seq, envelope)
+        self.readings += 1
+        self.last_seq = seq
+        if dropped:
+            self.error(
+                "outbox full: dropped the %d oldest readings (%d in total)"
+                % (dropped, self.outbox.dropped)
+            )
+        if self.level > 1:
+            self.log("debug", "stored seq %d (%d bytes)" % (seq, len(envelope)))
+        return seq
+
+    def status(self):
+        from . import status
+
+        ob = self.outbox
+        return status.encode(
+            self.state,
+            self.addr_hex,
+            self.pub_hex,
+            self.last_seq,
+            ob.pending if ob else 0,
+            ob.dropped if ob else 0,
+            self.board.heap_free(),
+            self.board.time_synced,
+            self.errors,
+            self.readings,
+            ob.corrupt if ob else 0,
+        )
+
+    # -- main loop -------------------------------------------------------------
+
+    def run(self, max_readings=-1, exit_when_drained=False):
+        # Sample and drain forever, or until max_readings are taken (and, with
+        #         exit_when_drained, acknowledged). Returns the process exit code.
+        board = self.board
+        up = self.uplink
+        deep_sleep = self.cfg["deep_sleep"] and board.can_deep_sleep
+        awake_until = ticks_add(ticks_ms(), int(self.cfg["awake_s"] * 1000))
+        gc.collect()
+        while True:
+            board.feed()
+            now = ticks_ms()
+            wanted = self.sensors and (max_readings < 0 or self.readings < max_readings)
+            if wanted and self.schedule.ready(now):
+                t0 = board.ticks_us()
+                try:
+                    self.sample()
+                except (OSError, OutboxError, StoreError, ValueError) as exc:
+                    self.error("storing a reading failed: %s" % exc)
+                up.step()
+                self.times[self.time_n % _TIMES] = ticks_diff(board.ticks_us(), t0)
+                self.time_n += 1
+                alloc = gc.mem_alloc() if IS_MICROPYTHON else 0
+                if alloc > self.peak_alloc:
+                    self.peak_alloc = alloc
+                gc.collect()
+            up.step()
+            if exit_when_drained and not wanted and not self.outbox.pending:
+                up.close()
+                return 0
+            if deep_sleep and (not self.outbox.pending or ticks_diff(now, awake_until) > 0):
+                up.close(False)
+                self.outbox.seal_if_drained()
+                self.seq.keep_for_sleep()
+                board.deep_sleep(self.schedule.wait_ms(ticks_ms()))
+            wait = self.schedule.wait_ms(ticks_ms()) if wanted else 1000
+            w = up.wait_ms()
+            up.poll(w if w < wait else wait)
+
+    def report_fatal(self):
+        # The config is unusable: publish its errors on the status topic if the
+        #         broker settings themselves are fine.
+        cfg = self.cfg
+        if self.addr is None or not cfg:
+            return
+        for msg in self.config_errors:
+            if msg.startswith("broker.") or msg.startswith("wifi."):
+                return
+        _import_runtime()
+        quiet = {
+            "broker": cfg["broker"],
+            "window": 0,
+            "ack_timeout_s": 30,
+            "status_period_s": 300,
+            "backoff_max_s": 120,
+        }
+        up = Uplink(self.board, quiet, self.addr_hex, None, self)
+        up.step()
+        if up.client.connected:
+            up.publish_status()
+            up.close(False)
+
+    def stats(self):
+        n = min(self.time_n, _TIMES)
+        times = sorted(self.times[:n])
+        up = self.uplink
+        ob = self.outbox
+        return {
+            "readings": self.readings,
+            "last_seq": self.last_seq,
+            "pending": ob.pending,
+            "dropped": ob.dropped,
+            "corrupt": ob.corrupt,
+            "torn": ob.torn,
+            "bytes_written": ob.bytes_written,
+            "published": up.published,
+            "republished": up.republished,
+            "acked": up.acked,
+            "rejected": up.rejected,
+            "connects": up.connects,
+            "sensor_failures": self.sensor_failures,
+            "reading_us_median": times[n // 2] if n else 0,
+            "peak_alloc": self.peak_alloc,
+            "heap_free": self.board.heap_free(),
+        }
+
+
+def main(board, max_readings=-1, exit_when_drained=False):
+    # Boot and run; returns an exit code (2: config or flash error).
+    app = App(board)
+    if not app.boot():
+        try:
+            app.report_fatal()
+        except Exception as exc:
+            app.log("error", "could not publish the errors: %s" % exc)
+        return 2
+    code = app.run(max_readings, exit_when_drained)
+    board.report_stats(app.stats())
+    return code

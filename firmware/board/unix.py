@@ -1,0 +1,148 @@
+# The virtual board: the firmware on the MicroPython unix port (or CPython).
+#
+#     micropython -X heapsize=100k firmware/main.py --config PATH [options]
+#
+#   --config PATH        the board's JSON config (required)
+#   --flash DIR          folder playing the board's flash (default: beside the
+#                        config file, "<config folder>/flash")
+#   --max-readings N     stop sampling after N readings in this run
+#   --exit-when-drained  with --max-readings: exit 0 once all are acknowledged
+#   --period-ms N        override sample_period_s (fast tests)
+#   --seed N             seed of the simulated sensors (default 1)
+#   --no-clock           behave like a board whose clock is not set (time 0)
+#   --stats              print one `TP-STATS {json}` line at exit
+#
+# Only the simulated driver exists here: a hardware driver (bme280, ...) in
+# the config is reported as a missing sensor and the others keep running.
+
+import gc
+import json
+import os
+import socket
+import sys
+import time
+
+from ..compat import IS_MICROPYTHON
+from ..sensors.simulated import Simulated
+
+_FLAGS = ("--exit-when-drained", "--no-clock", "--stats")
+_VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
+
+
+def parse_args(argv):
+    # Options as a dict keyed by the option name; raises ValueError.
+    opts = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _FLAGS:
+            opts[arg] = True
+        elif arg in _VALUES and i + 1 < len(argv):
+            i += 1
+            opts[arg] = argv[i] if arg in ("--config", "--flash") else int(argv[i])
+        else:
+            raise ValueError("bad argument " + arg)
+        i += 1
+    if "--config" not in opts:
+        raise ValueError("--config PATH is required")
+    return opts
+
+
+class Board:
+    name = "unix"
+    can_deep_sleep = False
+    retained = None
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.config_path = path = opts["--config"]
+        self.root = (
+            opts.get("--flash") or (path.rsplit("/", 1)[0] if "/" in path else ".") + "/flash"
+        )
+        part = ""
+        for piece in self.root.split("/"):
+            part += piece + "/"
+            if piece:
+                try:
+                    os.mkdir(part)
+                except OSError:
+                    pass
+        self.time_synced = "--no-clock" not in opts
+        self.period_ms = opts.get("--period-ms")
+        self.led = None
+
+    def console(self, level, msg):
+        print("[%s] %s" % (level, msg))
+
+    def now(self):
+        return int(time.time())
+
+    def ticks_us(self):
+        return time.ticks_us() if IS_MICROPYTHON else int(time.monotonic() * 1000000)
+
+    def sleep_ms(self, ms):
+        time.sleep(ms / 1000)
+
+    def heap_free(self):
+        return gc.mem_free() if IS_MICROPYTHON else 0
+
+    def feed(self):
+        pass
+
+    def led_state(self, state):
+        self.led = state
+
+    def network_up(self):
+        return True
+
+    def open_socket(self, host, port, tls=False, ca_file=None):
+        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(5)
+            sock.connect(addr)
+            if tls:
+                import ssl
+
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                if ca_file:
+                    ctx.verify_mode = ssl.CERT_REQUIRED
+                    ctx.load_verify_locations(cafile=ca_file)
+                else:
+                    if not IS_MICROPYTHON:
+                        ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                sock = ctx.wrap_socket(sock, server_hostname=host)
+        except Exception:
+            sock.close()
+            raise
+        return sock
+
+    def make_sensor(self, spec):
+        if spec["driver"] != "simulated":
+            raise OSError("no %s on the unix board (missing sensor)" % spec["driver"])
+        return Simulated(
+            spec.get("seed", self.opts.get("--seed", 1)),
+            self.now,
+            spec.get("fail_every", 0),
+            spec.get("quantities"),
+        )
+
+    def report_stats(self, stats):
+        if "--stats" in self.opts:
+            print("TP-STATS " + json.dumps(stats))
+
+
+def main(argv=None):
+    from .. import app
+
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        print(
+            "error: %s\nusage: micropython -X heapsize=100k firmware/main.py --config PATH "
+            "[--flash DIR] [--max-readings N] [--exit-when-drained] [--period-ms N] "
+            "[--seed N] [--no-clock] [--stats]" % exc
+        )
+        return 2
+    return app.main(Board(opts), opts.get("--max-readings", -1), "--exit-when-drained" in opts)

@@ -1,0 +1,244 @@
+# The uplink: keeps one MQTT session up and drains the outbox through it.
+#
+# Supervisor: while the session is down, step() reconnects (socket from the
+# board layer, CONNECT with the last will `offline` on the retained status
+# topic, SUBSCRIBE to the ack topic, publish the status) with capped
+# exponential backoff and jitter: 1 s doubling to `backoff_max_s`, each wait
+# drawn from [d/2, d]. Any MQTT or socket error just drops the session; the
+# MQTT client itself never retries.
+#
+# Drain: entries are published from the outbox in sequence order, at most
+# `window` unacknowledged at a time. An entry leaves the window (and the
+# outbox) only when the gateway's application ACK lists it as stored or
+# rejected; an MQTT PUBACK only means the broker has it. After `ack_timeout_s`
+# without an application ACK the entry is published again: same packet id
+# with DUP=1 if the broker never PUBACKed it, else as a new publish. After a
+# reconnect everything in the window is sent again.
+
+import random
+
+from . import ack
+from .compat import const, ticks_diff, ticks_ms
+from .mqtt import MQTTClient, MQTTError
+from .outbox import RECORD_HEAD
+from .schedule import ticks_add
+
+# A window slot: [seq, segno, off, length, pid, sent_at (None: send now), pubacked]
+_SEQ = const(0)
+_SEG = const(1)
+_OFF = const(2)
+_LEN = const(3)
+_PID = const(4)
+_SENT = const(5)
+_PUBACKED = const(6)
+
+
+def backoff_delay(current, rand):
+    # Jittered wait for a backoff step of `current` ms: uniform in [d/2, d].
+    return current // 2 + int(rand * (current // 2))
+
+
+class Uplink:
+    def __init__(self, board, cfg, addr_hex, outbox, app):
+        self.board = board
+        self.outbox = outbox
+        self.app = app
+        broker = cfg["broker"]
+        self.broker = broker
+        base = "terrapin/v1/" + addr_hex + "/"
+        self.t_reading = (base + "reading").encode()
+        self.t_status = (base + "status").encode()
+        self.t_ack = (base + "ack").encode()
+        self.client = c = MQTTClient(
+            "tp-" + addr_hex,
+            broker["keepalive_s"],
+            broker["user"],
+            broker["password"],
+            self._on_message,
+            self._on_puback,
+        )
+        c.will = (self.t_status, b"offline", True)
+        self.window_size = cfg["window"]
+        self.ack_timeout = int(cfg["ack_timeout_s"] * 1000)
+        self.status_period = int(cfg["status_period_s"] * 1000)
+        self.backoff_max = int(cfg["backoff_max_s"] * 1000)
+        self.backoff = 1000
+        self.window = []
+        self.cursor = (0, 0)
+        self.next_try = ticks_ms()
+        self.status_at = 0
+        self.status_due = True
+        self.last_error = None
+        self.published = self.republished = self.acked = self.rejected = 0
+        self.connects = self.bad_acks = 0
+
+    # -- supervisor ----------------------------------------------------------
+
+    def step(self):
+        # Do what is due now: reconnect, publish, republish, status.
+        now = ticks_ms()
+        if not self.client.connected:
+            if ticks_diff(now, self.next_try) >= 0:
+                self._connect(now)
+            return
+        try:
+            self._fill(now)
+            if self.status_due or ticks_diff(now, self.status_at) >= self.status_period:
+                self.publish_status()
+        except (MQTTError, OSError) as exc:
+            self._lost("connection lost", exc)
+
+    def poll(self, timeout_ms):
+        # Wait up to timeout_ms for packets from the broker (or just sleep).
+        if not self.client.connected:
+            if timeout_ms > 0:
+                self.board.sleep_ms(timeout_ms)
+            return
+        try:
+            self.client.poll(timeout_ms)
+        except (MQTTError, OSError) as exc:
+            self._lost("connection lost", exc)
+
+    def wait_ms(self):
+        # How long the caller may wait before step() has work.
+        now = ticks_ms()
+        if not self.client.connected:
+            return max(0, ticks_diff(self.next_try, now))
+        if len(self.window) < self.window_size and self.outbox.pending > len(self.window):
+            return 0
+        wait = self.status_period - ticks_diff(now, self.status_at)
+        for slot in self.window:
+            if slot[_SENT] is None:
+                return 0
+            left = self.ack_timeout - ticks_diff(now, slot[_SENT])
+            if left < wait:
+                wait = left
+        return max(0, wait)
+
+    def _connect(self, now):
+        b = self.broker
+        self.board.led_state("connecting")
+        try:
+            if not self.board.network_up():
+                raise OSError("network down")
+            self.client.connect(
+                self.board.open_socket(b["host"], b["port"], b["tls"], b["ca_file"])
+            )
+            self.client.subscribe(self.t_ack)
+        except (MQTTError, OSError) as exc:
+            self._lost("broker %s:%d unreachable" % (b["host"], b["port"]), exc)
+            return
+        self.connects += 1
+        self.backoff = 1000
+        self.last_error = None
+        for slot in self.window:
+            slot[_SENT] = None
+            slot[_PID] = 0
+        self.app.log("info", "connected to %s:%d" % (b["host"], b["port"]))
+        self.board.led_state("online")
+        self.status_due = True
+
+    def _lost(self, what, exc):
+        self.client.close()
+        delay = backoff_delay(self.backoff, random.getrandbits(16) / 65536)
+        self.backoff = min(self.backoff * 2, self.backoff_max)
+        self.next_try = ticks_add(ticks_ms(), delay)
+        text = "%s: %s; retry in %d ms" % (what, _text(exc), delay)
+        if text[:30] != (self.last_error or "")[:30]:
+            self.app.log("error", text)
+        self.last_error = text
+        self.board.led_state("offline")
+
+    def close(self, goodbye=True):
+        # Disconnect; with goodbye, set the retained status to `offline` first.
+        if self.client.connected and goodbye:
+            try:
+                self.client.publish(self.t_status, b"offline", 1, True)
+                self.client.poll(200)
+            except (MQTTError, OSError):
+                pass
+        self.client.close(goodbye)
+
+    # -- publishing ----------------------------------------------------------
+
+    def publish_status(self):
+        self.client.publish(self.t_status, self.app.status(), 1, True)
+        self.status_at = ticks_ms()
+        self.status_due = False
+
+    def _fill(self, now):
+        window = self.window
+        i = 0
+        while i < len(window):
+            slot = window[i]
+            if slot[_SENT] is None or ticks_diff(now, slot[_SENT]) >= self.ack_timeout:
+                if not self._resend(slot):
+                    continue
+            i += 1
+        outbox = self.outbox
+        while len(window) < self.window_size:
+            got = outbox.next_entry(self.cursor[0], self.cursor[1])
+            if got is None:
+                break
+            segno, off, seq, n = got
+            self.cursor = (segno, off + RECORD_HEAD + n)
+            pid = self.client.publish(self.t_reading, outbox.envelope(n), 1)
+            window.append([seq, segno, off, n, pid, ticks_ms(), False])
+            self.published += 1
+
+    def _resend(self, slot):
+        got = self.outbox.read(slot[_SEG], slot[_OFF])
+        if got is None or got[0] != slot[_SEQ]:
+            self.window.remove(slot)  # dropped by the full policy (already counted)
+            return False
+        if slot[_SENT] is not None:
+            self.republished += 1
+        env = self.outbox.envelope(got[1])
+        if slot[_PID] and not slot[_PUBACKED]:
+            self.client.publish(self.t_reading, env, 1, False, slot[_PID])  # DUP
+        else:
+            slot[_PID] = self.client.publish(self.t_reading, env, 1)
+            slot[_PUBACKED] = False
+        slot[_SENT] = ticks_ms()
+        return True
+
+    # -- incoming --------------------------------------------------------------
+
+    def _on_puback(self, pid):
+        for slot in self.window:
+            if slot[_PID] == pid:
+                slot[_PUBACKED] = True
+                return
+
+    def _on_message(self, topic, payload):
+        if bytes(topic) != self.t_ack:
+            return
+        try:
+            ranges, rejections = ack.decode(payload)
+        except ack.AckError as exc:
+            self.bad_acks += 1
+            self.app.log("error", "bad ack ignored: %s" % exc)
+            return
+        window = self.window
+        i = 0
+        while i < len(window):
+            slot = window[i]
+            verdict = ack.covers(ranges, rejections, slot[_SEQ])
+            if verdict is None:
+                i += 1
+                continue
+            window.pop(i)
+            self.outbox.release(slot[_SEG])
+            if verdict:
+                self.rejected += 1
+                self.app.error(
+                    "gateway rejected seq %d: %s" % (slot[_SEQ], ack.reason_name(verdict))
+                )
+            else:
+                self.acked += 1
+
+
+def _text(exc):
+    if isinstance(exc, OSError) and exc.args and isinstance(exc.args[0], int):
+        return "OSError %d" % exc.args[0]
+    return str(exc) or type(exc).__name__
