@@ -130,3 +130,61 @@ def anvil(anvil_exe: str, tmp_path: Path) -> Iterator[Net]:
 @pytest.fixture(params=["embedded", "anvil"])
 def net(request) -> Net:
     return request.getfixturevalue(request.param)
+
+
+ZERO = "0x" + "00" * 20
+
+
+def _independent_rule(readings, bindings, through, budget, cap, epoch_seconds=86_400):
+    """docs/REWARDS.md's rule written again from the document, sharing no code with
+    gateway/rewards.py: readings (board, seq, flags, epoch), bindings (board, owner,
+    timestamp) in chain order. Returns {epoch: {owner: amount}}, cumulative {owner: amount}."""
+    first: dict = {}
+    for board, seq, flags, epoch in readings:
+        key = (board.lower(), seq)
+        first[key] = min(first.get(key, (epoch, flags)), (epoch, flags))
+    per_epoch, cumulative = {}, {}
+    for epoch in sorted({e for e, _f in first.values() if e <= through}):
+        counts: dict = {}
+        for (board, _seq), (e, flags) in first.items():
+            if e == epoch and flags == 0:
+                counts[board] = counts.get(board, 0) + 1
+        weights = {b: min(n, cap) for b, n in counts.items()}
+        total = sum(weights.values())
+        owner_of = {}
+        for board, owner, ts in bindings:
+            if ts < (epoch + 1) * epoch_seconds:
+                owner_of[board.lower()] = owner.lower()
+        paid: dict = {}
+        for board, w in weights.items():
+            owner = owner_of.get(board, ZERO)
+            if owner != ZERO and budget * w // total:
+                paid[owner] = paid.get(owner, 0) + budget * w // total
+        per_epoch[epoch] = paid
+        for owner, amount in paid.items():
+            cumulative[owner] = cumulative.get(owner, 0) + amount
+    return per_epoch, cumulative
+
+
+def _oz_root(node: str, cumulative: dict) -> str:
+    """The cumulative tree's root from @openzeppelin/merkle-tree (tools/js/rewards-tree.mjs)."""
+    values = [[o, str(a)] for o, a in sorted(cumulative.items()) if a]
+    proc = subprocess.run(
+        [node, str(REPO / "tools/js/rewards-tree.mjs")],
+        input=json.dumps({"cases": [{"values": values}]}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["results"][0]["root"]
+
+
+@pytest.fixture(scope="session")
+def independent_rule():
+    return _independent_rule
+
+
+@pytest.fixture(scope="session")
+def oz_root(node_exe: str):
+    return lambda cumulative: _oz_root(node_exe, cumulative)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -81,55 +80,28 @@ def bundles_of(conn, chain: Chain) -> list[dict]:
     return out
 
 
-def independent_root(bundles: list[dict], w3: Web3, binding_address: str, through: int, node: str):
-    """The rule of docs/REWARDS.md re-implemented from the document, not from rewards.py."""
-    first: dict[tuple[str, int], tuple[int, int]] = {}
-    for b in bundles:
-        epoch = w3.eth.get_block(b["block"])["timestamp"] // DAY
-        key = (b["device"].lower(), b["seq"])
-        first[key] = min(first.get(key, (epoch, b["flags"])), (epoch, b["flags"]))
+def from_bundles_and_chain(bundles: list[dict], w3: Web3, binding_address: str):
+    """What an auditor reads: each reading's epoch from its anchoring block's timestamp,
+    the owners from the raw BoardBound logs. Nothing from the gateway's database."""
+    readings = [
+        (b["device"], b["seq"], b["flags"], w3.eth.get_block(b["block"])["timestamp"] // DAY)
+        for b in bundles
+    ]
     topic = Web3.keccak(text="BoardBound(address,address,address,uint256)").to_0x_hex()
     logs = w3.eth.get_logs({"address": binding_address, "fromBlock": 0, "topics": [topic]})
-    events = [
+    bindings = [
         (
-            w3.eth.get_block(log["blockNumber"])["timestamp"],
             "0x" + log["topics"][1].hex()[-40:],
             "0x" + log["topics"][3].hex()[-40:],
+            w3.eth.get_block(log["blockNumber"])["timestamp"],
         )
         for log in sorted(logs, key=lambda x: (x["blockNumber"], x["logIndex"]))
     ]
-    cumulative: dict[str, int] = {}
-    for epoch in sorted({e for e, _f in first.values()}):
-        if epoch > through:
-            continue
-        counts: dict[str, int] = {}
-        for (board, _seq), (e, flags) in first.items():
-            if e == epoch and flags == 0:
-                counts[board] = counts.get(board, 0) + 1
-        weights = {b: min(n, PARAMS.cap) for b, n in counts.items()}
-        total = sum(weights.values())
-        owner_of = {}
-        for ts, board, owner in events:
-            if ts < (epoch + 1) * DAY:
-                owner_of[board] = owner
-        for board, w in weights.items():
-            owner = owner_of.get(board, "0x" + "00" * 20)
-            if owner != "0x" + "00" * 20:
-                cumulative[owner] = cumulative.get(owner, 0) + PARAMS.budget * w // total
-    values = [[o, str(a)] for o, a in sorted(cumulative.items()) if a]
-    proc = subprocess.run(
-        [node, str(REPO / "tools/js/rewards-tree.mjs")],
-        input=json.dumps({"cases": [{"values": values}]}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return bytes.fromhex(json.loads(proc.stdout)["results"][0]["root"][2:]), cumulative
+    return readings, bindings
 
 
 def test_three_epochs_bind_compute_publish_claim_and_recompute(
-    tmp_path, compiled, node_exe, capsys
+    tmp_path, compiled, capsys, independent_rule, oz_root
 ):
     rng = random.Random(42)
     db = tmp_path / "gateway.sqlite"
@@ -238,15 +210,20 @@ def test_three_epochs_bind_compute_publish_claim_and_recompute(
 
     # Independent recomputation from the bundles + chain gives the published root.
     bundles = bundles_of(conn, chain)
-    root, cumulative = independent_root(bundles, w3, binder.address, day0 + 2, node_exe)
-    assert root == token.functions.merkleRoot().call() == expected[day0 + 2].distribution.root
-    assert cumulative == {o: c.amount for o, c in expected[day0 + 2].distribution.claims.items()}
+    readings, bindings = from_bundles_and_chain(bundles, w3, binder.address)
+    final = expected[day0 + 2].distribution
+    _per_epoch, cumulative = independent_rule(
+        readings, bindings, day0 + 2, PARAMS.budget, PARAMS.cap
+    )
+    assert cumulative == {o: c.amount for o, c in final.claims.items()}
+    assert oz_root(cumulative) == "0x" + token.functions.merkleRoot().call().hex()
+    assert token.functions.merkleRoot().call() == final.root
     # ...and for an earlier epoch too (its root was replaced on chain, but the event kept it).
-    root0, _ = independent_root(bundles, w3, binder.address, day0, node_exe)
+    _per_epoch, cumulative0 = independent_rule(readings, bindings, day0, PARAMS.budget, PARAMS.cap)
     (first_event,) = [
         e for e in token.events.RootPublished().get_logs(from_block=0) if e["args"]["epoch"] == day0
     ]
-    assert root0 == first_event["args"]["root"]
+    assert oz_root(cumulative0) == "0x" + first_event["args"]["root"].hex()
 
     # The status view for the API, offline from the database.
     status = rewards_store.status(rconn, ALICE)
