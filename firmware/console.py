@@ -112,14 +112,35 @@ class _KeystoreKeys:
         return self.ks.ensure_key(self.root)
 
 
+class _LazyKeys:
+    """Imports the key store on first use: keystore pulls in secp256k1 and its
+    tables, which a console that only writes config should not pay for."""
+
+    def __init__(self, root):
+        self.root = root
+        self._keys = None
+
+    def _get(self):
+        if self._keys is None:
+            try:
+                from . import keystore
+            except ImportError:
+                keystore = None
+            if keystore is not None and hasattr(keystore, "load_key"):
+                self._keys = _KeystoreKeys(keystore, self.root)
+            else:
+                self._keys = FileKeys(self.root)
+        return self._keys
+
+    def load(self):
+        return self._get().load()
+
+    def create(self):
+        return self._get().create()
+
+
 def default_keys(root):
-    try:
-        from . import keystore
-    except ImportError:
-        return FileKeys(root)
-    if hasattr(keystore, "load_key"):
-        return _KeystoreKeys(keystore, root)
-    return FileKeys(root)
+    return _LazyKeys(root)
 
 
 class Console:
@@ -199,8 +220,15 @@ class Console:
         self.write(PREFIX + b"ERR " + code.encode() + b" " + text.encode() + b"\n")
 
     def event(self, obj):
-        """Write one unsolicited status line (same JSON as the MQTT status)."""
-        self.write(PREFIX + b"EV " + json.dumps(obj).encode() + b"\n")
+        """Write one unsolicited status line (same JSON as the MQTT status).
+
+        `obj`: a dict, or the status payload already encoded as JSON bytes/str.
+        """
+        if isinstance(obj, str):
+            obj = obj.encode()
+        elif not isinstance(obj, (bytes, bytearray)):
+            obj = json.dumps(obj).encode()
+        self.write(PREFIX + b"EV " + bytes(obj) + b"\n")
 
     # -- state ------------------------------------------------------------
     @property
@@ -238,8 +266,12 @@ class Console:
         cfg = self._config()
         out["config"] = sorted(cfg.keys()) if cfg is not None else None
         if self.status is not None:
-            for k, v in self.status().items():
-                out[k] = v
+            extra = self.status()
+            if isinstance(extra, (bytes, bytearray, str)):
+                extra = json.loads(extra)
+            for k, v in extra.items():
+                if k not in out:
+                    out[k] = v
         return out
 
     def cmd_keygen(self, args):
@@ -440,3 +472,4 @@ _COMMANDS = {
     "ota-end": Console.cmd_ota_end,
     "reboot": Console.cmd_reboot,
 }
+

@@ -115,3 +115,66 @@ def test_console_over_serial(board):
         assert secp256k1.public_key(priv).hex() == made["pub"]
     finally:
         con.link.close()
+
+
+def test_console_port_feeds_the_console_on_the_unix_port(tmp_path, micropython_exe):
+    """The hook the firmware app calls each loop turn, on MicroPython itself: the
+    console module is imported only when the first TP1 line arrives."""
+    import subprocess
+
+    from terrapin.tools.deploy import DirTarget, deploy
+
+    deploy(DirTarget(tmp_path))
+    code = (
+        "import sys, time; sys.path.insert(0, 'lib')\n"
+        "from terrapin.firmware.consoleport import ConsolePort\n"
+        "def make(write):\n"
+        "    from terrapin.firmware.console import Console\n"
+        "    return Console('.', write)\n"
+        "port = ConsolePort(make)\n"
+        'port.event(b\'{"state": "online"}\')\n'
+        "loaded = []\n"
+        "for _ in range(200):\n"
+        "    port.poll()\n"
+        "    loaded.append('terrapin.firmware.console' in sys.modules)\n"
+        "    if port.closed: break\n"
+        "    time.sleep_ms(5)\n"
+    )
+    proc = subprocess.run(
+        [micropython_exe, "-X", "heapsize=100k", "-c", code],
+        input=b"app log TP1 line\nTP1 keygen\r\nTP1 info\n",
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert lines[0] == 'TP1 EV {"state": "online"}'
+    made = json.loads(lines[1].removeprefix("TP1 OK "))
+    info = json.loads(lines[2].removeprefix("TP1 OK "))
+    assert made["created"] and info["addr"] == made["addr"]
+    assert len(lines) == 3
+
+
+def test_console_port_costs_nothing_until_a_host_speaks(tmp_path, micropython_exe):
+    import subprocess
+
+    from terrapin.tools.deploy import DirTarget, deploy
+
+    deploy(DirTarget(tmp_path))
+    code = (
+        "import sys; sys.path.insert(0, 'lib')\n"
+        "from terrapin.firmware.consoleport import ConsolePort\n"
+        "port = ConsolePort(None)\n"
+        "while not port.closed: port.poll()\n"
+        "print(sorted(k for k in sys.modules if k.startswith('terrapin')))\n"
+    )
+    proc = subprocess.run(
+        [micropython_exe, "-X", "heapsize=100k", "-c", code],
+        input=b"log line\nTP2 not ours\nTP1x\n",
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "console'" not in proc.stdout.decode() and "keystore" not in proc.stdout.decode()
