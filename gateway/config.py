@@ -70,9 +70,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "username": Key(str, "terrapin-gateway", "the gateway's broker user"),
         "password": Key(str, "", "its password (or use password_file)"),
         "password_file": Key(str, "", "file holding the password (first line)"),
+        "protocol": Key(
+            str, "3.1.1", "MQTT version for the gateway's session", _one_of("3.1.1", "5")
+        ),
         "client_id": Key(str, "terrapin-gateway", "fixed client id: the broker keeps the session"),
         "keepalive": Key(int, 30, "MQTT keepalive, seconds", _at_least(5)),
-        "session_expiry": Key(
+        "session_expiry": Key(  # MQTT 5 only; with 3.1.1 see persistent_client_expiration
             int, 14 * 86400, "broker keeps the session this long, s", _at_least(0)
         ),
         "receive_maximum": Key(int, 1000, "QoS 1 readings in flight to the gateway", _at_least(1)),
@@ -107,6 +110,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_batch": Key(int, 2000, "readings per transaction at most", _at_least(1)),
         "verify_backend": Key(
             str, "coincurve", "signature verifier", _one_of("coincurve", "ecdsa")
+        ),
+        "workers": Key(
+            int, 1, "1: check and store in a worker process; 0: in-thread", _one_of(0, 1)
         ),
         "stages": Key(list, [], 'extra stages, "module:function" factories', _factories),
     },

@@ -134,27 +134,54 @@ def _check_items(obj) -> None:
         raise ValueError(f"unsupported CBOR value {type(obj).__name__}")
 
 
-def _loads(data: bytes, what: str, non_canonical: Reason):
+def _loads(data: bytes, what: str, non_canonical: Reason, check=None):
     """Decode strictly. Not well-formed -> MALFORMED_CBOR; well-formed but not
     deterministic (indefinite lengths, long heads, key order, duplicate keys,
-    wide floats) -> `non_canonical`; trailing bytes -> MALFORMED_CBOR."""
+    wide floats) -> `non_canonical`; trailing bytes -> MALFORMED_CBOR.
+
+    `check(obj)` (the schema) returns (result, canonical bytes of it); when
+    those equal `data` the input is valid and the slow checks are skipped.
+    """
     try:
         obj = cbor2.loads(data, max_depth=MAX_DEPTH, semantic_decoders=_SEMANTIC)
-        _check_items(obj)
-        canonical = cbor2.dumps(obj, canonical=True)
     except Exception as exc:  # cbor2 raises several types on hostile input
+        raise EnvelopeError(Reason.MALFORMED_CBOR, f"{what}: {exc}") from None
+    schema_error = result = None
+    if check is not None:
+        try:
+            result, encoded = check(obj)
+            if encoded == data:
+                return result
+        except EnvelopeError as exc:
+            schema_error = exc
+    _walk(obj, what)
+    try:
+        canonical = cbor2.dumps(obj, canonical=True)
+    except Exception as exc:
         raise EnvelopeError(Reason.MALFORMED_CBOR, f"{what}: {exc}") from None
     if canonical != data:
         if data.startswith(canonical):
             raise EnvelopeError(Reason.MALFORMED_CBOR, f"{what}: trailing bytes")
         raise EnvelopeError(non_canonical, f"{what} is not deterministic CBOR")
-    return obj
+    if schema_error is not None:
+        raise schema_error
+    return obj if check is None else result
+
+
+def _walk(obj, what: str) -> None:
+    try:
+        _check_items(obj)
+    except (ValueError, RecursionError) as exc:
+        raise EnvelopeError(Reason.MALFORMED_CBOR, f"{what}: {exc}") from None
+
+
+_MAPS = (dict, cbor2.frozendict)
 
 
 def _exact_keys(obj, keys: frozenset) -> bool:
     # Exactly these integer keys (True would compare equal to 1: refused).
     return (
-        isinstance(obj, Mapping)
+        type(obj) in _MAPS
         and len(obj) == len(keys)
         and all(type(k) is int and k in keys for k in obj)
     )
@@ -162,6 +189,35 @@ def _exact_keys(obj, keys: frozenset) -> bool:
 
 _PAYLOAD_KEYS = frozenset((1, 2, 3))
 _RECORD_KEYS = frozenset((0, 1, 2))
+# The canonical head of every v1 envelope: tag 18, array(4), bstr(4) {1: -47},
+# map(1) {4: bstr(20) ...
+_FAST_HEAD = b"\xd2\x84\x44" + PROTECTED + b"\xa1\x04\x54"
+
+
+def _fast_envelope(raw: bytes) -> Envelope | None:
+    """The exact canonical layout, sliced without a decoder (None: take the slow path).
+
+    Anything accepted here is accepted by the full decoder with the same result.
+    """
+    if not raw.startswith(_FAST_HEAD) or len(raw) < 98:
+        return None
+    head = raw[30]
+    if 0x40 <= head <= 0x57:
+        size, pos = head - 0x40, 31
+    elif head == 0x58:
+        size, pos = raw[31], 32
+        if size < 24:
+            return None
+    elif head == 0x59:
+        size, pos = (raw[31] << 8) | raw[32], 33
+        if size < 256:
+            return None
+    else:
+        return None
+    end = pos + size
+    if len(raw) != end + 66 or raw[end] != 0x58 or raw[end + 1] != 0x40:
+        return None
+    return Envelope(raw, raw[10:30], raw[pos:end], raw[end + 2 :])
 
 
 def decode_envelope(raw: bytes) -> Envelope:
@@ -172,6 +228,9 @@ def decode_envelope(raw: bytes) -> Envelope:
     raw = bytes(raw)
     if len(raw) > MAX_ENVELOPE:
         raise EnvelopeError(Reason.OVERSIZE, f"{len(raw)} bytes > {MAX_ENVELOPE}")
+    fast = _fast_envelope(raw)
+    if fast is not None:
+        return fast
     obj = _loads(raw, "envelope", Reason.MALFORMED_CBOR)
     if not isinstance(obj, CBORTag) or obj.tag != COSE_SIGN1_TAG:
         raise EnvelopeError(Reason.BAD_ENVELOPE, "not CBOR tag 18 (COSE_Sign1)")
@@ -206,14 +265,45 @@ def peek_seq(payload: bytes) -> int | None:
     return seq if type(seq) is int and 0 <= seq <= MAX_UINT else None
 
 
-def _text_ok(text, limit: int) -> bool:
-    return type(text) is str and 1 <= len(text.encode("utf-8", "surrogatepass")) <= limit
-
-
 def decode_payload(payload: bytes) -> Reading:
     """Strict CBOR, deterministic encoding, then the schema
     {1: seq, 2: time, 3: [{0: name, 1: unit, 2: value}, ...]}."""
-    obj = _loads(payload, "payload", Reason.NON_CANONICAL)
+    return _loads(payload, "payload", Reason.NON_CANONICAL, _reading)
+
+
+def _head(major: int, n: int) -> bytes:
+    m = major << 5
+    if n < 24:
+        return bytes((m | n,))
+    if n < 0x100:
+        return bytes((m | 24, n))
+    if n < 0x10000:
+        return bytes((m | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((m | 26,)) + n.to_bytes(4, "big")
+    return bytes((m | 27,)) + n.to_bytes(8, "big")
+
+
+_F16 = struct.Struct(">e")
+_F32 = struct.Struct(">f")
+
+
+def _float_bytes(value: float) -> bytes | None:
+    """Shortest CBOR float that keeps a float32 value exactly (None if not float32)."""
+    try:
+        if _F16.unpack(_F16.pack(value))[0] == value:
+            return b"\xf9" + _F16.pack(value)
+    except (OverflowError, struct.error):
+        pass
+    try:
+        packed = _F32.pack(value)
+    except (OverflowError, struct.error):
+        return None
+    return b"\xfa" + packed if _F32.unpack(packed)[0] == value else None
+
+
+def _reading(obj) -> tuple[Reading, bytes]:
+    """Schema check; also returns the canonical encoding of what it accepted."""
     if not _exact_keys(obj, _PAYLOAD_KEYS):
         raise EnvelopeError(Reason.BAD_PAYLOAD, "payload keys are not exactly {1, 2, 3}")
     seq, time, records = obj[1], obj[2], obj[3]
@@ -221,21 +311,32 @@ def decode_payload(payload: bytes) -> Reading:
         raise EnvelopeError(Reason.BAD_PAYLOAD, "sequence number is not an unsigned integer < 2^63")
     if type(time) is not int or not 0 <= time <= MAX_UINT:
         raise EnvelopeError(Reason.BAD_PAYLOAD, "time is not an unsigned integer < 2^63")
-    if not isinstance(records, list | tuple) or not 1 <= len(records) <= MAX_RECORDS:
+    if type(records) not in (list, tuple) or not 1 <= len(records) <= MAX_RECORDS:
         raise EnvelopeError(Reason.BAD_PAYLOAD, f"records: need a list of 1..{MAX_RECORDS}")
+    enc = [b"\xa3\x01", _head(0, seq), b"\x02", _head(0, time), b"\x03", _head(4, len(records))]
     out = []
     for rec in records:
         if not _exact_keys(rec, _RECORD_KEYS):
             raise EnvelopeError(Reason.BAD_PAYLOAD, "record keys are not exactly {0, 1, 2}")
         name, unit, value = rec[0], rec[1], rec[2]
-        if not _text_ok(name, MAX_NAME):
+        if type(name) is not str or type(unit) is not str:
+            raise EnvelopeError(Reason.BAD_PAYLOAD, "record name and unit must be text")
+        bname = name.encode("utf-8", "surrogatepass")
+        bunit = unit.encode("utf-8", "surrogatepass")
+        if not 1 <= len(bname) <= MAX_NAME:
             raise EnvelopeError(Reason.BAD_PAYLOAD, f"record name is not 1..{MAX_NAME} bytes")
-        if not _text_ok(unit, MAX_UNIT):
+        if not 1 <= len(bunit) <= MAX_UNIT:
             raise EnvelopeError(Reason.BAD_PAYLOAD, f"record unit is not 1..{MAX_UNIT} bytes")
-        if type(value) is not float or not math.isfinite(value) or float32(value) != value:
+        fbytes = _float_bytes(value) if type(value) is float and _finite(value) else None
+        if fbytes is None:
             raise EnvelopeError(Reason.BAD_PAYLOAD, "record value is not a finite float32")
+        enc += (b"\xa3\x00", _head(3, len(bname)), bname, b"\x01", _head(3, len(bunit)), bunit)
+        enc += (b"\x02", fbytes)
         out.append((name, unit, value))
-    return Reading(seq, time, tuple(out))
+    return Reading(seq, time, tuple(out)), b"".join(enc)
+
+
+_finite = math.isfinite
 
 
 # --- building envelopes (simulators, benches, tests) -------------------------------

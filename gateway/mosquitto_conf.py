@@ -135,6 +135,8 @@ def render_conf(
         "max_packet_size 4096",
         "# Keep QoS 1 readings for a gateway that is down for a while.",
         "max_queued_messages 200000",
+        "# QoS 1 messages in flight to one client (the gateway acks after each commit).",
+        "max_inflight_messages 1000",
         "persistent_client_expiration 14d",
     ]
     if persistence_dir is not None:

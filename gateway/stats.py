@@ -28,28 +28,25 @@ class Stats:
         with self._lock:
             self.board_status[address.hex()] = dict(status, received_at=round(now, 3))
 
-    def batch(self, received: int, first_at: float) -> None:
+    def apply(self, result, received: int, first_at: float) -> None:
+        """Add one committed batch (a pipeline.BatchResult)."""
         with self._lock:
             self.received += received
             if self.first_received_at is None:
                 self.first_received_at = first_at
-
-    def committed(self, stored, duplicates, rejected, acks: int, now: float) -> None:
-        """stored/duplicates: Pending readings; rejected: Rejected records."""
-        with self._lock:
             self.commits += 1
-            self.acks += acks
-            self.last_commit_at = now
-            self.stored += len(stored)
-            self.duplicate += len(duplicates)
-            for r in rejected:
-                self.rejected[r.reason.name] += 1
-            for p in stored:
-                b = self.boards.setdefault(p.device.hex(), {"stored": 0})
-                b["stored"] += 1
-                if p.seq >= b.get("last_seq", -1):
-                    b.update(last_seq=p.seq, last_time=p.time, last_flags=p.flags)
-                b["last_received_at"] = round(p.received_at, 3)
+            self.acks += len(result.acks)
+            self.last_commit_at = time.time()
+            self.stored += result.stored
+            self.duplicate += result.duplicate
+            for name, n in result.rejected.items():
+                self.rejected[name] += n
+            for addr, (n, seq, t, flags, at) in result.boards.items():
+                b = self.boards.setdefault(addr, {"stored": 0, "last_seq": -1})
+                b["stored"] += n
+                if seq >= b["last_seq"]:
+                    b.update(last_seq=seq, last_time=t, last_flags=flags)
+                b["last_received_at"] = round(at, 3)
 
     def snapshot(self) -> dict:
         now = time.time()

@@ -1,0 +1,359 @@
+"""`terrapin bench gateway`: ingest throughput through a real Mosquitto.
+
+Same run, same broker, same pre-signed readings:
+  (a) passthrough: a paho subscriber that only counts (the broker + paho ceiling);
+  (b) gateway: `terrapin gateway run` as a subprocess (decode, verify, policy,
+      SQLite FULL sync, ACK, PUBACK after commit).
+Both drain a backlog the boards published while the subscriber was away (a
+persistent session), so the figure is the subscriber's rate, not the
+publishers'. Then (c) boards publish at a steady rate to the running gateway
+and the publish -> ACK latency is measured. The bench checks that every
+reading is stored exactly once and acked; it exits non-zero otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import click
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from terrapin.tools.broker import Mosquitto, free_port
+from terrapin.tools.errors import TerrapinError
+
+from . import mosquitto_conf
+from .config import load_config, render_config
+from .envelope import decode_envelope
+from .loadgen import SimBoard, board_address, new_key, sign_range
+from .store import Store, open_db
+from .verify import Verifier
+
+
+def _sign_job(args):
+    key, seqs, t0 = args
+    return sign_range(key, seqs, t0)
+
+
+def presign(keys: list[bytes], per_board: int, first_seq: int, t0: int) -> list[list[tuple]]:
+    jobs = [(k, range(first_seq, first_seq + per_board), t0) for k in keys]
+    procs = min(len(jobs), os.cpu_count() or 1)
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        return pool.map(_sign_job, jobs)
+
+
+def verify_rate(envelopes: list[bytes], seconds: float = 1.0) -> float:
+    """Signature checks per second on one core, board keys cached (the steady state)."""
+    v = Verifier("coincurve")
+    decoded = [decode_envelope(e) for e in envelopes]
+    pairs = [(d, d.digest) for d in decoded]
+    for d, dig in pairs:
+        v.verify(d, dig)  # learn the keys
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for d, dig in pairs:
+            v.verify(d, dig)
+        n += len(pairs)
+    return n / (time.perf_counter() - start)
+
+
+def publish_all(boards: list[SimBoard], signed: list[list[tuple]], timeout: float = 300) -> None:
+    """Every board publishes its envelopes; returns when the broker has PUBACKed all."""
+
+    def run(board, items):
+        infos = [board.publish(env, seq) for seq, env in items]
+        for info in infos:
+            info.wait_for_publish(timeout)
+
+    threads = [
+        threading.Thread(target=run, args=(b, items))
+        for b, items in zip(boards, signed, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+class Counter:
+    """The passthrough subscriber: counts QoS 1 readings, nothing else."""
+
+    def __init__(self, port: int, password: str, expected: int):
+        self.expected = expected
+        self.count = 0
+        self.first = self.last = 0.0
+        self.done = threading.Event()
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id="bench-passthrough",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        c.username_pw_set(mosquitto_conf.GATEWAY_USER, password)
+        c.on_connect = lambda cl, *a: cl.subscribe("terrapin/v1/+/reading", qos=1)
+        c.on_message = self._on_message
+        self.client = c
+        self.port = port
+
+    def _on_message(self, client, userdata, msg):
+        now = time.monotonic()
+        if self.count == 0:
+            self.first = now
+        self.count += 1
+        self.last = now
+        if self.count >= self.expected:
+            self.done.set()
+
+    def connect(self):
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+
+    def disconnect(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _api(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
+        return json.loads(r.read())
+
+
+class GatewayProcess:
+    def __init__(self, config: Path, api_port: int, log: Path):
+        self.config, self.api_port, self.log = config, api_port, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "terrapin.tools.cli",
+                "gateway",
+                "run",
+                "--config",
+                str(self.config),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise TerrapinError(f"gateway exited: {self.log.read_text()[-2000:]}")
+            try:
+                if _api(self.api_port)["connected"]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TerrapinError("gateway did not connect in time")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wait_stored(api_port: int, expected: int, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    st = _api(api_port)
+    while time.monotonic() < deadline:
+        st = _api(api_port)
+        if st["counts"]["stored"] + st["counts"]["duplicate"] >= expected:
+            return st
+        time.sleep(0.05)
+    raise TerrapinError(f"gateway stored {st['counts']['stored']} of {expected} in time")
+
+
+def run_bench(
+    boards_n: int, readings: int, latency_readings: int, rate: float, workdir: Path
+) -> dict:
+    per_board = max(1, readings // boards_n)
+    total = per_board * boards_n
+    mqtt_port, api_port = free_port(), free_port()
+    home = workdir / "gw"
+    (home / "mosquitto").mkdir(parents=True)
+    gw_password = mosquitto_conf.random_password()
+    (home / "gateway.secret").write_text(gw_password + "\n")
+    passwd, acl = home / "mosquitto" / "passwd", home / "mosquitto" / "acl"
+    mosquitto_conf.write_passwd(passwd, {})
+    mosquitto_conf.set_user(passwd, mosquitto_conf.GATEWAY_USER, gw_password)
+    acl.write_text(mosquitto_conf.render_acl())
+    cfg_path = home / "gateway.toml"
+    cfg_path.write_text(
+        render_config(
+            {
+                "mqtt": {"port": mqtt_port, "password_file": "gateway.secret"},
+                "broker": {"password_file": "mosquitto/passwd", "acl_file": "mosquitto/acl"},
+                "store": {"path": "gateway.db"},
+                "api": {"port": api_port},
+                "log": {"level": "warning"},
+            }
+        )
+    )
+    cfg = load_config(cfg_path)
+    keys = [new_key() for _ in range(boards_n)]
+    board_pw = {}
+    store = Store(cfg.store.path)
+    users = mosquitto_conf.read_passwd(passwd)
+    for k in keys:
+        addr = board_address(k)
+        store.add_device(addr)
+        board_pw[k] = mosquitto_conf.random_password()
+        users[addr.hex()] = mosquitto_conf.hash_password(board_pw[k])
+    mosquitto_conf.write_passwd(passwd, users)
+    store.close()
+
+    t0 = int(time.time())
+    t_sign = time.perf_counter()
+    backlog = presign(keys, per_board, 1, t0)
+    live = presign(keys, max(1, latency_readings // boards_n), per_board + 1, t0)
+    sign_s = time.perf_counter() - t_sign
+    verify_per_s = verify_rate([env for items in backlog for _, env in items[:50]])
+
+    extra = (
+        f"max_queued_messages {2 * (total + latency_readings) + 1000}\nmax_inflight_messages 1000"
+    )
+    if os.geteuid() == 0:
+        extra += "\nuser root"
+    broker = Mosquitto(
+        workdir / "broker",
+        port=mqtt_port,
+        password_file=passwd,
+        acl_file=acl,
+        persistence=False,
+        extra_config=extra,
+    ).start()
+    sims: list[SimBoard] = []
+    gw = GatewayProcess(cfg_path, api_port, workdir / "gateway.log")
+    result: dict = {}
+    try:
+        sims = [SimBoard("127.0.0.1", mqtt_port, k, password=board_pw[k]).start() for k in keys]
+        # (a) passthrough: register its session, go away, let the boards publish, drain.
+        counter = Counter(mqtt_port, gw_password, total)
+        counter.connect()
+        time.sleep(0.3)
+        counter.disconnect()
+        publish_all(sims, backlog)
+        counter.connect()
+        if not counter.done.wait(300):
+            raise TerrapinError(f"passthrough got {counter.count} of {total}")
+        counter.disconnect()
+        passthrough = total / max(counter.last - counter.first, 1e-9)
+
+        # (b) the gateway: the same backlog again (fresh seqs are not needed: the
+        # gateway has stored nothing yet), drained by `terrapin gateway run`.
+        for s in sims:
+            s.outbox.clear()
+            s.sent_at.clear()
+        gw.start()
+        gw.stop()  # its session (and subscription) stays at the broker
+        publish_all(sims, backlog)
+        gw.start()
+        st = wait_stored(api_port, total, 300)
+        gateway_per_s = total / max(st["last_commit_at"] - st["first_received_at"], 1e-9)
+        acked_backlog = all(
+            s.wait_settled([q for q, _ in items], 30)
+            for s, items in zip(sims, backlog, strict=True)
+        )
+
+        # (c) steady rate: publish -> ACK latency.
+        latencies: list[float] = []
+        n_live = sum(len(x) for x in live)
+        interval = boards_n / rate
+        start = time.monotonic()
+        for i in range(max(len(x) for x in live)):
+            for s, items in zip(sims, live, strict=True):
+                if i < len(items):
+                    seq, env = items[i]
+                    s.publish(env, seq)
+            delay = start + (i + 1) * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        acked_live = all(
+            s.wait_settled([q for q, _ in items], 30) for s, items in zip(sims, live, strict=True)
+        )
+        for s, items in zip(sims, live, strict=True):
+            latencies += [s.ack_latency[q] for q, _ in items if q in s.ack_latency]
+        latencies.sort()
+        p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
+        p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
+        gw.stop()
+
+        # Exactly once: every (board, seq) stored, none twice.
+        db = open_db(cfg.store.path)
+        rows, distinct = db.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT hex(device) || ':' || seq) FROM readings"
+        ).fetchone()
+        db.close()
+        expected = total + n_live
+        result = {
+            "boards": boards_n,
+            "readings": total,
+            "latency_readings": n_live,
+            "latency_rate_per_s": rate,
+            "presign_s": round(sign_s, 2),
+            "passthrough_per_s": round(passthrough, 1),
+            "gateway_per_s": round(gateway_per_s, 1),
+            "ratio": round(gateway_per_s / passthrough, 3),
+            "verify_per_s": round(verify_per_s, 1),
+            "p50_ack_latency_ms": round(p50, 2),
+            "p99_ack_latency_ms": round(p99, 2),
+            "stored": rows,
+            "expected": expected,
+            "exactly_once": rows == distinct == expected and acked_backlog and acked_live,
+            "commits": st["counts"]["commits"],
+        }
+    finally:
+        gw.stop()
+        for s in sims:
+            s.stop()
+        broker.stop()
+    return result
+
+
+@click.command("gateway")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--boards", default=20, show_default=True, help="simulated boards")
+@click.option("--readings", default=20000, show_default=True, help="backlog readings in all")
+@click.option("--latency-readings", default=2000, show_default=True, help="readings for phase (c)")
+@click.option("--rate", default=1000.0, show_default=True, help="readings/s in phase (c)")
+@click.option("--keep", is_flag=True, help="keep the work folder (logs, database)")
+def gateway(as_json, boards, readings, latency_readings, rate, keep):
+    """Gateway ingest vs a counting subscriber through Mosquitto, plus ACK latency."""
+    if boards < 1 or readings < boards:
+        raise TerrapinError("need --boards >= 1 and --readings >= --boards")
+    workdir = Path(tempfile.mkdtemp(prefix="terrapin-bench-gw-"))
+    try:
+        result = run_bench(boards, readings, latency_readings, rate, workdir)
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:>22}: {v}")
+        if keep:
+            click.echo(f"{'work folder':>22}: {workdir}")
+    if not result["exactly_once"]:
+        raise TerrapinError(
+            f"stored {result['stored']} rows; expected {result['expected']}, exactly once, acked",
+            exit_code=3,
+        )
