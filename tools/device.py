@@ -104,7 +104,9 @@ def _check_target(port: str | None, target: str, flash_dir: Path | None) -> None
 
 
 @contextlib.contextmanager
-def open_link(port: str | None, target: str, flash_dir: Path | None) -> Iterator:
+def open_link(
+    port: str | None, target: str, flash_dir: Path | None, board_args: tuple[str, ...] = ()
+) -> Iterator:
     """A Link to the board: the serial port, or a virtual board started for the command."""
     from terrapin.tools.serialconsole import Link, open_port
 
@@ -112,7 +114,7 @@ def open_link(port: str | None, target: str, flash_dir: Path | None) -> Iterator
     if target == "unix":
         from terrapin.tools.virtualboard import VirtualBoard
 
-        with VirtualBoard(flash_dir, tcp_port=None) as vb:
+        with VirtualBoard(flash_dir, tcp_port=None, args=board_args) as vb:
             link = Link(open_port(vb.pty_path))
             try:
                 yield link
@@ -365,7 +367,11 @@ def monitor(port, target, flash_dir, duration, as_json) -> None:
         else:
             out.print(text, markup=False)
 
-    with open_link(port, target, flash_dir) as link, contextlib.suppress(KeyboardInterrupt):
+    board_args = ("--status-every", "2")  # a console-only virtual board's status lines
+    with (
+        open_link(port, target, flash_dir, board_args) as link,
+        contextlib.suppress(KeyboardInterrupt),
+    ):
         run(link, show, duration=duration)
 
 
@@ -398,6 +404,12 @@ def virtual(flash_dir, tcp_port, status_every, app) -> None:
         )
     else:
         vb = VirtualBoard(flash_dir, tcp_port=tcp_port, args=("--status-every", str(status_every)))
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     with vb:
         click.echo(f"virtual board: --port {vb.pty_path}  or  --port {vb.url}")
         click.echo(f"console log: {vb.log_path}")
