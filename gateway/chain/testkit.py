@@ -122,9 +122,10 @@ def add_readings(
     return out
 
 
-def run_node(script: str, payload: dict) -> dict:
+def run_node(script: str, payload: dict, node: str = "node") -> dict:
+    """Run tools/js/<script> with `payload` as JSON on stdin; its stdout parsed."""
     result = subprocess.run(
-        ["node", str(REPO / "tools" / "js" / script)],
+        [node, str(REPO / "tools" / "js" / script)],
         input=json.dumps(payload),
         capture_output=True,
         text=True,

@@ -16,7 +16,7 @@ import pytest
 from terrapin.gateway.chain import store
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
-from terrapin.gateway.chain.node import Chain
+from terrapin.gateway.chain.node import Chain, ChainError, transact
 from terrapin.gateway.chain.testkit import (
     ANVIL_KEY,
     Board,
@@ -226,3 +226,46 @@ def wait_for(condition, what: str, timeout: float = 20) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_nonce_taken_by_a_foreign_transaction_resends_the_batch(setup) -> None:
+    db, config, anvil, _, _ = setup
+    anvil.rpc("evm_setAutomine", False)
+    anchorer = Anchorer(db, Chain.connect(config))
+    anchorer.step()
+    (ours,) = _txs(db)
+    anvil.rpc("anvil_dropTransaction", "0x" + ours["tx_hash"].hex())
+    # Someone else with the same key spends that nonce.
+    w3, account = anchorer.chain.w3, anchorer.chain.account
+    tx = {
+        "type": 2,
+        "chainId": w3.eth.chain_id,
+        "nonce": ours["nonce"],
+        "to": account.address,
+        "value": 0,
+        "gas": 21_000,
+        "maxFeePerGas": ours["max_fee"],
+        "maxPriorityFeePerGas": 1,
+    }
+    w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    anvil.rpc("evm_mine")
+    anvil.rpc("evm_setAutomine", True)
+    anchorer.anchor_pending(timeout=30)
+    txs = _txs(db)
+    assert txs[0]["status"] == store.ABANDONED
+    assert txs[1]["nonce"] == ours["nonce"] + 1 and txs[1]["status"] == store.MINED
+    anchored_once(anchorer.chain, db, 3)
+
+
+def test_a_reverted_anchor_stops_with_the_reason(setup) -> None:
+    db, config, _, _, _ = setup
+    chain = Chain.connect(config)
+    role = chain.registry.functions.GATEWAY_ROLE().call()
+    data = chain.registry.functions.revokeRole(role, chain.address)._encode_transaction_data()
+    transact(chain.w3, chain.account, {"to": chain.registry.address, "data": data})
+    anchorer = Anchorer(db, chain)
+    anchorer.step()  # sent with a fixed gas limit, mined, reverted
+    with pytest.raises(ChainError, match="gateway authorised: False"):
+        anchorer.step()
+    assert _txs(db)[0]["status"] == store.FAILED
+    assert store.get_batch(anchorer.conn, 0).status == store.PENDING

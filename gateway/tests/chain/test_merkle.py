@@ -24,14 +24,14 @@ def _js_values(values):
     return [["0x" + b.hex(), str(s), "0x" + d.hex()] for b, s, d in values]
 
 
-def test_roots_and_proofs_match_openzeppelin_merkle_tree(rng: random.Random) -> None:
+def test_roots_and_proofs_match_openzeppelin_merkle_tree(rng: random.Random, node_exe: str) -> None:
     cases, trees = [], []
     for n in SIZES + [rng.randint(1, 10_000) for _ in range(3)]:
         values = _values(rng, n)
         indices = list(range(n)) if n <= 1000 else sorted(rng.sample(range(n), 200))
         cases.append({"values": _js_values(values), "proofs": indices})
         trees.append((values, indices, merkle.build_tree(values)))
-    results = run_node("merkle-check.mjs", {"cases": cases})["results"]
+    results = run_node("merkle-check.mjs", {"cases": cases}, node_exe)["results"]
     for (values, indices, tree), js in zip(trees, results, strict=True):
         n = len(values)
         assert "0x" + tree.root.hex() == js["root"], f"root differs for {n} leaves"

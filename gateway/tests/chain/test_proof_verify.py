@@ -15,6 +15,8 @@ from terrapin.gateway.chain.node import Chain
 from terrapin.gateway.chain.testkit import ANVIL_KEY, Board, add_readings, deploy_on_rpc, make_db
 from terrapin.tools.cli import main
 
+pytestmark = pytest.mark.anvil
+
 
 @pytest.fixture
 def anchored(anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
