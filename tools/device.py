@@ -375,6 +375,65 @@ def monitor(port, target, flash_dir, duration, as_json) -> None:
         run(link, show, duration=duration)
 
 
+# -- status --------------------------------------------------------------------
+@device.command("status")
+@click.argument("address")
+@click.option("--config", "config_path", help="Gateway config (default: the gateway's own).")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Gateway database.")
+@click.option("--api", help="Gateway status API URL (default: from the config).")
+@click.option("--json", "as_json", is_flag=True)
+def status(address, config_path, db, api, as_json) -> None:
+    """One board as the gateway sees it: readings, rejections, backlog, rewards."""
+    from terrapin.tools import boardstatus
+
+    addr = boardstatus.parse_address(address)
+    if db is None:
+        from terrapin.gateway.config import load_config
+
+        cfg = load_config(config_path)
+        db = Path(cfg.store.path)
+        if api is None and cfg.api.enabled:
+            api = f"http://{cfg.api.host}:{cfg.api.port}"
+    result = boardstatus.board_status(addr, db=db, api=api)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    click.echo(_status_text(result))
+
+
+def _status_text(r: dict) -> str:
+    lines = [f"board {r['address']}"]
+    g = r.get("gateway")
+    if g:
+        lines.append(
+            f"  allowed: {'yes' if g['allowed'] else 'NO'}"
+            f" (public key {'known' if g['pubkey_known'] else 'unknown'})"
+        )
+        lines.append(f"  readings stored: {g['readings']}, highest seq {g['highest_seq']}")
+        if g["rejections"]:
+            rej = ", ".join(f"{k} {v}" for k, v in sorted(g["rejections"].items()))
+            lines.append(f"  rejected: {rej}")
+        rw = g.get("rewards")
+        if rw is None:
+            lines.append("  rewards: none computed yet")
+        else:
+            lines.append(f"  rewards: epoch {rw['epoch']}, owner {rw['owner'] or 'not bound'}")
+            if rw.get("owner"):
+                lines.append(
+                    f"    owner earned {rw['owner_epoch_amount']} this epoch, "
+                    f"{rw['owner_cumulative']} in total"
+                )
+    if "gateway_api" in r:
+        b = r.get("board")
+        if b:
+            from terrapin.tools.monitor import describe
+
+            lines.append("  last status: " + describe(b))
+        else:
+            lines.append(f"  last status: none ({r['gateway_api']})")
+    return "\n".join(lines)
+
+
 # -- virtual -------------------------------------------------------------------
 @device.command()
 @click.option("--dir", "flash_dir", required=True, type=click.Path(path_type=Path))
