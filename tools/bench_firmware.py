@@ -318,7 +318,8 @@ def timing(
     command: list[str], runs: int, naive_runs: int, workdir: Path, root: Path = REPO_ROOT
 ) -> dict[str, Any]:
     out = _run(command, TIMING_SCRIPT, workdir, str(root), str(runs), str(naive_runs))
-    return json.loads(_parse(out, "RESULT"))
+    result = json.loads(_parse(out, "RESULT"))
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
 
 
 def _heap_trial(
