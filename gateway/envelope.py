@@ -108,18 +108,16 @@ def digest(payload: bytes) -> bytes:
     return hashlib.sha256(sig_structure(payload)).digest()
 
 
-_LEAF = (int, bytes, str, bool, type(None))
+_LEAF = (int, bytes, str, bool, float, type(None))
 
 
 def _check_items(obj) -> None:
-    """What strict CBOR (firmware/cbor.py) refuses but cbor2 decodes: NaN,
-    simple values other than false/true/null, containers as map keys."""
+    """What strict CBOR (firmware/cbor.py) refuses but cbor2 decodes: simple
+    values other than false/true/null, containers as map keys. (NaN is
+    well-formed; as a record value it is BAD_PAYLOAD.)"""
     if isinstance(obj, _LEAF):
         return
-    if isinstance(obj, float):
-        if obj != obj:
-            raise ValueError("NaN is not allowed")
-    elif isinstance(obj, list | tuple):
+    if isinstance(obj, list | tuple):
         for x in obj:
             _check_items(x)
     elif isinstance(obj, Mapping):

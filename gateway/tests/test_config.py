@@ -1,0 +1,76 @@
+"""Config: paired valid/invalid settings with messages a person can act on."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from terrapin.gateway.config import SCHEMA, load_config, render_config, validate
+from terrapin.tools.errors import ConfigError
+
+
+def test_defaults_and_rendered_file_round_trip(tmp_path):
+    cfg = validate({})
+    assert cfg.mqtt.port == 1883 and cfg.policy.replay_window == 4096
+    text = render_config({"mqtt": {"port": 1999}})
+    assert "# MQTT version" in text or "#" in text
+    path = tmp_path / "g.toml"
+    path.write_text(text)
+    cfg = load_config(path)
+    assert cfg.mqtt.port == 1999
+    assert set(tomllib.loads(text)) == set(SCHEMA)
+
+
+def test_other_stages_sections_pass_through():
+    cfg = validate({"chain": {"rpc": "http://x", "anything": [1, 2]}, "rewards": {}})
+    assert cfg.section("chain") == {"rpc": "http://x", "anything": [1, 2]}
+    assert cfg.section("batch") == {}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"mqtt": {"port": 0}}, "mqtt.port must be a TCP port"),
+        ({"mqtt": {"port": "1883"}}, "mqtt.port must be an integer"),
+        ({"mqtt": {"prot": 1}}, "unknown setting mqtt.prot"),
+        ({"mqtt": {"protocol": "4"}}, "mqtt.protocol must be one of"),
+        ({"policy": {"replay_window": -1}}, "policy.replay_window must be at least 0"),
+        ({"policy": {"ranges": {"Cel": [10, 0]}}}, "needs [low, high]"),
+        ({"api": {"enabled": "yes"}}, "api.enabled must be true or false"),
+        ({"pipeline": {"stages": ["nocolon"]}}, '"module:function"'),
+        ({"pipeline": {"workers": 2}}, "pipeline.workers must be one of"),
+        ({"log": {"level": "loud"}}, "log.level must be one of"),
+        ({"store": 5}, "must be a [store] section"),
+        ({"chain": 5}, "must be a [section]"),
+        ({"mqtt": {"keepalive": True}}, "mqtt.keepalive must be an integer"),
+    ],
+)
+def test_invalid_settings_say_what_is_wrong(data, message):
+    with pytest.raises(ConfigError) as err:
+        validate(data)
+    assert message in str(err.value)
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(ConfigError) as err:
+        validate({"store": {"pth": "x"}})
+    assert err.value.hint == "did you mean 'path'?"
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "nope.toml")
+    assert "gateway init" in err.value.hint
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[mqtt\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path):
+    p = tmp_path / "g.toml"
+    p.write_text('[store]\npath = "db/x.db"\n[mqtt]\npassword_file = "s"\n')
+    cfg = load_config(p)
+    assert cfg.store.path == str(tmp_path / "db" / "x.db")
+    assert cfg.mqtt.password_file == str(tmp_path / "s")

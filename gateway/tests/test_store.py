@@ -1,0 +1,68 @@
+"""The store: group commit, idempotent inserts, equivocation, stale, rejections."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from terrapin.gateway.reasons import Flag, Reason
+from terrapin.gateway.store import DUPLICATE, REJECTED, STORED, Pending, Rejected, Store
+
+A, B = b"\xaa" * 20, b"\xbb" * 20
+
+
+def P(dev, seq, digest=b"\x01" * 32, flags=0):
+    return Pending(dev, seq, digest, b"env" + bytes([seq % 256]), 1000 + seq, 1.0, flags)
+
+
+def test_commit_outcomes(tmp_path):
+    s = Store(tmp_path / "g.db", replay_window=10)
+    s.add_device(A)
+    out, rej = s.commit([P(A, 1), P(A, 2), P(A, 2), P(B, 1)])
+    assert [o.status for o in out] == [STORED, STORED, DUPLICATE, STORED]
+    assert rej == []
+    # Again: duplicates; another digest: equivocation; far below: stale.
+    out, rej = s.commit([P(A, 1), P(A, 2, b"\x02" * 32), P(A, 100)])
+    assert [o.status for o in out] == [DUPLICATE, REJECTED, STORED]
+    assert out[1].reason == Reason.EQUIVOCATION
+    out, rej = s.commit([P(A, 50), P(A, 95), P(A, 1)])
+    assert [(o.status, o.reason) for o in out] == [
+        (REJECTED, Reason.STALE_SEQUENCE),
+        (STORED, None),
+        (DUPLICATE, None),  # stored long ago: a duplicate, not stale
+    ]
+    assert s.count_readings() == 5
+    assert s.reading(A, 2)["flags"] & Flag.EQUIVOCATED
+    assert s.devices()[0].equivocations == 1
+    reasons = sorted(r["reason"] for r in s.rejections())
+    assert reasons == [Reason.EQUIVOCATION, Reason.STALE_SEQUENCE]
+    s.close()
+    # Reopened: the highest seq per board comes back from the readings.
+    s = Store(tmp_path / "g.db", replay_window=10)
+    assert s.highest_seq(A) == 100
+    out, _ = s.commit([P(A, 80)])
+    assert out[0].reason == Reason.STALE_SEQUENCE
+    s.close()
+
+
+def test_rejections_are_kept_and_settings_are_wal_full(tmp_path):
+    s = Store(tmp_path / "g.db")
+    s.commit([], [Rejected("t", Reason.BAD_SIGNATURE, b"x" * 5000, 1.0, A, 3, "detail")])
+    row = s.rejections()[0]
+    assert row["reason"] == Reason.BAD_SIGNATURE and len(row["envelope"]) == 2048
+    assert s.count_readings() == 0
+    s.close()
+    db = sqlite3.connect(tmp_path / "g.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    cols = [r[1] for r in db.execute("PRAGMA table_info(readings)")]
+    assert cols == ["id", "device", "seq", "digest", "envelope", "time", "received_at", "flags"]
+
+
+def test_devices(tmp_path):
+    s = Store(tmp_path / "g.db")
+    assert s.add_device(A, label="kitchen")
+    assert not s.add_device(A)
+    s.set_pubkey(A, b"\x04" + b"\x01" * 64)
+    assert s.devices()[0].pubkey and s.devices()[0].label == "kitchen"
+    assert s.device_addresses() == {A}
+    assert s.remove_device(A) and not s.remove_device(A)
+    s.close()
