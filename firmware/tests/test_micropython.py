@@ -23,6 +23,23 @@ MP_CORE = Path(__file__).resolve().parent / "mp_core.py"
 N = ecdsa.SECP256k1.order
 
 
+def test_unix_port_is_a_float64_build_with_struct_d(micropython_exe):
+    """The encoder rounds through struct '<f' and reads doubles with '<d'; the
+    unix port here is a float64 build (an ESP32 is float32: both are handled,
+    only float64 can be tested on this host)."""
+    import subprocess
+
+    code = (
+        "import struct\n"
+        "print((1.0 + 2.0**-30) != 1.0, struct.unpack('<d', struct.pack('<d', 0.1))[0] == 0.1,"
+        " struct.unpack('<f', struct.pack('<f', 0.1))[0] != 0.1)"
+    )
+    proc = subprocess.run(
+        [micropython_exe, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert proc.stdout.split() == ["True", "True", "True"], proc.stdout + proc.stderr
+
+
 def test_keccak_on_the_unix_port(run_mp):
     rng = random.Random(7)
     lengths = [0, 1, 31, 32, 33, 64, 65, 135, 136, 137, 200, 271, 272, 273, 300]
