@@ -54,6 +54,7 @@ class Anchorer:
         self.clock = clock
         self._deployment_checked = False
         self.backoff = (_BACKOFF_MIN, _BACKOFF_MAX)  # while the node is unreachable
+        self.last_error: str | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -218,9 +219,8 @@ class Anchorer:
                 if receipt is not None and receipt["status"] == 1:
                     self._mark_mined(batch, attempt[0], receipt)
                     return
-            raise ChainError(
-                f"batch {batch.id}'s root is on chain but none of our transactions carried it"
-            )
+            self._adopt(batch)
+            return
         if root != bytes(32):
             raise ChainError(
                 f"batch {batch.id} on chain holds root 0x{root.hex()}, "
@@ -274,6 +274,48 @@ class Anchorer:
     def _set_batch_status(self, batch_id: int, status: str) -> None:
         self.conn.execute("UPDATE batches SET status = ? WHERE id = ?", (status, batch_id))
 
+    def _adopt(self, batch: store.Batch) -> None:
+        """Record the anchoring transaction found in the contract's Anchored events (our
+        root, but not one of our recorded transactions: e.g. a database restored from a
+        backup older than the anchor)."""
+        events = self.chain.anchor.events.Anchored().get_logs(
+            from_block=0, argument_filters={"batchId": batch.id}
+        )
+        mine = [e for e in events if bytes(e["args"]["root"]) == batch.root]
+        if not mine:
+            raise ChainError(f"batch {batch.id}'s root is on chain but no Anchored event shows it")
+        receipt = self.chain.w3.eth.get_transaction_receipt(mine[-1]["transactionHash"])
+        tx = self.chain.w3.eth.get_transaction(receipt["transactionHash"])
+        log.warning(
+            "batch %d: adopting anchor tx 0x%s found on chain",
+            batch.id,
+            receipt["transactionHash"].hex(),
+        )
+        tx_hash = bytes(receipt["transactionHash"])
+        known = self.conn.execute("SELECT id FROM chain_txs WHERE tx_hash = ?", (tx_hash,))
+        row = known.fetchone()
+        if row is not None:
+            self._mark_mined(batch, row[0], receipt)
+            return
+        cur = self.conn.execute(
+            "INSERT INTO chain_txs(batch_id, chain_id, contract, sender, nonce, tx_hash, raw, "
+            "max_fee, priority_fee, created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                batch.id,
+                self.chain.chain_id,
+                self.chain.anchor.address,
+                tx["from"],
+                tx["nonce"],
+                bytes(receipt["transactionHash"]),
+                b"",
+                tx.get("maxFeePerGas", 0),
+                tx.get("maxPriorityFeePerGas", 0),
+                self.clock(),
+                store.TX_SENT,
+            ),
+        )
+        self._mark_mined(batch, cur.lastrowid, receipt)
+
     def _send_new(self, batch: store.Batch) -> None:
         next_id = self.chain.anchor.functions.nextBatchId().call()
         if next_id > batch.id:
@@ -284,7 +326,8 @@ class Anchorer:
                     f"0x{batch.root.hex()}",
                     hint="another gateway anchors to this contract: give each its own anchor",
                 )
-            raise ChainError(f"batch {batch.id} is on chain but not from a recorded transaction")
+            self._adopt(batch)  # anchored by a transaction this database does not know
+            return
         if next_id < batch.id:
             raise ChainError(f"contract expects batch {next_id} before batch {batch.id}")
         nonce = self.chain.w3.eth.get_transaction_count(self.chain.address, "pending")
@@ -380,6 +423,23 @@ class Anchorer:
             (store.TX_SENT, self.clock(), tx_id),
         )
 
+    def status(self) -> dict[str, object]:
+        """For /api/status: where we anchor and how far the batches are."""
+        counts = dict(self.conn.execute("SELECT status, COUNT(*) FROM batches GROUP BY status"))
+        last = self.conn.execute(
+            "SELECT id, block_number FROM batches WHERE status IN (?, ?) ORDER BY id DESC LIMIT 1",
+            (store.ANCHORED, store.CONFIRMED),
+        ).fetchone()
+        return {
+            "network": self.config.network,
+            "chain_id": self.chain.chain_id,
+            "contract": self.chain.anchor.address,
+            "gateway": self.chain.address,
+            "batches": counts,
+            "last_anchored": None if last is None else {"batch": last[0], "block": last[1]},
+            "error": self.last_error,
+        }
+
     # -- drivers -------------------------------------------------------------------
     def anchor_pending(
         self, *, until: str = store.ANCHORED, timeout: float = 60.0
@@ -418,11 +478,14 @@ class Anchorer:
                 self.step()
                 delay = low
                 wait = self.config.poll_seconds
+                self.last_error = None
             except TRANSIENT as exc:
+                self.last_error = f"chain unreachable: {exc}"
                 wait = delay * random.uniform(0.5, 1.0)
                 log.warning("chain unreachable (%s); retrying in %.1f s", exc, wait)
                 delay = min(delay * 2, high)
             except ChainError as exc:
+                self.last_error = str(exc)
                 wait = high
                 log.error("anchoring stopped: %s", exc)
             shutdown.wait(wait)

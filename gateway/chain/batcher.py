@@ -98,6 +98,21 @@ class Batcher:
         log.info("batch %d closed: %d readings, root 0x%s", batch_id, len(rows), tree.root.hex())
         return batch
 
+    def status(self) -> dict[str, object]:
+        """For /api/status: batches closed, readings waiting."""
+        try:
+            _, waiting, oldest = self._waiting()
+            closed = self.conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            return {"error": str(exc)}
+        return {
+            "batches": closed,
+            "waiting": waiting,
+            "oldest_waiting_s": None if oldest is None else round(self.clock() - oldest, 1),
+            "batch_size": self.batch_size,
+            "batch_seconds": self.batch_seconds,
+        }
+
     def run(self, shutdown: threading.Event, interval: float = 1.0) -> None:
         """Stage loop: close due batches until `shutdown` is set."""
         while not shutdown.is_set():

@@ -1,18 +1,53 @@
-"""Wiring for the gateway server and the demo: the chain stages from one [chain] section.
+"""Wiring for the gateway server and the demo: the chain stages from the [chain] section.
 
-batcher, anchorer = stages(db_path, cfg.section("chain"))
-threading.Thread(target=batcher.run, args=(shutdown,)).start()
-threading.Thread(target=anchorer.run, args=(shutdown,)).start()
+In the gateway config:
+
+    [pipeline]
+    stages = ["terrapin.gateway.chain.stage:batcher", "terrapin.gateway.chain.stage:anchorer"]
+
+Each factory is called as `factory(cfg, gateway)` (gateway/server.py) and returns an
+object with `run(shutdown)` and `status()`. `chain_for(cfg)` gives every stage of one
+process the same connection, which matters on the embedded chain: it lives in this
+process, so the rewards stage must use the very chain the anchorer deployed to.
+
+Without the server (tests, the demo): `batcher, anchorer = stages(db_path, section)`.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from .anchorer import Anchorer
 from .batcher import Batcher
 from .node import Chain, ChainConfig
+
+_chains: dict[str, Chain] = {}
+_lock = threading.Lock()
+
+
+def _section(cfg: Any) -> dict[str, Any]:
+    return dict(cfg.sections.get("chain", {}))
+
+
+def chain_for(cfg: Any) -> Chain:
+    """The process's one Chain for this gateway config (connected, or deployed, once)."""
+    section = _section(cfg)
+    key = repr(sorted(section.items()))
+    with _lock:
+        if key not in _chains:
+            _chains[key] = Chain.connect(ChainConfig.from_mapping(section))
+        return _chains[key]
+
+
+def batcher(cfg: Any, gateway: Any = None) -> Batcher:
+    config = ChainConfig.from_mapping(_section(cfg))
+    return Batcher(cfg.store.path, batch_size=config.batch_size, batch_seconds=config.batch_seconds)
+
+
+def anchorer(cfg: Any, gateway: Any = None) -> Anchorer:
+    return Anchorer(cfg.store.path, chain_for(cfg))
 
 
 def stages(db_path: str | Path, section: dict[str, Any] | None = None) -> tuple[Batcher, Anchorer]:

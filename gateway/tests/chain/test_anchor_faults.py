@@ -269,3 +269,20 @@ def test_a_reverted_anchor_stops_with_the_reason(setup) -> None:
         anchorer.step()
     assert _txs(db)[0]["status"] == store.FAILED
     assert store.get_batch(anchorer.conn, 0).status == store.PENDING
+
+
+def test_restored_database_adopts_anchors_instead_of_sending_again(setup) -> None:
+    """A database restored from a backup taken before the anchors: nothing is sent again."""
+    db, config, _, _, _ = setup
+    anchorer = Anchorer(db, Chain.connect(config))
+    anchorer.anchor_pending(timeout=30)
+    original = {b.id: b.tx_hash for b in store.batches(anchorer.conn)}
+    conn = store.connect(db)
+    conn.execute("DELETE FROM chain_txs")
+    conn.execute("UPDATE batches SET status = 'pending', tx_hash = NULL, block_number = NULL")
+    chain = Chain.connect(config)
+    nonce = chain.w3.eth.get_transaction_count(chain.address)
+    Anchorer(db, chain).anchor_pending(timeout=30)
+    assert chain.w3.eth.get_transaction_count(chain.address) == nonce
+    assert {b.id: b.tx_hash for b in store.batches(conn)} == original
+    anchored_once(chain, db, 3)

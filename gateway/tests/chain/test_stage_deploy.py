@@ -86,3 +86,24 @@ def test_deploy_with_a_keystore_then_connect(anvil, tmp_path: Path, monkeypatch)
     assert chain.anchor.functions.registry().call() == chain.registry.address
     nokey = _deploy(anvil.url, env={"TERRAPIN_CHAIN_KEY": None})
     assert nokey.returncode == 1 and "no deployer key" in nokey.stderr
+
+
+def test_server_factories_share_one_chain_and_report_status(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from terrapin.gateway.chain import stage
+
+    db = tmp_path / "gw.db"
+    add_readings(make_db(db), [Board.make(random.Random(8))], 3)
+    cfg = SimpleNamespace(
+        store=SimpleNamespace(path=str(db)), sections={"chain": {"batch_size": 2}}
+    )
+    batcher, anchorer = stage.batcher(cfg, None), stage.anchorer(cfg, None)
+    assert stage.chain_for(cfg) is anchorer.chain  # the rewards stage gets the same chain
+    assert batcher.status()["waiting"] == 3
+    batcher.close_due()
+    anchorer.anchor_pending()
+    status = anchorer.status()
+    assert status["batches"] == {"confirmed": 1}
+    assert status["last_anchored"]["batch"] == 0 and status["error"] is None
+    assert batcher.status()["waiting"] == 1
