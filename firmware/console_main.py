@@ -40,7 +40,7 @@ def main():
     i = 0
     while i < len(args):
         if args[i] == "--status-every":
-            status_every = int(args[i + 1])
+            status_every = float(args[i + 1])
             i += 1
         elif args[i] == "--provisioning":
             provisioning = True

@@ -35,7 +35,7 @@ def test_status_line_decoding():
 
 def test_monitor_shows_decoded_status_over_serial(start_board, capsys):
     for kind in ("pty", "tcp"):
-        board = start_board(kind, "--status-every", "1", name="flash-" + kind)
+        board = start_board(kind, "--status-every", "0.4", name="flash-" + kind)
         link = board.link()
         seen = []
 
@@ -55,6 +55,6 @@ def test_monitor_shows_decoded_status_over_serial(start_board, capsys):
 
         if kind == "pty":
             continue  # the command itself once, over TCP
-        assert main(["device", "monitor", "--port", board.port, "--for", "2.5", "--json"]) == 0
+        assert main(["device", "monitor", "--port", board.port, "--for", "1.5", "--json"]) == 0
         lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
         assert any(x["state"] == "online" for x in lines), board.context()
