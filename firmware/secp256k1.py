@@ -34,6 +34,9 @@ GY = const(0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8)
 _TEETH = const(6)
 _COLS = const(43)  # ceil(256 / 6)
 _COLMASK = const(0x7FFFFFFFFFF)  # 43 bits
+# Table points converted to affine per batch inversion: 4 keeps the table
+# fill's transient heap ~2 KB lower than 8 for +0.4 ms once (unix port).
+_CHUNK = const(4)
 
 # Comb table (built lazily): 64 slots of 64 bytes; slot i holds x||y (big
 # endian) of the affine sum of 2^(43*j)*G over the bits j of i (slot 0 unused).
@@ -139,7 +142,7 @@ def _entry(table, i):
 
 def _build_table():
     """Fill the comb table. Level j adds 2^(43*j)*G to every entry of the
-    levels below it; points are made in chunks of 8 and batch-converted to
+    levels below it; points are made in chunks of 4 and batch-converted to
     affine, so the build never holds more than a few Jacobian points."""
     global _table_ready
     table = _TABLE
@@ -152,8 +155,8 @@ def _build_table():
         _batch_affine([(X, Y, Z)], table, [low])
         bx, by = _entry(table, low)
         X, Y, Z = bx, by, 1
-        for first in range(1, low, 8):
-            slots = list(range(low + first, low + min(first + 8, low)))
+        for first in range(1, low, _CHUNK):
+            slots = list(range(low + first, low + min(first + _CHUNK, low)))
             points = []
             for i in slots:
                 ex, ey = _entry(table, i - low)

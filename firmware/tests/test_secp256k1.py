@@ -126,3 +126,12 @@ def test_inverse_and_recovery():
         sig, v = S.sign_recoverable(priv, digest)
         assert S.recover_public_key(digest, sig, v) == S.public_key(priv)
         assert S.recover_public_key(digest, sig, v ^ 1) != S.public_key(priv)
+
+
+def test_comb_table_holds_the_right_multiples_of_g():
+    S._build_table()
+    G = ecdsa.SECP256k1.generator
+    for i in range(1, 64):
+        k = sum(1 << (43 * j) for j in range(6) if i >> j & 1)
+        point = k * G
+        assert S._entry(S._TABLE, i) == (point.x(), point.y()), i
