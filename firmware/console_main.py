@@ -128,8 +128,10 @@ def _loop(con, status_every, write):
                 _exec(bytes(code), env, write)
                 code = bytearray()
             elif c == 5 and not code:
-                inp.read(2)  # "A\x01": raw-paste request; not supported
-                write(b"R\x00")
+                if inp.read(2) == b"A\x01":
+                    _raw_paste(inp, env, write)
+                else:
+                    write(b"R\x00")
             else:
                 code.append(c)
         elif c == 1:
@@ -148,8 +150,26 @@ def _loop(con, status_every, write):
             con.feed(b)
 
 
-def _exec(code, env, write):
-    write(b"OK")
+def _raw_paste(inp, env, write, window=128):
+    """Raw-paste mode: grant the host `window` bytes at a time with \x01."""
+    write(b"R\x01" + bytes((window & 0xFF, window >> 8)) + b"\x01")
+    code = bytearray()
+    since = 0
+    while True:
+        b = inp.read(1)
+        if not b or b[0] == 4:
+            break
+        code.append(b[0])
+        since += 1
+        if since == window:
+            since = 0
+            write(b"\x01")
+    write(b"\x04")
+    _exec(bytes(code), env, write, ok=b"")
+
+
+def _exec(code, env, write, ok=b"OK"):
+    write(ok)
     try:
         exec(code, env)
         write(b"\x04")

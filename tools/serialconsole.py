@@ -150,6 +150,20 @@ class Link:
                 )
             self.fill()
 
+    def read_exact(self, n: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            if time.monotonic() > deadline:
+                raise NoAnswer(f"the board sent {len(self.buf)} of {n} expected bytes")
+            self.fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def pending(self) -> bool:
+        """Bytes from the board are waiting (buffered or in the port)."""
+        return bool(self.buf) or bool(self.ser.in_waiting)
+
     def read_line(self, timeout: float) -> bytes:
         return self.read_until(b"\n", timeout)
 
@@ -223,12 +237,19 @@ class RawReplError(TerrapinError):
 
 
 class RawRepl:
-    """MicroPython's raw REPL (Ctrl-A): the protocol mpremote uses, over a Link."""
+    """MicroPython's raw REPL (Ctrl-A) over a Link: the protocol mpremote uses.
+
+    Code goes in raw-paste mode (the board grants windows of bytes with \\x01,
+    so a fast host cannot overrun the UART's receive buffer) when the board
+    supports it, else in 256-byte pieces 10 ms apart, as pyboard.py does.
+    """
 
     BANNER = b"raw REPL; CTRL-B to exit\r\n>"
+    PACE = 0.01
 
     def __init__(self, link: Link):
         self.link = link
+        self.raw_paste: bool | None = None  # None: not tried yet
 
     def enter(self, timeout: float = 5.0) -> None:
         self.link.write(b"\r\x03\x03")  # stop the running app
@@ -245,12 +266,16 @@ class RawRepl:
 
     def exec(self, code: str | bytes, timeout: float = 20.0) -> bytes:
         data = code.encode() if isinstance(code, str) else code
-        for i in range(0, len(data), 256):
-            self.link.write(data[i : i + 256])
-        self.link.write(b"\x04")
-        ok = self.link.read_until(b"OK", timeout)
-        if not ok.endswith(b"OK"):
-            raise RawReplError(f"unexpected answer to raw REPL code: {ok!r}")
+        if self.raw_paste is not False and self._try_paste(data, timeout):
+            pass
+        else:
+            for i in range(0, len(data), 256):
+                self.link.write(data[i : i + 256])
+                time.sleep(self.PACE)
+            self.link.write(b"\x04")
+            ok = self.link.read_exact(2, timeout)
+            if ok != b"OK":
+                raise RawReplError(f"unexpected answer to raw REPL code: {ok!r}")
         out = self.link.read_until(b"\x04", timeout)[:-1]
         err = self.link.read_until(b"\x04", timeout)[:-1]
         self.link.read_until(b">", timeout)
@@ -259,6 +284,35 @@ class RawRepl:
                 "code failed on the board: " + err.decode("utf-8", "replace").strip()
             )
         return out
+
+    def _try_paste(self, data: bytes, timeout: float) -> bool:
+        self.link.write(b"\x05A\x01")
+        answer = self.link.read_exact(2, timeout)
+        if answer != b"R\x01":
+            if answer != b"R\x00":  # a MicroPython too old to know the request
+                self.link.read_until(self.BANNER, timeout)
+            self.raw_paste = False
+            return False
+        self.raw_paste = True
+        window = int.from_bytes(self.link.read_exact(2, timeout), "little")
+        remain, i = window, 0
+        while i < len(data):
+            while remain == 0 or self.link.pending():
+                flag = self.link.read_exact(1, timeout)
+                if flag == b"\x01":
+                    remain += window
+                elif flag == b"\x04":  # the board ended the paste early
+                    self.link.write(b"\x04")
+                    return True
+                else:
+                    raise RawReplError(f"unexpected byte during raw paste: {flag!r}")
+            piece = data[i : i + remain]
+            self.link.write(piece)
+            remain -= len(piece)
+            i += len(piece)
+        self.link.write(b"\x04")
+        self.link.read_until(b"\x04", timeout)
+        return True
 
     def eval(self, expr: str, timeout: float = 20.0) -> str:
         return self.exec(f"print(repr({expr}))", timeout).decode().strip()

@@ -42,6 +42,7 @@ def test_deploy_over_serial_copies_only_changed_files(kind, tmp_path, start_boar
         repl = RawRepl(link)
         repl.enter()
         first = dep.deploy(dep.ReplTarget(repl), src=src)
+        assert repl.raw_paste is True  # flow-controlled transfer was used
         modules = dep.firmware_sources(src)  # main.py included, as source
         assert len(first.uploaded) == len(modules) and not first.unchanged, ctx()
         manifest = json.loads((vb.flash_dir / dep.MANIFEST).read_text())
@@ -68,6 +69,9 @@ def test_deploy_over_serial_copies_only_changed_files(kind, tmp_path, start_boar
         where = repl.eval("__import__('terrapin.firmware.ota').firmware.ota.__file__")
         assert where == "'lib/terrapin/firmware/ota.mpy'"
         assert repl.eval("__import__('terrapin.firmware.ota').firmware.ota._CHANGED") == "1"
+        plain = RawRepl(link)  # the paced, non-paste path older MicroPythons need
+        plain.raw_paste = False
+        assert plain.exec("print('x' * 600)").strip() == b"x" * 600
     finally:
         link.close()
 
