@@ -35,7 +35,7 @@ from web3.exceptions import (
 )
 
 from . import store
-from .node import Chain, ChainError, fees
+from .node import GWEI, Chain, ChainError, fees
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +339,14 @@ class Anchorer:
         market_max, market_priority = fees(self.chain.w3, self.config)
         priority = max(math.ceil(old_priority * self.config.fee_bump), market_priority)
         max_fee = max(math.ceil(old_max * self.config.fee_bump), market_max, priority)
+        cap = int(self.config.max_fee_gwei * GWEI)
+        if max_fee > cap:
+            log.warning(
+                "batch %d: a replacement would offer %d wei/gas, over max_fee_gwei; waiting",
+                batch.id,
+                max_fee,
+            )
+            return
         self._sign_record_send(batch, nonce, max_fee, priority, replaces=current[0])
 
     def _sign_record_send(
