@@ -23,7 +23,9 @@ from terrapin.tools.deploy import find_mpy_cross as _find_mpy_cross
 from terrapin.tools.errors import TerrapinError
 
 MAGIC = b"TPOTA1\n"
-CHUNK = 600  # raw bytes per `ota-chunk` console line (800 base64 characters)
+# Raw bytes per `ota-chunk` line: 320 base64 characters, so one request line fits
+# an ESP32 REPL receive buffer (512 bytes) even when the app polls slowly.
+CHUNK = 240
 
 
 def new_release_key(path: Path) -> str:

@@ -21,7 +21,7 @@ from eth_utils import keccak
 from terrapin.tools.errors import TerrapinError
 from terrapin.tools.serialconsole import BoardConsole
 
-CONFIG_CHUNK = 480  # raw config bytes per console line
+CONFIG_CHUNK = 240  # raw config bytes per console line (fits a 512-byte UART buffer)
 
 
 @dataclass
