@@ -91,7 +91,14 @@ def open_port(port: str, baudrate: int = 115200, timeout: float = 0.2) -> serial
             if sock is not None:  # socket://: small exchanges, no Nagle delay
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
-            ser = serial.Serial(port, baudrate=baudrate, timeout=timeout, exclusive=True)
+            ser = serial.Serial(baudrate=baudrate, timeout=timeout, exclusive=True)
+            ser.port = port
+            # ESP32 dev boards wire DTR/RTS to GPIO0/EN (esptool's auto-reset):
+            # keep both released so opening the port neither resets the board
+            # nor holds it in the bootloader (as mpremote does).
+            ser.dtr = False
+            ser.rts = False
+            ser.open()
     except (serial.SerialException, OSError) as exc:
         raise port_error(port, exc) from exc
     return ser
