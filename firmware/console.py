@@ -45,6 +45,14 @@ class ConsoleError(Exception):
         self.text = text
 
 
+def _json_dict(data):
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def _hex(b):
     return binascii.hexlify(b).decode()
 
@@ -58,14 +66,9 @@ def _exists(path):
 
 
 def _write_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    try:
-        os.remove(path)  # MicroPython's VFS rename may refuse to overwrite
-    except OSError:
-        pass
-    os.rename(tmp, path)
+    from .seqstore import write_atomic  # old or new content after a power cut
+
+    write_atomic(path, data)
 
 
 class FileKeys:
@@ -245,12 +248,12 @@ class Console:
         return self._pub, keccak.keccak256(self._pub[1:])[12:]
 
     def _config(self):
+        from .seqstore import StoreError, read_atomic
+
         try:
-            with open(self.config_path) as f:
-                cfg = json.load(f)
-        except (OSError, ValueError):
+            return read_atomic(self.config_path, _json_dict)
+        except (OSError, StoreError):
             return None
-        return cfg if isinstance(cfg, dict) else None
 
     # -- commands ---------------------------------------------------------
     def cmd_info(self, args):

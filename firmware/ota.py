@@ -101,33 +101,33 @@ def _makedirs(path):
             os.mkdir(cur)
 
 
-def _write_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-    os.rename(tmp, path)
-
-
 # -- state ---------------------------------------------------------------
+def _json_dict(data):
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def state(root):
     """The pointer file as a dict; a missing or broken file means factory image."""
+    from .seqstore import StoreError, read_atomic
+
     try:
-        with open(root + "/ota/state.json") as f:
-            st = json.load(f)
-        if isinstance(st, dict):
-            return st
-    except (OSError, ValueError):
-        pass
+        st = read_atomic(root + "/ota/state.json", _json_dict)
+    except (OSError, StoreError):
+        st = None
+    if st is not None:
+        return st
     return {"active": None, "version": None, "release": 0, "trial": None}
 
 
 def _save(root, st):
+    from .seqstore import write_atomic  # old or new content after a power cut, never neither
+
     _makedirs(root + "/ota")
-    _write_atomic(root + "/ota/state.json", json.dumps(st).encode())
+    write_atomic(root + "/ota/state.json", json.dumps(st).encode())
 
 
 def running_version(root):

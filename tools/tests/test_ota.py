@@ -145,3 +145,37 @@ def test_ota_cli_keygen_and_build(tmp_path, capsys, micropython_exe):
     assert any(f["path"] == "terrapin/firmware/ota.mpy" for f in manifest["files"])
     assert main(["device", "ota", "keygen", "--out", str(key)]) == 1  # never overwrites
     assert pub == host.public_hex(host.load_release_key(key))
+
+
+def test_signed_bundle_cannot_write_outside_its_slot(
+    tmp_path, release_key, capsys, micropython_exe
+):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    evil = host.build_bundle(
+        {"../../main.py": b"print('owned')\n"},
+        version="6.6.6",
+        release=7,
+        key=release_key,
+        mpy=None,
+    )
+    (tmp_path / "evil.tpota").write_bytes(evil)
+    args = ["device", "ota", "push", "--target", "unix", "--dir", str(flash)]
+    assert (
+        main([*args, str(tmp_path / "evil.tpota"), "--pubkey", host.public_hex(release_key)]) == 1
+    )
+    assert "escapes the slot" in capsys.readouterr().err
+    assert not (tmp_path / "main.py").exists() and not (flash / "main.py").exists()
+
+
+def test_pointer_file_read_after_a_power_cut(tmp_path):
+    from terrapin.firmware import ota as board_ota
+
+    (tmp_path / "ota").mkdir()
+    assert board_ota.state(str(tmp_path))["active"] is None  # nothing installed: factory
+    confirmed = {"active": "b", "version": "0.2.0", "release": 2, "trial": None}
+    # Cut after the new file was written, before the rename: the complete .tmp counts.
+    (tmp_path / "ota" / "state.json.tmp").write_text(json.dumps(confirmed))
+    assert board_ota.state(str(tmp_path)) == confirmed
+    (tmp_path / "ota" / "state.json").write_text('{"active": "a", "rel')  # torn write
+    assert board_ota.state(str(tmp_path)) == confirmed
