@@ -34,7 +34,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from . import store
+from . import store, txlog
 from .node import GWEI, Chain, ChainError, fees
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
 # Errors that mean "the node is not reachable right now": retry later, change nothing.
 TRANSIENT = (OSError, TimeoutError, ProviderConnectionError)
 _BACKOFF_MIN, _BACKOFF_MAX = 1.0, 60.0
+_RECHECK = 16  # newest anchored batches whose roots are re-read at start
+
+
+def _foreign_root(batch: store.Batch, root: bytes) -> ChainError:
+    return ChainError(
+        f"batch {batch.id} on chain holds root 0x{root.hex()}, ours is 0x{batch.root.hex()}",
+        hint="another gateway anchors to this contract: give each gateway its own anchor",
+    )
 
 
 class Anchorer:
@@ -105,91 +113,45 @@ class Anchorer:
         old = store.get_meta(self.conn, "anchor")
         if old is not None and old != ident:
             log.warning("anchor contract changed (%s -> %s): re-anchoring every batch", old, ident)
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(
-                "UPDATE chain_txs SET status = ? WHERE status IN (?, ?, ?, ?)",
-                (store.ABANDONED, store.SIGNED, store.TX_SENT, store.MINED, store.REPLACED),
-            )
-            self.conn.execute(
-                "UPDATE batches SET status = ?, tx_hash = NULL, block_number = NULL, "
-                "block_hash = NULL, anchored_at = NULL",
-                (store.PENDING,),
-            )
-            store.set_meta(self.conn, "anchor", ident)
-            self.conn.execute("COMMIT")
+            txlog.restart_on(self.conn, ident)
         elif old is None:
             store.set_meta(self.conn, "anchor", ident)
-        # Anything the database believes anchored but the contract does not have (a reorg
-        # deeper than `confirmations`, or while we were down) goes back in flight.
+        # What the database believes anchored but the contract does not have (a reorg
+        # deeper than `confirmations`, or one while we were down) goes back in flight.
+        # Roots are checked for the newest batches only: older ones cannot change.
         next_id = self.chain.anchor.functions.nextBatchId().call()
         for batch in store.batches(self.conn, store.ANCHORED, store.CONFIRMED):
-            if batch.id >= next_id or self._root_on_chain(batch.id) != batch.root:
+            gone = batch.id >= next_id or (
+                batch.id >= next_id - _RECHECK and self._root_on_chain(batch.id) != batch.root
+            )
+            if gone:
                 self._unanchor(batch, "not in the contract's state at start")
         self._deployment_checked = True
 
     def _check_mined(self, batch: store.Batch, head: int) -> None:
-        tx = self.conn.execute(
-            "SELECT id, tx_hash FROM chain_txs WHERE batch_id = ? AND status = ?",
-            (batch.id, store.MINED),
-        ).fetchone()
+        tx = txlog.mined_tx(self.conn, batch.id)
         receipt = self._receipt(tx[1]) if tx else None
         canonical = (
             receipt is not None
             and bytes(receipt["blockHash"]) == batch.block_hash
             and self._block_hash(batch.block_number) == batch.block_hash
         )
-        if not canonical:
-            if receipt is not None and receipt["status"] == 1:  # re-mined in another block
-                self._mark_mined(batch, tx[0], receipt)
-                return
-            self._unanchor(batch, f"block {batch.block_number} is no longer canonical")
+        if tx is None or not canonical:
+            if tx is not None and receipt is not None and receipt["status"] == 1:
+                self._mark_mined(batch, tx[0], receipt)  # re-mined in another block
+            else:
+                self._unanchor(batch, f"block {batch.block_number} is no longer canonical")
             return
         if head - batch.block_number + 1 >= self.config.confirmations:
-            self.conn.execute(
-                "UPDATE batches SET status = ? WHERE id = ?", (store.CONFIRMED, batch.id)
-            )
+            txlog.set_batch_status(self.conn, batch.id, store.CONFIRMED)
             log.info("batch %d confirmed (block %d)", batch.id, batch.block_number)
 
     def _unanchor(self, batch: store.Batch, why: str) -> None:
         log.warning("reorg: batch %d's anchor is gone (%s); re-anchoring", batch.id, why)
-        self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute(
-            "UPDATE chain_txs SET status = ?, sent_at = ?, block_number = NULL, block_hash = NULL "
-            "WHERE batch_id = ? AND status = ?",
-            (store.TX_SENT, self.clock(), batch.id, store.MINED),
-        )
-        self.conn.execute(
-            "UPDATE batches SET status = ?, block_number = NULL, block_hash = NULL, "
-            "anchored_at = NULL WHERE id = ?",
-            (store.SENT, batch.id),
-        )
-        self.conn.execute("COMMIT")
+        txlog.unanchor(self.conn, batch.id, self.clock())
 
     def _mark_mined(self, batch: store.Batch, tx_id: int, receipt: Any) -> None:
-        block_hash = bytes(receipt["blockHash"])
-        self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute(
-            "UPDATE chain_txs SET status = ? WHERE batch_id = ? AND status IN (?, ?, ?)",
-            (store.REPLACED, batch.id, store.SIGNED, store.TX_SENT, store.MINED),
-        )
-        self.conn.execute(
-            "UPDATE chain_txs SET status = ?, block_number = ?, block_hash = ?, gas_used = ? "
-            "WHERE id = ?",
-            (store.MINED, receipt["blockNumber"], block_hash, receipt["gasUsed"], tx_id),
-        )
-        self.conn.execute(
-            "UPDATE batches SET status = ?, tx_hash = ?, block_number = ?, block_hash = ?, "
-            "anchored_at = ? WHERE id = ?",
-            (
-                store.ANCHORED,
-                bytes(receipt["transactionHash"]),
-                receipt["blockNumber"],
-                block_hash,
-                self.clock(),
-                batch.id,
-            ),
-        )
-        self.conn.execute("COMMIT")
+        txlog.mark_mined(self.conn, batch.id, tx_id, receipt, self.clock())
         log.info(
             "batch %d anchored in block %d (tx 0x%s, %d gas)",
             batch.id,
@@ -197,86 +159,63 @@ class Anchorer:
             bytes(receipt["transactionHash"]).hex(),
             receipt["gasUsed"],
         )
-        head = self.chain.w3.eth.block_number
         fresh = store.get_batch(self.conn, batch.id)
         if fresh is not None:
-            self._check_mined(fresh, head)
-
-    def _attempts(self, batch_id: int) -> list[tuple]:
-        """(id, nonce, tx_hash, raw, max_fee, priority_fee, status, sent_at), oldest first."""
-        return self.conn.execute(
-            "SELECT id, nonce, tx_hash, raw, max_fee, priority_fee, status, sent_at "
-            "FROM chain_txs WHERE batch_id = ? AND status IN (?, ?, ?) ORDER BY id",
-            (batch_id, store.SIGNED, store.TX_SENT, store.REPLACED),
-        ).fetchall()
+            self._check_mined(fresh, self.chain.w3.eth.block_number)
 
     def _handle_in_flight(self, batch: store.Batch) -> None:
-        attempts = self._attempts(batch.id)
+        attempts = txlog.attempts(self.conn, batch.id)
         root = self._root_on_chain(batch.id)
-        if root == batch.root:  # one of our attempts (or an old one) got in
+        if root == batch.root:  # one of our attempts (maybe an older one) got in
             for attempt in reversed(attempts):
-                receipt = self._receipt(attempt[2])
+                receipt = self._receipt(attempt.tx_hash)
                 if receipt is not None and receipt["status"] == 1:
-                    self._mark_mined(batch, attempt[0], receipt)
+                    self._mark_mined(batch, attempt.id, receipt)
                     return
             self._adopt(batch)
             return
         if root != bytes(32):
-            raise ChainError(
-                f"batch {batch.id} on chain holds root 0x{root.hex()}, "
-                f"ours is 0x{batch.root.hex()}",
-                hint="another gateway anchors to this contract: give each gateway its own anchor",
-            )
-        if not attempts:  # e.g. every attempt abandoned: start over
-            self._set_batch_status(batch.id, store.PENDING)
+            raise _foreign_root(batch, root)
+        if not attempts:  # every attempt abandoned: start over
+            txlog.set_batch_status(self.conn, batch.id, store.PENDING)
             return
         current = attempts[-1]
-        _, nonce, tx_hash, raw, _, _, status, sent_at = current
         latest_nonce = self.chain.w3.eth.get_transaction_count(self.chain.address, "latest")
-        if latest_nonce > nonce:
+        if latest_nonce > current.nonce:
             self._nonce_used(batch, attempts)
-            return
-        if status == store.SIGNED:  # recorded, maybe never broadcast (crash before send)
-            self._broadcast(current[0], raw)
-            return
-        if not self._in_mempool(tx_hash):
-            log.warning("batch %d: tx 0x%s dropped from the mempool", batch.id, tx_hash.hex())
+        elif current.status == store.SIGNED:  # recorded, maybe never broadcast
+            self._broadcast(current.id, current.raw)
+        elif not self._in_mempool(current.tx_hash):
+            log.warning(
+                "batch %d: tx 0x%s dropped from the mempool", batch.id, current.tx_hash.hex()
+            )
             self._replace(batch, current)
-        elif self.clock() - (sent_at or 0) > self.config.stuck_after:
-            log.warning("batch %d: tx 0x%s stuck; raising fees", batch.id, tx_hash.hex())
+        elif self.clock() - (current.sent_at or 0) > self.config.stuck_after:
+            log.warning("batch %d: tx 0x%s stuck; raising fees", batch.id, current.tx_hash.hex())
             self._replace(batch, current)
 
-    def _nonce_used(self, batch: store.Batch, attempts: list[tuple]) -> None:
+    def _nonce_used(self, batch: store.Batch, attempts: list[txlog.Attempt]) -> None:
         """Our nonce is spent, yet the root is not on chain: a revert, or a foreign tx."""
         for attempt in attempts:
-            receipt = self._receipt(attempt[2])
+            receipt = self._receipt(attempt.tx_hash)
             if receipt is not None and receipt["status"] == 0:
-                self.conn.execute(
-                    "UPDATE chain_txs SET status = ? WHERE id = ?", (store.FAILED, attempt[0])
-                )
+                txlog.mark_failed(self.conn, batch.id, attempt.id)
                 next_id = self.chain.anchor.functions.nextBatchId().call()
                 allowed = self.chain.registry.functions.isGateway(self.chain.address).call()
-                self._set_batch_status(batch.id, store.PENDING)
                 raise ChainError(
                     f"anchoring batch {batch.id} reverted (contract expects batch {next_id}, "
                     f"gateway authorised: {allowed})"
                 )
         log.warning(
-            "batch %d: nonce %d used by another transaction; resending", batch.id, attempts[-1][1]
+            "batch %d: nonce %d used by another transaction; resending",
+            batch.id,
+            attempts[-1].nonce,
         )
-        self.conn.execute(
-            f"UPDATE chain_txs SET status = ? WHERE batch_id = ? AND status IN "
-            f"('{store.SIGNED}', '{store.TX_SENT}', '{store.REPLACED}')",
-            (store.ABANDONED, batch.id),
-        )
-        self._set_batch_status(batch.id, store.PENDING)
-
-    def _set_batch_status(self, batch_id: int, status: str) -> None:
-        self.conn.execute("UPDATE batches SET status = ? WHERE id = ?", (status, batch_id))
+        txlog.abandon(self.conn, batch.id)
 
     def _adopt(self, batch: store.Batch) -> None:
         """Record the anchoring transaction found in the contract's Anchored events (our
-        root, but not one of our recorded transactions: e.g. a database restored from a
+        root, but none of our recorded transactions: e.g. a database restored from a
         backup older than the anchor)."""
         events = self.chain.anchor.events.Anchored().get_logs(
             from_block=0, argument_filters={"batchId": batch.id}
@@ -284,48 +223,34 @@ class Anchorer:
         mine = [e for e in events if bytes(e["args"]["root"]) == batch.root]
         if not mine:
             raise ChainError(f"batch {batch.id}'s root is on chain but no Anchored event shows it")
-        receipt = self.chain.w3.eth.get_transaction_receipt(mine[-1]["transactionHash"])
-        tx = self.chain.w3.eth.get_transaction(receipt["transactionHash"])
-        log.warning(
-            "batch %d: adopting anchor tx 0x%s found on chain",
-            batch.id,
-            receipt["transactionHash"].hex(),
-        )
-        tx_hash = bytes(receipt["transactionHash"])
-        known = self.conn.execute("SELECT id FROM chain_txs WHERE tx_hash = ?", (tx_hash,))
-        row = known.fetchone()
-        if row is not None:
-            self._mark_mined(batch, row[0], receipt)
-            return
-        cur = self.conn.execute(
-            "INSERT INTO chain_txs(batch_id, chain_id, contract, sender, nonce, tx_hash, raw, "
-            "max_fee, priority_fee, created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                batch.id,
-                self.chain.chain_id,
-                self.chain.anchor.address,
-                tx["from"],
-                tx["nonce"],
-                bytes(receipt["transactionHash"]),
-                b"",
-                tx.get("maxFeePerGas", 0),
-                tx.get("maxPriorityFeePerGas", 0),
-                self.clock(),
-                store.TX_SENT,
-            ),
-        )
-        self._mark_mined(batch, cur.lastrowid, receipt)
+        tx_hash = bytes(mine[-1]["transactionHash"])
+        receipt = self.chain.w3.eth.get_transaction_receipt(tx_hash)
+        log.warning("batch %d: adopting anchor tx 0x%s found on chain", batch.id, tx_hash.hex())
+        tx_id = txlog.find_tx(self.conn, tx_hash)
+        if tx_id is None:
+            tx = self.chain.w3.eth.get_transaction(tx_hash)
+            tx_id = txlog.record(
+                self.conn,
+                batch_id=batch.id,
+                chain_id=self.chain.chain_id,
+                contract=self.chain.anchor.address,
+                sender=tx["from"],
+                nonce=tx["nonce"],
+                tx_hash=tx_hash,
+                raw=b"",
+                max_fee=tx.get("maxFeePerGas", 0),
+                priority_fee=tx.get("maxPriorityFeePerGas", 0),
+                now=self.clock(),
+                status=store.TX_SENT,
+            )
+        self._mark_mined(batch, tx_id, receipt)
 
     def _send_new(self, batch: store.Batch) -> None:
         next_id = self.chain.anchor.functions.nextBatchId().call()
         if next_id > batch.id:
             root = self._root_on_chain(batch.id)
             if root != batch.root:
-                raise ChainError(
-                    f"batch {batch.id} on chain holds root 0x{root.hex()}, ours is "
-                    f"0x{batch.root.hex()}",
-                    hint="another gateway anchors to this contract: give each its own anchor",
-                )
+                raise _foreign_root(batch, root)
             self._adopt(batch)  # anchored by a transaction this database does not know
             return
         if next_id < batch.id:
@@ -334,20 +259,18 @@ class Anchorer:
         max_fee, priority = fees(self.chain.w3, self.config)
         self._sign_record_send(batch, nonce, max_fee, priority)
 
-    def _replace(self, batch: store.Batch, current: tuple) -> None:
-        _, nonce, _, _, old_max, old_priority, _, _ = current
+    def _replace(self, batch: store.Batch, current: txlog.Attempt) -> None:
         market_max, market_priority = fees(self.chain.w3, self.config)
-        priority = max(math.ceil(old_priority * self.config.fee_bump), market_priority)
-        max_fee = max(math.ceil(old_max * self.config.fee_bump), market_max, priority)
-        cap = int(self.config.max_fee_gwei * GWEI)
-        if max_fee > cap:
+        priority = max(math.ceil(current.priority_fee * self.config.fee_bump), market_priority)
+        max_fee = max(math.ceil(current.max_fee * self.config.fee_bump), market_max, priority)
+        if max_fee > int(self.config.max_fee_gwei * GWEI):
             log.warning(
                 "batch %d: a replacement would offer %d wei/gas, over max_fee_gwei; waiting",
                 batch.id,
                 max_fee,
             )
             return
-        self._sign_record_send(batch, nonce, max_fee, priority, replaces=current[0])
+        self._sign_record_send(batch, current.nonce, max_fee, priority, replaces=current.id)
 
     def _sign_record_send(
         self,
@@ -358,49 +281,34 @@ class Anchorer:
         replaces: int | None = None,
     ) -> None:
         chain = self.chain
-        data = chain.anchor.functions.anchor(
-            batch.id, batch.root, batch.count
-        )._encode_transaction_data()
+        call = chain.anchor.functions.anchor(batch.id, batch.root, batch.count)
         tx = {
             "type": 2,
             "chainId": chain.chain_id,
             "nonce": nonce,
             "to": chain.anchor.address,
             "value": 0,
-            "data": data,
+            "data": call._encode_transaction_data(),
             "gas": self.config.gas_limit,
             "maxFeePerGas": max_fee,
             "maxPriorityFeePerGas": priority,
         }
         signed = chain.account.sign_transaction(tx)
-        tx_hash = bytes(signed.hash)
-        self.conn.execute("BEGIN IMMEDIATE")
-        if replaces is not None:
-            self.conn.execute(
-                "UPDATE chain_txs SET status = ? WHERE id = ?", (store.REPLACED, replaces)
-            )
-        cur = self.conn.execute(
-            "INSERT INTO chain_txs(batch_id, chain_id, contract, sender, nonce, tx_hash, raw, "
-            "max_fee, priority_fee, created_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                batch.id,
-                chain.chain_id,
-                chain.anchor.address,
-                chain.address,
-                nonce,
-                tx_hash,
-                bytes(signed.raw_transaction),
-                max_fee,
-                priority,
-                self.clock(),
-                store.SIGNED,
-            ),
+        raw, tx_hash = bytes(signed.raw_transaction), bytes(signed.hash)
+        tx_id = txlog.record(  # committed (synchronous=FULL) before it leaves
+            self.conn,
+            batch_id=batch.id,
+            chain_id=chain.chain_id,
+            contract=chain.anchor.address,
+            sender=chain.address,
+            nonce=nonce,
+            tx_hash=tx_hash,
+            raw=raw,
+            max_fee=max_fee,
+            priority_fee=priority,
+            now=self.clock(),
+            replaces=replaces,
         )
-        self.conn.execute(
-            "UPDATE batches SET status = ?, tx_hash = ? WHERE id = ?",
-            (store.SENT, tx_hash, batch.id),
-        )
-        self.conn.execute("COMMIT")  # on disk (synchronous=FULL) before it leaves
         log.info(
             "batch %d: %s tx 0x%s nonce %d max fee %d priority %d",
             batch.id,
@@ -410,7 +318,7 @@ class Anchorer:
             max_fee,
             priority,
         )
-        self._broadcast(cur.lastrowid, bytes(signed.raw_transaction))
+        self._broadcast(tx_id, raw)
 
     def _broadcast(self, tx_id: int, raw: bytes) -> None:
         try:
@@ -420,16 +328,15 @@ class Anchorer:
             if "already" not in message and "known" not in message:
                 # nonce too low / underpriced: the next step reads the chain and decides.
                 log.warning("broadcast refused: %s", exc)
+                if "insufficient funds" in message:
+                    raise ChainError(
+                        f"the gateway account {self.chain.address} cannot pay for gas",
+                        hint="fund it; the signed transaction is kept and sent again",
+                    ) from None
                 if "underpriced" in message:
-                    self.conn.execute(
-                        "UPDATE chain_txs SET status = ?, sent_at = 0 WHERE id = ?",
-                        (store.TX_SENT, tx_id),
-                    )
+                    txlog.mark_sent(self.conn, tx_id, 0)  # replace at the next step
                 return
-        self.conn.execute(
-            "UPDATE chain_txs SET status = ?, sent_at = ? WHERE id = ?",
-            (store.TX_SENT, self.clock(), tx_id),
-        )
+        txlog.mark_sent(self.conn, tx_id, self.clock())
 
     def status(self) -> dict[str, object]:
         """For /api/status: where we anchor and how far the batches are."""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
 from terrapin.gateway.chain import store
 from terrapin.gateway.chain.anchorer import Anchorer
@@ -286,3 +287,21 @@ def test_restored_database_adopts_anchors_instead_of_sending_again(setup) -> Non
     assert chain.w3.eth.get_transaction_count(chain.address) == nonce
     assert {b.id: b.tx_hash for b in store.batches(conn)} == original
     anchored_once(chain, db, 3)
+
+
+def test_unfunded_gateway_is_reported_then_recovers_once_funded(setup, monkeypatch) -> None:
+    db, config, _, _, _ = setup
+    admin = Chain.connect(config)
+    poor = Account.create()
+    role = admin.registry.functions.GATEWAY_ROLE().call()
+    data = admin.registry.functions.grantRole(role, poor.address)._encode_transaction_data()
+    transact(admin.w3, admin.account, {"to": admin.registry.address, "data": data})
+    monkeypatch.setenv("TERRAPIN_CHAIN_KEY", poor.key.hex())
+    anchorer = Anchorer(db, Chain.connect(config))
+    with pytest.raises(ChainError, match="cannot pay for gas"):
+        anchorer.step()
+    assert [t["status"] for t in _txs(db)] == [store.SIGNED]  # kept for the next try
+    transact(admin.w3, admin.account, {"to": poor.address, "value": 10**18})
+    anchorer.anchor_pending(timeout=30)
+    assert _txs(db)[0]["status"] == store.MINED  # the very transaction signed before
+    anchored_once(anchorer.chain, db, 3)
