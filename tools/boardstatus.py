@@ -104,3 +104,36 @@ def board_status(addr: bytes, *, db: Path | None, api: str | None) -> dict:
         out["board"] = status
         out["gateway_api"] = "up" if up else f"not answering at {api}"
     return out
+
+
+def as_text(r: dict) -> str:
+    lines = [f"board {r['address']}"]
+    g = r.get("gateway")
+    if g:
+        lines.append(
+            f"  allowed: {'yes' if g['allowed'] else 'NO'}"
+            f" (public key {'known' if g['pubkey_known'] else 'unknown'})"
+        )
+        lines.append(f"  readings stored: {g['readings']}, highest seq {g['highest_seq']}")
+        if g["rejections"]:
+            rej = ", ".join(f"{k} {v}" for k, v in sorted(g["rejections"].items()))
+            lines.append(f"  rejected: {rej}")
+        rw = g.get("rewards")
+        if rw is None:
+            lines.append("  rewards: none computed yet")
+        else:
+            lines.append(f"  rewards: epoch {rw['epoch']}, owner {rw['owner'] or 'not bound'}")
+            if rw.get("owner"):
+                lines.append(
+                    f"    owner earned {rw['owner_epoch_amount']} this epoch, "
+                    f"{rw['owner_cumulative']} in total"
+                )
+    if "gateway_api" in r:
+        b = r.get("board")
+        if b:
+            from terrapin.tools.monitor import describe
+
+            lines.append("  last status: " + describe(b))
+        else:
+            lines.append(f"  last status: none ({r['gateway_api']})")
+    return "\n".join(lines)

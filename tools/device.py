@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,42 +209,6 @@ def deploy(port, target, flash_dir, force, mpy_cross, no_reset, as_json) -> None
 
 
 # -- provision -------------------------------------------------------------------
-def _secret(env: str, prompt: str, interactive: bool) -> str | None:
-    value = os.environ.get(env)
-    if value is not None:
-        return value
-    if not interactive:
-        raise TerrapinError(f"{prompt} is needed: set ${env} or run interactively")
-    return click.prompt(prompt, hide_input=True)
-
-
-def _build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, interactive) -> dict:
-    cfg: dict = {}
-    if config_file is not None:
-        try:
-            cfg = json.loads(Path(config_file).read_text())
-        except (OSError, ValueError) as exc:
-            raise TerrapinError(f"cannot read config {config_file}: {exc}") from exc
-        if not isinstance(cfg, dict):
-            raise TerrapinError(f"{config_file} must hold a JSON object")
-    if wifi_ssid:
-        cfg["wifi"] = {
-            "ssid": wifi_ssid,
-            "password": _secret("TERRAPIN_WIFI_PASSWORD", "WiFi password", interactive),
-        }
-    if broker:
-        host, _, port = broker.partition(":")
-        cfg.setdefault("broker", {})["host"] = host
-        if port:
-            cfg["broker"]["port"] = int(port)
-    if mqtt_user:
-        cfg.setdefault("broker", {})["user"] = mqtt_user
-        cfg["broker"]["password"] = _secret("TERRAPIN_MQTT_PASSWORD", "MQTT password", interactive)
-    if ota_pubkey:
-        cfg["ota_pubkey"] = ota_pubkey
-    return cfg
-
-
 @device.command()
 @port_options
 @click.option(
@@ -303,7 +266,7 @@ def provision(
     from terrapin.tools.serialconsole import BoardConsole
 
     _check_target(port, target, flash_dir)
-    cfg = _build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, not no_prompt)
+    cfg = prov.build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, not no_prompt)
     binding = None
     submit = None
     if owner:
@@ -398,40 +361,7 @@ def status(address, config_path, db, api, as_json) -> None:
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
-    click.echo(_status_text(result))
-
-
-def _status_text(r: dict) -> str:
-    lines = [f"board {r['address']}"]
-    g = r.get("gateway")
-    if g:
-        lines.append(
-            f"  allowed: {'yes' if g['allowed'] else 'NO'}"
-            f" (public key {'known' if g['pubkey_known'] else 'unknown'})"
-        )
-        lines.append(f"  readings stored: {g['readings']}, highest seq {g['highest_seq']}")
-        if g["rejections"]:
-            rej = ", ".join(f"{k} {v}" for k, v in sorted(g["rejections"].items()))
-            lines.append(f"  rejected: {rej}")
-        rw = g.get("rewards")
-        if rw is None:
-            lines.append("  rewards: none computed yet")
-        else:
-            lines.append(f"  rewards: epoch {rw['epoch']}, owner {rw['owner'] or 'not bound'}")
-            if rw.get("owner"):
-                lines.append(
-                    f"    owner earned {rw['owner_epoch_amount']} this epoch, "
-                    f"{rw['owner_cumulative']} in total"
-                )
-    if "gateway_api" in r:
-        b = r.get("board")
-        if b:
-            from terrapin.tools.monitor import describe
-
-            lines.append("  last status: " + describe(b))
-        else:
-            lines.append(f"  last status: none ({r['gateway_api']})")
-    return "\n".join(lines)
+    click.echo(boardstatus.as_text(result))
 
 
 # -- virtual -------------------------------------------------------------------

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 from eth_utils import keccak
 
 from terrapin.tools.errors import TerrapinError
@@ -45,6 +47,47 @@ class ProvisionResult:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+def secret_input(env: str, prompt: str, interactive: bool) -> str:
+    """A secret from $ENV, else typed at a hidden prompt; never echoed."""
+    value = os.environ.get(env)
+    if value is not None:
+        return value
+    if not interactive:
+        raise TerrapinError(f"{prompt} is needed: set ${env} or run interactively")
+    return click.prompt(prompt, hide_input=True)
+
+
+def build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, interactive) -> dict:
+    cfg: dict = {}
+    if config_file is not None:
+        try:
+            cfg = json.loads(Path(config_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise TerrapinError(f"cannot read config {config_file}: {exc}") from exc
+        if not isinstance(cfg, dict):
+            raise TerrapinError(f"{config_file} must hold a JSON object")
+    if wifi_ssid:
+        cfg["wifi"] = {
+            "ssid": wifi_ssid,
+            "password": secret_input("TERRAPIN_WIFI_PASSWORD", "WiFi password", interactive),
+        }
+    if broker:
+        host, _, port = broker.partition(":")
+        cfg.setdefault("broker", {})["host"] = host
+        if port:
+            if not port.isdigit():
+                raise TerrapinError(f"--broker {broker!r}: the port must be a number")
+            cfg["broker"]["port"] = int(port)
+    if mqtt_user:
+        cfg.setdefault("broker", {})["user"] = mqtt_user
+        cfg["broker"]["password"] = secret_input(
+            "TERRAPIN_MQTT_PASSWORD", "MQTT password", interactive
+        )
+    if ota_pubkey:
+        cfg["ota_pubkey"] = ota_pubkey
+    return cfg
 
 
 def address_of(pub_hex: str) -> str:
@@ -132,8 +175,6 @@ def bind(console: BoardConsole, addr: str, b: Binding) -> dict:
 def chain_binding(owner: str, registry: str, rpc: str, key_env: str | None):
     """Binding parameters read from the chain (chain id, the board's bind nonce) and a
     submit(addr, binding_dict) that sends bindBoard and checks ownerOfBoard."""
-    import os
-
     from eth_account import Account
     from web3 import Web3
 
