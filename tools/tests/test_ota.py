@@ -54,10 +54,11 @@ def wait_info(con, want, timeout=30.0) -> dict:
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("kind", ["pty", "tcp"])
 def test_good_bundle_applied_then_crashing_one_rolled_back(
-    start_board, tmp_path, release_key, board_mpy
+    kind, start_board, tmp_path, release_key, board_mpy
 ):
-    board = start_board("tcp")
+    board = start_board(kind)
     con = board.console()
     try:
         con.wait_ready()
