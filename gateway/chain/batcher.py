@@ -20,6 +20,10 @@ from . import merkle, store
 log = logging.getLogger(__name__)
 
 
+class BatchError(RuntimeError):
+    """The batches table changed under the batcher (two batchers on one database)."""
+
+
 class Batcher:
     def __init__(
         self,
@@ -63,40 +67,61 @@ class Batcher:
         return closed
 
     def _close_one(self) -> store.Batch:
+        """Read and hash outside the write lock (the ingest keeps writing meanwhile), then
+        insert the batch in one short transaction."""
         conn = self.conn
+        last = conn.execute("SELECT COALESCE(MAX(last_reading), 0) FROM batches").fetchone()[0]
+        rows = conn.execute(
+            "SELECT id, device, seq, digest FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+            (last, self.batch_size),
+        ).fetchall()
+        tree = merkle.build_tree([(bytes(d), s, bytes(g)) for _, d, s, g in rows])
+        leaves = [(row[0], index) for row, index in zip(rows, tree.tree_index, strict=True)]
+        now = self.clock()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            last = conn.execute("SELECT COALESCE(MAX(last_reading), 0) FROM batches").fetchone()[0]
-            rows = conn.execute(
-                "SELECT id, device, seq, digest FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-                (last, self.batch_size),
-            ).fetchall()
-            batch_id = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM batches").fetchone()[0]
-            tree = merkle.build_tree([(bytes(d), s, bytes(g)) for _, d, s, g in rows])
-            now = self.clock()
+            now_last, batch_id = conn.execute(
+                "SELECT COALESCE(MAX(last_reading), 0), COALESCE(MAX(id) + 1, 0) FROM batches"
+            ).fetchone()
+            if now_last != last:  # another batcher on this file: never two of them
+                raise BatchError(f"batches changed under the batcher (last reading {now_last})")
             conn.execute(
                 "INSERT INTO batches(id, root, count, first_reading, last_reading, created_at, "
                 "status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (batch_id, tree.root, len(rows), rows[0][0], rows[-1][0], now, store.PENDING),
+                (
+                    batch_id,
+                    tree.root,
+                    len(rows),
+                    rows[0][0],
+                    rows[-1][0],
+                    now,
+                    store.PENDING,
+                ),
             )
             conn.execute(
                 "INSERT INTO batch_trees(batch_id, nodes) VALUES (?, ?)", (batch_id, tree.to_blob())
             )
             conn.executemany(
                 "INSERT INTO batch_leaves(reading_id, batch_id, tree_index) VALUES (?, ?, ?)",
-                [
-                    (row[0], batch_id, index)
-                    for row, index in zip(rows, tree.tree_index, strict=True)
-                ],
+                [(reading_id, batch_id, index) for reading_id, index in leaves],
             )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        batch = store.get_batch(conn, batch_id)
-        assert batch is not None
         log.info("batch %d closed: %d readings, root 0x%s", batch_id, len(rows), tree.root.hex())
-        return batch
+        return store.Batch(
+            batch_id,
+            tree.root,
+            len(rows),
+            rows[0][0],
+            rows[-1][0],
+            now,
+            store.PENDING,
+            None,
+            None,
+            None,
+        )
 
     def status(self) -> dict[str, object]:
         """For /api/status: batches closed, readings waiting."""
