@@ -17,22 +17,13 @@ from .compat import const
 _MAX_ITEMS = const(256)
 _U64 = const(0xFFFFFFFFFFFFFFFF)
 
-REASON_NAMES = {
-    1: "MALFORMED_CBOR",
-    2: "OVERSIZE",
-    3: "BAD_ENVELOPE",
-    4: "UNSUPPORTED_ALG",
-    5: "BAD_KID",
-    6: "TOPIC_MISMATCH",
-    7: "BAD_SIGNATURE",
-    8: "HIGH_S",
-    9: "NON_CANONICAL",
-    10: "BAD_PAYLOAD",
-    11: "UNKNOWN_BOARD",
-    12: "EQUIVOCATION",
-    13: "STALE_SEQUENCE",
-    14: "RATE_LIMITED",
-}
+# Reason codes 1..14 (same numbers as terrapin.gateway.reasons.Reason), one
+# string rather than a dict: it costs the board far less RAM.
+_NAMES = (
+    "MALFORMED_CBOR OVERSIZE BAD_ENVELOPE UNSUPPORTED_ALG BAD_KID TOPIC_MISMATCH "
+    "BAD_SIGNATURE HIGH_S NON_CANONICAL BAD_PAYLOAD UNKNOWN_BOARD EQUIVOCATION "
+    "STALE_SEQUENCE RATE_LIMITED"
+)
 
 
 class AckError(ValueError):
@@ -41,7 +32,8 @@ class AckError(ValueError):
 
 
 def reason_name(code):
-    return REASON_NAMES.get(code, "REASON_%d" % code)
+    names = _NAMES.split()
+    return names[code - 1] if 1 <= code <= len(names) else "REASON_%d" % code
 
 
 def _uint(v):
@@ -51,7 +43,7 @@ def _uint(v):
 def decode(payload):
     # (ranges, rejections) from an ACK payload; raises AckError.
     #
-    #     ranges: list of (lo, hi); rejections: list of (seq, reason).
+    # ranges: list of (lo, hi); rejections: list of (seq, reason).
     try:
         obj = cbor.loads(payload, 3, 4096)
     except cbor.CBORError as exc:

@@ -96,6 +96,8 @@ class App:
         self.peak_alloc = 0
         self.times = array("I", bytes(4 * _TIMES))
         self.time_n = 0
+        self.mem_errors = 0
+        self.live_100 = self.live_last = 0
 
     def log(self, level, msg):
         if _LEVELS[level] <= self.level:
@@ -113,74 +115,6 @@ class App:
         self.log("error", msg)
         if self.uplink is not None:
             self.uplink.status_due = True
-
-    # -- boot ----------------------------------------------------------------
-
-    def boot(self):
-        # Set everything up. Returns True when the board can take readings.
-        board = self.board
-        cfg, errors, sensor_errors, warnings = _load_config(board)
-        gc.collect()
-        self.cfg = cfg
-        self.config_errors = errors
-        if not errors:
-            self.level = _LEVELS[cfg["log"]]
-        for msg in warnings:
-            self.log("info", "config: " + msg)
-        for msg in errors + sensor_errors:
-            self.error("config: " + msg)
-        try:
-            self.priv, pub, self.addr, created = _identity(board.root)
-        except Exception as exc:
-            self.error("key: %s" % exc)
-            self.state = "flash_error"
-            return False
-        gc.collect()
-        self.addr_hex = hexlify(self.addr).decode()
-        self.pub_hex = hexlify(pub).decode()
-        self.log(
-            "info",
-            "board address %s%s"
-            % (self.addr_hex, " (new key made on this board)" if created else ""),
-        )
-        self.log("info", "public key %s" % self.pub_hex)
-        if errors:
-            self.state = "config_error"
-            return False
-        _import_runtime()
-        try:
-            ob = cfg["outbox"]
-            self.outbox = Outbox(board.root + "/outbox", ob["max_bytes"], ob["segment_bytes"])
-            self.seq = SeqStore(
-                board.root + "/seq", cfg["seq_block"], self.outbox.max_seq, board.retained
-            )
-        except (OSError, OutboxError, StoreError) as exc:
-            self.error("flash: %s" % exc)
-            self.state = "flash_error"
-            return False
-        ob = self.outbox
-        self.last_seq = ob.max_seq
-        if ob.corrupt or ob.torn:
-            self.error("outbox: %d corrupt and %d torn records at boot" % (ob.corrupt, ob.torn))
-        self.log(
-            "info",
-            "outbox: %d pending, %d dropped so far; next seq %d"
-            % (ob.pending, ob.dropped, self.seq.peek()),
-        )
-        for i, spec in enumerate(cfg["sensors"]):
-            name = spec.get("name") or spec["driver"]
-            label = "sensors[%d] (%s)" % (i, name)
-            try:
-                self.sensors.append((name + ".", board.make_sensor(spec), label))
-            except Exception as exc:  # missing hardware must not stop the board
-                self.error("%s: %s" % (label, exc))
-        if not self.sensors:
-            self.error("no sensor could be set up; only the status is published")
-        self.uplink = Uplink(board, cfg, self.addr_hex, ob, self)
-        period = board.period_ms or max(1, int(cfg["sample_period_s"] * 1000))
-        self.schedule = Schedule(period, ticks_ms())
-        self.state = "online"
-        return True
 
     # -- readings ------------------------------------------------------------
 
@@ -236,64 +170,63 @@ class App:
 
     def run(self, max_readings=-1, exit_when_drained=False):
         # Sample and drain forever, or until max_readings are taken (and, with
-        #         exit_when_drained, acknowledged). Returns the process exit code.
+        # exit_when_drained, acknowledged). Returns the process exit code.
         board = self.board
         up = self.uplink
-        deep_sleep = self.cfg["deep_sleep"] and board.can_deep_sleep
-        awake_until = ticks_add(ticks_ms(), int(self.cfg["awake_s"] * 1000))
+        deep_sleep = self.deep_sleep and board.can_deep_sleep
+        awake_until = ticks_add(ticks_ms(), self.awake_ms)
         gc.collect()
         while True:
-            board.feed()
-            now = ticks_ms()
-            wanted = self.sensors and (max_readings < 0 or self.readings < max_readings)
-            if wanted and self.schedule.ready(now):
-                t0 = board.ticks_us()
-                try:
-                    self.sample()
-                except (OSError, OutboxError, StoreError, ValueError) as exc:
-                    self.error("storing a reading failed: %s" % exc)
-                up.step()
-                self.times[self.time_n % _TIMES] = ticks_diff(board.ticks_us(), t0)
-                self.time_n += 1
-                alloc = gc.mem_alloc() if IS_MICROPYTHON else 0
+            try:
+                code = self._once(max_readings, exit_when_drained, deep_sleep, awake_until)
+            except MemoryError:
+                # Never let a full heap stop the board: drop the session (its
+                # state may be half-written), collect, and carry on.
+                self.mem_errors += 1
+                up.client.close()
+                gc.collect()
+                self.error("out of memory; session restarted")
+                continue
+            if code is not None:
+                return code
+
+    def _once(self, max_readings, exit_when_drained, deep_sleep, awake_until):
+        # One pass of the main loop; returns an exit code to stop.
+        board = self.board
+        up = self.uplink
+        board.feed()
+        now = ticks_ms()
+        wanted = self.sensors and (max_readings < 0 or self.readings < max_readings)
+        if wanted and self.schedule.ready(now):
+            t0 = board.ticks_us()
+            try:
+                self.sample()
+            except (OSError, OutboxError, StoreError, ValueError) as exc:
+                self.error("storing a reading failed: %s" % exc)
+            up.step()
+            self.times[self.time_n % _TIMES] = ticks_diff(board.ticks_us(), t0)
+            self.time_n += 1
+            gc.collect()  # the known point: once per reading
+            if IS_MICROPYTHON:
+                alloc = gc.mem_alloc()
                 if alloc > self.peak_alloc:
                     self.peak_alloc = alloc
-                gc.collect()
-            up.step()
-            if exit_when_drained and not wanted and not self.outbox.pending:
-                up.close()
-                return 0
-            if deep_sleep and (not self.outbox.pending or ticks_diff(now, awake_until) > 0):
-                up.close(False)
-                self.outbox.seal_if_drained()
-                self.seq.keep_for_sleep()
-                board.deep_sleep(self.schedule.wait_ms(ticks_ms()))
-            wait = self.schedule.wait_ms(ticks_ms()) if wanted else 1000
-            w = up.wait_ms()
-            up.poll(w if w < wait else wait)
-
-    def report_fatal(self):
-        # The config is unusable: publish its errors on the status topic if the
-        #         broker settings themselves are fine.
-        cfg = self.cfg
-        if self.addr is None or not cfg:
-            return
-        for msg in self.config_errors:
-            if msg.startswith("broker.") or msg.startswith("wifi."):
-                return
-        _import_runtime()
-        quiet = {
-            "broker": cfg["broker"],
-            "window": 0,
-            "ack_timeout_s": 30,
-            "status_period_s": 300,
-            "backoff_max_s": 120,
-        }
-        up = Uplink(self.board, quiet, self.addr_hex, None, self)
+                if self.readings == 100:
+                    self.live_100 = alloc
+                self.live_last = alloc
         up.step()
-        if up.client.connected:
-            up.publish_status()
+        if exit_when_drained and not wanted and not self.outbox.pending:
+            up.close()
+            return 0
+        if deep_sleep and (not self.outbox.pending or ticks_diff(now, awake_until) > 0):
             up.close(False)
+            self.outbox.seal_if_drained()
+            self.seq.keep_for_sleep()
+            board.deep_sleep(self.schedule.wait_ms(ticks_ms()))
+        wait = self.schedule.wait_ms(ticks_ms()) if wanted else 1000
+        w = up.wait_ms()
+        up.poll(w if w < wait else wait)
+        return None
 
     def stats(self):
         n = min(self.time_n, _TIMES)
@@ -315,20 +248,128 @@ class App:
             "connects": up.connects,
             "sensor_failures": self.sensor_failures,
             "reading_us_median": times[n // 2] if n else 0,
-            "peak_alloc": self.peak_alloc,
+            "live_peak": self.peak_alloc,
+            "live_at_100": self.live_100,
+            "live_last": self.live_last,
+            "mem_errors": self.mem_errors,
             "heap_free": self.board.heap_free(),
         }
+
+
+def _boot(self):
+    # Set everything up. Returns True when the board can take readings.
+    board = self.board
+    cfg, errors, sensor_errors, warnings = _load_config(board)
+    gc.collect()
+    self.cfg = cfg
+    self.config_errors = errors
+    if not errors:
+        self.level = _LEVELS[cfg["log"]]
+    for msg in warnings:
+        self.log("info", "config: " + msg)
+    for msg in errors + sensor_errors:
+        self.error("config: " + msg)
+    if not cfg:
+        return False  # no config at all: do not touch the flash (no key made)
+    board.flash_ready()
+    try:
+        self.priv, pub, self.addr, created = _identity(board.root)
+    except Exception as exc:
+        self.error("key: %s" % exc)
+        self.state = "flash_error"
+        return False
+    gc.collect()
+    self.addr_hex = hexlify(self.addr).decode()
+    self.pub_hex = hexlify(pub).decode()
+    self.log(
+        "info",
+        "board address %s%s" % (self.addr_hex, " (new key made on this board)" if created else ""),
+    )
+    self.log("info", "public key %s" % self.pub_hex)
+    if errors:
+        self.state = "config_error"
+        return False
+    _import_runtime()
+    try:
+        ob = cfg["outbox"]
+        self.outbox = Outbox(board.root + "/outbox", ob["max_bytes"], ob["segment_bytes"])
+        self.seq = SeqStore(
+            board.root + "/seq", cfg["seq_block"], self.outbox.max_seq, board.retained
+        )
+    except (OSError, OutboxError, StoreError) as exc:
+        self.error("flash: %s" % exc)
+        self.state = "flash_error"
+        return False
+    ob = self.outbox
+    self.last_seq = ob.max_seq
+    if ob.corrupt or ob.torn:
+        self.error("outbox: %d corrupt and %d torn records at boot" % (ob.corrupt, ob.torn))
+    self.log(
+        "info",
+        "outbox: %d pending, %d dropped so far; next seq %d"
+        % (ob.pending, ob.dropped, self.seq.peek()),
+    )
+    for i, spec in enumerate(cfg["sensors"]):
+        name = spec.get("name") or spec["driver"]
+        label = "sensors[%d] (%s)" % (spec.get("_index", i), name)
+        try:
+            self.sensors.append((name + ".", board.make_sensor(spec), label))
+        except Exception as exc:  # missing hardware must not stop the board
+            self.error("%s: %s" % (label, exc))
+    if not self.sensors:
+        self.error("no sensor could be set up; only the status is published")
+    self.uplink = Uplink(board, cfg, self.addr_hex, ob, self)
+    period = board.period_ms or max(1, int(cfg["sample_period_s"] * 1000))
+    self.schedule = Schedule(period, ticks_ms())
+    self.deep_sleep = cfg["deep_sleep"]
+    self.awake_ms = int(cfg["awake_s"] * 1000)
+    self.cfg = None  # the rest of the config is not needed any more
+    self.state = "online"
+    return True
+
+
+def _report_fatal(self):
+    # The config is unusable: publish its errors on the status topic if the
+    # broker settings themselves are fine.
+    cfg = self.cfg
+    if self.addr is None or not cfg:
+        return
+    for msg in self.config_errors:
+        if msg.startswith("broker.") or msg.startswith("wifi."):
+            return
+    _import_runtime()
+    quiet = {
+        "broker": cfg["broker"],
+        "window": 0,
+        "ack_timeout_s": 30,
+        "status_period_s": 300,
+        "backoff_max_s": 120,
+    }
+    up = Uplink(self.board, quiet, self.addr_hex, None, self)
+    up.step()
+    if up.client.connected:
+        up.publish_status()
+        up.close(False)
+
+
+def _forget_boot():
+    # Boot-only code is not needed again: give its RAM back on the board.
+    global _boot, _report_fatal, _load_config, _identity, _import_runtime
+    if IS_MICROPYTHON:
+        del _boot, _report_fatal, _load_config, _identity, _import_runtime
+        gc.collect()
 
 
 def main(board, max_readings=-1, exit_when_drained=False):
     # Boot and run; returns an exit code (2: config or flash error).
     app = App(board)
-    if not app.boot():
+    if not _boot(app):
         try:
-            app.report_fatal()
+            _report_fatal(app)
         except Exception as exc:
             app.log("error", "could not publish the errors: %s" % exc)
         return 2
+    _forget_boot()
     code = app.run(max_readings, exit_when_drained)
     board.report_stats(app.stats())
     return code

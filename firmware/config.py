@@ -179,7 +179,7 @@ def validate(given, board="unix"):
     for key in ("user", "password", "ca_file"):
         v = broker.get(key)
         if v is not None:
-            c.text(broker, key, "broker." + key, 1, 256, secret=key in _SECRET)
+            c.text(broker, key, "broker." + key, 1, 128, secret=key in _SECRET)
     if broker.get("password") is not None and broker.get("user") is None:
         c.fail("broker.password is set but broker.user is not")
 
@@ -256,6 +256,7 @@ def _sensors(sensors, errors, warnings):
             errors.extend(c.errors)
             continue
         names.append(name)
+        s["_index"] = i
         good.append(s)
     return good
 

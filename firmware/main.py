@@ -16,98 +16,115 @@ import gc
 import os
 import sys
 
-_ARCHES = (
-    "",
-    "x86",
-    "x64",
-    "armv6",
-    "armv6m",
-    "armv7m",
-    "armv7em",
-    "armv7emsp",
-    "armv7emdp",
-    "xtensa",
-    "xtensawin",
-    "rv32imc",
-    "rv64imc",
-)
 
+def _setup():
+    # Find the firmware package (a board's /lib, else the checkout compiled to
+    # .mpy); returns its import name. Everything defined here is freed after.
+    _ARCHES = (
+        "",
+        "x86",
+        "x64",
+        "armv6",
+        "armv6m",
+        "armv7m",
+        "armv7em",
+        "armv7emsp",
+        "armv7emdp",
+        "xtensa",
+        "xtensawin",
+        "rv32imc",
+        "rv64imc",
+    )
 
-def _mtime(path):
-    try:
-        return os.stat(path)[8]
-    except OSError:
-        return -1
-
-
-def _compile(src, dst, cross, arch):
-    """Compile the .py tree `src` into .mpy files under `dst`. False if it failed."""
-    try:
-        os.mkdir(dst)
-    except OSError:
-        pass
-    for entry in os.ilistdir(src):
-        name = entry[0]
-        if entry[1] == 0x4000:
-            if (
-                name not in ("tests", "__pycache__")
-                and _mtime(src + "/" + name + "/__init__.py") >= 0
-            ):
-                if not _compile(src + "/" + name, dst + "/" + name, cross, arch):
-                    return False
-        elif name.endswith(".py") and name != "main.py":
-            out = dst + "/" + name[:-3] + ".mpy"
-            if _mtime(out) < _mtime(src + "/" + name):
-                tmp = out + ".%d.tmp" % (id(out) & 0xFFFFFF)  # several boards may start at once
-                if os.system("%s %s -o %s %s/%s" % (cross, arch, tmp, src, name)) != 0:
-                    return False
-                os.rename(tmp, out)
-    return True
-
-
-def _checkout():
-    script = sys.argv[0] if sys.argv and sys.argv[0] else "main.py"
-    here = script.rsplit("/", 1)[0] if "/" in script else "."
-    root = here + "/.."
-    if not os.getenv("TERRAPIN_SOURCE"):
-        exe = getattr(sys, "executable", "") or ""
-        cross = exe.rsplit("/", 1)[0] + "/mpy-cross" if "/" in exe else ""
-        if _mtime(cross) < 0:
-            cross = "mpy-cross" if os.system("mpy-cross --version >/dev/null 2>&1") == 0 else ""
-        abi = sys.implementation._mpy
-        arch = "-march=" + _ARCHES[abi >> 10] if abi >> 10 < len(_ARCHES) else ""
-        cache = root + "/.cache/mpy-%d" % abi
-        for d in (root + "/.cache", cache):
-            try:
-                os.mkdir(d)
-            except OSError:
-                pass
-        if cross and _compile(here, cache + "/firmware", cross, arch):
-            sys.path.insert(0, cache)
-            return
-        print("[info] mpy-cross not found: running from source (needs more than 100 KB heap)")
-    sys.path.append(root)  # the repo root, so `firmware` is a package
-
-
-def _package():
-    for name in ("terrapin.firmware", "terrapin"):
+    def _mtime(path):
         try:
-            __import__(name + ".compat")
-            return name
-        except ImportError:
+            return os.stat(path)[8]
+        except OSError:
+            return -1
+
+    def _stamp(path):
+        # Size and mtime of a source file: its .mpy is rebuilt when they change.
+        try:
+            st = os.stat(path)
+            return "%d %d" % (st[6], st[8])
+        except OSError:
+            return ""
+
+    def _read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def _compile(src, dst, cross, arch):
+        """Compile the .py tree `src` into .mpy files under `dst`. False if it failed."""
+        try:
+            os.mkdir(dst)
+        except OSError:
             pass
-    _checkout()
-    return "firmware"
+        for entry in os.ilistdir(src):
+            name = entry[0]
+            if entry[1] == 0x4000:
+                if (
+                    name not in ("tests", "__pycache__")
+                    and _mtime(src + "/" + name + "/__init__.py") >= 0
+                ):
+                    if not _compile(src + "/" + name, dst + "/" + name, cross, arch):
+                        return False
+            elif name.endswith(".py") and name != "main.py":
+                out = dst + "/" + name[:-3] + ".mpy"
+                stamp = _stamp(src + "/" + name)
+                if _mtime(out) < 0 or _read(out + ".stamp") != stamp:
+                    tmp = out + ".%d.tmp" % (id(out) & 0xFFFFFF)  # several boards may start at once
+                    if os.system("%s %s -o %s %s/%s" % (cross, arch, tmp, src, name)) != 0:
+                        return False
+                    os.rename(tmp, out)
+                    with open(tmp, "w") as f:
+                        f.write(stamp)
+                    os.rename(tmp, out + ".stamp")
+        return True
+
+    def _checkout():
+        script = sys.argv[0] if sys.argv and sys.argv[0] else "main.py"
+        here = script.rsplit("/", 1)[0] if "/" in script else "."
+        root = here + "/.."
+        if not os.getenv("TERRAPIN_SOURCE"):
+            exe = getattr(sys, "executable", "") or ""
+            cross = exe.rsplit("/", 1)[0] + "/mpy-cross" if "/" in exe else ""
+            if _mtime(cross) < 0:
+                cross = "mpy-cross" if os.system("mpy-cross --version >/dev/null 2>&1") == 0 else ""
+            abi = sys.implementation._mpy
+            arch = "-march=" + _ARCHES[abi >> 10] if abi >> 10 < len(_ARCHES) else ""
+            cache = root + "/.cache/mpy-%d" % abi
+            for d in (root + "/.cache", cache):
+                try:
+                    os.mkdir(d)
+                except OSError:
+                    pass
+            if cross and _compile(here, cache + "/firmware", cross, arch):
+                sys.path.insert(0, cache)
+                return
+            print("[info] mpy-cross not found: running from source (needs more than 100 KB heap)")
+        sys.path.append(root)  # the repo root, so `firmware` is a package
+
+    def _package():
+        for name in ("terrapin.firmware", "terrapin"):
+            try:
+                __import__(name + ".compat")
+                return name
+            except ImportError:
+                pass
+        _checkout()
+        return "firmware"
+
+    return _package()
 
 
-def main():
-    package = _package()
-    target = "unix" if sys.platform in ("linux", "darwin") else "esp32"
-    board = __import__(package + ".board." + target, None, None, ("main",))
-    gc.collect()
-    return board.main()
-
-
-code = main()
+_target = "unix" if sys.platform in ("linux", "darwin") else "esp32"
+_board = _setup() + ".board." + _target
+del _setup  # give its RAM back
+gc.collect()
+code = __import__(_board, None, None, ("main",)).main()
 if code:
     sys.exit(code)

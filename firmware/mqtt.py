@@ -21,7 +21,7 @@ import struct
 from .compat import const, ticks_diff, ticks_ms
 
 _RX = const(1024)
-_TX = const(1200)
+_TX = const(400)  # headers and CONNECT; payloads are written from their own buffer
 
 
 class MQTTError(Exception):
@@ -65,8 +65,10 @@ class MQTTClient:
         self.sent_at = 0
         self.ping_at = None
 
-    def _send(self, n):
-        mv = self.txv
+    def _send(self, n, mv=None):
+        # Write the first n bytes of mv (default: the transmit buffer).
+        if mv is None:
+            mv = self.txv
         done = 0
         t0 = ticks_ms()
         while done < n:
@@ -164,6 +166,11 @@ class MQTTClient:
         if goodbye and self.connected:
             try:
                 self._send(self._head(0xE0, 0))
+                # Read what is left: closing with unread input sends a TCP RST,
+                # which can make the broker drop our last packets.
+                self.n = 0
+                while self._fill():
+                    self.n = 0
             except (MQTTError, OSError):
                 pass
         self.connected = False
@@ -187,11 +194,8 @@ class MQTTClient:
         if qos:
             struct.pack_into("!H", self.tx, i, pid)
             i += 2
-        n = len(msg)
-        if i + n > _TX:
-            raise MQTTError("message too large")
-        self.txv[i : i + n] = msg
-        self._send(i + n)
+        self._send(i)
+        self._send(len(msg), memoryview(msg))  # the payload is not copied
         return pid
 
     def subscribe(self, topic):
@@ -253,8 +257,8 @@ class MQTTClient:
     def poll(self, timeout_ms=0):
         # Handle what the broker sent, waiting up to timeout_ms for it.
         #
-        #         Calls on_message(topic, payload) with memoryviews valid during the
-        #         call, and on_puback(pid). Sends PINGREQ when the link is idle.
+        # Calls on_message(topic, payload) with memoryviews valid during the
+        # call, and on_puback(pid). Sends PINGREQ when the link is idle.
         if self.sock is None:
             raise MQTTError("not connected")
         if timeout_ms > 0 and not self._packet():

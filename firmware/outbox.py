@@ -71,7 +71,7 @@ def _meta(data):
 class Outbox:
     # A size-bounded, append-only, checksummed log of signed envelopes.
     #
-    #     `segs`: one [segno, size, live, sealed] per segment file, oldest first.
+    # `segs`: one [segno, size, live, sealed] per segment file, oldest first.
 
     def __init__(self, path, max_bytes=65536, segment_bytes=4096):
         if (
@@ -247,7 +247,7 @@ class Outbox:
     def next_entry(self, segno, off):
         # The first entry at or after (segno, off): (segno, off, seq, length) or None.
         #
-        #         The envelope is then in envelope(length) until the next read.
+        # The envelope is then in envelope(length) until the next read.
         for seg in self.segs:
             if seg[0] < segno:
                 continue

@@ -48,10 +48,10 @@ def remove_quiet(path):
 def write_atomic(path, data):
     # Replace `path` with `data` so that a power cut leaves old or new content.
     #
-    #     Writes `path + ".tmp"`, then renames it over `path`. POSIX and littlefs
-    #     replace the target atomically; on FAT, where rename onto an existing file
-    #     fails, the old file is removed first and `read_atomic` falls back to the
-    #     complete temporary file.
+    # Writes `path + ".tmp"`, then renames it over `path`. POSIX and littlefs
+    # replace the target atomically; on FAT, where rename onto an existing file
+    # fails, the old file is removed first and `read_atomic` falls back to the
+    # complete temporary file.
     tmp = path + ".tmp"
     f = open(tmp, "wb")
     try:
@@ -69,8 +69,8 @@ def write_atomic(path, data):
 def read_atomic(path, check):
     # Content of `path` (or its complete `.tmp` twin) that passes `check`.
     #
-    #     `check(data)` returns the decoded value or None. Returns None when
-    #     neither file exists; raises StoreError when files exist but none checks.
+    # `check(data)` returns the decoded value or None. Returns None when
+    # neither file exists; raises StoreError when files exist but none checks.
     found = False
     for name in (path, path + ".tmp"):
         try:
@@ -106,10 +106,10 @@ def _unpack(data):
 class SeqStore:
     # Hands out strictly increasing sequence numbers, reserving blocks on flash.
     #
-    #     `floor`: a number known to be used already (e.g. the highest sequence
-    #     still in the outbox); the store never hands out a number at or below it.
-    #     `retained`: optional object with `load() -> bytes|None` and
-    #     `save(bytes)` backed by memory that survives deep sleep (ESP32 RTC).
+    # `floor`: a number known to be used already (e.g. the highest sequence
+    # still in the outbox); the store never hands out a number at or below it.
+    # `retained`: optional object with `load() -> bytes|None` and
+    # `save(bytes)` backed by memory that survives deep sleep (ESP32 RTC).
 
     def __init__(self, path, block=DEFAULT_BLOCK, floor=0, retained=None):
         if block < 1:

@@ -69,6 +69,7 @@ class Uplink:
         self.status_at = 0
         self.status_due = True
         self.last_error = None
+        self.last_pid = 0
         self.published = self.republished = self.acked = self.rejected = 0
         self.connects = self.bad_acks = 0
 
@@ -149,20 +150,25 @@ class Uplink:
         self.last_error = text
         self.board.led_state("offline")
 
-    def close(self, goodbye=True):
-        # Disconnect; with goodbye, set the retained status to `offline` first.
-        if self.client.connected and goodbye:
-            try:
-                self.client.publish(self.t_status, b"offline", 1, True)
-                self.client.poll(200)
-            except (MQTTError, OSError):
-                pass
-        self.client.close(goodbye)
+    def close(self, offline=True):
+        # Disconnect cleanly (DISCONNECT: the broker drops the last will); with
+        # offline, set the retained status to `offline` first. Waits (up to 2 s)
+        # for the PUBACK of the last publish, so nothing is cut off by the close.
+        c = self.client
+        try:
+            if c.connected and offline:
+                self.last_pid = c.publish(self.t_status, b"offline", 1, True)
+            t0 = ticks_ms()
+            while c.connected and self.last_pid and ticks_diff(ticks_ms(), t0) < 2000:
+                c.poll(20)
+        except (MQTTError, OSError):
+            pass
+        c.close(True)
 
     # -- publishing ----------------------------------------------------------
 
     def publish_status(self):
-        self.client.publish(self.t_status, self.app.status(), 1, True)
+        self.last_pid = self.client.publish(self.t_status, self.app.status(), 1, True)
         self.status_at = ticks_ms()
         self.status_due = False
 
@@ -205,6 +211,8 @@ class Uplink:
     # -- incoming --------------------------------------------------------------
 
     def _on_puback(self, pid):
+        if pid == self.last_pid:
+            self.last_pid = 0
         for slot in self.window:
             if slot[_PID] == pid:
                 slot[_PUBACKED] = True

@@ -59,6 +59,12 @@ class Board:
         self.root = (
             opts.get("--flash") or (path.rsplit("/", 1)[0] if "/" in path else ".") + "/flash"
         )
+        self.time_synced = "--no-clock" not in opts
+        self.period_ms = opts.get("--period-ms")
+        self.led = None
+
+    def flash_ready(self):
+        # Create the folder playing the flash (once there is a config).
         part = ""
         for piece in self.root.split("/"):
             part += piece + "/"
@@ -67,9 +73,6 @@ class Board:
                     os.mkdir(part)
                 except OSError:
                     pass
-        self.time_synced = "--no-clock" not in opts
-        self.period_ms = opts.get("--period-ms")
-        self.led = None
 
     def console(self, level, msg):
         print("[%s] %s" % (level, msg))
@@ -100,6 +103,7 @@ class Board:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.settimeout(5)
+            sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: no Nagle delay on small packets
             sock.connect(addr)
             if tls:
                 import ssl

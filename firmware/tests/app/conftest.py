@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -95,7 +96,11 @@ class VirtualBoard:
             self.proc.wait()
 
     def console(self, all_boots: bool = False) -> str:
-        paths = sorted(self.dir.glob("console-*.log")) if all_boots else [self.log_path]
+        paths = (
+            [self.dir / f"console-{n}.log" for n in range(1, self.boots + 1)]
+            if all_boots
+            else [self.log_path]
+        )
         return "".join(p.read_text(errors="replace") for p in paths if p and p.exists())
 
     def stored_seqs(self) -> list[int]:
@@ -184,6 +189,9 @@ class TestGateway:  # noqa: D101 - not a test class
             time.sleep(0.02)
 
     def _on_connect(self, client, userdata, flags, reason, props):  # type: ignore[no-untyped-def]
+        sock = client.socket()
+        if sock is not None:  # acks go out at once, not after a Nagle delay
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe("terrapin/v1/+/reading", qos=1)
         client.subscribe("terrapin/v1/+/status", qos=1)
 

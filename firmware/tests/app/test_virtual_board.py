@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+
+from terrapin.tools.broker import Mosquitto, free_port
 
 pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 
@@ -19,3 +22,70 @@ def test_one_board_publishes_and_drains(fw, micropython_exe, mosquitto, gateway,
     assert gateway.seqs(addr) == set(range(1, 21))
     assert gateway.first_order[addr] == sorted(gateway.first_order[addr])
     fw.wait_for(lambda: gateway.status.get(addr) == b"offline", 5, "retained offline")
+
+
+def test_several_boards_publish_and_drain(fw, micropython_exe, mosquitto, gateway, tmp_path):
+    boards = [
+        fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port), f"b{i}")
+        for i in range(3)
+    ]
+    for i, b in enumerate(boards):
+        b.start("--max-readings", "15", "--exit-when-drained", "--stats", "--seed", str(i))
+    for b in boards:
+        assert b.wait(60) == 0, b.console()
+    addrs = {b.address() for b in boards}
+    assert len(addrs) == 3, "each board made its own key"
+    for b in boards:
+        assert gateway.seqs(b.address()) == set(range(1, 16)), b.console()
+        assert b.stats()["pending"] == 0
+
+
+def test_gateway_rejection_removes_entry_and_is_logged(
+    fw, micropython_exe, mosquitto, gateway, tmp_path
+):
+    gateway.reject = {3: 7, 5: 12}
+    board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port))
+    board.start("--max-readings", "8", "--exit-when-drained", "--stats")
+    assert board.wait(30) == 0, board.console()
+    stats = board.stats()
+    assert stats["rejected"] == 2 and stats["acked"] >= 6 and stats["pending"] == 0
+    text = board.console()
+    assert "gateway rejected seq 3: BAD_SIGNATURE" in text
+    assert "gateway rejected seq 5: EQUIVOCATION" in text
+
+
+def test_broker_restart_backlog_drains_in_order(fw, micropython_exe, mosquitto, gateway, tmp_path):
+    board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port))
+    board.start("--max-readings", "100", "--exit-when-drained", "--stats")
+    fw.wait_for(lambda: gateway.received >= 10, 20, "first readings", board.console)
+    addr = board.address()
+    mosquitto.stop()
+    time.sleep(1.5)  # the board keeps sampling into its outbox
+    during = len(board.stored_seqs())
+    mosquitto.start()
+    assert board.wait(60) == 0, board.console()
+    assert during > 20, "readings were taken while the broker was down"
+    assert gateway.seqs(addr) == set(range(1, 101)), sorted(set(range(1, 101)) - gateway.seqs(addr))
+    order = gateway.first_order[addr]
+    assert order == sorted(order), f"backlog not drained in order: {order}"
+    stats = board.stats()
+    assert stats["connects"] >= 2 and stats["pending"] == 0 and stats["dropped"] == 0
+    assert "connection lost" in board.console()
+
+
+def test_broker_unreachable_at_boot(fw, micropython_exe, mosquitto_exe, tmp_path):
+    port = free_port()
+    board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(port))
+    board.start("--max-readings", "30", "--exit-when-drained", "--stats")
+    time.sleep(1.5)
+    assert board.proc is not None and board.proc.poll() is None, board.console()
+    assert "unreachable" in board.console()
+    broker = Mosquitto(tmp_path / "late-broker", port=port).start()
+    gw = fw.TestGateway(broker.host, broker.port)
+    try:
+        assert board.wait(60) == 0, board.console()
+        assert gw.seqs(board.address()) == set(range(1, 31))
+        assert not gw.problems, gw.problems
+    finally:
+        gw.close()
+        broker.stop()
