@@ -1,0 +1,80 @@
+"""Pure logic: ACK decoding, the schedule, backoff, keystore files."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from terrapin.firmware import ack, keystore, schedule, uplink
+
+
+def test_ack_decode_ranges_and_rejections() -> None:
+    payload = cbor2.dumps({1: [[1, 5], [9, 9]], 2: [[7, 12]]}, canonical=True)
+    ranges, rejections = ack.decode(payload)
+    assert ranges == [(1, 5), (9, 9)] and rejections == [(7, 12)]
+    assert ack.covers(ranges, rejections, 3) == 0
+    assert ack.covers(ranges, rejections, 7) == 12
+    assert ack.covers(ranges, rejections, 6) is None
+    assert ack.reason_name(12) == "EQUIVOCATION" and ack.reason_name(14) == "RATE_LIMITED"
+    assert ack.reason_name(99) == "REASON_99"
+    assert ack.decode(cbor2.dumps({}, canonical=True)) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff",
+        cbor2.dumps([1, 2]),
+        cbor2.dumps({3: []}),
+        cbor2.dumps({1: [[5, 1]]}),
+        cbor2.dumps({1: [[1]]}),
+        cbor2.dumps({1: [[-1, 2]]}),
+        cbor2.dumps({2: [["x", 1]]}),
+        cbor2.dumps({1: "nope"}),
+        cbor2.dumps({1: [[1, 2]]}) + b"\x00",
+    ],
+)
+def test_ack_decode_rejects_bad_payloads(payload: bytes) -> None:
+    with pytest.raises(ack.AckError):
+        ack.decode(payload)
+
+
+def test_reason_names_match_the_gateway() -> None:
+    reasons = pytest.importorskip("terrapin.gateway.reasons")
+    for reason in reasons.Reason:
+        assert ack.reason_name(int(reason)) == reason.name
+
+
+def test_schedule_no_drift_and_skips_missed_slots() -> None:
+    s = schedule.Schedule(1000, 0)
+    assert s.ready(0) and not s.ready(999) and s.ready(1000)
+    assert s.wait_ms(1500) == 500
+    assert s.ready(2300)  # late: the next one is still on the grid
+    assert s.wait_ms(2300) == 700
+    assert s.ready(9100) and s.skipped == 6 and s.wait_ms(9100) == 900
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    assert uplink.backoff_delay(1000, 0.0) == 500
+    assert uplink.backoff_delay(1000, 0.999) == 999
+    current, delays = 1000, []
+    for _ in range(10):
+        delays.append(uplink.backoff_delay(current, 1.0))
+        current = min(current * 2, 8000)
+    assert delays[:4] == [1000, 2000, 4000, 8000] and max(delays) == 8000
+
+
+def test_keystore_makes_key_once_and_refuses_damage(tmp_path) -> None:
+    root = str(tmp_path)
+    priv, pub, addr, created = keystore.identity(root)
+    assert created and len(priv) == 32 and len(pub) == 65 and len(addr) == 20
+    again = keystore.identity(root)
+    assert again[:3] == (priv, pub, addr) and again[3] is False
+    raw = (tmp_path / "key.bin").read_bytes()
+    assert len(raw) == 40 and raw[:4] == b"TPK1"
+    (tmp_path / "key.bin").write_bytes(raw[:20] + bytes([raw[20] ^ 1]) + raw[21:])
+    with pytest.raises(keystore.KeyStoreError, match="damaged; not replacing it"):
+        keystore.identity(root)
+    # a plain 32-byte key (older tools) is accepted
+    (tmp_path / "key.bin").write_bytes(priv)
+    assert keystore.identity(root)[2] == addr
