@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -96,7 +97,9 @@ def reload_broker(broker: Mosquitto) -> None:
 
 
 class RunningGateway:
-    def __init__(self, cfg: GatewayConfig):
+    def __init__(self, cfg: GatewayConfig, workers: int | None = 0):
+        if workers is not None:  # in-thread by default: no process start per test
+            cfg.pipeline.workers = workers
         self.gateway = Gateway(cfg)
         self.shutdown = threading.Event()
         self.error: BaseException | None = None
@@ -146,3 +149,9 @@ def gw_board(gw_home: Home, gw_broker: Mosquitto):
         yield board
     finally:
         board.stop()
+
+
+@pytest.fixture
+def gw_tools():
+    """Helpers for tests (conftest itself is not importable under importlib mode)."""
+    return SimpleNamespace(RunningGateway=RunningGateway, reload_broker=reload_broker)
