@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from terrapin.tools.errors import TerrapinError
 
@@ -145,7 +145,14 @@ def status(as_json, config_path):
     rej = {k: v for k, v in c["rejected"].items() if v}
     if rej:
         con.print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(rej.items())))
-    table = Table("board", "stored", "last seq", "last time", "flags", "status")
+    table = Table(
+        Column("board", no_wrap=True, min_width=40),
+        "stored",
+        "last seq",
+        "last time",
+        "flags",
+        "status",
+    )
     for addr, b in sorted(st["boards"].items()):
         state = st["board_status"].get(addr, {}).get("state", "")
         table.add_row(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from terrapin.tools.errors import TerrapinError
 
@@ -140,7 +140,13 @@ def list_(as_json, config_path):
         click.echo(json.dumps(out))
         return
     table = Table(
-        "address", "label", "readings", "highest seq", "key known", "equivocations", "added"
+        Column("address", no_wrap=True, min_width=40),
+        "label",
+        "readings",
+        "highest seq",
+        "key known",
+        "equivocations",
+        "added",
     )
     for d, n, top in rows:
         added = datetime.fromtimestamp(d.added_at or 0, UTC).strftime("%Y-%m-%d %H:%M")
