@@ -265,6 +265,7 @@ def _boot(self):
     self.config_errors = errors
     if not errors:
         self.level = _LEVELS[cfg["log"]]
+        board.configure(cfg)
     for msg in warnings:
         self.log("info", "config: " + msg)
     for msg in errors + sensor_errors:

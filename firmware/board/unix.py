@@ -63,6 +63,9 @@ class Board:
         self.period_ms = opts.get("--period-ms")
         self.led = None
 
+    def configure(self, cfg):
+        pass  # no WiFi, LED or watchdog on the unix port
+
     def flash_ready(self):
         # Create the folder playing the flash (once there is a config).
         part = ""

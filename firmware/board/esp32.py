@@ -1,0 +1,261 @@
+# The ESP32 board layer: WiFi, NTP, I2C / 1-Wire / DHT / ADC sensors,
+# watchdog, deep sleep, LED. The application core (app.py) is the same as on
+# the unix port; this module is the only one that imports machine/network.
+#
+# Flash layout (littlefs, the VFS root):
+#   /config.json   the config (see config.example.json and docs/FIRMWARE.md)
+#   /key.bin       the board's private key (made on first boot, never shown)
+#   /seq           the sequence reservation
+#   /outbox/       the outbox segments
+#
+# LED (config "led_pin"): steady on = online; slow blink (toggles on every
+# reconnect attempt) = connecting / offline; fast blink = config or flash
+# error (the board then stops at the REPL so the config can be fixed).
+
+import gc
+import socket
+import time
+
+import machine
+import network
+
+from ..sensors.base import SensorError
+
+_EPOCH_2000 = 946684800  # MicroPython ports whose time() counts from 2000
+
+
+def _unix_offset():
+    return _EPOCH_2000 if time.gmtime(0)[0] == 2000 else 0
+
+
+class RTCMemory:
+    # Memory that survives deep sleep but not a power cut (for the sequence store).
+
+    def load(self):
+        return machine.RTC().memory()
+
+    def save(self, data):
+        machine.RTC().memory(data)
+
+
+class Board:
+    name = "esp32"
+    can_deep_sleep = True
+    period_ms = None
+
+    def __init__(self, config_path="/config.json", root=""):
+        self.config_path = config_path
+        self.root = root
+        self.retained = RTCMemory()
+        self.time_synced = False
+        self.wlan = None
+        self.wifi = None
+        self.ntp_host = "pool.ntp.org"
+        self.ntp_at = None
+        self.wdt = None
+        self.led = None
+        self.led_on = False
+        self.buses = {}
+        self.offset = _unix_offset()
+        # An RTC still set from before deep sleep counts as synced.
+        if machine.reset_cause() == machine.DEEPSLEEP_RESET and time.time() > 600000000:
+            self.time_synced = True
+
+    def configure(self, cfg):
+        # Called by the app once the config is valid.
+        self.wifi = cfg["wifi"]
+        self.ntp_host = cfg["ntp_host"]
+        if cfg["led_pin"] is not None:
+            self.led = machine.Pin(cfg["led_pin"], machine.Pin.OUT)
+        if cfg["watchdog_s"]:
+            self.wdt = machine.WDT(timeout=cfg["watchdog_s"] * 1000)
+
+    def flash_ready(self):
+        pass
+
+    # -- console, clocks, power ---------------------------------------------
+
+    def console(self, level, msg):
+        print("[%s] %s" % (level, msg))
+
+    def now(self):
+        return time.time() + self.offset
+
+    def ticks_us(self):
+        return time.ticks_us()
+
+    def sleep_ms(self, ms):
+        # Sleep in slices so the watchdog is fed.
+        while ms > 0:
+            step = ms if ms < 1000 else 1000
+            time.sleep_ms(step)
+            self.feed()
+            ms -= step
+
+    def heap_free(self):
+        return gc.mem_free()
+
+    def feed(self):
+        if self.wdt is not None:
+            self.wdt.feed()
+
+    def led_state(self, state):
+        if self.led is None:
+            return
+        if state == "online":
+            self.led_on = True
+        else:
+            self.led_on = not self.led_on
+        self.led.value(1 if self.led_on else 0)
+
+    def error_blink(self, seconds=10):
+        if self.led is None:
+            return
+        for _ in range(seconds * 5):
+            self.led.value(not self.led.value())
+            time.sleep_ms(100)
+            self.feed()
+
+    def deep_sleep(self, ms):
+        if self.led is not None:
+            self.led.value(0)
+        if self.wlan is not None:
+            self.wlan.active(False)
+        machine.deepsleep(max(1, ms))
+
+    # -- network -------------------------------------------------------------
+
+    def network_up(self):
+        # True when WiFi is connected; otherwise (re)starts the connection.
+        if self.wlan is None:
+            self.wlan = network.WLAN(network.STA_IF)
+            self.wlan.active(True)
+        if self.wlan.isconnected():
+            self._sync_time()
+            return True
+        if self.wifi and self.wlan.status() != network.STAT_CONNECTING:
+            try:
+                self.wlan.disconnect()
+            except OSError:
+                pass
+            self.wlan.connect(self.wifi["ssid"], self.wifi["password"] or "")
+        t0 = time.ticks_ms()
+        while not self.wlan.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < 10000:
+            time.sleep_ms(100)
+            self.feed()
+        if self.wlan.isconnected():
+            self._sync_time()
+            return True
+        return False
+
+    def _sync_time(self):
+        # NTP at first connect, then every 6 hours.
+        now = time.ticks_ms()
+        if self.ntp_at is not None and time.ticks_diff(now, self.ntp_at) < 6 * 3600 * 1000:
+            return
+        self.ntp_at = now
+        try:
+            import ntptime
+
+            ntptime.host = self.ntp_host
+            ntptime.settime()
+            self.time_synced = True
+        except (OSError, OverflowError, ImportError):
+            pass  # readings carry time 0 until the clock is set
+
+    def open_socket(self, host, port, tls=False, ca_file=None):
+        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(10)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (AttributeError, OSError):
+                pass
+            sock.connect(addr)
+            if tls:
+                import ssl
+
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                if ca_file:
+                    with open(ca_file, "rb") as f:
+                        ctx.load_verify_locations(cadata=f.read())
+                    ctx.verify_mode = ssl.CERT_REQUIRED
+                else:
+                    ctx.verify_mode = ssl.CERT_NONE
+                sock = ctx.wrap_socket(sock, server_hostname=host)
+        except Exception:
+            sock.close()
+            raise
+        return sock
+
+    # -- sensors -------------------------------------------------------------
+
+    def _i2c(self, spec):
+        key = (spec["sda"], spec["scl"])
+        bus = self.buses.get(key)
+        if bus is None:
+            bus = machine.SoftI2C(
+                sda=machine.Pin(spec["sda"]),
+                scl=machine.Pin(spec["scl"]),
+                freq=spec.get("freq", 100000),
+            )
+            self.buses[key] = bus
+        return bus
+
+    def make_sensor(self, spec):
+        driver = spec["driver"]
+        if driver == "bme280":
+            from ..sensors.bme280 import BME280
+
+            return BME280(self._i2c(spec), spec.get("addr", 0x76))
+        if driver == "sht3x":
+            from ..sensors.sht3x import SHT3x
+
+            return SHT3x(self._i2c(spec), spec.get("addr", 0x44))
+        if driver == "ds18b20":
+            import onewire
+
+            from ..sensors.ds18b20 import DS18B20
+
+            return DS18B20(onewire.OneWire(machine.Pin(spec["pin"])))
+        if driver == "dht22":
+            import dht
+
+            from ..sensors.dht22 import DHT22
+
+            dev = dht.DHT22(machine.Pin(spec["pin"]))
+
+            def read_raw():
+                dev.measure()
+                return dev.buf
+
+            return DHT22(read_raw)
+        if driver == "adc":
+            from ..sensors.adc import ADCVoltage
+
+            adc = machine.ADC(machine.Pin(spec["pin"]), atten=machine.ADC.ATTN_11DB)
+            return ADCVoltage(adc, spec.get("divider", 2.0))
+        if driver == "simulated":
+            from ..sensors.simulated import Simulated
+
+            return Simulated(
+                spec.get("seed", 1), self.now, spec.get("fail_every", 0), spec.get("quantities")
+            )
+        raise SensorError("unknown driver %s" % driver)
+
+    def report_stats(self, stats):
+        pass
+
+
+def main():
+    from .. import app
+
+    board = Board()
+    code = app.main(board)
+    if code:
+        board.console(
+            "error", "stopped: fix /config.json (mpremote or the TP1 console), then reset"
+        )
+        board.error_blink()
+    return code
