@@ -15,6 +15,10 @@ keys out of order or duplicated. NaN is written and accepted only as
 f97e00 (cbor2's canonical NaN); the wire protocol forbids NaN and infinity in
 readings one level up, in cose.
 
+`put_head` / `put_float` append one head / float to a bytearray: cose writes
+its fixed-layout payload and envelope with them instead of building objects
+for `dumps` (less heap on the board).
+
 Pure logic: imports only `struct`.
 """
 
@@ -55,7 +59,8 @@ class Tag:
 # -- encoder -----------------------------------------------------------------
 
 
-def _head(buf, major, n):
+def put_head(buf, major, n):
+    """Append the shortest head of major type `major` with argument `n`."""
     mt = major << 5
     if n < 24:
         buf.append(mt | n)
@@ -105,7 +110,8 @@ def half_bits(x):
     return None
 
 
-def _float(buf, x):
+def put_float(buf, x):
+    """Append float `x` in the shortest width that keeps it exactly."""
     if x != x:
         buf.extend(b"\xf9\x7e\x00")  # the one canonical NaN, as cbor2 writes it
         return
@@ -140,26 +146,26 @@ def _encode(buf, obj):
         buf.append(0xF4)
     elif isinstance(obj, int):
         if obj >= 0:
-            _head(buf, 0, obj)
+            put_head(buf, 0, obj)
         else:
-            _head(buf, 1, -1 - obj)
+            put_head(buf, 1, -1 - obj)
     elif isinstance(obj, float):
-        _float(buf, obj)
+        put_float(buf, obj)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
-        _head(buf, 2, len(obj))
+        put_head(buf, 2, len(obj))
         buf.extend(obj)
     elif isinstance(obj, str):
         data = obj.encode("utf-8")
-        _head(buf, 3, len(data))
+        put_head(buf, 3, len(data))
         buf.extend(data)
     elif isinstance(obj, (list, tuple)):
-        _head(buf, 4, len(obj))
+        put_head(buf, 4, len(obj))
         for item in obj:
             _encode(buf, item)
     elif isinstance(obj, dict):
         items = [(dumps(k), v) for k, v in obj.items()]
         items.sort(key=_key_order)
-        _head(buf, 5, len(items))
+        put_head(buf, 5, len(items))
         prev = None
         for key, value in items:
             if key == prev:
@@ -168,7 +174,7 @@ def _encode(buf, obj):
             buf.extend(key)
             _encode(buf, value)
     elif isinstance(obj, Tag):
-        _head(buf, 6, obj.tag)
+        put_head(buf, 6, obj.tag)
         _encode(buf, obj.value)
     else:
         raise CBORError("cannot encode type %s" % type(obj).__name__)
@@ -184,133 +190,131 @@ def dumps(obj):
 # -- decoder -----------------------------------------------------------------
 
 
-class _Decoder:
-    __slots__ = ("data", "pos", "max_depth")
+# The decoder state is a list [data, pos, max_depth]: plain functions over it
+# cost the board ~0.9 KB less RAM than a decoder class with methods.
 
-    def __init__(self, data, max_depth):
-        self.data = data
-        self.pos = 0
-        self.max_depth = max_depth
 
-    def take(self, n):
-        start = self.pos
-        end = start + n
-        if end > len(self.data):
-            raise CBORError("truncated")
-        self.pos = end
-        return self.data[start:end]
+def _take(st, n):
+    start = st[1]
+    end = start + n
+    if end > len(st[0]):
+        raise CBORError("truncated")
+    st[1] = end
+    return st[0][start:end]
 
-    def arg(self, ai):
-        if ai < 24:
-            return ai
-        if ai == 24:
-            n = self.take(1)[0]
-            low = 24
-        elif ai == 25:
-            n = struct.unpack(">H", self.take(2))[0]
-            low = 0x100
-        elif ai == 26:
-            n = struct.unpack(">I", self.take(4))[0]
-            low = 0x10000
-        elif ai == 27:
-            n = int.from_bytes(self.take(8), "big")
-            low = 0x100000000
-        elif ai == 31:
-            raise NonCanonicalError("indefinite length")
+
+def _arg(st, ai):
+    if ai < 24:
+        return ai
+    if ai == 24:
+        n = _take(st, 1)[0]
+        low = 24
+    elif ai == 25:
+        n = struct.unpack(">H", _take(st, 2))[0]
+        low = 0x100
+    elif ai == 26:
+        n = struct.unpack(">I", _take(st, 4))[0]
+        low = 0x10000
+    elif ai == 27:
+        n = int.from_bytes(_take(st, 8), "big")
+        low = 0x100000000
+    elif ai == 31:
+        raise NonCanonicalError("indefinite length")
+    else:
+        raise CBORError("reserved additional information")
+    if n < low:
+        raise NonCanonicalError("non-minimal integer or length")
+    return n
+
+
+def _simple(st, ai):
+    if ai == 20:
+        return False
+    if ai == 21:
+        return True
+    if ai == 22:
+        return None
+    if ai == 25:
+        bits = struct.unpack(">H", _take(st, 2))[0]
+        exp = (bits >> 10) & 0x1F
+        mant = bits & 0x3FF
+        if exp == 0x1F:
+            if mant:
+                if bits != 0x7E00:
+                    raise NonCanonicalError("NaN other than f97e00")
+                return float("nan")
+            value = float("inf")
+        elif exp == 0:
+            value = mant * 2.0**-24
         else:
-            raise CBORError("reserved additional information")
-        if n < low:
-            raise NonCanonicalError("non-minimal integer or length")
+            value = (mant | 0x400) * 2.0 ** (exp - 25)
+        return -value if bits & 0x8000 else value
+    if ai == 26:
+        value = struct.unpack(">f", _take(st, 4))[0]
+        if value != value:
+            raise NonCanonicalError("NaN other than f97e00")
+        if half_bits(value) is not None:
+            raise NonCanonicalError("float fits a shorter width")
+        return value
+    if ai == 27:
+        raw = _take(st, 8)
+        value = struct.unpack(">d", raw)[0]
+        if value != value:
+            raise NonCanonicalError("NaN other than f97e00")
+        if struct.pack(">d", value) != raw:
+            raise CBORError("double not representable on this float build")
+        try:
+            fits = struct.unpack(">f", struct.pack(">f", value))[0] == value
+        except OverflowError:
+            fits = False
+        if fits:
+            raise NonCanonicalError("float fits a shorter width")
+        return value
+    if ai == 31:
+        raise NonCanonicalError("unexpected break")
+    raise CBORError("unsupported simple value")
+
+
+def _item(st, depth):
+    ib = _take(st, 1)[0]
+    major = ib >> 5
+    ai = ib & 0x1F
+    if major == 7:
+        return _simple(st, ai)
+    n = _arg(st, ai)
+    if major == 0:
         return n
-
-    def simple(self, ai):
-        if ai == 20:
-            return False
-        if ai == 21:
-            return True
-        if ai == 22:
-            return None
-        if ai == 25:
-            bits = struct.unpack(">H", self.take(2))[0]
-            exp = (bits >> 10) & 0x1F
-            mant = bits & 0x3FF
-            if exp == 0x1F:
-                if mant:
-                    if bits != 0x7E00:
-                        raise NonCanonicalError("NaN other than f97e00")
-                    return float("nan")
-                value = float("inf")
-            elif exp == 0:
-                value = mant * 2.0**-24
-            else:
-                value = (mant | 0x400) * 2.0 ** (exp - 25)
-            return -value if bits & 0x8000 else value
-        if ai == 26:
-            raw = self.take(4)
-            value = struct.unpack(">f", raw)[0]
-            if value != value:
-                raise NonCanonicalError("NaN other than f97e00")
-            if half_bits(value) is not None:
-                raise NonCanonicalError("float fits a shorter width")
-            return value
-        if ai == 27:
-            raw = self.take(8)
-            value = struct.unpack(">d", raw)[0]
-            if value != value:
-                raise NonCanonicalError("NaN other than f97e00")
-            if struct.pack(">d", value) != raw:
-                raise CBORError("double not representable on this float build")
-            try:
-                fits = struct.unpack(">f", struct.pack(">f", value))[0] == value
-            except OverflowError:
-                fits = False
-            if fits:
-                raise NonCanonicalError("float fits a shorter width")
-            return value
-        if ai == 31:
-            raise NonCanonicalError("unexpected break")
-        raise CBORError("unsupported simple value")
-
-    def item(self, depth):
-        ib = self.take(1)[0]
-        major = ib >> 5
-        ai = ib & 0x1F
-        if major == 7:
-            return self.simple(ai)
-        n = self.arg(ai)
-        if major == 0:
-            return n
-        if major == 1:
-            return -1 - n
-        if major == 2:
-            return bytes(self.take(n))
-        if major == 3:
-            try:
-                return str(self.take(n), "utf-8")
-            except Exception:  # UnicodeError on CPython and MicroPython
-                raise CBORError("invalid UTF-8 text")
-        if depth >= self.max_depth:
-            raise CBORError("nesting too deep")
-        if major == 6:
-            return Tag(n, self.item(depth + 1))
-        if n > len(self.data) - self.pos:
-            raise CBORError("truncated")
-        if major == 4:
-            return [self.item(depth + 1) for _ in range(n)]
-        # major 5: map, keys strictly increasing in length-first order
-        result = {}
-        prev = None
-        for _ in range(n):
-            start = self.pos
-            key = self.item(depth + 1)
-            raw = self.data[start : self.pos]
-            if prev is not None and (len(raw), raw) <= (len(prev), prev):
-                raise NonCanonicalError("map keys out of order or duplicated")
-            prev = raw
-            if isinstance(key, (list, dict, Tag)):
-                raise CBORError("unsupported map key type")
-            result[key] = self.item(depth + 1)
-        return result
+    if major == 1:
+        return -1 - n
+    if major == 2:
+        return bytes(_take(st, n))
+    if major == 3:
+        try:
+            return str(_take(st, n), "utf-8")
+        except Exception:  # UnicodeError on CPython and MicroPython
+            raise CBORError("invalid UTF-8 text")
+    if depth >= st[2]:
+        raise CBORError("nesting too deep")
+    if major == 6:
+        return Tag(n, _item(st, depth + 1))
+    if n > len(st[0]) - st[1]:
+        raise CBORError("truncated")
+    if major == 4:
+        return [_item(st, depth + 1) for _ in range(n)]
+    # major 5: map, keys strictly increasing in length-first order
+    result = {}
+    prev = None
+    for _ in range(n):
+        start = st[1]
+        key = _item(st, depth + 1)
+        raw = st[0][start : st[1]]
+        if prev is not None and (len(raw), raw) <= (len(prev), prev):
+            raise NonCanonicalError("map keys out of order or duplicated")
+        prev = raw
+        if isinstance(key, (list, dict, Tag)):
+            raise CBORError("unsupported map key type")
+        result[key] = _item(st, depth + 1)
+    return result
 
 
 def loads(data, max_depth=MAX_DEPTH, max_size=MAX_SIZE):
@@ -324,8 +328,8 @@ def loads(data, max_depth=MAX_DEPTH, max_size=MAX_SIZE):
         raise CBORError("oversize")
     if not len(data):
         raise CBORError("empty input")
-    dec = _Decoder(bytes(data), max_depth)
-    obj = dec.item(0)
-    if dec.pos != len(data):
+    st = [bytes(data), 0, max_depth]
+    obj = _item(st, 0)
+    if st[1] != len(data):
         raise CBORError("trailing bytes")
     return obj

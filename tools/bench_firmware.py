@@ -2,13 +2,19 @@
 
 One run measures, side by side, the MicroPython unix port (`-X heapsize=100k`,
 the ESP32 budget) and CPython, on the same firmware files:
-- median sign / verify / SHA-256-of-Sig_structure times;
+- median sign / verify / SHA-256-of-Sig_structure times, encode_payload,
+  sign1 (payload -> envelope, with the address computed once beforehand, as a
+  board does) and address (Keccak-256, once per boot on a board);
 - the same signature made by a textbook signer (affine double-and-add,
   Fermat inverse `pow(x, p-2, p)` at every step) kept here as the baseline,
   and the same textbook signer with the extended-Euclid inverse, to show how
   much of the gain is the comb and Jacobian coordinates alone;
 - the first sign, which also fills the comb table (a one-off);
-- peak heap of a sign (see `_heap_probe`).
+- peak heap of signing a reading (see `peak_heap`): the primary figure,
+  `mp_sign_peak_heap_bytes`, is the whole path a board runs (encode_payload
+  + sign1 with cbor, cose and secp256k1 imported; not keccak, which only
+  address() imports, nor the receive side, cose_check); secondary figures
+  give the ECDSA module alone and the core with keccak resident too.
 
 Adding figures: other parts of the firmware register a provider, a function
 `(BenchContext) -> dict[str, float]`, either with `register()` or by being
@@ -37,7 +43,7 @@ from terrapin.tools.errors import TerrapinError
 from terrapin.tools.micropython import ESP32_HEAP, find_micropython
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORE_MODULES = ("__init__", "compat", "cbor", "keccak", "secp256k1", "cose")
+CORE_MODULES = ("__init__", "compat", "cbor", "keccak", "secp256k1", "cose", "cose_check")
 
 SIGN_TARGET_RATIO = 10  # mp_sign_ms must be <= mp_naive_sign_ms / 10
 HEAP_TARGET = 32 * 1024  # bytes
@@ -138,10 +144,23 @@ for _ in range(RUNS):
     for _ in range(100):
         cose.digest(payload)
     sha_us.append(diff(now(), t) / 100)
+address_us = []
+for _ in range(RUNS):
+    t = now()
+    kid = cose.address(pub)  # Keccak-256; a board does this once, at boot
+    address_us.append(diff(now(), t))
+encode_us = []
+for _ in range(RUNS):
+    t = now()
+    cose.encode_payload(
+        12345, 1767225600,
+        [("temperature", "Cel", 21.5), ("humidity", "%RH", 45.2), ("pressure", "hPa", 1013.25)],
+    )
+    encode_us.append(diff(now(), t))
 sign1_us = []
 for _ in range(RUNS):
     t = now()
-    env = cose.sign1(priv, cose.address(pub), payload)
+    env = cose.sign1(priv, kid, payload)
     sign1_us.append(diff(now(), t))
 naive_us = []
 for _ in range(NAIVE_RUNS):
@@ -161,6 +180,8 @@ print("RESULT", json.dumps({
     "verify_ms": median(verify_us),
     "sha256_ms": median(sha_us),
     "sign1_ms": median(sign1_us),
+    "encode_ms": median(encode_us),
+    "address_ms": median(address_us),
     "table_build_ms": first / 1000,
     "verify_ok": bool(ok),
     "naive_matches": naive == sig and euclid == sig,
@@ -179,11 +200,13 @@ sys.path.insert(0, ROOT)
 gc.collect()
 before = gc.mem_alloc()
 import hashlib
-if WHAT == "sign":
+if WHAT == "ecdsa":
     from firmware import secp256k1 as S
-else:
+elif WHAT == "sign":
+    # What a board holds to sign a reading: cose imports cbor and secp256k1.
     from firmware import cose
-    from firmware import secp256k1 as S
+else:  # "core": keccak resident too (a board that keeps it after boot)
+    from firmware import cose, keccak
 gc.collect()
 resident = gc.mem_alloc() - before
 # One contiguous ballast block takes the free tail of the heap, so that about
@@ -199,7 +222,7 @@ while ballast is None and size > 0:
 gc.collect()
 free = gc.mem_free()
 priv = bytes(range(1, 33))
-if WHAT == "sign":
+if WHAT == "ecdsa":
     S.sign_digest(priv, hashlib.sha256(b"reading").digest())
 else:
     payload = cose.encode_payload(
@@ -346,6 +369,9 @@ def _heap_trial(
 def peak_heap(exe: str, what: str, workdir: Path, root: Path) -> dict[str, int]:
     """Peak heap of one (first) sign, measured from outside.
 
+    `what`: "sign" = encode_payload + sign1 with what a board holds to sign
+    (cose, which imports cbor and secp256k1); "ecdsa" = sign_digest with
+    secp256k1 alone; "core" = as "sign" with keccak resident too.
     The probe imports the modules (counting what they keep: code, the 4 KB
     comb table buffer), then takes the free tail of the heap with one ballast
     block so that only `headroom` bytes stay free, then signs (the first
@@ -389,12 +415,10 @@ def collect(runs: int, naive_runs: int) -> dict[str, Any]:
             figures["mp_modules"] = "mpy" if mpy_root else "source"
             mp = timing([exe, "-X", f"heapsize={ESP32_HEAP}"], runs, naive_runs, workdir, root)
             figures.update({f"mp_{k}": v for k, v in mp.items()})
-            sign = peak_heap(exe, "sign", workdir, root)
-            figures["mp_sign_peak_heap_bytes"] = sign["peak"]
-            figures["mp_sign_resident_heap_bytes"] = sign["resident"]
-            sign1 = peak_heap(exe, "sign1", workdir, root)
-            figures["mp_sign1_peak_heap_bytes"] = sign1["peak"]
-            figures["mp_core_resident_heap_bytes"] = sign1["resident"]
+            for what, key in (("sign", "sign"), ("ecdsa", "ecdsa_sign"), ("core", "core_sign")):
+                heap = peak_heap(exe, what, workdir, root)
+                figures[f"mp_{key}_peak_heap_bytes"] = heap["peak"]
+                figures[f"mp_{key}_resident_heap_bytes"] = heap["resident"]
         cp = timing([sys.executable], runs, naive_runs, workdir)
         figures.update({f"cpython_{k}": v for k, v in cp.items()})
         if exe is not None:
@@ -422,7 +446,9 @@ def _table(figures: dict[str, Any]) -> Table:
         ("sign, textbook with Euclid inverse", "naive_euclid_sign_ms", "ms"),
         ("verify (Shamir)", "verify_ms", "ms"),
         ("SHA-256 of Sig_structure", "sha256_ms", "ms"),
+        ("encode_payload (3 records)", "encode_ms", "ms"),
         ("sign1 (payload -> envelope)", "sign1_ms", "ms"),
+        ("address (Keccak-256, once per boot)", "address_ms", "ms"),
         ("first sign: comb table fill", "table_build_ms", "ms"),
     ]
     for label, key, unit in rows:
@@ -433,9 +459,10 @@ def _table(figures: dict[str, Any]) -> Table:
             f"{figures[f'cpython_{key}']:.4f} {unit}",
         )
     for label, key in (
-        ("peak heap of a sign", "mp_sign_peak_heap_bytes"),
-        ("peak heap of sign1 (whole core)", "mp_sign1_peak_heap_bytes"),
-        ("core resident after import", "mp_core_resident_heap_bytes"),
+        ("peak heap: sign a reading (cbor, cose, secp256k1)", "mp_sign_peak_heap_bytes"),
+        ("  of which resident after import", "mp_sign_resident_heap_bytes"),
+        ("peak heap: ECDSA sign, secp256k1 alone", "mp_ecdsa_sign_peak_heap_bytes"),
+        ("peak heap: sign a reading, keccak resident too", "mp_core_sign_peak_heap_bytes"),
     ):
         if key in figures:
             table.add_row(label, f"{figures[key]} B", "")

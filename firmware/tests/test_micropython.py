@@ -118,12 +118,12 @@ import gc, sys
 sys.path.insert(0, ".")
 gc.collect()
 before = gc.mem_alloc()
-from firmware import cose, secp256k1
+from firmware import cose, cose_check, secp256k1
 priv = secp256k1.generate_private_key()
 pub = secp256k1.public_key(priv)
 kid = cose.address(pub)
 env = cose.sign1(priv, kid, cose.encode_payload(1, 0, [("t", "Cel", 21.5)] * 16))
-assert cose.verify1(pub, env)
+assert cose_check.verify1(pub, env)
 gc.collect()
 print("ok", len(env), gc.mem_alloc() - before)
 """
@@ -146,3 +146,37 @@ def test_core_imports_and_signs_inside_100k(micropython_exe, tmp_path):
     word, size, resident = proc.stdout.split()
     assert word == "ok" and int(size) <= 1024
     assert int(resident) < 60_000  # modules (compiled from source) + 4 KB comb table
+
+
+SIGNING_PATH_IMPORTS = """
+import sys
+sys.path.insert(0, ".")
+from firmware import cose
+env = cose.sign1(bytes(range(1, 33)), bytes(20), cose.encode_payload(1, 0, [("t", "Cel", 21.5)]))
+print(sorted(m for m in sys.modules if m.startswith("firmware")))
+cose.address(b"\\x04" + bytes(64))
+print("firmware.keccak" in sys.modules, len(env))
+"""
+
+
+def test_signing_path_leaves_keccak_and_receive_side_out(micropython_exe, tmp_path):
+    """A board that signs holds cose, cbor, secp256k1 (and compat): not keccak
+    (imported by address() only) nor the receive side (cose_check)."""
+    import subprocess
+
+    script = tmp_path / "signing_path.py"
+    script.write_text(SIGNING_PATH_IMPORTS)
+    proc = subprocess.run(
+        [micropython_exe, "-X", "heapsize=100k", str(script)],
+        cwd=FIRMWARE_DIR.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    modules, after = proc.stdout.splitlines()
+    assert modules == str(
+        ["firmware", "firmware.cbor", "firmware.compat", "firmware.cose", "firmware.secp256k1"]
+    )
+    assert after == "True 117"
