@@ -76,9 +76,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "client_id": Key(str, "terrapin-gateway", "fixed client id: the broker keeps the session"),
         "keepalive": Key(int, 30, "MQTT keepalive, seconds", _at_least(5)),
         "session_expiry": Key(  # MQTT 5 only; with 3.1.1 see persistent_client_expiration
-            int, 14 * 86400, "broker keeps the session this long, s", _at_least(0)
+            int, 14 * 86400, "MQTT 5: broker keeps the session this long, s", _at_least(0)
         ),
-        "receive_maximum": Key(int, 1000, "QoS 1 readings in flight to the gateway", _at_least(1)),
+        "receive_maximum": Key(
+            int, 1000, "MQTT 5: QoS 1 readings in flight to the gateway", _at_least(1)
+        ),
         "tls_ca": Key(str, "", "CA file to use TLS to the broker (empty: plain TCP)"),
     },
     "broker": {
