@@ -249,6 +249,7 @@ class App:
             "sensor_failures": self.sensor_failures,
             "reading_us_median": times[n // 2] if n else 0,
             "live_peak": self.peak_alloc,
+            "envelope_bytes": ob.envelope_bytes,
             "live_at_100": self.live_100,
             "live_last": self.live_last,
             "mem_errors": self.mem_errors,

@@ -89,6 +89,7 @@ class Outbox:
         self.torn = 0
         self.max_seq = 0
         self.bytes_written = 0
+        self.envelope_bytes = 0
         self.top = 0  # next segment number; never goes down
         self.buf = bytearray(RECORD_HEAD + MAX_ENVELOPE)
         self.mv = memoryview(self.buf)
@@ -220,6 +221,7 @@ class Outbox:
         self.size += rec
         self.pending += 1
         self.bytes_written += rec
+        self.envelope_bytes += n
         self.max_seq = seq
         return dropped
 
