@@ -403,4 +403,8 @@ class Anchorer:
                 self.last_error = str(exc)
                 wait = high
                 log.error("anchoring stopped: %s", exc)
+            except Exception as exc:  # an unexpected node answer: keep the stage alive
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                wait = high
+                log.exception("anchor step failed")
             shutdown.wait(wait)

@@ -145,4 +145,6 @@ class Batcher:
                 self.close_due()
             except sqlite3.OperationalError as exc:  # e.g. the store has no readings table yet
                 log.warning("batcher: %s", exc)
+            except Exception:  # e.g. a stored reading that is not (20, uint64, 32) bytes
+                log.exception("batcher: closing a batch failed; retrying")
             shutdown.wait(interval)
