@@ -98,6 +98,8 @@ class App:
         self.time_n = 0
         self.mem_errors = 0
         self.live_100 = self.live_last = 0
+        self.port = None  # the TP1 console on the REPL UART (board layers that want it)
+        self.confirmed = False
 
     def log(self, level, msg):
         if _LEVELS[level] <= self.level:
@@ -195,6 +197,8 @@ class App:
         board = self.board
         up = self.uplink
         board.feed()
+        if self.port is not None:
+            self.port.poll()
         now = ticks_ms()
         wanted = self.sensors and (max_readings < 0 or self.readings < max_readings)
         if wanted and self.schedule.ready(now):
@@ -227,6 +231,46 @@ class App:
         w = up.wait_ms()
         up.poll(w if w < wait else wait)
         return None
+
+    def status_dict(self):
+        # For the TP1 console's `info`.
+        import json
+
+        return json.loads(self.status())
+
+    def status_published(self, payload):
+        if self.port is not None:
+            self.port.event(payload)
+
+    def acked(self):
+        # The first application ACK: the whole path works, so an OTA trial
+        # image is confirmed (no-op for a factory image or on the unix port).
+        self.confirmed = True
+        root = self.board.ota_root
+        if root is None:
+            return
+        try:
+            from . import ota
+
+            ota.confirm(root)
+        except Exception as exc:  # never stop the board over this
+            self.log("error", "ota confirm: %s" % exc)
+        finally:
+            _unload("ota")
+
+    def _make_console(self, write):
+        from .console import Console
+        from .status import FW_VERSION
+
+        b = self.board
+        return Console(
+            b.root,
+            write,
+            reboot=b.reset,
+            status=self.status_dict,
+            fw_version=FW_VERSION,
+            config_path=b.config_path,
+        )
 
     def stats(self):
         n = min(self.time_n, _TIMES)
@@ -325,6 +369,10 @@ def _boot(self):
     self.schedule = Schedule(period, ticks_ms())
     self.deep_sleep = cfg["deep_sleep"]
     self.awake_ms = int(cfg["awake_s"] * 1000)
+    if board.console_port:
+        from .consoleport import ConsolePort
+
+        self.port = ConsolePort(self._make_console)
     self.cfg = None  # the rest of the config is not needed any more
     self.state = "online"
     return True

@@ -108,13 +108,27 @@ def _setup():
             print("[info] mpy-cross not found: running from source (needs more than 100 KB heap)")
         sys.path.append(root)  # the repo root, so `firmware` is a package
 
+    def _ota_boot(name):
+        # On a board: pick the OTA image (trial, confirmed or factory) before
+        # anything else of the firmware is imported (firmware/ota.py).
+        try:
+            ota = __import__(name + ".ota", None, None, ("boot",))
+            info = ota.boot("")
+            if info["slot"] or info["rolled_back"]:
+                print("[info] firmware image %s" % info)
+        except Exception as exc:  # a broken OTA state must not brick the board
+            print("[error] ota boot: %r" % (exc,))
+        sys.modules.pop(name + ".ota", None)
+
     def _package():
         for name in ("terrapin.firmware", "terrapin"):
             try:
                 __import__(name + ".compat")
-                return name
             except ImportError:
-                pass
+                continue
+            if sys.platform not in ("linux", "darwin"):
+                _ota_boot(name)
+            return name
         _checkout()
         return "firmware"
 

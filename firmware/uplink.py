@@ -168,7 +168,9 @@ class Uplink:
     # -- publishing ----------------------------------------------------------
 
     def publish_status(self):
-        self.last_pid = self.client.publish(self.t_status, self.app.status(), 1, True)
+        payload = self.app.status()
+        self.last_pid = self.client.publish(self.t_status, payload, 1, True)
+        self.app.status_published(payload)
         self.status_at = ticks_ms()
         self.status_due = False
 
@@ -227,6 +229,8 @@ class Uplink:
             self.bad_acks += 1
             self.app.log("error", "bad ack ignored: %s" % exc)
             return
+        if not self.app.confirmed:
+            self.app.acked()
         window = self.window
         i = 0
         while i < len(window):

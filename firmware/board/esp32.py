@@ -42,6 +42,8 @@ class Board:
     name = "esp32"
     can_deep_sleep = True
     period_ms = None
+    console_port = True  # TP1 console on the REPL UART (terrapin device ...)
+    ota_root = ""  # OTA slots live under the flash root
 
     def __init__(self, config_path="/config.json", root=""):
         self.config_path = config_path
@@ -243,6 +245,9 @@ class Board:
                 spec.get("seed", 1), self.now, spec.get("fail_every", 0), spec.get("quantities")
             )
         raise SensorError("unknown driver %s" % driver)
+
+    def reset(self):
+        machine.reset()
 
     def report_stats(self, stats):
         pass

@@ -11,6 +11,7 @@
 #   --seed N             seed of the simulated sensors (default 1)
 #   --no-clock           behave like a board whose clock is not set (time 0)
 #   --stats              print one `TP-STATS {json}` line at exit
+#   --console            answer TP1 console lines on stdin (docs/HOBBYIST.md)
 #
 # Only the simulated driver exists here: a hardware driver (bme280, ...) in
 # the config is reported as a missing sensor and the others keep running.
@@ -25,7 +26,7 @@ import time
 from ..compat import IS_MICROPYTHON
 from ..sensors.simulated import Simulated
 
-_FLAGS = ("--exit-when-drained", "--no-clock", "--stats")
+_FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console")
 _VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
 
 
@@ -52,6 +53,7 @@ class Board:
     name = "unix"
     can_deep_sleep = False
     retained = None
+    ota_root = None  # a checkout has no OTA slots
 
     def __init__(self, opts):
         self.opts = opts
@@ -60,6 +62,7 @@ class Board:
             opts.get("--flash") or (path.rsplit("/", 1)[0] if "/" in path else ".") + "/flash"
         )
         self.time_synced = "--no-clock" not in opts
+        self.console_port = "--console" in opts
         self.period_ms = opts.get("--period-ms")
         self.led = None
 
@@ -134,6 +137,9 @@ class Board:
             spec.get("fail_every", 0),
             spec.get("quantities"),
         )
+
+    def reset(self):
+        raise SystemExit(3)  # like console_main.py: the supervisor restarts the process
 
     def report_stats(self, stats):
         if "--stats" in self.opts:
