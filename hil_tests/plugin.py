@@ -77,3 +77,96 @@ def mosquitto(mosquitto_exe: str, tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+# -- the HIL bench: --target and friends, slow tests, the summary table ---------------
+
+VIRTUAL_TARGETS = ("unix", "socket")
+TARGETS = ("unix", "socket", "serial", "qemu")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("terrapin-hil", "Terrapin hardware-in-the-loop bench (hil_tests/)")
+    g.addoption(
+        "--target",
+        default=None,
+        help="board target(s), comma separated: unix, socket, serial, qemu "
+        "(default: unix,socket, the two that run anywhere)",
+    )
+    g.addoption("--port", default=None, help="serial port of a real board (--target serial)")
+    g.addoption(
+        "--relay-cmd",
+        default=None,
+        help="shell command that switches the board's supply; {state} becomes on/off",
+    )
+    g.addoption("--qemu-bin", default="qemu-system-xtensa", help="Espressif's QEMU (--target qemu)")
+    g.addoption(
+        "--qemu-image",
+        default=None,
+        help="ESP32 flash image (MicroPython + the firmware) for --target qemu",
+    )
+    g.addoption(
+        "--hil-scale",
+        type=float,
+        default=None,
+        help="multiply scenario durations and counts (default 1 under CI, 1 here; a bench "
+        "uses e.g. 20 for a partition of minutes)",
+    )
+    g.addoption(
+        "--hil-report",
+        default=str(REPO_ROOT / ".cache" / "hil"),
+        help="folder for the summary table (summary.md, results.json)",
+    )
+    g.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def hil_targets(config: pytest.Config) -> list[str]:
+    raw = config.getoption("--target", default=None)
+    targets = [t.strip() for t in raw.split(",")] if raw else list(VIRTUAL_TARGETS)
+    for t in targets:
+        if t not in TARGETS:
+            raise pytest.UsageError(f"--target {t!r}: choose from {', '.join(TARGETS)}")
+    return targets
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" in metafunc.fixturenames:
+        metafunc.parametrize("target", hil_targets(metafunc.config))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow", default=False):
+        return
+    skip = pytest.mark.skip(reason="slow: not in the default run; use --run-slow (docs/HIL.md)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config._terrapin_hil_results = []  # type: ignore[attr-defined]
+    # `make hil` (an explicit --target) always leaves JUnit XML beside the summary.
+    if config.getoption("--target", default=None) and not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(Path(config.getoption("--hil-report")) / "junit.xml")
+
+
+def record_hil_result(config: pytest.Config, row: dict) -> None:
+    config._terrapin_hil_results.append(row)  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    rows = getattr(config, "_terrapin_hil_results", [])
+    if not rows:
+        return
+    import json
+
+    from terrapin.hil.report import markdown_table, rich_table
+
+    out = Path(config.getoption("--hil-report"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown_table(rows))
+    terminalreporter.section("Terrapin HIL scenarios")
+    terminalreporter.write(rich_table(rows))
+    terminalreporter.write_line(f"summary: {out / 'summary.md'}, {out / 'results.json'}")

@@ -1,0 +1,226 @@
+"""Fixtures of the HIL bench: chain, gateway home, broker, network, gateway, boards.
+
+Each test gets its own gateway folder (from `terrapin gateway init`), its own
+Mosquitto with the generated passwords and ACL, the real gateway process with
+the chain stages inside it, a TCP proxy between the boards and the broker
+(the `network` the test hurts), and boards of the selected --target.
+`hil.finish(...)` drains the boards, waits for the anchors, checks the end
+state exactly and adds a row to the summary table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from terrapin.hil.bench import GatewayHome, GatewayProcess, chain_section, start_broker
+from terrapin.hil.boards import BoardBase, SerialBoard, SocketBoard, UnixBoard
+from terrapin.hil.endstate import Result, check, wait_anchored
+from terrapin.hil.netproxy import NetProxy
+from terrapin.hil.plugin import record_hil_result
+
+
+@pytest.fixture
+def scale(request) -> float:
+    """Multiplier for durations and counts (--hil-scale, or TERRAPIN_HIL_SCALE)."""
+    given = request.config.getoption("--hil-scale") or os.environ.get("TERRAPIN_HIL_SCALE")
+    return float(given) if given else 1.0
+
+
+@dataclass
+class ChainSpec:
+    kind: str
+    section: dict
+    env: dict = field(default_factory=dict)
+    proxy: NetProxy | None = None
+    rpc_url: str | None = None  # the node itself, not through the proxy
+
+
+@pytest.fixture
+def chain(request, tmp_path: Path) -> Iterator[ChainSpec]:
+    """The embedded chain inside the gateway process; anvil behind a proxy for tests
+    marked `anvil` (the proxy is how a test takes the RPC down)."""
+    if request.node.get_closest_marker("anvil") is None:
+        yield ChainSpec("embedded", chain_section())
+        return
+    from terrapin.gateway.chain.testkit import ANVIL_KEY, Anvil, deploy_on_rpc
+
+    anvil = Anvil(request.getfixturevalue("anvil_exe"), tmp_path).start()
+    proxy = NetProxy(("127.0.0.1", anvil.port)).start()
+    try:
+        deployed = deploy_on_rpc(anvil.url)
+        section = chain_section(
+            f"http://127.0.0.1:{proxy.port}",
+            registry=deployed.registry,
+            anchor=deployed.anchor,
+            key_env="TERRAPIN_CHAIN_KEY",
+            rpc_timeout=2,
+        )
+        yield ChainSpec("anvil", section, {"TERRAPIN_CHAIN_KEY": ANVIL_KEY}, proxy, anvil.url)
+    finally:
+        proxy.stop()
+        anvil.stop()
+
+
+@pytest.fixture
+def gateway_home(tmp_path: Path, chain: ChainSpec) -> GatewayHome:
+    return GatewayHome(tmp_path / "gateway", chain.section)
+
+
+@pytest.fixture
+def broker(mosquitto_exe: str, gateway_home: GatewayHome):
+    """Mosquitto on a free port with the gateway's passwords and ACL, persistence on."""
+    b = start_broker(gateway_home)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def network(gateway_home: GatewayHome, broker) -> Iterator[NetProxy]:
+    """The link between the boards and the broker: delay, loss, partition."""
+    proxy = NetProxy(("127.0.0.1", gateway_home.mqtt_port)).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def gateway(gateway_home: GatewayHome, broker, chain: ChainSpec) -> Iterator[GatewayProcess]:
+    """The real `terrapin gateway run` process (its own DB; chain stages inside)."""
+    gw = GatewayProcess(gateway_home, env=chain.env).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def boards(request, target: str, tmp_path: Path, gateway_home, broker, network, micropython_exe):
+    """Factory: `boards(name, **config)` -> a provisioned board of the --target."""
+    made: list[BoardBase] = []
+    opts = request.config
+
+    def make(name: str = "b0", **config: object) -> BoardBase:
+        where = (network.host, network.port)
+        if target == "unix":
+            b: BoardBase = UnixBoard(name, tmp_path / "boards", where, **config)
+        elif target == "socket":
+            b = SocketBoard(name, tmp_path / "boards", where, **config)
+        elif target == "serial":
+            port = opts.getoption("--port")
+            if not port:
+                pytest.skip("target serial: no real board given (--port /dev/ttyUSB0)")
+            b = SerialBoard(
+                name,
+                tmp_path / "boards",
+                where,
+                port=port,
+                relay_cmd=opts.getoption("--relay-cmd"),
+                **config,
+            )
+        else:
+            qemu = opts.getoption("--qemu-bin")
+            if shutil.which(qemu) is None:
+                pytest.skip(
+                    f"target qemu: {qemu} is not on PATH (Espressif's fork, not in Debian or "
+                    "PyPI: docs/HIL.md says how to get it)"
+                )
+            pytest.skip(
+                "target qemu: booting the firmware image in qemu-system-xtensa is not wired "
+                "up yet (docs/HIL.md, 'QEMU')"
+            )
+        made.append(b)
+        b.provision(gateway_home, broker)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def board(boards) -> BoardBase:
+    """One provisioned board of the selected target."""
+    return boards("b0")
+
+
+class Hil:
+    """What a scenario needs besides its parts: timing, the end-state check, the table."""
+
+    def __init__(self, request, target: str, home: GatewayHome, gateway: GatewayProcess, scale):
+        self.request = request
+        self.target = target
+        self.home = home
+        self.gateway = gateway
+        self.scale = scale
+        self.t0 = time.monotonic()
+
+    @property
+    def scenario(self) -> str:
+        name = self.request.node.originalname
+        return name.removeprefix("test_")
+
+    def n(self, count: int) -> int:
+        """A count scaled by --hil-scale."""
+        return max(1, int(count * self.scale))
+
+    def seconds(self, s: float) -> float:
+        return s * self.scale
+
+    def wait_signed(self, board: BoardBase, count: int, timeout: float = 60.0) -> None:
+        """Until the board has signed `count` readings (all boots)."""
+        deadline = time.monotonic() + timeout
+        while len(set(board.signed())) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{board.name} signed {len(set(board.signed()))} of {count} readings in "
+                    f"{timeout:.0f} s:\n{board.console_tail()}"
+                )
+            time.sleep(0.05)
+
+    def finish(
+        self, boards: list[BoardBase], drain_timeout: float = 90.0, anchor_timeout: float = 60.0
+    ) -> Result:
+        """Let the boards drain and exit, wait for the anchors, check and record."""
+        for b in boards:
+            if not b.running():
+                b.start("--max-readings", "0", "--exit-when-drained", "--stats")
+        for b in boards:
+            b.wait_exit(drain_timeout)
+        wait_anchored(self.home.db_path, boards, anchor_timeout)
+        status = None
+        with contextlib.suppress(OSError):
+            status = self.gateway.status()
+        result = Result(self.scenario, self.target, seconds=time.monotonic() - self.t0)
+        check(result, boards, self.home.db_path, status)
+        self.record(result)
+        if not result.ok:
+            context = "\n".join(f"--- {b.name} console\n{b.console_tail(25)}" for b in boards)
+            raise AssertionError(
+                "\n".join(result.problems)
+                + f"\n{context}\n--- gateway log: {self.gateway.log_path}\n"
+                + self.gateway.log_tail(15)
+            )
+        return result
+
+    def record(self, result: Result) -> None:
+        row = result.row()
+        for key, value in row.items():
+            if key != "problems":
+                self.request.node.user_properties.append((key, value))
+        record_hil_result(self.request.config, row)
+
+
+@pytest.fixture
+def hil(request, target: str, gateway_home, gateway, scale) -> Hil:
+    return Hil(request, target, gateway_home, gateway, scale)

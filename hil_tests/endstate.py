@@ -1,0 +1,217 @@
+"""The end state every scenario asserts, and the rows of the summary table.
+
+For each board: every reading it signed (its console says `stored seq N` once
+the envelope is in its flash outbox) is in the gateway's `readings` table
+exactly once, with an envelope that verifies for the board's key (checked here
+with cbor2 + coincurve, independently of the gateway), and in a batch that is
+anchored on chain; no sequence number was signed twice; the board's outbox is
+empty and not corrupt at the end. Readings the board dropped by its documented
+outbox-full policy are the only allowed losses, and they must be the oldest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cbor2
+import coincurve
+
+from terrapin.gateway.reasons import Flag
+
+ANCHORED = ("anchored", "confirmed")
+
+
+def seq_ranges(seqs) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7' (failure messages name the sequence numbers)."""
+    out: list[list[int]] = []
+    for s in sorted(set(seqs)):
+        if out and out[-1][1] + 1 == s:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
+
+
+@dataclass
+class Result:
+    scenario: str
+    target: str
+    boards: int = 0
+    sent: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    dropped: int = 0
+    unanchored: int = 0
+    redelivered: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def row(self) -> dict:
+        return {
+            "scenario": self.scenario,
+            "target": self.target,
+            "boards": self.boards,
+            "sent": self.sent,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "lost": self.lost,
+            "dropped": self.dropped,
+            "unanchored": self.unanchored,
+            "redelivered": self.redelivered,
+            "seconds": round(self.seconds, 1),
+            "ok": self.ok,
+            "problems": self.problems,
+        }
+
+
+def _verify(envelope: bytes, device: bytes, seq: int, digest: bytes, pub: bytes) -> str | None:
+    """None if the stored envelope is the board's signed reading (seq, digest) else why not."""
+    try:
+        tag = cbor2.loads(envelope)
+        protected, unprotected, payload, sig = tag.value
+        body = cbor2.loads(payload)
+    except Exception as exc:  # reported with the seq
+        return f"undecodable ({exc!r})"
+    if tag.tag != 18 or unprotected.get(4) != device:
+        return "not a COSE_Sign1 with this board's kid"
+    if body.get(1) != seq:
+        return f"payload seq {body.get(1)} != stored seq"
+    want = hashlib.sha256(cbor2.dumps(["Signature1", protected, b"", payload])).digest()
+    if want != digest:
+        return "stored digest is not the SHA-256 of its Sig_structure"
+    der = coincurve.ecdsa.cdata_to_der(coincurve.ecdsa.deserialize_compact(sig))
+    if not coincurve.PublicKey(pub).verify(der, want, hasher=None):
+        return "signature does not verify for the board's key"
+    return None
+
+
+def _rows(db: Path, device: bytes) -> list[tuple]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        has_chain = con.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'batch_leaves'"
+        ).fetchone()
+        if has_chain:
+            sql = (
+                "SELECT r.id, r.seq, r.digest, r.envelope, r.time, r.flags, b.status "
+                "FROM readings r LEFT JOIN batch_leaves l ON l.reading_id = r.id "
+                "LEFT JOIN batches b ON b.id = l.batch_id WHERE r.device = ? ORDER BY r.id"
+            )
+        else:
+            sql = (
+                "SELECT id, seq, digest, envelope, time, flags, NULL FROM readings "
+                "WHERE device = ? ORDER BY id"
+            )
+        return con.execute(sql, (device,)).fetchall()
+    finally:
+        con.close()
+
+
+def wait_anchored(db: Path, boards, timeout: float) -> None:
+    """Until every stored reading of these boards is in an anchored batch (or timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = 0
+        for b in boards:
+            pending += sum(1 for r in _rows(db, bytes.fromhex(b.address)) if r[6] not in ANCHORED)
+        if not pending:
+            return
+        time.sleep(0.25)
+
+
+def check(result: Result, boards, db: Path, gateway_status: dict | None = None) -> Result:
+    """Fill `result` from the boards' consoles and the gateway's database."""
+    result.boards = len(boards)
+    for b in boards:
+        who = f"{result.scenario}/{result.target} board {b.name} ({b.address[:10]}…)"
+        device, pub = bytes.fromhex(b.address), bytes.fromhex(b.pubkey)
+        signed = b.signed()
+        reused = sorted({s for s in signed if signed.count(s) > 1})
+        if reused:
+            result.duplicates += len(reused)
+            result.problems.append(f"{who}: seq signed twice: {seq_ranges(reused)}")
+        backwards = [(a, c) for a, c in itertools.pairwise(signed) if c <= a]
+        if backwards:
+            result.problems.append(f"{who}: seq went backwards: {backwards[:5]}")
+        rows = _rows(db, device)
+        stored: dict[int, int] = {}
+        for _id, seq, digest, envelope, _t, _flags, status in rows:
+            stored[seq] = stored.get(seq, 0) + 1
+            why = _verify(bytes(envelope), device, seq, bytes(digest), pub)
+            if why:
+                result.problems.append(f"{who}: stored seq {seq}: {why}")
+            if status not in ANCHORED:
+                result.unanchored += 1
+        twice = sorted(s for s, n in stored.items() if n > 1)
+        if twice:
+            result.duplicates += len(twice)
+            result.problems.append(f"{who}: stored twice: {seq_ranges(twice)}")
+        not_anchored = sorted(r[1] for r in rows if r[6] not in ANCHORED)
+        if not_anchored:
+            result.problems.append(f"{who}: stored but not anchored: {seq_ranges(not_anchored)}")
+        # A power cut between the outbox write and the console line leaves a
+        # signed reading the console never named: it counts as sent.
+        sent = set(signed) | set(stored)
+        lost = sorted(set(signed) - set(stored))
+        result.sent += len(sent)
+        result.stored += len(stored)
+        stats = _last_stats(b)
+        dropped = stats.get("dropped", 0) if stats else 0
+        result.dropped += dropped
+        if lost and len(lost) == dropped:
+            later = [s for s in stored if lost[0] < s < lost[-1]]
+            if later:
+                result.problems.append(
+                    f"{who}: the outbox-full policy dropped {seq_ranges(lost)}, not the oldest"
+                    f" (stored in between: {seq_ranges(later)})"
+                )
+        elif lost:
+            result.lost += len(lost)
+            result.problems.append(
+                f"{who}: signed but never stored: {seq_ranges(lost)}"
+                + (f" (board dropped {dropped} by policy)" if dropped else "")
+            )
+        if stats is None:
+            result.problems.append(f"{who}: no final TP-STATS (did it drain and exit?)")
+        elif stats["pending"] or stats["corrupt"]:
+            result.problems.append(
+                f"{who}: outbox at the end: {stats['pending']} pending, {stats['corrupt']} corrupt"
+            )
+        if b.exit_codes and b.exit_codes[-1] != 0:
+            result.problems.append(f"{who}: last boot exited with {b.exit_codes[-1]}")
+    if gateway_status is not None:
+        counts = gateway_status.get("counts", {})
+        result.redelivered = counts.get("duplicate", 0)
+        equiv = counts.get("rejected", {}).get("EQUIVOCATION", 0)
+        if equiv:
+            result.duplicates += equiv
+            result.problems.append(f"gateway counted {equiv} EQUIVOCATION rejections")
+    return result
+
+
+def _last_stats(board) -> dict | None:
+    try:
+        return board.stats()
+    except AssertionError:
+        return None
+
+
+def unsynced_times(db: Path, board) -> tuple[list[int], list[int]]:
+    """(seqs stored with time 0 and the TIME_UNSYNCED flag, seqs with a real time)."""
+    zero, real = [], []
+    for _id, seq, _d, _e, t, flags, _s in _rows(db, bytes.fromhex(board.address)):
+        if t == 0 and flags & Flag.TIME_UNSYNCED:
+            zero.append(seq)
+        elif t > 1_600_000_000:
+            real.append(seq)
+    return zero, real

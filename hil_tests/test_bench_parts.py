@@ -1,0 +1,224 @@
+"""The bench's own parts can fail: the end-state check catches every kind of wrong
+end state, the network proxy really delays, blackholes and refuses, the serial
+bridge carries bytes both ways, --target is checked."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+from terrapin.gateway.chain.testkit import Board, make_db
+from terrapin.hil.endstate import Result, check, seq_ranges
+from terrapin.hil.netproxy import NetProxy
+from terrapin.hil.plugin import hil_targets
+
+# -- the end-state check ---------------------------------------------------------------
+
+
+class FakeBoard:
+    """What check() reads from a board: its console's signed seqs and final stats."""
+
+    def __init__(self, key: Board, signed: list[int], stats: dict | None = None):
+        self.name = "fake"
+        self.address = key.address.hex()
+        self.pubkey = key.pubkey.hex()
+        self._signed = signed
+        self._stats = {"pending": 0, "corrupt": 0, "dropped": 0} if stats is None else stats
+        self.exit_codes = [0]
+
+    def signed(self) -> list[int]:
+        return self._signed
+
+    def stats(self) -> dict:
+        if self._stats is None:
+            raise AssertionError("no stats")
+        return self._stats
+
+
+def _db(tmp_path, key: Board, seqs, anchored=True, tamper: int | None = None):
+    db = tmp_path / "gw.db"
+    con = make_db(db)
+    con.executescript(
+        "CREATE TABLE batches (id INTEGER PRIMARY KEY, status TEXT);"
+        "CREATE TABLE batch_leaves (reading_id INTEGER PRIMARY KEY, batch_id INTEGER);"
+        f"INSERT INTO batches VALUES (0, '{'confirmed' if anchored else 'pending'}');"
+    )
+    for seq in seqs:
+        envelope, digest = key.envelope(seq)
+        if seq == tamper:
+            envelope = envelope[:-1] + bytes([envelope[-1] ^ 1])  # flip a signature bit
+        cur = con.execute(
+            "INSERT INTO readings(device, seq, digest, envelope, time, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key.address, seq, digest, envelope, 1_790_000_000, time.time()),
+        )
+        con.execute("INSERT INTO batch_leaves VALUES (?, 0)", (cur.lastrowid,))
+    con.close()
+    return db
+
+
+@pytest.fixture
+def key() -> Board:
+    return Board.make(random.Random(7))
+
+
+def test_clean_end_state_passes(tmp_path, key):
+    r = check(Result("t", "unix"), [FakeBoard(key, [1, 2, 3])], _db(tmp_path, key, [1, 2, 3]))
+    assert r.ok, r.problems
+    assert (r.sent, r.stored, r.lost, r.duplicates) == (3, 3, 0, 0)
+
+
+def test_lost_reading_is_named_with_its_seq(tmp_path, key):
+    board = FakeBoard(key, [1, 2, 3, 4, 5])
+    r = check(Result("power_cut", "unix"), [board], _db(tmp_path, key, [1, 2, 5]))
+    assert r.lost == 2
+    assert any("power_cut/unix board fake" in p and "3-4" in p for p in r.problems), r.problems
+
+
+def test_seq_signed_twice_is_a_duplicate(tmp_path, key):
+    r = check(Result("t", "unix"), [FakeBoard(key, [1, 2, 2, 3])], _db(tmp_path, key, [1, 2, 3]))
+    assert r.duplicates == 1 and not r.ok
+
+
+def test_unanchored_and_forged_readings_fail(tmp_path, key):
+    r = check(Result("t", "unix"), [FakeBoard(key, [1, 2])], _db(tmp_path, key, [1, 2], False))
+    assert r.unanchored == 2 and not r.ok
+    (tmp_path / "x").mkdir()
+    db = _db(tmp_path / "x", key, [1, 2], tamper=2)
+    r = check(Result("t", "unix"), [FakeBoard(key, [1, 2])], db)
+    assert any("seq 2" in p and "verify" in p for p in r.problems), r.problems
+
+
+def test_outbox_policy_drops_must_be_the_oldest(tmp_path, key):
+    stats = {"pending": 0, "corrupt": 0, "dropped": 2}
+    ok = check(
+        Result("t", "unix"), [FakeBoard(key, [1, 2, 3, 4], stats)], _db(tmp_path, key, [3, 4])
+    )
+    assert ok.ok and ok.dropped == 2 and ok.lost == 0
+    (tmp_path / "y").mkdir()
+    bad = check(
+        Result("t", "unix"),
+        [FakeBoard(key, [1, 2, 3, 4], stats)],
+        _db(tmp_path / "y", key, [1, 3]),
+    )
+    assert not bad.ok
+
+
+def test_outbox_left_pending_fails(tmp_path, key):
+    board = FakeBoard(key, [1], {"pending": 3, "corrupt": 0, "dropped": 0})
+    assert not check(Result("t", "unix"), [board], _db(tmp_path, key, [1])).ok
+
+
+def test_seq_ranges():
+    assert seq_ranges([7, 1, 2, 3, 9, 10]) == "1-3, 7, 9-10"
+
+
+# -- the network proxy -------------------------------------------------------------------
+
+
+@pytest.fixture
+def echo():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=_echo, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield srv.getsockname()
+    srv.close()
+
+
+def _echo(c):
+    with c:
+        while data := c.recv(4096):
+            c.sendall(data)
+
+
+def _roundtrip(port: int, timeout: float = 3.0) -> float:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        t0 = time.monotonic()
+        s.sendall(b"ping")
+        assert s.recv(16) == b"ping"
+        return time.monotonic() - t0
+
+
+def test_proxy_delay_loss_partition_heal(echo):
+    proxy = NetProxy(echo, seed=1).start()
+    try:
+        assert _roundtrip(proxy.port) < 0.1
+        proxy.set(delay_ms=100)
+        assert 0.19 < _roundtrip(proxy.port) < 0.6  # both directions
+        proxy.set(loss=0.5)
+        assert _roundtrip(proxy.port, 10) >= 0.2 and proxy.retransmits > 0
+        proxy.clear()
+        proxy.partition()
+        with pytest.raises(TimeoutError):
+            _roundtrip(proxy.port, timeout=0.5)  # blackhole: no answer, no refusal
+        proxy.partition(refuse=True)
+        with pytest.raises((ConnectionError, AssertionError, OSError)):
+            _roundtrip(proxy.port, timeout=2)
+        proxy.heal()
+        assert _roundtrip(proxy.port) < 0.1
+    finally:
+        proxy.stop()
+
+
+# -- the serial bridge and --target -------------------------------------------------------
+
+
+def test_serial_bridge_carries_the_uplink(tmp_path, echo):
+    """A 'board' on a TCP serial socket opens an uplink to the echo server through the bridge."""
+    from terrapin.hil.serialbridge import SerialBridge
+
+    uart = socket.socket()
+    uart.bind(("127.0.0.1", 0))
+    uart.listen(1)
+    bridge = SerialBridge(f"socket://127.0.0.1:{uart.getsockname()[1]}", tmp_path / "console.log")
+    board, _ = uart.accept()
+    bridge.start()
+    try:
+        f = board.makefile("rwb")
+        f.write(b"[info] hello\nTPX O %s %d\n" % (echo[0].encode(), echo[1]))
+        f.flush()
+        assert f.readline() == b"TPX K\n"
+        f.write(b"TPX D " + base64.b64encode(b"mqtt bytes") + b"\n")
+        f.flush()
+        line = f.readline()
+        assert line.startswith(b"TPX D ")
+        assert base64.b64decode(line[6:]) == b"mqtt bytes"
+        f.write(b"TPX O 127.0.0.1 1\n")  # nothing listens on port 1
+        f.flush()
+        assert f.readline().startswith(b"TPX E")
+    finally:
+        bridge.stop()
+        board.close()
+        uart.close()
+    assert (tmp_path / "console.log").read_bytes() == b"[info] hello\n"
+
+
+def test_target_option(pytestconfig):
+    class Cfg:
+        def __init__(self, raw):
+            self.raw = raw
+
+        def getoption(self, name, default=None):
+            return self.raw
+
+    assert hil_targets(Cfg(None)) == ["unix", "socket"]
+    assert hil_targets(Cfg("serial")) == ["serial"]
+    with pytest.raises(pytest.UsageError):
+        hil_targets(Cfg("esp8266"))
+    assert json.dumps(hil_targets(pytestconfig))  # the running session's choice is valid

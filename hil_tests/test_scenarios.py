@@ -1,0 +1,145 @@
+"""Fault-injection scenarios: each ends with the exact end state (hil.finish).
+
+Every signed reading stored once and anchored, none duplicated, the boards'
+outboxes empty and sane. Runs on every --target (default: unix and socket).
+Durations and counts scale with --hil-scale (1 in CI; a bench uses more).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from terrapin.hil.endstate import unsynced_times
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.micropython]
+
+DRAIN = ("--exit-when-drained", "--stats")
+
+
+def take(n: int) -> tuple[str, ...]:
+    """Boot options: take n readings this boot, exit once all are acknowledged."""
+    return ("--max-readings", str(n), *DRAIN)
+
+
+def test_baseline(hil, boards):
+    """No fault: two boards, every reading stored once and anchored."""
+    fleet = [boards("b0"), boards("b1")]
+    for b in fleet:
+        b.start(*take(hil.n(40)))
+    result = hil.finish(fleet)
+    assert result.stored == result.sent >= 2 * hil.n(40)
+
+
+def test_power_cut(hil, board):
+    """kill -9 the board at random points (sampling, outbox write, between publish and ack)."""
+    rng = random.Random(int(time.time()))
+    total = hil.n(60)
+    for _ in range(hil.n(6)):
+        board.start(*take(total))
+        time.sleep(rng.uniform(0.05, 0.6))
+        board.power_cut()
+    board.start(*take(max(0, total - len(set(board.signed())))))
+    hil.finish([board])
+    assert len(board.exit_codes) >= hil.n(6) + 2  # provisioning boot, the cuts, the last boot
+
+
+def test_broker_restart(hil, board, broker):
+    """Mosquitto stopped and started again (persistence on) while the board publishes."""
+    board.start(*take(hil.n(60)))
+    hil.wait_signed(board, hil.n(15))
+    broker.stop()
+    time.sleep(hil.seconds(1.5))
+    broker.start()
+    hil.finish([board])
+
+
+def test_gateway_kill_9(hil, boards, gateway):
+    """kill -9 the gateway twice under load; its persistent session gets the backlog."""
+    fleet = [boards("b0"), boards("b1")]
+    for b in fleet:
+        b.start(*take(hil.n(60)))
+    for round_ in range(2):
+        hil.wait_signed(fleet[0], hil.n(15) * (round_ + 1))
+        gateway.kill()
+        time.sleep(hil.seconds(1.0))
+        gateway.start()
+    hil.finish(fleet)
+    assert gateway.starts == 3
+
+
+def test_partition(hil, board, network):
+    """Board and broker cut apart (blackhole) for a while; the backlog drains after."""
+    board.start(*take(hil.n(80)))
+    hil.wait_signed(board, hil.n(10))
+    network.partition()
+    time.sleep(hil.seconds(4.0))
+    network.heal()
+    hil.finish([board])
+
+
+def test_loss_and_latency(hil, board, network):
+    """80 ms +- 40 ms latency and 5 % segment loss (TCP retransmit stalls) for the whole run."""
+    network.set(delay_ms=80, jitter_ms=40, loss=0.05)
+    board.start(*take(hil.n(50)))
+    hil.finish([board])
+    assert network.retransmits > 0
+
+
+def test_clock_unsynced_then_synced(hil, board):
+    """Readings taken before the clock is set carry time 0 and are stored with a flag."""
+    board.start("--no-clock", *take(hil.n(15)))
+    board.wait_exit(60)
+    board.start(*take(hil.n(15)))
+    hil.finish([board])
+    zero, real = unsynced_times(hil.home.db_path, board)
+    assert len(zero) == hil.n(15) and len(real) == hil.n(15), (zero, real)
+    assert max(zero) < min(real)
+
+
+def test_outbox_full(hil, boards, network):
+    """Cut off with a tiny outbox: the board drops its oldest readings (its documented
+    policy) and counts them; everything it kept is stored once after the link is back."""
+    board = boards("b0", outbox={"max_bytes": 4096, "segment_bytes": 2048})
+    network.partition(refuse=True)
+    board.start(*take(hil.n(45)))
+    hil.wait_signed(board, hil.n(45))
+    time.sleep(0.3)
+    network.heal()
+    result = hil.finish([board])
+    assert result.dropped > 0 and result.stored == result.sent - result.dropped
+
+
+@pytest.mark.anvil
+def test_rpc_outage(hil, board, chain):
+    """The chain's RPC goes away while readings arrive: they are stored and acked at
+    once, batches wait, and every one is anchored exactly once when the RPC is back."""
+    board.start(*take(hil.n(40)))
+    hil.wait_signed(board, hil.n(5))
+    chain.proxy.partition()
+    hil.wait_signed(board, hil.n(40))
+    time.sleep(hil.seconds(3.0))
+    chain.proxy.heal()
+    hil.finish([board], anchor_timeout=90)
+    _check_roots_on_chain(hil.home.db_path, chain.rpc_url, chain.section["anchor"])
+
+
+def _check_roots_on_chain(db, rpc_url: str, anchor: str) -> None:
+    """Every batch root in the gateway's DB is the root the contract holds, once."""
+    import sqlite3
+
+    from web3 import Web3
+
+    from terrapin.gateway.chain.node import artifact
+
+    w3 = Web3(Web3.HTTPProvider(rpc_url))
+    contract = w3.eth.contract(address=anchor, abi=artifact("TerrapinAnchor")["abi"])
+    con = sqlite3.connect(db)
+    batches = con.execute("SELECT id, root FROM batches ORDER BY id").fetchall()
+    con.close()
+    assert batches
+    for batch_id, root in batches:
+        assert contract.functions.rootOf(batch_id).call() == bytes(root), f"batch {batch_id}"
+    assert contract.functions.nextBatchId().call() == len(batches)
