@@ -126,7 +126,9 @@ class Uplink:
                 self.board.open_socket(b["host"], b["port"], b["tls"], b["ca_file"])
             )
             self.client.subscribe(self.t_ack)
-        except (MQTTError, OSError) as exc:
+        except MemoryError:
+            raise
+        except Exception as exc:  # OSError, MQTTError, TLS/CA errors (ValueError)
             self._lost("broker %s:%d unreachable" % (b["host"], b["port"]), exc)
             return
         self.connects += 1

@@ -180,9 +180,8 @@ class Board:
 
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 if ca_file:
-                    with open(ca_file, "rb") as f:
-                        ctx.load_verify_locations(cadata=f.read())
                     ctx.verify_mode = ssl.CERT_REQUIRED
+                    ctx.load_verify_locations(cadata=ca_der(ca_file))
                 else:
                     ctx.verify_mode = ssl.CERT_NONE
                 sock = ctx.wrap_socket(sock, server_hostname=host)
@@ -251,6 +250,19 @@ class Board:
 
     def report_stats(self, stats):
         pass
+
+
+def ca_der(path):
+    # The CA certificate as DER (MicroPython's mbedtls binding takes DER;
+    # a PEM file is decoded here).
+    import binascii
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
+        data = binascii.a2b_base64(b"".join(body))
+    return data
 
 
 def main():

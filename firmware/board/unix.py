@@ -117,7 +117,7 @@ class Board:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 if ca_file:
                     ctx.verify_mode = ssl.CERT_REQUIRED
-                    ctx.load_verify_locations(cafile=ca_file)
+                    ctx.load_verify_locations(cadata=ca_der(ca_file))
                 else:
                     if not IS_MICROPYTHON:
                         ctx.check_hostname = False
@@ -144,6 +144,19 @@ class Board:
     def report_stats(self, stats):
         if "--stats" in self.opts:
             print("TP-STATS " + json.dumps(stats))
+
+
+def ca_der(path):
+    # The CA certificate as DER (MicroPython's mbedtls binding takes DER;
+    # a PEM file is decoded here).
+    import binascii
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
+        data = binascii.a2b_base64(b"".join(body))
+    return data
 
 
 def main(argv=None):
