@@ -95,6 +95,7 @@ def run(config_path):
     """Run the gateway until SIGTERM / Ctrl-C."""
     from .logs import setup_logging
     from .server import Gateway
+    from .worker import WorkerDied
 
     cfg = load_config(config_path)
     setup_logging(cfg.log.level, cfg.log.format)
@@ -107,7 +108,12 @@ def run(config_path):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, lambda s, f: gw.request_reload())
-    gw.run(shutdown)
+    try:
+        gw.run(shutdown)
+    except WorkerDied as exc:
+        raise TerrapinError(
+            str(exc), hint="see the log lines above; systemd restarts the gateway"
+        ) from None
 
 
 def fetch_status(cfg, timeout: float = 3.0) -> dict:

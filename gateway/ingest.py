@@ -93,6 +93,7 @@ class Ingest:
         c.max_inflight_messages_set(100)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
         self.client = c
 
@@ -143,6 +144,13 @@ class Ingest:
         )
         client.subscribe([(READING_FILTER, 1), (STATUS_FILTER, 1)])
         self.connected.set()
+
+    def _on_connect_fail(self, client, userdata):
+        log.warning(
+            "cannot reach the broker at %s:%s; retrying (1 s doubling to 120 s)",
+            self.cfg.host,
+            self.cfg.port,
+        )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.connected.clear()

@@ -124,6 +124,8 @@ class Gateway:
                         [(m.topic, m.address, m.payload, m.received_at) for m in batch]
                     )
                     inflight = batch
+                else:
+                    self.processor.check_alive()
                 if ping and time.monotonic() >= next_ping:
                     notify("WATCHDOG=1")
                     next_ping = time.monotonic() + ping

@@ -42,6 +42,9 @@ class LocalProcessor:
     def reload(self) -> None:
         self.processor.reload_boards()
 
+    def check_alive(self) -> None:
+        pass
+
     def close(self) -> None:
         self.processor.close()
 
@@ -102,11 +105,14 @@ class ProcessorProcess:
                 raise WorkerDied("verify worker does not answer")
         try:
             return self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             raise WorkerDied("verify worker closed its pipe") from None
 
     def submit(self, items: list[Item]) -> None:
-        self._conn.send(("batch", items))
+        try:
+            self._conn.send(("batch", items))
+        except OSError as exc:
+            raise WorkerDied(f"verify worker is gone: {exc}") from None
 
     def result(self) -> BatchResult:
         kind, payload = self._recv()
@@ -115,7 +121,14 @@ class ProcessorProcess:
         return payload
 
     def reload(self) -> None:
-        self._conn.send(("reload", None))
+        try:
+            self._conn.send(("reload", None))
+        except OSError as exc:
+            raise WorkerDied(f"verify worker is gone: {exc}") from None
+
+    def check_alive(self) -> None:
+        if not self.proc.is_alive():
+            raise WorkerDied(f"verify worker exited with code {self.proc.exitcode}")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

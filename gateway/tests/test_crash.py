@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,21 @@ class Gw:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def kill_worker(self):
+        """SIGKILL the verify worker: the gateway must exit (code 1), not hang."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = [
+            int(c)
+            for c in children
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
+            and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 1, f"the gateway has no single worker process: {children}"
+        os.kill(workers[0], signal.SIGKILL)
+        assert self.proc.wait(15) == 1, self.log.read_text()[-2000:]
+        assert "verify worker" in self.log.read_text()
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -105,7 +121,10 @@ def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, g
             t.start()
         for rnd in range(ROUNDS):
             time.sleep(rng.uniform(0.5, 2.0))  # the gateway starts, then works for a while
-            gw.kill()
+            if rnd == 1:
+                gw.kill_worker()
+            else:
+                gw.kill()
             time.sleep(rng.uniform(0.0, 0.5))  # readings pile up at the broker
             if rnd == ROUNDS // 2:
                 gw_broker.restart()  # SIGTERM: Mosquitto saves its persistence file
