@@ -109,7 +109,8 @@ def check_offline(data: object, checks: Checks) -> bundle.Bundle | None:
     def root() -> str:
         got = merkle.process_proof(b.leaf, b.proof)
         _require(got == b.root, f"proof leads to 0x{got.hex()}, not the root")
-        return f"{len(b.proof)} hashes"
+        n = len(b.proof)
+        return f"{n} sibling hash{'' if n == 1 else 'es'} up to 0x{b.root.hex()[:16]}…"
 
     checks.run("board address", board)
     checks.run("sequence", sequence)
