@@ -12,6 +12,9 @@
 #   --no-clock           behave like a board whose clock is not set (time 0)
 #   --stats              print one `TP-STATS {json}` line at exit
 #   --console            answer TP1 console lines on stdin (docs/HOBBYIST.md)
+#   --deep-sleep-sim     act like an ESP32 in deep sleep: "sleeping" exits with
+#                        code 4 (run it again to wake it); the RTC memory is the
+#                        file <flash>.rtc (delete it to simulate a power cut)
 #
 # Only the simulated driver exists here: a hardware driver (bme280, ...) in
 # the config is reported as a missing sensor and the others keep running.
@@ -26,7 +29,7 @@ import time
 from ..compat import IS_MICROPYTHON
 from ..sensors.simulated import Simulated
 
-_FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console")
+_FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console", "--deep-sleep-sim")
 _VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
 
 
@@ -49,6 +52,24 @@ def parse_args(argv):
     return opts
 
 
+class FileRTC:
+    # Stands in for the ESP32's RTC memory in --deep-sleep-sim.
+
+    def __init__(self, path):
+        self.path = path
+
+    def load(self):
+        try:
+            with open(self.path, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def save(self, data):
+        with open(self.path, "wb") as f:
+            f.write(data)
+
+
 class Board:
     name = "unix"
     can_deep_sleep = False
@@ -63,6 +84,9 @@ class Board:
         )
         self.time_synced = "--no-clock" not in opts
         self.console_port = "--console" in opts
+        if "--deep-sleep-sim" in opts:
+            self.can_deep_sleep = True
+            self.retained = FileRTC(self.root + ".rtc")
         self.period_ms = opts.get("--period-ms")
         self.led = None
 
@@ -91,6 +115,11 @@ class Board:
 
     def sleep_ms(self, ms):
         time.sleep(ms / 1000)
+
+    def deep_sleep(self, ms):
+        # --deep-sleep-sim only: the process ends here; running it again is the wake-up.
+        print("[info] deep sleep %d ms" % ms)
+        raise SystemExit(4)
 
     def heap_free(self):
         return gc.mem_free() if IS_MICROPYTHON else 0
@@ -168,7 +197,7 @@ def main(argv=None):
         print(
             "error: %s\nusage: micropython -X heapsize=100k firmware/main.py --config PATH "
             "[--flash DIR] [--max-readings N] [--exit-when-drained] [--period-ms N] "
-            "[--seed N] [--no-clock] [--stats]" % exc
+            "[--seed N] [--no-clock] [--stats] [--console] [--deep-sleep-sim]" % exc
         )
         return 2
     return app.main(Board(opts), opts.get("--max-readings", -1), "--exit-when-drained" in opts)

@@ -89,3 +89,24 @@ def test_broker_unreachable_at_boot(fw, micropython_exe, mosquitto_exe, tmp_path
     finally:
         gw.close()
         broker.stop()
+
+
+def test_deep_sleep_keeps_the_sequence_and_a_power_cut_skips_the_block(
+    fw, micropython_exe, mosquitto, gateway, tmp_path
+):
+    cfg = fw.board_config(mosquitto.port, deep_sleep=True, awake_s=10, sample_period_s=30)
+    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    for _wake in range(5):
+        board.start("--deep-sleep-sim")
+        assert board.wait(30) == 4, board.console()  # 4 = went to deep sleep
+        assert "[info] deep sleep" in board.console()
+    addr = board.address()
+    assert gateway.seqs(addr) == {1, 2, 3, 4, 5}, "one reading per wake, no block skipped"
+    assert not [p for p in (board.flash / "outbox").iterdir() if p.suffix == ".seg"], (
+        "a fully acked head segment is deleted before sleeping"
+    )
+    assert gateway.status[addr] != b"offline", "a clean DISCONNECT: no last will"
+    (board.dir / "flash.rtc").unlink()  # power cut: RTC memory lost
+    board.start("--deep-sleep-sim")
+    assert board.wait(30) == 4, board.console()
+    assert max(gateway.seqs(addr)) == 65, "after a power cut the reserved block is skipped"
