@@ -109,14 +109,15 @@ class App:
         # Log an error and list it in the status message.
         errors = self.errors
         msg = msg[:120]
-        if msg in errors:
+        new = msg not in errors
+        if not new:
             errors.remove(msg)
         errors.append(msg)
         if len(errors) > 8:
             errors.pop(0)
         self.log("error", msg)
-        if self.uplink is not None:
-            self.uplink.status_due = True
+        if new and self.uplink is not None:
+            self.uplink.status_due = True  # a repeated error waits for the next status
 
     # -- readings ------------------------------------------------------------
 

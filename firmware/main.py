@@ -42,6 +42,12 @@ def _setup():
         except OSError:
             return -1
 
+    def _nonce():
+        n = 0
+        for b in os.urandom(4):
+            n = n * 256 + b
+        return "%08x" % n
+
     def _stamp(path):
         # Size and mtime of a source file: its .mpy is rebuilt when they change.
         try:
@@ -76,7 +82,7 @@ def _setup():
                 out = dst + "/" + name[:-3] + ".mpy"
                 stamp = _stamp(src + "/" + name)
                 if _mtime(out) < 0 or _read(out + ".stamp") != stamp:
-                    tmp = out + ".%d.tmp" % (id(out) & 0xFFFFFF)  # several boards may start at once
+                    tmp = out + ".%s.tmp" % _nonce()  # several boards may start at once
                     if os.system("%s %s -o %s %s/%s" % (cross, arch, tmp, src, name)) != 0:
                         return False
                     os.rename(tmp, out)
