@@ -305,3 +305,16 @@ def test_unfunded_gateway_is_reported_then_recovers_once_funded(setup, monkeypat
     anchorer.anchor_pending(timeout=30)
     assert _txs(db)[0]["status"] == store.MINED  # the very transaction signed before
     anchored_once(anchorer.chain, db, 3)
+
+
+def test_reorg_deeper_than_confirmations_while_down_is_repaired_at_start(setup) -> None:
+    db, config, anvil, _, _ = setup
+    Anchorer(db, Chain.connect(config)).anchor_pending(until=store.CONFIRMED, timeout=30)
+    assert anvil.rpc("anvil_reorg", 2, [])["result"] is None  # batches 1 and 2 gone
+    chain = Chain.connect(config)
+    assert chain.anchor.functions.nextBatchId().call() == 1
+    anchorer = Anchorer(db, chain)  # a restart: reconciles before sending anything
+    anchorer.step()
+    assert [b.status for b in store.batches(anchorer.conn)][:1] == [store.CONFIRMED]
+    anchorer.anchor_pending(until=store.CONFIRMED, timeout=30)
+    anchored_once(chain, db, 3)
