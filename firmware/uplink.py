@@ -199,7 +199,10 @@ class Uplink:
     def _resend(self, slot):
         got = self.outbox.read(slot[_SEG], slot[_OFF])
         if got is None or got[0] != slot[_SEQ]:
-            self.window.remove(slot)  # dropped by the full policy (already counted)
+            # Dropped by the full policy (already counted), or unreadable now:
+            # release it so the pending count cannot leak.
+            self.window.remove(slot)
+            self.outbox.release(slot[_SEG])
             return False
         if slot[_SENT] is not None:
             self.republished += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -110,3 +111,29 @@ def test_deep_sleep_keeps_the_sequence_and_a_power_cut_skips_the_block(
     board.start("--deep-sleep-sim")
     assert board.wait(30) == 4, board.console()
     assert max(gateway.seqs(addr)) == 65, "after a power cut the reserved block is skipped"
+
+
+def test_full_outbox_drops_oldest_counts_and_reports(
+    fw, micropython_exe, mosquitto, gateway, tmp_path
+):
+    gateway.ack_enabled = False  # the gateway stores nothing for a while
+    cfg = fw.board_config(mosquitto.port, sample_period_s=0.02, ack_timeout_s=0.5)
+    cfg["outbox"] = {"max_bytes": 8192, "segment_bytes": 2048}
+    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board.start("--max-readings", "90", "--exit-when-drained", "--stats")
+    fw.wait_for(lambda: len(board.stored_seqs()) == 90, 30, "90 readings", board.console)
+    addr = board.address()
+
+    def reported_drops() -> bool:
+        raw = gateway.status.get(addr)
+        return bool(raw) and raw != b"offline" and json.loads(raw)["dropped"] > 0
+
+    fw.wait_for(reported_drops, 10, "dropped count in the status message", board.console)
+    gateway.ack_enabled = True
+    # What is still on the board gets acked as it is republished.
+    assert board.wait(60) == 0, board.console()
+    stats = board.stats()
+    assert stats["dropped"] > 40 and stats["pending"] == 0, stats
+    assert "outbox full: dropped the" in board.console()
+    newest = set(range(91 - 20, 91))
+    assert newest <= gateway.seqs(addr), "the newest readings are kept"
