@@ -160,6 +160,22 @@ class GatewayProcess:
             time.sleep(0.1)
         raise TerrapinError("gateway did not connect in time")
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the gateway and its worker so far (Linux /proc)."""
+        if self.proc is None:
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        pid = self.proc.pid
+        try:
+            pids = [str(pid), *Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            total = 0
+            for p in pids:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            return total / tick
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -266,7 +282,10 @@ def run_bench(
         gw.stop()  # its session (and subscription) stays at the broker
         publish_all(sims, backlog)
         gw.start()
+        cpu0 = gw.cpu_seconds()
         st = wait_stored(api_port, total, 300)
+        cpu1 = gw.cpu_seconds()
+        cpu_us = (cpu1 - cpu0) / total * 1e6 if cpu0 is not None and cpu1 is not None else None
         gateway_per_s = total / max(st["last_commit_at"] - st["first_received_at"], 1e-9)
         acked_backlog = all(
             s.wait_settled([q for q, _ in items], 30)
@@ -313,6 +332,7 @@ def run_bench(
             "gateway_per_s": round(gateway_per_s, 1),
             "ratio": round(gateway_per_s / passthrough, 3),
             "verify_per_s": round(verify_per_s, 1),
+            "gateway_cpu_us_per_reading": None if cpu_us is None else round(cpu_us, 1),
             "p50_ack_latency_ms": round(p50, 2),
             "p99_ack_latency_ms": round(p99, 2),
             "stored": rows,

@@ -35,6 +35,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from .inbox import Inbox
+
 log = logging.getLogger("terrapin.gateway.ingest")
 
 READING_FILTER = "terrapin/v1/+/reading"
@@ -68,7 +70,7 @@ def topic_address(topic: str) -> tuple[bytes | None, str]:
 class Ingest:
     """Connects, subscribes, feeds `out` and sends PUBACKs / ACK publishes on request."""
 
-    def __init__(self, mqtt_cfg, password: str, out: queue.Queue, *, on_status=None):
+    def __init__(self, mqtt_cfg, password: str, out: Inbox, *, on_status=None):
         self.cfg = mqtt_cfg
         self.out = out
         self.on_status = on_status
@@ -118,11 +120,7 @@ class Ingest:
     def stop(self) -> None:
         """Disconnect; readings still queued are not acked and come again next time."""
         self._stopping = True
-        while True:
-            try:
-                self.out.get_nowait()
-            except queue.Empty:
-                break
+        self.out.clear()
         try:
             self.client.disconnect()
         finally:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import queue
 import threading
 import time
 
 from .api import Api
 from .config import GatewayConfig
+from .inbox import Inbox
 from .ingest import Ingest, Message
 from .pipeline import BatchResult
 from .sdnotify import notify, watchdog_interval
@@ -42,7 +42,7 @@ class Gateway:
         self.cfg = cfg
         self.stats = Stats()
         Store(cfg.store.path).close()  # create the schema before anything reads it
-        self.queue: queue.Queue[Message] = queue.Queue(cfg.pipeline.queue_size)
+        self.queue = Inbox(cfg.pipeline.queue_size)
         self.ingest = Ingest(cfg.mqtt, cfg.mqtt_password(), self.queue, on_status=self.stats.status)
         self.processor: LocalProcessor | ProcessorProcess | None = None
         self.api: Api | None = None
@@ -71,18 +71,7 @@ class Gateway:
         self._reload.set()
 
     def _next_batch(self, timeout: float) -> list[Message]:
-        try:
-            batch = [self.queue.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        limit = self.cfg.pipeline.max_batch
-        get = self.queue.get_nowait
-        try:
-            while len(batch) < limit:
-                batch.append(get())
-        except queue.Empty:
-            pass
-        return batch
+        return self.queue.get_batch(timeout, self.cfg.pipeline.max_batch)
 
     def _finish(self, batch: list[Message], result: BatchResult) -> None:
         """After COMMIT: ACK messages to the boards, then PUBACKs to the broker."""
