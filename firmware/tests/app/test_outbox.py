@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from terrapin.firmware.outbox import (
     HEADER_SIZE,
@@ -198,3 +201,55 @@ def test_bad_header_is_set_aside(tmp_path: Path) -> None:
     assert entries(box)[-1] == full[-1]
     box.append(10_000, envelope(1))
     assert entries(box)[-1][0] == 10_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.integers(1, 12), st.integers(1, 1024)),
+            st.tuples(st.just("release"), st.integers(1, 12), st.just(0)),
+            st.tuples(st.just("reboot"), st.just(0), st.just(0)),
+        ),
+        max_size=25,
+    )
+)
+def test_random_operations_keep_every_unreleased_entry(ops) -> None:  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tmp + "/ob"
+        box = Outbox(path, max_bytes=8192, segment_bytes=2048)
+        seq = 0
+        live: dict[int, bytes] = {}  # appended, not released, not dropped
+        cursor = (0, 0)
+        for op, n, size in ops:
+            if op == "append":
+                for _ in range(n):
+                    seq += 1
+                    env = bytes([seq % 251]) * size
+                    dropped = box.append(seq, env)
+                    live[seq] = env
+                    if dropped:
+                        kept = {s for s, _ in entries(box)}
+                        for s in list(live):
+                            if s not in kept:
+                                del live[s]
+            elif op == "release":
+                for _ in range(n):
+                    got = box.next_entry(*cursor)
+                    if got is None:
+                        break
+                    segno, off, s, length = got
+                    cursor = (segno, off + RECORD_HEAD + length)
+                    box.release(segno)
+                    live.pop(s, None)
+            else:
+                box = Outbox(path, max_bytes=8192, segment_bytes=2048)
+                cursor = (0, 0)
+            assert box.corrupt == 0 and box.size <= 8192
+        again = Outbox(path, max_bytes=8192, segment_bytes=2048)
+        found = entries(again)
+        seqs = [s for s, _ in found]
+        assert seqs == sorted(set(seqs))
+        assert again.corrupt == 0 and again.torn == 0
+        for s, env in live.items():
+            assert (s, env) in found, f"unreleased seq {s} lost"
