@@ -127,6 +127,8 @@ def _setup():
         sys.modules.pop(name + ".ota", None)
 
     def _package():
+        if "lib" not in sys.path:
+            sys.path.insert(0, "lib")  # a deployed board folder on the unix port
         for name in ("terrapin.firmware", "terrapin"):
             try:
                 __import__(name + ".compat")
