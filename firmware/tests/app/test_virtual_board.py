@@ -134,6 +134,7 @@ def test_full_outbox_drops_oldest_counts_and_reports(
     assert board.wait(60) == 0, board.console()
     stats = board.stats()
     assert stats["dropped"] > 40 and stats["pending"] == 0, stats
+    assert stats["republished"] > 0, "unacknowledged readings are published again"
     assert "outbox full: dropped the" in board.console()
     newest = set(range(91 - 20, 91))
     assert newest <= gateway.seqs(addr), "the newest readings are kept"
