@@ -27,6 +27,22 @@ from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import record_hil_result
 
 
+@pytest.fixture(autouse=True)
+def _target_available(request) -> None:
+    """Skip a test of a bench-only target before any part is started for it."""
+    callspec = getattr(request.node, "callspec", None)
+    target = callspec.params.get("target") if callspec else None
+    if target == "serial" and not request.config.getoption("--port"):
+        pytest.skip("target serial: no real board given (--port /dev/ttyUSB0)")
+    if target == "qemu":
+        qemu = request.config.getoption("--qemu-bin")
+        if shutil.which(qemu) is None:
+            pytest.skip(
+                f"target qemu: {qemu} is not on PATH (Espressif's fork, not in Debian or "
+                "PyPI: docs/HIL.md says how to get it)"
+            )
+
+
 @pytest.fixture
 def scale(request) -> float:
     """Multiplier for durations and counts (--hil-scale, or TERRAPIN_HIL_SCALE)."""
@@ -117,24 +133,15 @@ def boards(request, target: str, tmp_path: Path, gateway_home, broker, network, 
         elif target == "socket":
             b = SocketBoard(name, tmp_path / "boards", where, **config)
         elif target == "serial":
-            port = opts.getoption("--port")
-            if not port:
-                pytest.skip("target serial: no real board given (--port /dev/ttyUSB0)")
             b = SerialBoard(
                 name,
                 tmp_path / "boards",
                 where,
-                port=port,
+                port=opts.getoption("--port"),
                 relay_cmd=opts.getoption("--relay-cmd"),
                 **config,
             )
         else:
-            qemu = opts.getoption("--qemu-bin")
-            if shutil.which(qemu) is None:
-                pytest.skip(
-                    f"target qemu: {qemu} is not on PATH (Espressif's fork, not in Debian or "
-                    "PyPI: docs/HIL.md says how to get it)"
-                )
             pytest.skip(
                 "target qemu: booting the firmware image in qemu-system-xtensa is not wired "
                 "up yet (docs/HIL.md, 'QEMU')"
@@ -164,6 +171,7 @@ class Hil:
         self.gateway = gateway
         self.scale = scale
         self.t0 = time.monotonic()
+        self.recorded = False
 
     @property
     def scenario(self) -> str:
@@ -213,7 +221,18 @@ class Hil:
             )
         return result
 
+    def record_failure(self) -> None:
+        """A test that failed before finish() still gets its row, naming what it knew."""
+        rep = getattr(self.request.node, "rep_call", None)
+        if self.recorded or rep is None or not rep.failed:
+            return
+        result = Result(self.scenario, self.target, seconds=time.monotonic() - self.t0)
+        message = str(rep.longrepr.reprcrash.message if hasattr(rep.longrepr, "reprcrash") else "")
+        result.problems.append(f"{self.scenario}/{self.target}: {message.splitlines()[0][:300]}")
+        self.record(result)
+
     def record(self, result: Result) -> None:
+        self.recorded = True
         row = result.row()
         for key, value in row.items():
             if key != "problems":
@@ -222,5 +241,15 @@ class Hil:
 
 
 @pytest.fixture
-def hil(request, target: str, gateway_home, gateway, scale) -> Hil:
-    return Hil(request, target, gateway_home, gateway, scale)
+def hil(request, target: str, gateway_home, gateway, scale) -> Iterator[Hil]:
+    h = Hil(request, target, gateway_home, gateway, scale)
+    yield h
+    h.record_failure()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item.rep_call = rep
