@@ -78,9 +78,9 @@ def test_broker_unreachable_at_boot(fw, micropython_exe, mosquitto_exe, tmp_path
     port = free_port()
     board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(port))
     board.start("--max-readings", "30", "--exit-when-drained", "--stats")
-    time.sleep(1.5)
+    fw.wait_for(lambda: "unreachable" in board.console(), 30, "a failed connect", board.console)
+    time.sleep(1.0)  # readings pile up in the outbox meanwhile
     assert board.proc is not None and board.proc.poll() is None, board.console()
-    assert "unreachable" in board.console()
     broker = Mosquitto(tmp_path / "late-broker", port=port).start()
     gw = fw.TestGateway(broker.host, broker.port)
     try:
