@@ -12,7 +12,7 @@
 # sleep, network and sockets, sensor drivers, watchdog, LED, retained memory
 # and deep sleep. Nothing here imports machine, network or socket. config and
 # keystore are boot-only: on MicroPython they are unloaded after boot to give
-# their RAM back.
+# their RAM back, and so are the boot functions below (_forget_boot).
 
 import gc
 import sys
@@ -57,13 +57,10 @@ def _load_config(board):
 
 
 def _identity(root):
-    from . import (  # noqa: F401  leaves first: less compiler memory
-        cbor,
-        cose,  # noqa: F401
-        keccak,
-        keystore,
-        secp256k1,
-    )
+    for name in ("cbor", "keccak", "secp256k1", "cose"):
+        __import__(_PACKAGE + "." + name)  # leaves first, each compiled alone
+        gc.collect()
+    from . import keystore
 
     try:
         return keystore.identity(root)

@@ -10,7 +10,7 @@
 # loaded. So, like a deploy, the checkout's firmware is first compiled to
 # .mpy with mpy-cross (beside the micropython binary, or on PATH) into
 # <repo>/.cache/mpy-<abi>/ (only files whose source changed), and run from
-# there. TERRAPIN_SOURCE=1 runs the sources instead (needs a bigger heap).
+# there. TERRAPIN_SOURCE=1 runs the sources instead (needs -X heapsize=120k).
 
 import gc
 import os
@@ -111,7 +111,7 @@ def _setup():
             if cross and _compile(here, cache + "/firmware", cross, arch):
                 sys.path.insert(0, cache)
                 return
-            print("[info] mpy-cross not found: running from source (needs more than 100 KB heap)")
+            print("[info] mpy-cross not found: running from source (needs -X heapsize=120k)")
         sys.path.append(root)  # the repo root, so `firmware` is a package
 
     def _ota_boot(name):
