@@ -83,7 +83,7 @@ def _setup():
                 stamp = _stamp(src + "/" + name)
                 if _mtime(out) < 0 or _read(out + ".stamp") != stamp:
                     tmp = out + ".%s.tmp" % _nonce()  # several boards may start at once
-                    if os.system("%s %s -o %s %s/%s" % (cross, arch, tmp, src, name)) != 0:
+                    if os.system("'%s' %s -o '%s' '%s/%s'" % (cross, arch, tmp, src, name)) != 0:
                         return False
                     os.rename(tmp, out)
                     with open(tmp, "w") as f:
