@@ -198,7 +198,12 @@ def wait_stored(api_port: int, expected: int, timeout: float) -> dict:
 
 
 def run_bench(
-    boards_n: int, readings: int, latency_readings: int, rate: float, workdir: Path
+    boards_n: int,
+    readings: int,
+    latency_readings: int,
+    rate: float,
+    workdir: Path,
+    workers: int | None = None,
 ) -> dict:
     per_board = max(1, readings // boards_n)
     total = per_board * boards_n
@@ -220,6 +225,7 @@ def run_bench(
                 "store": {"path": "gateway.db"},
                 "api": {"port": api_port},
                 "log": {"level": "warning"},
+                **({"pipeline": {"workers": workers}} if workers is not None else {}),
             }
         )
     )
@@ -243,8 +249,13 @@ def run_bench(
     sign_s = time.perf_counter() - t_sign
     verify_per_s = verify_rate([env for items in backlog for _, env in items[:50]])
 
-    extra = (
-        f"max_queued_messages {2 * (total + latency_readings) + 1000}\nmax_inflight_messages 1000"
+    inflight = os.environ.get("TERRAPIN_BENCH_INFLIGHT", "1000")
+    extra = "\n".join(
+        [
+            f"max_queued_messages {2 * (total + latency_readings) + 1000}",
+            f"max_inflight_messages {inflight}",
+            "set_tcp_nodelay true",
+        ]
     )
     if os.geteuid() == 0:
         extra += "\nuser root"
@@ -339,6 +350,7 @@ def run_bench(
             "expected": expected,
             "exactly_once": rows == distinct == expected and acked_backlog and acked_live,
             "commits": st["counts"]["commits"],
+            "workers": load_config(cfg_path).pipeline.workers,
         }
     finally:
         gw.stop()
@@ -354,14 +366,15 @@ def run_bench(
 @click.option("--readings", default=20000, show_default=True, help="backlog readings in all")
 @click.option("--latency-readings", default=2000, show_default=True, help="readings for phase (c)")
 @click.option("--rate", default=1000.0, show_default=True, help="readings/s in phase (c)")
+@click.option("--workers", type=int, default=None, help="[pipeline] workers (default: config's)")
 @click.option("--keep", is_flag=True, help="keep the work folder (logs, database)")
-def gateway(as_json, boards, readings, latency_readings, rate, keep):
+def gateway(as_json, boards, readings, latency_readings, rate, workers, keep):
     """Gateway ingest vs a counting subscriber through Mosquitto, plus ACK latency."""
     if boards < 1 or readings < boards:
         raise TerrapinError("need --boards >= 1 and --readings >= --boards")
     workdir = Path(tempfile.mkdtemp(prefix="terrapin-bench-gw-"))
     try:
-        result = run_bench(boards, readings, latency_readings, rate, workdir)
+        result = run_bench(boards, readings, latency_readings, rate, workdir, workers)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)

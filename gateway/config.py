@@ -114,7 +114,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
             str, "coincurve", "signature verifier", _one_of("coincurve", "ecdsa")
         ),
         "workers": Key(
-            int, 1, "1: check and store in a worker process; 0: in-thread", _one_of(0, 1)
+            int,
+            2,
+            "processes that check and store (sharded by board); 0: in-thread",
+            _one_of(*range(9)),
         ),
         "stages": Key(list, [], 'extra stages, "module:function" factories', _factories),
     },

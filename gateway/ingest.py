@@ -21,9 +21,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
+import socket
 import struct
 import threading
 import time
@@ -132,6 +134,7 @@ class Ingest:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
+        _nodelay(client)
         self.generation += 1
         self.connects += 1
         log.info(
@@ -197,6 +200,15 @@ class Ingest:
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
+
+
+def _nodelay(client) -> None:
+    """TCP_NODELAY: an ACK or a PUBACK batch is one small write that must not
+    wait for Nagle + the peer's delayed ACK (~40 ms each way)."""
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):  # not TCP (e.g. a websocket wrapper)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _parse_status(payload: bytes) -> dict:

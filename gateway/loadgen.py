@@ -8,6 +8,7 @@ signed envelopes QoS 1 on its reading topic, listens on its ack topic, and
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -94,6 +95,9 @@ class SimBoard:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             return
+        sock = client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(f"terrapin/v1/{self.hex}/ack", qos=1)
         self.connected.set()
 

@@ -32,7 +32,7 @@ from .pipeline import BatchResult
 from .sdnotify import notify, watchdog_interval
 from .stats import Stats
 from .store import Store
-from .worker import LocalProcessor, ProcessorProcess
+from .worker import LocalProcessor, ProcessorPool
 
 log = logging.getLogger("terrapin.gateway")
 
@@ -44,7 +44,7 @@ class Gateway:
         Store(cfg.store.path).close()  # create the schema before anything reads it
         self.queue = Inbox(cfg.pipeline.queue_size)
         self.ingest = Ingest(cfg.mqtt, cfg.mqtt_password(), self.queue, on_status=self.stats.status)
-        self.processor: LocalProcessor | ProcessorProcess | None = None
+        self.processor: LocalProcessor | ProcessorPool | None = None
         self.api: Api | None = None
         self._reload = threading.Event()
         self.stages = self._load_stages()
@@ -75,15 +75,15 @@ class Gateway:
 
     def _finish(self, batch: list[Message], result: BatchResult) -> None:
         """After COMMIT: ACK messages to the boards, then PUBACKs to the broker."""
+        self.stats.apply(result, len(batch), batch[0].received_at)  # committed: count it
         for topic, payload in result.acks:
             self.ingest.publish(topic, payload)
         self.ingest.ack_many(batch)
-        self.stats.apply(result, len(batch), batch[0].received_at)
 
     def run(self, shutdown: threading.Event) -> None:
         cfg = self.cfg
         workers = cfg.pipeline.workers
-        self.processor = ProcessorProcess(cfg) if workers else LocalProcessor(cfg)
+        self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)
         if cfg.api.enabled:
             self.api = Api(cfg.api.host, cfg.api.port, self.snapshot).start()
             log.info("status API on http://%s:%s/api/status", *self.api.address)

@@ -81,16 +81,18 @@ def _child(conn, cfg: GatewayConfig) -> None:
 
 
 class ProcessorProcess:
-    """The Processor in a spawned worker process (pipeline.workers = 1, the default)."""
+    """The Processor in a spawned worker process."""
 
-    def __init__(self, cfg: GatewayConfig, timeout: float = 60.0):
+    def __init__(self, cfg: GatewayConfig, *, wait: bool = True, name: str = "terrapin-verify"):
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.proc = ctx.Process(
-            target=_child, args=(child, cfg), name="terrapin-verify", daemon=True
-        )
+        self.proc = ctx.Process(target=_child, args=(child, cfg), name=name, daemon=True)
         self.proc.start()
         child.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
         kind, payload = self._recv(timeout)
         if kind != "ready":
             raise WorkerDied(f"verify worker failed to start:\n{payload}")
@@ -138,3 +140,71 @@ class ProcessorProcess:
             self.proc.kill()
             self.proc.join()
         self._conn.close()
+
+
+def shard_of(address: bytes | None, n: int) -> int:
+    """Which worker checks a board's readings: always the same one per board,
+    so per-board state (key cache, highest seq, rate limit) lives in one place."""
+    return address[-1] % n if address else 0
+
+
+class ProcessorPool:
+    """Several worker processes, readings sharded by board (pipeline.workers = N).
+
+    Every worker writes its own transactions to the same SQLite file (WAL;
+    writers take turns); the batch is PUBACKed only when all have committed.
+    """
+
+    def __init__(self, cfg: GatewayConfig, n: int):
+        self.workers = [
+            ProcessorProcess(cfg, wait=False, name=f"terrapin-verify-{i}") for i in range(n)
+        ]
+        try:
+            for w in self.workers:
+                w.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        self._busy: list[ProcessorProcess] = []
+
+    def submit(self, items: list[Item]) -> None:
+        n = len(self.workers)
+        parts: list[list[Item]] = [[] for _ in range(n)]
+        for item in items:
+            parts[shard_of(item[1], n)].append(item)
+        self._busy = []
+        for w, part in zip(self.workers, parts, strict=True):
+            if part:
+                w.submit(part)
+                self._busy.append(w)
+
+    def result(self) -> BatchResult:
+        results = [w.result() for w in self._busy]
+        self._busy = []
+        return merge(results)
+
+    def reload(self) -> None:
+        for w in self.workers:
+            w.reload()
+
+    def check_alive(self) -> None:
+        for w in self.workers:
+            w.check_alive()
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+
+
+def merge(results: list[BatchResult]) -> BatchResult:
+    if len(results) == 1:
+        return results[0]
+    out = BatchResult(acks=[])
+    for r in results:
+        out.acks += r.acks
+        out.stored += r.stored
+        out.duplicate += r.duplicate
+        for name, k in r.rejected.items():
+            out.rejected[name] = out.rejected.get(name, 0) + k
+        out.boards.update(r.boards)  # shards hold disjoint boards
+    return out

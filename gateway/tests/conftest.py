@@ -81,7 +81,7 @@ def gw_broker(mosquitto_exe: str, gw_home: Home):
         persistence=True,
         # As root, Mosquitto would drop to user mosquitto, which cannot enter
         # pytest's 0700 tmp folders; keep it root in tests.
-        extra_config="user root" if os.geteuid() == 0 else "",
+        extra_config="set_tcp_nodelay true\n" + ("user root" if os.geteuid() == 0 else ""),
     ).start()
     try:
         yield broker

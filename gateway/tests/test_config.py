@@ -39,7 +39,7 @@ def test_other_stages_sections_pass_through():
         ({"policy": {"ranges": {"Cel": [10, 0]}}}, "needs [low, high]"),
         ({"api": {"enabled": "yes"}}, "api.enabled must be true or false"),
         ({"pipeline": {"stages": ["nocolon"]}}, '"module:function"'),
-        ({"pipeline": {"workers": 2}}, "pipeline.workers must be one of"),
+        ({"pipeline": {"workers": 9}}, "pipeline.workers must be one of"),
         ({"log": {"level": "loud"}}, "log.level must be one of"),
         ({"store": 5}, "must be a [store] section"),
         ({"chain": 5}, "must be a [section]"),

@@ -76,7 +76,7 @@ class Gw:
             if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
             and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()
         ]
-        assert len(workers) == 1, f"the gateway has no single worker process: {children}"
+        assert workers, f"the gateway has no worker process: {children}"
         os.kill(workers[0], signal.SIGKILL)
         assert self.proc.wait(15) == 1, self.log.read_text()[-2000:]
         assert "verify worker" in self.log.read_text()

@@ -60,16 +60,22 @@ def test_readings_are_stored_once_and_acked(gw_home, gw_running, gw_board):
     assert "terrapin_gateway_stored_total 40" in _api(gw_home, "/metrics")
 
 
-def test_worker_process_mode(gw_home, gw_broker, gw_board, gw_tools):
-    running = gw_tools.RunningGateway(gw_home.config, workers=1).start()
+def test_worker_processes_sharded_by_board(gw_home, gw_broker, gw_board, gw_tools):
+    key, pw = gw_home.add_board()
+    gw_tools.reload_broker(gw_broker)
+    other = SimBoard("127.0.0.1", gw_home.mqtt_port, key, password=pw).start()
+    running = gw_tools.RunningGateway(gw_home.config, workers=2).start()
     try:
         for s in range(1, 21):
             gw_board.publish(gw_board.envelope(s), s)
-        assert gw_board.wait_settled(range(1, 21), 15)
-        assert gw_board.acked == set(range(1, 21))
+            other.publish(other.envelope(s), s)
+        assert gw_board.wait_settled(range(1, 21), 15) and other.wait_settled(range(1, 21), 15)
+        assert gw_board.acked == other.acked == set(range(1, 21))
+        assert running.counts["stored"] == 40, running.counts
     finally:
+        other.stop()
         running.stop()
-    assert _stored(gw_home) == 20
+    assert _stored(gw_home) == 40
 
 
 def _client(home, user, password, client_id):
