@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections import Counter
+from pathlib import Path
 
 import cbor2
 import paho.mqtt.client as mqtt
 import pytest
+from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
+from terrapin.gateway.cli import gateway as gateway_cli
 from terrapin.gateway.envelope import assemble, digest, encode_payload
 from terrapin.gateway.loadgen import SimBoard
 from terrapin.gateway.reasons import Reason
@@ -184,3 +188,45 @@ def test_every_rejection_over_mqtt_then_the_gateway_keeps_working(gw_home, gw_ru
     b.publish(b.envelope(20_001), 20_001)
     assert b.wait_settled([20_001])
     assert _stored(gw_home) == 3
+
+
+def test_every_invalid_vector_over_mqtt_is_rejected_with_its_reason(
+    gw_home, gw_broker, gw_running, gw_tools
+):
+    path = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "invalid.json"
+    if not path.exists():
+        pytest.skip("docs/vectors/invalid.json is not written yet")
+    vectors = json.loads(path.read_text())["vectors"]
+    cfg = str(gw_home.config_path)
+    creds = {}
+    for v in vectors:
+        addr = v["topic_address"]
+        if addr not in creds:
+            out = CliRunner().invoke(
+                gateway_cli, ["device", "add", addr, "--json", "--config", cfg]
+            )
+            creds[addr] = json.loads(out.output)["mqtt_password"]
+    gw_tools.reload_broker(gw_broker)
+    gw_running.gateway.request_reload()
+    clients = {}
+    try:
+        for addr, pw in creds.items():
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tp-" + addr)
+            c.username_pw_set(addr, pw)
+            c.connect("127.0.0.1", gw_home.mqtt_port)
+            c.loop_start()
+            clients[addr] = c
+        for v in vectors:
+            info = clients[v["topic_address"]].publish(
+                f"terrapin/v1/{v['topic_address']}/reading", bytes.fromhex(v["envelope"]), qos=1
+            )
+            info.wait_for_publish(5)
+        _wait(lambda: gw_running.counts["rejected_total"] >= len(vectors), what="all vectors")
+    finally:
+        for c in clients.values():
+            c.disconnect()
+            c.loop_stop()
+    want = Counter(v["reason"] for v in vectors)
+    got = {k: n for k, n in gw_running.counts["rejected"].items() if n}
+    assert got == dict(want)
+    assert gw_running.counts["stored"] == 0 and _stored(gw_home) == 0
