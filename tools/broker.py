@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -72,10 +73,16 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             "max_inflight_messages 100",
+            # Small QoS 1 packets (readings, ACKs) otherwise wait ~40 ms for Nagle.
+            "set_tcp_nodelay true",
             "max_queued_messages 100000",
             # A QoS 1 reading may wait for hours while a gateway is down.
             "persistent_client_expiration 14d",
         ]
+        if os.geteuid() == 0:
+            # As root Mosquitto drops to user `mosquitto`, which cannot read
+            # password/ACL files or persistence folders made by the caller.
+            lines.append("user root")
         if self.persistence:
             lines += [
                 "persistence true",
