@@ -250,15 +250,13 @@ def run_bench(
     verify_per_s = verify_rate([env for items in backlog for _, env in items[:50]])
 
     inflight = os.environ.get("TERRAPIN_BENCH_INFLIGHT", "1000")
+    # tools.broker already sets set_tcp_nodelay and, as root, `user root`.
     extra = "\n".join(
         [
             f"max_queued_messages {2 * (total + latency_readings) + 1000}",
             f"max_inflight_messages {inflight}",
-            "set_tcp_nodelay true",
         ]
     )
-    if os.geteuid() == 0:
-        extra += "\nuser root"
     broker = Mosquitto(
         workdir / "broker",
         port=mqtt_port,

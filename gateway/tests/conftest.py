@@ -5,7 +5,6 @@ running in a thread (or as a subprocess in the crash test)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -79,9 +78,9 @@ def gw_broker(mosquitto_exe: str, gw_home: Home):
         password_file=mq / "passwd",
         acl_file=mq / "acl",
         persistence=True,
-        # As root, Mosquitto would drop to user mosquitto, which cannot enter
-        # pytest's 0700 tmp folders; keep it root in tests.
-        extra_config="set_tcp_nodelay true\n" + ("user root" if os.geteuid() == 0 else ""),
+        # tools.broker sets set_tcp_nodelay and, as root, `user root` (Mosquitto
+        # would otherwise drop to a user that cannot enter pytest's tmp folders).
+        extra_config="max_inflight_messages 1000",
     ).start()
     try:
         yield broker
