@@ -95,9 +95,6 @@ def start_broker(home: GatewayHome) -> Mosquitto:
         password_file=mq / "passwd",
         acl_file=mq / "acl",
         persistence=True,
-        # As root Mosquitto would switch to user mosquitto, who cannot enter
-        # pytest's 0700 folders.
-        extra_config="user root" if os.geteuid() == 0 else "",
     ).start()
 
 

@@ -109,8 +109,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--hil-scale",
         type=float,
         default=None,
-        help="multiply scenario durations and counts (default 1 under CI, 1 here; a bench "
-        "uses e.g. 20 for a partition of minutes)",
+        help="multiply scenario durations and counts (default 1, or $TERRAPIN_HIL_SCALE; a "
+        "bench uses e.g. 30 for a partition of two minutes)",
     )
     g.addoption(
         "--hil-report",

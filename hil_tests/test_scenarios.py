@@ -37,6 +37,7 @@ def test_power_cut(hil, board):
     """kill -9 the board at random points (sampling, outbox write, between publish and ack)."""
     rng = random.Random(int(time.time()))
     total = hil.n(60)
+    key = board.read_file("key.bin")  # compared, never printed
     for _ in range(hil.n(6)):
         board.start(*take(total))
         time.sleep(rng.uniform(0.05, 0.6))
@@ -44,6 +45,7 @@ def test_power_cut(hil, board):
     board.start(*take(max(0, total - len(set(board.signed())))))
     hil.finish([board])
     assert len(board.exit_codes) >= hil.n(6) + 2  # provisioning boot, the cuts, the last boot
+    assert board.read_file("key.bin") == key, "the board's identity changed across power cuts"
 
 
 def test_broker_restart(hil, board, broker):

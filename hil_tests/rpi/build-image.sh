@@ -31,9 +31,15 @@ done
 update-binfmts --enable qemu-aarch64 2>/dev/null || true
 
 ROOT="$CACHE/rootfs.tmp"
+# debootstrap mounts /proc (and more) inside the tree; never rm -rf through a mount.
+unmount_tree() {
+    grep -o " $ROOT/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m"; done
+}
+trap unmount_tree EXIT
+unmount_tree
 rm -rf "$ROOT"
-debootstrap --arch=arm64 --variant=minbase \
-    --include=systemd-sysv,udev,linux-image-arm64,initramfs-tools,kmod,ifupdown,isc-dhcp-client,iproute2,ca-certificates,curl,python3,python3-venv,python3-pip,python3-dev,build-essential,mosquitto,mosquitto-clients \
+debootstrap --arch=arm64 --variant=minbase --keep-debootstrap-dir \
+    --include=systemd-sysv,udev,linux-image-arm64,initramfs-tools,kmod,iproute2,ca-certificates,curl,python3,python3-venv,python3-pip,python3-dev,build-essential,mosquitto,mosquitto-clients \
     "$SUITE" "$ROOT" "$MIRROR"
 
 # Serial console: root logged in on ttyAMA0 (the test drives the shell there).
@@ -43,7 +49,9 @@ cat > "$ROOT/etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf" <
 ExecStart=
 ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200 %I vt220
 UNIT
-printf 'auto lo\niface lo inet loopback\nauto eth0\niface eth0 inet dhcp\n' > "$ROOT/etc/network/interfaces"
+# Network: systemd-networkd, DHCP on the virtio NIC (QEMU's user network).
+printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' > "$ROOT/etc/systemd/network/20-wired.network"
+chroot "$ROOT" systemctl enable systemd-networkd
 echo terrapin-rpi > "$ROOT/etc/hostname"
 echo '/dev/vda / ext4 defaults 0 1' > "$ROOT/etc/fstab"
 chroot "$ROOT" passwd -d root
@@ -52,6 +60,7 @@ printf 'virtio_pci\nvirtio_blk\nvirtio_net\next4\n' >> "$ROOT/etc/initramfs-tool
 chroot "$ROOT" update-initramfs -u
 cp "$ROOT"/boot/vmlinuz-* "$CACHE/vmlinuz"
 cp "$ROOT"/boot/initrd.img-* "$CACHE/initrd.img"
+unmount_tree
 rm -f "$CACHE/rootfs.img"
 mkfs.ext4 -q -d "$ROOT" -L rootfs "$CACHE/rootfs.img" 4G
 rm -rf "$ROOT"
