@@ -52,6 +52,7 @@ class LocalProcessor:
 def _child(conn, cfg: GatewayConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
     from .logs import setup_logging
 
     setup_logging(cfg.log.level, cfg.log.format)

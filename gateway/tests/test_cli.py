@@ -91,7 +91,7 @@ def test_status_when_nothing_runs(gw_home, capsys):
 def test_bench_smoke(mosquitto_exe, tmp_path):
     from terrapin.gateway.bench import run_bench
 
-    r = run_bench(2, 200, 20, 200.0, tmp_path)
+    r = run_bench(2, 200, 20, 200.0, tmp_path, repeat=1)
     for key in (
         "passthrough_per_s",
         "gateway_per_s",
