@@ -170,19 +170,22 @@ class GatewayProcess:
             time.sleep(0.1)
         raise TerrapinError("gateway did not connect in time")
 
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU of the gateway and its worker so far (Linux /proc)."""
+    def cpu_seconds(self) -> tuple[float, float] | None:
+        """User + system CPU so far of (the gateway process, its workers), Linux /proc."""
         if self.proc is None:
             return None
         tick = os.sysconf("SC_CLK_TCK")
         pid = self.proc.pid
         try:
-            pids = [str(pid), *Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-            total = 0
-            for p in pids:
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-            return total / tick
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            out = []
+            for group in ([str(pid)], kids):
+                total = 0
+                for p in group:
+                    fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])  # utime, stime
+                out.append(total / tick)
+            return out[0], out[1]
         except (OSError, ValueError, IndexError):
             return None
 
@@ -313,12 +316,12 @@ def run_bench(
             st = wait_stored(api_port, total, 300)
             cpu1 = gw.cpu_seconds()
             if cpu0 is not None and cpu1 is not None:
-                cpu.append((cpu1 - cpu0) / total * 1e6)
+                cpu.append(tuple((b - a) / total * 1e6 for a, b in zip(cpu0, cpu1, strict=True)))
             rates.append(total / max(st["last_commit_at"] - st["first_received_at"], 1e-9))
             if r < repeat - 1:
                 gw.stop()
         gateway_per_s = max(rates)
-        cpu_us = min(cpu) if cpu else None
+        cpu_us = min(cpu, key=sum) if cpu else None
         acked_backlog = all(
             s.wait_settled([q for b in backlogs for q, _ in b[i]], 30) for i, s in enumerate(sims)
         )
@@ -364,7 +367,9 @@ def run_bench(
             "gateway_per_s": round(gateway_per_s, 1),
             "ratio": round(gateway_per_s / passthrough, 3),
             "verify_per_s": round(verify_per_s, 1),
-            "gateway_cpu_us_per_reading": None if cpu_us is None else round(cpu_us, 1),
+            "gateway_cpu_us_per_reading": None if cpu_us is None else round(sum(cpu_us), 1),
+            "gateway_cpu_us_main": None if cpu_us is None else round(cpu_us[0], 1),
+            "gateway_cpu_us_workers": None if cpu_us is None else round(cpu_us[1], 1),
             "p50_ack_latency_ms": round(p50, 2),
             "p99_ack_latency_ms": round(p99, 2),
             "stored": rows,

@@ -4,10 +4,10 @@
                                     --> publish ACKs --> PUBACK to the broker
 
 The server thread takes whatever is queued (up to pipeline.max_batch) and
-hands it to the Processor (in a worker process by default, see worker.py);
-while that batch is checked and committed it collects the next one. When
-the result comes back it publishes one ACK per board and only then PUBACKs
-the batch's messages, so the broker redelivers anything not committed.
+hands it to the Processor (worker processes by default, see worker.py),
+keeping up to PIPELINE_DEPTH batches in flight. When a batch's result comes
+back (in order) it publishes one ACK per board and only then PUBACKs the
+batch's messages, so the broker redelivers anything not committed.
 
 Other stages (batcher, anchor, rewards, ...) plug in as objects with
 `run(shutdown: threading.Event)` and optionally `status() -> dict`; list
@@ -23,6 +23,7 @@ import importlib
 import logging
 import threading
 import time
+from collections import deque
 
 from .api import Api
 from .config import GatewayConfig
@@ -35,6 +36,11 @@ from .store import Store
 from .worker import LocalProcessor, ProcessorPool
 
 log = logging.getLogger("terrapin.gateway")
+
+# Batches handed to the workers and not yet finished. While they work, the
+# server collects the next batch; with 2 the workers never wait for the
+# server's ACK/PUBACK round.
+PIPELINE_DEPTH = 2
 
 
 class Gateway:
@@ -98,28 +104,28 @@ class Gateway:
         ping = watchdog_interval()
         next_ping = time.monotonic()
         log.info("gateway running", extra={"fields": {"db": str(cfg.store.path)}})
-        inflight: list[Message] | None = None
+        inflight: deque[list[Message]] = deque()  # submitted, oldest first
         try:
             while not shutdown.is_set():
-                batch = self._next_batch(0.005 if inflight else 0.2)
-                if inflight is not None:
-                    self._finish(inflight, self.processor.result())
-                    inflight = None
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self.processor.reload()
+                batch = self._next_batch(0.002 if inflight else 0.2)
                 if batch:
                     self.processor.submit(
                         [(m.topic, m.address, m.payload, m.received_at) for m in batch]
                     )
-                    inflight = batch
-                else:
+                    inflight.append(batch)
+                elif not inflight:
                     self.processor.check_alive()
+                # Finish what is done; wait only when the pipeline is full.
+                while inflight and (len(inflight) >= PIPELINE_DEPTH or self.processor.ready()):
+                    self._finish(inflight.popleft(), self.processor.result())
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.processor.reload()
                 if ping and time.monotonic() >= next_ping:
                     notify("WATCHDOG=1")
                     next_ping = time.monotonic() + ping
-            if inflight is not None:  # finish the current transaction, ack it
-                self._finish(inflight, self.processor.result())
+            while inflight:  # finish the transactions under way, ack them
+                self._finish(inflight.popleft(), self.processor.result())
         finally:
             notify("STOPPING=1")
             log.info("stopping: last transaction done, disconnecting")

@@ -1,8 +1,9 @@
 """Run the Processor (check -> store -> ack) in a worker process, or in-thread.
 
-Both classes have `submit(items)` then `result() -> BatchResult`, one batch
-at a time, so the server can collect the next batch while this one is being
-checked and committed. The worker process ignores SIGINT/SIGTERM (the server
+Both classes take batches with `submit(items)` and give their results back
+in the same order with `result() -> BatchResult` (`ready()` says whether the
+oldest one is done), so the server keeps a few batches in flight and collects
+the next while they are checked and committed. The worker process ignores SIGINT/SIGTERM (the server
 decides when to stop) and exits when its pipe closes, e.g. when the server
 was killed; an uncommitted batch is simply never PUBACKed.
 """
@@ -14,6 +15,7 @@ import logging
 import multiprocessing
 import signal
 import traceback
+from collections import deque
 
 from .config import GatewayConfig
 from .pipeline import BatchResult, Item, Processor
@@ -30,14 +32,16 @@ class LocalProcessor:
 
     def __init__(self, cfg: GatewayConfig):
         self.processor = Processor(cfg)
-        self._batch: list[Item] | None = None
+        self._batches: deque[list[Item]] = deque()
 
     def submit(self, items: list[Item]) -> None:
-        self._batch = items
+        self._batches.append(items)
+
+    def ready(self) -> bool:
+        return True  # the work happens in result()
 
     def result(self) -> BatchResult:
-        batch, self._batch = self._batch, None
-        return self.processor.handle(batch or [])
+        return self.processor.handle(self._batches.popleft())
 
     def reload(self) -> None:
         self.processor.reload_boards()
@@ -111,6 +115,10 @@ class ProcessorProcess:
         except (EOFError, OSError):
             raise WorkerDied("verify worker closed its pipe") from None
 
+    def ready(self) -> bool:
+        """A result is waiting (answers come in the order the batches went in)."""
+        return self._conn.poll(0)
+
     def submit(self, items: list[Item]) -> None:
         try:
             self._conn.send(("batch", items))
@@ -166,23 +174,28 @@ class ProcessorPool:
         except BaseException:
             self.close()
             raise
-        self._busy: list[ProcessorProcess] = []
+        # For each batch in flight, oldest first: the workers that got a part of it.
+        self._pending: deque[list[ProcessorProcess]] = deque()
 
     def submit(self, items: list[Item]) -> None:
         n = len(self.workers)
         parts: list[list[Item]] = [[] for _ in range(n)]
         for item in items:
             parts[shard_of(item[1], n)].append(item)
-        self._busy = []
+        busy = []
         for w, part in zip(self.workers, parts, strict=True):
             if part:
                 w.submit(part)
-                self._busy.append(w)
+                busy.append(w)
+        self._pending.append(busy)
+
+    def ready(self) -> bool:
+        """Every part of the oldest batch in flight is done."""
+        return bool(self._pending) and all(w.ready() for w in self._pending[0])
 
     def result(self) -> BatchResult:
-        results = [w.result() for w in self._busy]
-        self._busy = []
-        return merge(results)
+        """The oldest batch's merged result (waits for it)."""
+        return merge([w.result() for w in self._pending.popleft()])
 
     def reload(self) -> None:
         for w in self.workers:
@@ -198,6 +211,8 @@ class ProcessorPool:
 
 
 def merge(results: list[BatchResult]) -> BatchResult:
+    if not results:
+        return BatchResult(acks=[])
     if len(results) == 1:
         return results[0]
     out = BatchResult(acks=[])
