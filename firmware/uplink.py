@@ -12,8 +12,18 @@
 # outbox) only when the gateway's application ACK lists it as stored or
 # rejected; an MQTT PUBACK only means the broker has it. After `ack_timeout_s`
 # without an application ACK the entry is published again: same packet id
-# with DUP=1 if the broker never PUBACKed it, else as a new publish. After a
-# reconnect everything in the window is sent again.
+# with DUP=1 if the broker never PUBACKed it, else as a new publish.
+#
+# Order. The broker drops a publish nobody is subscribed to (a gateway that is
+# reconnecting, a broker restarted without the gateway's session), and it
+# keeps no order between the board's resends and its new readings. So after
+# a (re)connect, and when an entry's ACK times out, the uplink "probes": only
+# the oldest unacknowledged entry is in flight (a new one if the window is
+# empty), resent at each timeout, until the gateway acks it. Then the rest of
+# the window is resent in sequence order, and only then is anything newer
+# published. First deliveries therefore reach the gateway in sequence order
+# (go-back-N with a one-entry probe), at the cost of one round trip after an
+# outage.
 
 import random
 
@@ -64,6 +74,7 @@ class Uplink:
         self.backoff_max = int(cfg["backoff_max_s"] * 1000)
         self.backoff = 1000
         self.window = []
+        self.probe = True  # only the oldest entry in flight (see the top)
         self.cursor = (0, 0)
         self.next_try = ticks_ms()
         self.status_at = 0
@@ -105,10 +116,13 @@ class Uplink:
         now = ticks_ms()
         if not self.client.connected:
             return max(0, ticks_diff(self.next_try, now))
-        if len(self.window) < self.window_size and self.outbox.pending > len(self.window):
+        window = self.window
+        n = len(window)
+        if n < (1 if self.probe else self.window_size) and self.outbox.pending > n:
             return 0
         wait = self.status_period - ticks_diff(now, self.status_at)
-        for slot in self.window:
+        for i in range(1 if self.probe and n else n):
+            slot = window[i]
             if slot[_SENT] is None:
                 return 0
             left = self.ack_timeout - ticks_diff(now, slot[_SENT])
@@ -137,6 +151,7 @@ class Uplink:
         for slot in self.window:
             slot[_SENT] = None
             slot[_PID] = 0
+        self.probe = True  # the gateway may not be subscribed yet
         self.app.log("info", "connected to %s:%d" % (b["host"], b["port"]))
         self.board.led_state("online")
         self.status_due = True
@@ -178,18 +193,38 @@ class Uplink:
 
     def _fill(self, now):
         window = self.window
+        timeout = self.ack_timeout
+        if not self.probe:
+            for slot in window:
+                if slot[_SENT] is not None and ticks_diff(now, slot[_SENT]) >= timeout:
+                    # Go back: probe with the oldest, then resend all in order.
+                    for s in window:
+                        s[_SENT] = None
+                    self.probe = True
+                    break
+        if self.probe:
+            while window:
+                slot = window[0]
+                if slot[_SENT] is not None and ticks_diff(now, slot[_SENT]) < timeout:
+                    return
+                if self._resend(slot):
+                    return
+            self._publish_new(min(1, self.window_size))  # empty window: a new entry probes
+            return
         i = 0
         while i < len(window):
-            slot = window[i]
-            if slot[_SENT] is None or ticks_diff(now, slot[_SENT]) >= self.ack_timeout:
-                if not self._resend(slot):
-                    continue
+            if window[i][_SENT] is None and not self._resend(window[i]):
+                continue  # removed
             i += 1
+        self._publish_new(self.window_size)
+
+    def _publish_new(self, limit):
+        window = self.window
         outbox = self.outbox
-        while len(window) < self.window_size:
+        while len(window) < limit:
             got = outbox.next_entry(self.cursor[0], self.cursor[1])
             if got is None:
-                break
+                return
             segno, off, seq, n = got
             self.cursor = (segno, off + RECORD_HEAD + n)
             pid = self.client.publish(self.t_reading, outbox.envelope(n), 1)
@@ -204,8 +239,7 @@ class Uplink:
             self.window.remove(slot)
             self.outbox.release(slot[_SEG])
             return False
-        if slot[_SENT] is not None:
-            self.republished += 1
+        self.republished += 1
         env = self.outbox.envelope(got[1])
         if slot[_PID] and not slot[_PUBACKED]:
             self.client.publish(self.t_reading, env, 1, False, slot[_PID])  # DUP
@@ -237,6 +271,7 @@ class Uplink:
         if not self.app.confirmed:
             self.app.acked()
         window = self.window
+        head = window[0] if window else None
         i = 0
         while i < len(window):
             slot = window[i]
@@ -253,6 +288,8 @@ class Uplink:
                 )
             else:
                 self.acked += 1
+        if head is not None and (not window or window[0] is not head):
+            self.probe = False  # the oldest is stored: the path works again
 
 
 def _text(exc):

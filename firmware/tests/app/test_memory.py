@@ -1,8 +1,8 @@
 """Memory: a virtual board runs 10,000 readings in a 100 KB heap without growing.
 
 Readings are signed at a 3 ms period and acknowledged by a local test
-gateway (no signature checks, for speed) through a Mosquitto with
-TCP_NODELAY, so the run stays around 40 s. TERRAPIN_MEMORY_READINGS
+gateway (no signature checks, for speed) through a Mosquitto (TCP_NODELAY
+set by tools/broker.py), so the run stays around 40 s. TERRAPIN_MEMORY_READINGS
 changes the count.
 """
 
@@ -20,7 +20,7 @@ READINGS = int(os.environ.get("TERRAPIN_MEMORY_READINGS", "10000"))
 
 
 def test_ten_thousand_readings_in_100k_heap(fw, micropython_exe, mosquitto_exe, tmp_path):
-    broker = Mosquitto(tmp_path / "broker", extra_config="set_tcp_nodelay true").start()
+    broker = Mosquitto(tmp_path / "broker").start()
     gw = fw.TestGateway(broker.host, broker.port, verify=False)
     try:
         cfg = fw.board_config(broker.port, window=16, log="info", ack_timeout_s=5)

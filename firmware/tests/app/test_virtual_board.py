@@ -74,6 +74,30 @@ def test_broker_restart_backlog_drains_in_order(fw, micropython_exe, mosquitto, 
     assert "connection lost" in board.console()
 
 
+def test_readings_missed_after_a_restart_are_resent_before_newer_ones(
+    fw, micropython_exe, mosquitto, gateway, tmp_path
+):
+    # Deterministic form of the race above: the first publishes after the
+    # restart are lost (as if the gateway were not subscribed yet). The board
+    # must get its oldest entry through before it sends anything newer.
+    cfg = fw.board_config(mosquitto.port, ack_timeout_s=0.4, window=8)
+    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board.start("--max-readings", "60", "--exit-when-drained", "--stats")
+    fw.wait_for(lambda: gateway.received >= 10, 20, "first readings", board.console)
+    addr = board.address()
+    gateway.deaf = 10**6  # from now on nothing is heard (nor acked): the window fills
+    time.sleep(0.3)
+    mosquitto.stop()
+    time.sleep(1.0)
+    gateway.deaf = 3  # and the first three publishes after the restart are lost too
+    mosquitto.start()
+    assert board.wait(60) == 0, board.console()
+    assert gateway.seqs(addr) == set(range(1, 61))
+    order = gateway.first_order[addr]
+    assert order == sorted(order), f"first deliveries out of order: {order}\n{board.console()}"
+    assert gateway.deaf == 0 and board.stats()["republished"] >= 3
+
+
 def test_broker_unreachable_at_boot(fw, micropython_exe, mosquitto_exe, tmp_path):
     port = free_port()
     board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(port))

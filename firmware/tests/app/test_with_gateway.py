@@ -9,7 +9,6 @@ end up in the gateway's SQLite exactly once, acked, and the outbox drains.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import threading
@@ -52,8 +51,7 @@ def test_virtual_board_with_the_real_gateway(fw, micropython_exe, mosquitto_exe,
 
     mq = home / "mosquitto"
     broker = Mosquitto(
-        mq / "run", port=mqtt_port, password_file=mq / "passwd", acl_file=mq / "acl",
-        extra_config="user root" if os.geteuid() == 0 else "",
+        mq / "run", port=mqtt_port, password_file=mq / "passwd", acl_file=mq / "acl"
     ).start()  # fmt: skip
     gateway = Gateway(load_config(home / "gateway.toml"))
     shutdown = threading.Event()
