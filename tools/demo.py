@@ -29,6 +29,7 @@ import json
 import shutil
 import signal
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -64,8 +65,9 @@ def prepare_out(out: Path | None) -> Path:
 
 
 @contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so the clean-up below runs either way."""
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM, and SIGINT even where the shell started us with it ignored, raise
+    KeyboardInterrupt, so the clean-up below runs either way."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -73,11 +75,12 @@ def sigterm_interrupts() -> Iterator[None]:
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Demo:
@@ -96,6 +99,7 @@ class Demo:
         self.dc: Any = None
         self.boards: list[Any] = []
         self.stage_stop = threading.Event()
+        self.views: list[Any] = []
         self.started = time.monotonic()
 
     # -- the run -------------------------------------------------------------------------
@@ -302,15 +306,20 @@ class Demo:
     # -- keep running and clean up -------------------------------------------------------
     def keep_running(self) -> None:
         """Boards sample every 5 s; batches close every 5 s and are anchored; Ctrl-C ends."""
+        from terrapin.tools.demo_chain import RewardsView
+
         batcher, anchorer = self._stages
-        self.net.gateway.stages.extend([batcher, anchorer])  # shown in /api/status
+        # Shown under "stages" in /api/status (the gateway reads the list on each request).
+        self.views.append(RewardsView(self.net.db_path))
+        self.net.gateway.stages.extend([batcher, anchorer, *self.views])
         for target in (batcher.run, anchorer.run):
             threading.Thread(target=target, args=(self.stage_stop,), daemon=True).start()
         for b in self.boards:
             b.start(None, "--period-ms", "5000")
         self.console.print(
             f"[bold]network up[/]: status {self.net.status_url}, "
-            f"mqtt 127.0.0.1:{self.net.mqtt_port}, gateway db {self.net.db_path}. Ctrl-C stops it."
+            f"mqtt 127.0.0.1:{self.net.mqtt_port}, gateway db {self.net.db_path}. Ctrl-C stops it.",
+            soft_wrap=True,
         )
         try:
             while True:
@@ -325,6 +334,8 @@ class Demo:
             b.stop()
         if self.net is not None:
             self.net.stop()
+        for view in self.views:
+            view.close()
 
 
 @click.command()
@@ -341,11 +352,12 @@ def demo(n_boards, readings, out, rpc, key_env, keep_running) -> None:
     """Run the whole network locally: boards, Mosquitto, gateway, chain, rewards."""
     from terrapin.tools import demo_net, demo_report
 
-    console = Console()
+    # Piped output (CI logs, `| tee`) gets room for the tables instead of 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 110)
     out = prepare_out(out)
     run = Demo(console, out, n_boards, readings, rpc, key_env)
     handler = None
-    with sigterm_interrupts():
+    with signals_interrupt():
         try:
             (out / "network").mkdir(parents=True, exist_ok=True)
             handler = demo_net.log_to_file(out / "network" / "demo.log")

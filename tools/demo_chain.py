@@ -192,6 +192,7 @@ def settle_and_claim(
         }
         return {
             "epoch": epoch,
+            "epoch_seconds": params.epoch_seconds,
             "root": "0x" + dist.root.hex(),
             "total": str(dist.total),
             "file": str(rewards_store.distribution_path(out_dir, epoch)),
@@ -206,3 +207,22 @@ def settle_and_claim(
         }
     finally:
         conn.close()
+
+
+class RewardsView:
+    """The rewards part of /api/status while the demo keeps running: the latest epoch,
+    every board's owner and every owner's amounts (docs/REWARDS.md, status API)."""
+
+    def __init__(self, db_path: Path):
+        self.conn = sqlite3.connect(str(db_path), timeout=10, check_same_thread=False)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def status(self) -> dict[str, Any]:
+        from terrapin.gateway import rewards_store
+
+        try:
+            return rewards_store.status(self.conn)
+        except (sqlite3.Error, ValueError) as exc:
+            return {"error": str(exc)}

@@ -70,7 +70,7 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     for name in ("board", "address", "owner", "signed", "stored", "bundle"):
         boards.add_column(name, justify="right" if name in ("signed", "stored") else "left")
     for b in s["boards"]:
-        mark = "[green]✓ verified[/]" if b["bundle_ok"] else "[red]✗ failed[/]"
+        mark = "[green]✓[/]" if b["bundle_ok"] else "[red]✗[/]"
         boards.add_row(
             b["name"], short(b["address"]), short(b["owner"]),
             str(b["signed"]), str(b["stored"]), f"seq {b['bundle_seq']} {mark}",
@@ -102,8 +102,10 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     console.print(totals)
 
     rw = s["rewards"]
+    day = time.strftime("%Y-%m-%d", time.gmtime(rw["epoch"] * rw["epoch_seconds"]))
     owners = Table(
-        title=f"Rewards, epoch {rw['epoch']} (root {rw['root'][:18]}…)", title_justify="left"
+        title=f"Rewards, epoch {rw['epoch']} (from {day} UTC), root {rw['root'][:18]}…",
+        title_justify="left",
     )
     for name in ("owner", "boards", "earned", "claimed", "balance"):
         owners.add_column(name, justify="left" if name in ("owner", "boards") else "right")
@@ -123,12 +125,12 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
 
 
 def print_closing(console: Console, s: dict[str, Any]) -> None:
-    console.print(f"proof bundles: {s['bundles_dir']}")
+    console.print(f"proof bundles: {s['bundles_dir']}", soft_wrap=True)
     for b in s["boards"]:
-        console.print(f"  {b['bundle']}")
-    console.print(f"summary: {s['summary_file']}")
+        console.print(f"  {b['bundle']}", soft_wrap=True)
+    console.print(f"summary: {s['summary_file']}", soft_wrap=True)
     console.print("check one yourself, without the gateway:")
-    console.print(f"  [bold]{s['verify_command']}[/]")
+    console.print(f"  [bold]{s['verify_command']}[/]", soft_wrap=True)
     if s["chain"]["network"] == "embedded":
         console.print(
             "  [dim](the embedded chain ended with the demo: this checks the signature, "

@@ -185,3 +185,43 @@ def test_demo_boards_fall_back_to_cpython_and_say_so(mosquitto_exe, tmp_path):
     assert summary["board_runtime"].startswith("CPython")
     assert summary["readings"]["stored"] == 2
     assert not processes_under(out), processes_under(out)
+
+
+def test_demo_keep_running_serves_status_until_interrupted(
+    micropython_exe, mosquitto_exe, tmp_path
+):
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    out = tmp_path / "demo"
+    log = tmp_path / "stdout.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [*TERRAPIN, "demo", "--boards", "1", "--readings", "2", "--out", str(out),
+             "--keep-running"],
+            stdout=f, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops it" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        url = re.search(r"status (http://\S+/api/status)", log.read_text()).group(1)
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            status = json.loads(resp.read())
+        assert status["connected"] and status["counts"]["stored"] >= 2
+        stages = status["stages"]
+        assert stages["Anchorer"]["batches"] and stages["Batcher"]["batch_seconds"] > 0
+        owners = stages["RewardsView"]["owners"]
+        assert len(owners) == 1 and int(next(iter(owners.values()))["cumulative"]) > 0
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "stopping the network" in log.read_text()
+    assert not processes_under(out), processes_under(out)
