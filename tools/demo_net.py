@@ -193,7 +193,6 @@ def inject_bad_envelopes(net: Network, stolen: bytes) -> list[dict[str, str]]:
     a forged one (payload changed after signing: BAD_SIGNATURE) and a real board's stored
     envelope replayed under the test identity's own topic (TOPIC_MISMATCH)."""
     import cbor2
-    import paho.mqtt.client as mqtt
 
     from terrapin.firmware import cose, secp256k1
 
@@ -217,12 +216,9 @@ def inject_bad_envelopes(net: Network, stolen: bytes) -> list[dict[str, str]]:
             "expect": "TOPIC_MISMATCH",
         },
     ]
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tp-" + kid.hex())
-    client.username_pw_set(creds["user"], creds["password"])
     topic = f"terrapin/v1/{kid.hex()}/reading"
+    client = _connect_injector(net, "tp-" + kid.hex(), creds)
     try:
-        client.connect(creds["host"], creds["port"], keepalive=10)
-        client.loop_start()
         for payload in (forged, stolen):
             info = client.publish(topic, payload, qos=1)
             info.wait_for_publish(10)
@@ -235,3 +231,26 @@ def inject_bad_envelopes(net: Network, stolen: bytes) -> list[dict[str, str]]:
     for entry in sent:
         entry["identity"] = "0x" + kid.hex()
     return sent
+
+
+def _connect_injector(net: Network, client_id: str, creds: dict[str, Any]):
+    """A paho client logged in with the test identity's broker user; Mosquitto may need
+    a moment (and another SIGHUP) before it knows the new password."""
+    import paho.mqtt.client as mqtt
+
+    for _attempt in range(5):
+        connected = threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        client.username_pw_set(creds["user"], creds["password"])
+        client.on_connect = lambda c, u, f, rc, p=None, ev=connected: (
+            ev.set() if not rc.is_failure else None
+        )
+        client.connect(creds["host"], creds["port"], keepalive=10)
+        client.loop_start()
+        if connected.wait(3):
+            return client
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        client.loop_stop()
+        net.reload()
+    raise TerrapinError("Mosquitto refused the injected test's broker user")

@@ -225,3 +225,32 @@ def test_demo_keep_running_serves_status_until_interrupted(
             proc.wait()
     assert "stopping the network" in log.read_text()
     assert not processes_under(out), processes_under(out)
+
+
+def test_demo_interrupted_mid_run_stops_everything(micropython_exe, mosquitto_exe, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "demo"
+    log = tmp_path / "stdout.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [*TERRAPIN, "demo", "--boards", "2", "--readings", "1000", "--out", str(out)],
+            stdout=f, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        # Interrupt while the boards are publishing (1000 readings would take minutes).
+        while len(list(out.glob("network/boards/*/app-1.log"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert processes_under(out), "boards and Mosquitto should be running now"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "interrupted" in log.read_text()
+    assert not processes_under(out), processes_under(out)
