@@ -339,7 +339,8 @@ class Demo:
 
 
 @click.command()
-@click.option("--boards", "n_boards", default=3, show_default=True, type=click.IntRange(1, 16))
+@click.option("--boards", "n_boards", default=3, show_default=True, type=click.IntRange(1, 16),
+              help="Virtual boards (the firmware on the MicroPython unix port).")  # fmt: skip
 @click.option("--readings", default=10, show_default=True, type=click.IntRange(1, 1000),
               help="Readings each board signs and publishes.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),

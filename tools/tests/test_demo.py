@@ -87,6 +87,18 @@ def test_demo_on_the_embedded_chain(micropython_exe, mosquitto_exe, tmp_path):
     assert summary["verify_command"] in " ".join(result.stdout.split())
     assert not processes_under(out), processes_under(out)
 
+    # Secrets stay on the boards' flash: no key, no broker password in what the host shows.
+    from terrapin.firmware import keystore
+
+    host_side = result.stdout + result.stderr + (out / "summary.json").read_text()
+    host_side += (out / "network" / "demo.log").read_text()
+    for flash in out.glob("network/boards/*/flash"):
+        priv = keystore.load_key(str(flash))
+        password = json.loads((flash / "config.json").read_text())["broker"]["password"]
+        assert priv and password
+        for secret in (priv.hex(), priv.hex().upper(), password):
+            assert secret not in host_side
+
     # Each bundle verifies on its own (the embedded chain is gone: offline checks).
     for bundle in summary["bundles"]:
         check = terrapin("verify", bundle, timeout=60)
