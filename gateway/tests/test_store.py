@@ -66,3 +66,25 @@ def test_devices(tmp_path):
     assert s.device_addresses() == {A}
     assert s.remove_device(A) and not s.remove_device(A)
     s.close()
+
+
+def test_another_writer_and_out_of_order_batches(tmp_path):
+    s = Store(tmp_path / "g.db")
+    out, _ = s.commit([P(A, 1), P(A, 2), P(B, 7)])
+    assert [o.status for o in out] == [STORED] * 3 and s.highest_seq(A) == 2
+    # Another writer stored (A, 3) behind this store's back: the insert's
+    # row count gives it away, and the stored digest decides.
+    other = sqlite3.connect(tmp_path / "g.db")
+    other.execute(
+        "INSERT INTO readings(device, seq, digest, envelope, time, received_at)"
+        " VALUES (?,?,?,?,?,?)",
+        (A, 3, b"\x01" * 32, b"x", 0, 0.0),
+    )
+    other.commit()
+    out, _ = s.commit([P(A, 3), P(A, 4)])
+    assert [o.status for o in out] == [DUPLICATE, STORED]
+    # Out of order and repeated inside one batch.
+    out, _ = s.commit([P(A, 9), P(A, 8), P(A, 9)])
+    assert [o.status for o in out] == [STORED, STORED, DUPLICATE]
+    assert s.count_readings() == 7
+    s.close()
