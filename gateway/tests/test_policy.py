@@ -65,3 +65,22 @@ def test_allow_list_refreshes_for_an_unknown_board():
 def test_reason_text():
     assert reason_text(7).startswith("BAD_SIGNATURE (7)")
     assert reason_text(99) == "unknown reason 99"
+
+
+def test_rate_limited_readings_are_rejected_after_the_signature_check():
+    from terrapin.gateway.check import Checker
+    from terrapin.gateway.envelope import build_envelope
+    from terrapin.gateway.loadgen import board_address, new_key
+    from terrapin.gateway.reasons import Reason
+    from terrapin.gateway.store import Pending, Rejected
+    from terrapin.gateway.verify import Verifier
+
+    key = new_key()
+    addr = board_address(key)
+    checker = Checker(Policy(PolicyConfig(rate_per_minute=2), boards={addr}), Verifier())
+    outs = [
+        checker.check("t", addr, build_envelope(key, s, int(NOW), [("t", "Cel", 1.5)]), NOW)
+        for s in (1, 2, 3)
+    ]
+    assert [type(o) for o in outs] == [Pending, Pending, Rejected]
+    assert outs[2].reason == Reason.RATE_LIMITED and outs[2].seq == 3
