@@ -10,7 +10,6 @@ state exactly and adds a row to the summary table.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import time
@@ -59,16 +58,16 @@ class ChainSpec:
     rpc_url: str | None = None  # the node itself, not through the proxy
 
 
-@pytest.fixture
-def chain(request, tmp_path: Path) -> Iterator[ChainSpec]:
-    """The embedded chain inside the gateway process; anvil behind a proxy for tests
+@pytest.fixture(scope="module")
+def chain(request, tmp_path_factory) -> Iterator[ChainSpec]:
+    """The embedded chain inside the gateway process; anvil behind a proxy for modules
     marked `anvil` (the proxy is how a test takes the RPC down)."""
     if request.node.get_closest_marker("anvil") is None:
         yield ChainSpec("embedded", chain_section())
         return
     from terrapin.gateway.chain.testkit import ANVIL_KEY, Anvil, deploy_on_rpc
 
-    anvil = Anvil(request.getfixturevalue("anvil_exe"), tmp_path).start()
+    anvil = Anvil(request.getfixturevalue("anvil_exe"), tmp_path_factory.mktemp("anvil")).start()
     proxy = NetProxy(("127.0.0.1", anvil.port)).start()
     try:
         deployed = deploy_on_rpc(anvil.url)
@@ -85,12 +84,16 @@ def chain(request, tmp_path: Path) -> Iterator[ChainSpec]:
         anvil.stop()
 
 
-@pytest.fixture
-def gateway_home(tmp_path: Path, chain: ChainSpec) -> GatewayHome:
-    return GatewayHome(tmp_path / "gateway", chain.section)
+# The gateway side is shared by the tests of a module (each test has its own boards
+# and checks only their readings); `bench_ready` repairs what a test broke.
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def gateway_home(tmp_path_factory, chain: ChainSpec) -> GatewayHome:
+    return GatewayHome(tmp_path_factory.mktemp("gateway"), chain.section)
+
+
+@pytest.fixture(scope="module")
 def broker(mosquitto_exe: str, gateway_home: GatewayHome):
     """Mosquitto on a free port with the gateway's passwords and ACL, persistence on."""
     b = start_broker(gateway_home)
@@ -100,7 +103,7 @@ def broker(mosquitto_exe: str, gateway_home: GatewayHome):
         b.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def network(gateway_home: GatewayHome, broker) -> Iterator[NetProxy]:
     """The link between the boards and the broker: delay, loss, partition."""
     proxy = NetProxy(("127.0.0.1", gateway_home.mqtt_port)).start()
@@ -110,7 +113,7 @@ def network(gateway_home: GatewayHome, broker) -> Iterator[NetProxy]:
         proxy.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def gateway(gateway_home: GatewayHome, broker, chain: ChainSpec) -> Iterator[GatewayProcess]:
     """The real `terrapin gateway run` process (its own DB; chain stages inside)."""
     gw = GatewayProcess(gateway_home, env=chain.env).start()
@@ -121,7 +124,25 @@ def gateway(gateway_home: GatewayHome, broker, chain: ChainSpec) -> Iterator[Gat
 
 
 @pytest.fixture
-def boards(request, target: str, tmp_path: Path, gateway_home, broker, network, micropython_exe):
+def bench_ready(chain, broker, network, gateway) -> None:
+    """Before each test: links healed, broker and gateway running (a failed test may
+    have left them broken)."""
+    for proxy in (network, chain.proxy):
+        if proxy is not None:
+            proxy.clear()
+            if proxy.partitioned:
+                proxy.heal()
+    if broker.process is None or broker.process.poll() is not None:
+        broker.start()
+    if gateway.proc is None or gateway.proc.poll() is not None:
+        gateway.start()
+
+
+@pytest.fixture
+def boards(
+    request, target: str, tmp_path: Path, gateway_home, broker, network, bench_ready,
+    micropython_exe,
+):  # fmt: skip
     """Factory: `boards(name, **config)` -> a provisioned board of the --target."""
     made: list[BoardBase] = []
     opts = request.config
@@ -172,6 +193,23 @@ class Hil:
         self.scale = scale
         self.t0 = time.monotonic()
         self.recorded = False
+        self.base = (gateway.starts, self._counts())
+
+    def _counts(self) -> dict:
+        try:
+            counts = self.gateway.status()["counts"]
+        except OSError:
+            return {}
+        return {"duplicate": counts["duplicate"], **counts["rejected"]}
+
+    def gateway_counts(self) -> dict:
+        """This test's share of the gateway's counters (since its last start if it
+        was restarted during the test)."""
+        now = self._counts()
+        starts, base = self.base
+        if starts != self.gateway.starts:
+            return now
+        return {k: v - base.get(k, 0) for k, v in now.items()}
 
     @property
     def scenario(self) -> str:
@@ -206,9 +244,13 @@ class Hil:
         for b in boards:
             b.wait_exit(drain_timeout)
         wait_anchored(self.home.db_path, boards, anchor_timeout)
-        status = None
-        with contextlib.suppress(OSError):
-            status = self.gateway.status()
+        counts = self.gateway_counts()
+        status = {
+            "counts": {
+                "duplicate": counts.pop("duplicate", 0),
+                "rejected": counts,
+            }
+        }
         result = Result(self.scenario, self.target, seconds=time.monotonic() - self.t0)
         check(result, boards, self.home.db_path, status)
         self.record(result)
@@ -241,7 +283,7 @@ class Hil:
 
 
 @pytest.fixture
-def hil(request, target: str, gateway_home, gateway, scale) -> Iterator[Hil]:
+def hil(request, target: str, gateway_home, gateway, bench_ready, scale) -> Iterator[Hil]:
     h = Hil(request, target, gateway_home, gateway, scale)
     yield h
     h.record_failure()

@@ -61,6 +61,7 @@ def test_broker_restart(hil, board, broker):
 def test_gateway_kill_9(hil, boards, gateway):
     """kill -9 the gateway twice under load; its persistent session gets the backlog."""
     fleet = [boards("b0"), boards("b1")]
+    starts = gateway.starts
     for b in fleet:
         b.start(*take(hil.n(60)))
     for round_ in range(2):
@@ -69,7 +70,7 @@ def test_gateway_kill_9(hil, boards, gateway):
         time.sleep(hil.seconds(1.0))
         gateway.start()
     hil.finish(fleet)
-    assert gateway.starts == 3
+    assert gateway.starts == starts + 2
 
 
 def test_partition(hil, board, network):
@@ -112,36 +113,3 @@ def test_outbox_full(hil, boards, network):
     network.heal()
     result = hil.finish([board])
     assert result.dropped > 0 and result.stored == result.sent - result.dropped
-
-
-@pytest.mark.anvil
-def test_rpc_outage(hil, board, chain):
-    """The chain's RPC goes away while readings arrive: they are stored and acked at
-    once, batches wait, and every one is anchored exactly once when the RPC is back."""
-    board.start(*take(hil.n(40)))
-    hil.wait_signed(board, hil.n(5))
-    chain.proxy.partition()
-    hil.wait_signed(board, hil.n(40))
-    time.sleep(hil.seconds(3.0))
-    chain.proxy.heal()
-    hil.finish([board], anchor_timeout=90)
-    _check_roots_on_chain(hil.home.db_path, chain.rpc_url, chain.section["anchor"])
-
-
-def _check_roots_on_chain(db, rpc_url: str, anchor: str) -> None:
-    """Every batch root in the gateway's DB is the root the contract holds, once."""
-    import sqlite3
-
-    from web3 import Web3
-
-    from terrapin.gateway.chain.node import artifact
-
-    w3 = Web3(Web3.HTTPProvider(rpc_url))
-    contract = w3.eth.contract(address=anchor, abi=artifact("TerrapinAnchor")["abi"])
-    con = sqlite3.connect(db)
-    batches = con.execute("SELECT id, root FROM batches ORDER BY id").fetchall()
-    con.close()
-    assert batches
-    for batch_id, root in batches:
-        assert contract.functions.rootOf(batch_id).call() == bytes(root), f"batch {batch_id}"
-    assert contract.functions.nextBatchId().call() == len(batches)
