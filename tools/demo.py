@@ -152,7 +152,13 @@ class Demo:
                   "readings each") as s:  # fmt: skip
             for board in self.boards:
                 board.start(self.readings)
-            stats = {b.name: b.wait(STORED_TIMEOUT) for b in self.boards}
+            deadline = time.monotonic() + STORED_TIMEOUT
+            while any(b.running() for b in self.boards) and time.monotonic() < deadline:
+                self.net.check_alive()
+                stored = self.net.snapshot()["counts"]["stored"]
+                s.progress(f"{stored} of {self.n_boards * self.readings} stored")
+                time.sleep(0.2)
+            stats = {b.name: b.wait(max(1.0, deadline - time.monotonic())) for b in self.boards}
             signed = sum(st["readings"] for st in stats.values())
             s.detail = f"{signed} signed, every one acknowledged by the gateway after its commit"
         for b in self.boards:

@@ -166,6 +166,9 @@ class DemoBoard:
                 start_new_session=True,  # its own process group: killed as one
             )
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def wait(self, timeout: float) -> dict[str, Any]:
         """The board's TP-STATS once it exited; raises with its console tail."""
         if self.proc is None:

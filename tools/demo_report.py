@@ -17,8 +17,15 @@ TOKEN = 10**18
 
 
 class Step:
-    def __init__(self) -> None:
+    def __init__(self, text: str) -> None:
+        self.text = text
         self.detail = ""
+        self.status: Any = None
+
+    def progress(self, note: str) -> None:
+        """Show how far the step is, next to its spinner."""
+        if self.status is not None:
+            self.status.update(f"{self.text} ... {note}")
 
 
 class Steps:
@@ -31,10 +38,11 @@ class Steps:
 
     @contextlib.contextmanager
     def step(self, text: str) -> Iterator[Step]:
-        s = Step()
+        s = Step(text)
         t0 = time.monotonic()
         try:
-            with self.console.status(text + " ..."):
+            with self.console.status(text + " ...") as status:
+                s.status = status
                 yield s
         except TerrapinError:
             self.console.print(f"[red]✗[/] {text}")
