@@ -67,7 +67,7 @@ def main():
 
     def status():
         gc.collect()
-        return {"heap_free": gc.mem_free(), "ota": booted}
+        return {"heap_free": _heap_free(), "ota": booted}
 
     con = console.Console(
         ".",
@@ -82,6 +82,23 @@ def main():
     _loop(con, status_every, write)
 
 
+def _heap_free():
+    # gc.mem_free() is MicroPython's; on CPython (the demo's fallback) report 0.
+    mem_free = getattr(gc, "mem_free", None)
+    return mem_free() if mem_free else 0
+
+
+def _stdin_reader():
+    # MicroPython's stdin.buffer is unbuffered. CPython's is buffered: read(1)
+    # after poll() would pull whole lines into its buffer and poll() would then
+    # say nothing is waiting, so read the file descriptor directly there.
+    if sys.implementation.name == "micropython":
+        return sys.stdin.buffer
+    import io
+
+    return io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
+
+
 def _json(obj):
     import json
 
@@ -91,7 +108,7 @@ def _json(obj):
 def _loop(con, status_every, write):
     import time
 
-    inp = sys.stdin.buffer
+    inp = _stdin_reader()
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     mode = 0  # 0 app (console), 1 friendly REPL, 2 raw REPL
@@ -103,7 +120,7 @@ def _loop(con, status_every, write):
             last = time.time()
             write(
                 b"TP1 EV "
-                + _json({"state": "online", "fw": con.fw_version, "heap_free": gc.mem_free()})
+                + _json({"state": "online", "fw": con.fw_version, "heap_free": _heap_free()})
                 + b"\n"
             )
         if not poll.poll(200):

@@ -38,22 +38,12 @@ def runtime_label() -> str:
     return "CPython (fallback: the micropython binary was not found)"
 
 
-# console_main.py is written for MicroPython: gc.mem_free(), and stdin read a byte at a
-# time after poll() (CPython's buffered stdin would swallow whole lines): give it both.
-_CPYTHON_CONSOLE = (
-    "import gc, io, runpy, sys, types; gc.mem_free = lambda: 0; "
-    "raw = io.FileIO(0, 'rb', closefd=False); "
-    "sys.stdin = types.SimpleNamespace(buffer=raw, fileno=raw.fileno); "
-    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-)
-
-
 class _CPythonVirtualBoard(VirtualBoard):
     """The console board's script on CPython (no micropython binary here)."""
 
     def _spawn(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-c", _CPYTHON_CONSOLE, str(self.script), *self.args],
+            [sys.executable, "-u", str(self.script), *self.args],
             stdin=self._uart_s,
             stdout=self._uart_s,
             stderr=self._uart_s,
