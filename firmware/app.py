@@ -12,19 +12,21 @@
 # sleep, network and sockets, sensor drivers, watchdog, LED, retained memory
 # and deep sleep. Nothing here imports machine, network or socket. config and
 # keystore are boot-only: on MicroPython they are unloaded after boot to give
-# their RAM back, and so are the boot functions below (_forget_boot).
+# their RAM back, and so are the boot functions below (_forget_boot). keccak
+# is unloaded once the address is known; status.py is loaded only to build a
+# status message or the run statistics, then unloaded again.
 
 import gc
 import sys
 from array import array
 from binascii import hexlify
 
-from .compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
+from .compat import IS_MICROPYTHON, const, ticks_add, ticks_diff, ticks_ms
 
 # The runtime modules are imported in boot(), after the boot-only ones
 # (config, keystore) are done and unloaded: on a 100 KB heap the compiler
 # needs the room.
-status = Outbox = OutboxError = Schedule = ticks_add = SeqStore = StoreError = None
+Outbox = OutboxError = Schedule = SeqStore = StoreError = None
 Uplink = encode_payload = sign1 = None
 MAX_RECORDS = const(16)
 
@@ -34,15 +36,14 @@ _PACKAGE = __name__.rsplit(".", 1)[0]
 
 
 def _import_runtime():
-    global status, Outbox, OutboxError, Schedule, ticks_add, SeqStore, StoreError, Uplink
+    global Outbox, OutboxError, Schedule, SeqStore, StoreError, Uplink
     global encode_payload, sign1
-    for name in ("mqtt", "outbox", "ack", "schedule", "uplink", "seqstore", "status"):
+    for name in ("mqtt", "outbox", "ack", "schedule", "uplink", "seqstore"):
         __import__(_PACKAGE + "." + name)  # leaves first, each compiled alone
         gc.collect()
-    from . import status
     from .cose import encode_payload, sign1
     from .outbox import Outbox, OutboxError
-    from .schedule import Schedule, ticks_add
+    from .schedule import Schedule
     from .seqstore import SeqStore, StoreError
     from .uplink import Uplink
 
@@ -66,6 +67,7 @@ def _identity(root):
         return keystore.identity(root)
     finally:
         _unload("keystore")
+        _unload("keccak")  # the address is known: 1-3 KB back (cose re-imports it on demand)
 
 
 def _unload(name):
@@ -149,22 +151,13 @@ class App:
         return seq
 
     def status(self):
+        # The status message (bytes); status.py is loaded for it only.
         from . import status
 
-        ob = self.outbox
-        return status.encode(
-            self.state,
-            self.addr_hex,
-            self.pub_hex,
-            self.last_seq,
-            ob.pending if ob else 0,
-            ob.dropped if ob else 0,
-            self.board.heap_free(),
-            self.board.time_synced,
-            self.errors,
-            self.readings,
-            ob.corrupt if ob else 0,
-        )
+        try:
+            return status.encode(self)
+        finally:
+            _unload("status")
 
     # -- main loop -------------------------------------------------------------
 
@@ -260,6 +253,7 @@ class App:
         from .console import Console
         from .status import FW_VERSION
 
+        _unload("status")
         b = self.board
         return Console(
             b.root,
@@ -271,32 +265,13 @@ class App:
         )
 
     def stats(self):
-        n = min(self.time_n, _TIMES)
-        times = sorted(self.times[:n])
-        up = self.uplink
-        ob = self.outbox
-        return {
-            "readings": self.readings,
-            "last_seq": self.last_seq,
-            "pending": ob.pending,
-            "dropped": ob.dropped,
-            "corrupt": ob.corrupt,
-            "torn": ob.torn,
-            "bytes_written": ob.bytes_written,
-            "published": up.published,
-            "republished": up.republished,
-            "acked": up.acked,
-            "rejected": up.rejected,
-            "connects": up.connects,
-            "sensor_failures": self.sensor_failures,
-            "reading_us_median": times[n // 2] if n else 0,
-            "live_peak": self.peak_alloc,
-            "envelope_bytes": ob.envelope_bytes,
-            "live_at_100": self.live_100,
-            "live_last": self.live_last,
-            "mem_errors": self.mem_errors,
-            "heap_free": self.board.heap_free(),
-        }
+        # The run statistics (`TP-STATS` on the unix port), built in status.py.
+        from . import status
+
+        try:
+            return status.stats(self, min(self.time_n, _TIMES))
+        finally:
+            _unload("status")
 
 
 def _boot(self):

@@ -9,8 +9,9 @@
   looked up at run time), while CPython just calls the no-op.
 - `native(func)`: a run-time no-op decorator on both interpreters, for code
   that wants to mark a function without native emission.
-- `ticks_ms()` / `ticks_diff(a, b)`: a millisecond counter and the wrap-safe
-  difference, from `time` on MicroPython and a monotonic clock on CPython.
+- `ticks_ms()` / `ticks_diff(a, b)` / `ticks_add(t, delta)`: a millisecond
+  counter, the wrap-safe difference and the wrap-safe sum, from `time` on
+  MicroPython and a monotonic clock (which never wraps) on CPython.
 - `IS_MICROPYTHON`: True on any MicroPython port.
 """
 
@@ -30,6 +31,7 @@ if IS_MICROPYTHON:
     const = micropython.const
     ticks_ms = _time.ticks_ms
     ticks_diff = _time.ticks_diff
+    ticks_add = _time.ticks_add
 else:
 
     def const(value):
@@ -45,3 +47,6 @@ else:
 
     def ticks_diff(a, b):
         return a - b
+
+    def ticks_add(a, b):
+        return a + b

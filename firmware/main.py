@@ -49,10 +49,11 @@ def _setup():
         return "%08x" % n
 
     def _stamp(path):
-        # Size and mtime of a source file: its .mpy is rebuilt when they change.
+        # Size and mtime of a source file (and a mark of the compile options):
+        # its .mpy is rebuilt when they change.
         try:
             st = os.stat(path)
-            return "%d %d" % (st[6], st[8])
+            return "%d %d -s" % (st[6], st[8])  # -s: the compile options changed
         except OSError:
             return ""
 
@@ -63,8 +64,10 @@ def _setup():
         except OSError:
             return None
 
-    def _compile(src, dst, cross, arch):
-        """Compile the .py tree `src` into .mpy files under `dst`. False if it failed."""
+    def _compile(src, dst, cross, arch, rel):
+        """Compile the .py tree `src` into .mpy files under `dst`. False if it failed.
+
+        `rel` names the sources in tracebacks (short qstrs, as a deploy does)."""
         try:
             os.mkdir(dst)
         except OSError:
@@ -76,14 +79,19 @@ def _setup():
                     name not in ("tests", "__pycache__")
                     and _mtime(src + "/" + name + "/__init__.py") >= 0
                 ):
-                    if not _compile(src + "/" + name, dst + "/" + name, cross, arch):
+                    if not _compile(
+                        src + "/" + name, dst + "/" + name, cross, arch, rel + name + "/"
+                    ):
                         return False
             elif name.endswith(".py") and name != "main.py":
                 out = dst + "/" + name[:-3] + ".mpy"
                 stamp = _stamp(src + "/" + name)
                 if _mtime(out) < 0 or _read(out + ".stamp") != stamp:
                     tmp = out + ".%s.tmp" % _nonce()  # several boards may start at once
-                    if os.system("'%s' %s -o '%s' '%s/%s'" % (cross, arch, tmp, src, name)) != 0:
+                    cmd = "'%s' %s -s '%s%s' -o '%s' '%s/%s'" % (
+                        cross, arch, rel, name, tmp, src, name
+                    )  # fmt: skip
+                    if os.system(cmd) != 0:
                         return False
                     os.rename(tmp, out)
                     with open(tmp, "w") as f:
@@ -108,7 +116,7 @@ def _setup():
                     os.mkdir(d)
                 except OSError:
                     pass
-            if cross and _compile(here, cache + "/firmware", cross, arch):
+            if cross and _compile(here, cache + "/firmware", cross, arch, "firmware/"):
                 sys.path.insert(0, cache)
                 return
             print("[info] mpy-cross not found: running from source (needs -X heapsize=120k)")

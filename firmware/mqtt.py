@@ -20,7 +20,8 @@ import struct
 
 from .compat import const, ticks_diff, ticks_ms
 
-_RX = const(1024)
+_RX = const(512)  # an ACK is < 100 bytes; a larger packet is read and dropped
+_SKIP_MAX = const(16384)  # a packet larger than this breaks the session
 _TX = const(400)  # headers and CONNECT; payloads are written from their own buffer
 
 
@@ -59,6 +60,8 @@ class MQTTClient:
         self.rx = bytearray(_RX)
         self.rxv = memoryview(self.rx)
         self.n = 0
+        self.skip = 0  # bytes of an oversized packet still to drop
+        self.oversize = 0  # packets dropped for their size
         self.tx = bytearray(_TX)
         self.txv = memoryview(self.tx)
         self.pid = 0
@@ -112,7 +115,7 @@ class MQTTClient:
     def connect(self, sock, timeout_ms=10000):
         # CONNECT (clean session) over `sock`; waits for CONNACK.
         self.sock = sock
-        self.n = 0
+        self.n = self.skip = 0
         self.ping_at = None
         self.write = getattr(sock, "write", None) or sock.send
         self.readinto = getattr(sock, "readinto", None) or sock.recv_into
@@ -208,10 +211,15 @@ class MQTTClient:
         self._send(i + 1)
 
     def _fill(self):
-        if self.n >= _RX:
+        skip = self.skip
+        if skip:
+            mv = self.rxv[: skip if skip < _RX else _RX]
+        elif self.n >= _RX:
             return 0
+        else:
+            mv = self.rxv[self.n :]
         try:
-            k = self.readinto(self.rxv[self.n :])
+            k = self.readinto(mv)
         except OSError as exc:
             if _blocked(exc):
                 return 0
@@ -222,7 +230,10 @@ class MQTTClient:
         if not k:
             self.connected = False
             raise MQTTError("connection closed by the broker")
-        self.n += k
+        if skip:
+            self.skip = skip - k  # dropped
+        else:
+            self.n += k
         return k
 
     def _packet(self):
@@ -243,7 +254,14 @@ class MQTTClient:
             if i > 4:
                 raise MQTTError("bad remaining length")
         if i + size > _RX:
-            raise MQTTError("packet of %d bytes is too large" % size)
+            if size > _SKIP_MAX:
+                raise MQTTError("packet of %d bytes is too large" % size)
+            # Larger than any ACK: read past it and carry on (its sender
+            # repeats what matters: an unacked reading is published again).
+            self.oversize += 1
+            self.skip = i + size - self.n
+            self.n = 0
+            return None
         if i + size > self.n:
             return None
         return rx[0], i, size

@@ -6,14 +6,7 @@
 # (long outage, debugger, slow flash) the missed slots are skipped, not
 # taken in a burst. Pure logic: works on ticks given by the caller.
 
-from .compat import ticks_diff
-
-try:
-    from time import ticks_add  # MicroPython: ticks wrap around
-except ImportError:  # CPython: compat.ticks_ms never wraps
-
-    def ticks_add(a, b):
-        return a + b
+from .compat import ticks_add, ticks_diff
 
 
 class Schedule:

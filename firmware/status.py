@@ -1,4 +1,5 @@
-# The retained status message (board -> gateway), wire protocol v1.
+# The retained status message (board -> gateway), wire protocol v1, and the
+# run statistics of the unix port's `--stats` line.
 #
 # UTF-8 JSON on `terrapin/v1/<addr>/status`, retained, QoS 1, e.g.
 # {"state":"online","fw":"0.1.0","addr":"<40 hex>","pub":"<130 hex>","seq":N,
@@ -9,28 +10,60 @@
 # the board publishes `offline` itself when it stops cleanly.
 #
 # States: booting, online, config_error, flash_error.
+#
+# The app imports this module only to build a message and unloads it again
+# (it is needed on connect and every status_period_s, not per reading).
 
 import json
 
 FW_VERSION = "0.1.0"
 
 
-def encode(
-    state, addr, pub, seq, outbox, dropped, heap_free, time_synced, errors, readings, corrupt
-):
+def encode(app):
+    # The status message of `app` (firmware/app.py) as bytes.
+    ob = app.outbox
     return json.dumps(
         {
-            "state": state,
+            "state": app.state,
             "fw": FW_VERSION,
-            "addr": addr,
-            "pub": pub,
-            "seq": seq,
-            "outbox": outbox,
-            "dropped": dropped,
-            "heap_free": heap_free,
-            "time_synced": bool(time_synced),
-            "errors": errors,
-            "readings": readings,
-            "corrupt": corrupt,
+            "addr": app.addr_hex,
+            "pub": app.pub_hex,
+            "seq": app.last_seq,
+            "outbox": ob.pending if ob else 0,
+            "dropped": ob.dropped if ob else 0,
+            "heap_free": app.board.heap_free(),
+            "time_synced": bool(app.board.time_synced),
+            "errors": app.errors,
+            "readings": app.readings,
+            "corrupt": ob.corrupt if ob else 0,
         }
     ).encode()
+
+
+def stats(app, n):
+    # The figures of this run (the unix port prints them as `TP-STATS {json}`).
+    times = sorted(app.times[:n])
+    up = app.uplink
+    ob = app.outbox
+    return {
+        "readings": app.readings,
+        "last_seq": app.last_seq,
+        "pending": ob.pending,
+        "dropped": ob.dropped,
+        "corrupt": ob.corrupt,
+        "torn": ob.torn,
+        "bytes_written": ob.bytes_written,
+        "published": up.published,
+        "republished": up.republished,
+        "acked": up.acked,
+        "rejected": up.rejected,
+        "connects": up.connects,
+        "sensor_failures": app.sensor_failures,
+        "reading_us_median": times[n // 2] if n else 0,
+        "live_peak": app.peak_alloc,
+        "envelope_bytes": ob.envelope_bytes,
+        "live_at_100": app.live_100,
+        "live_last": app.live_last,
+        "mem_errors": app.mem_errors,
+        "heap_free": app.board.heap_free(),
+    }

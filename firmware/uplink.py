@@ -28,10 +28,9 @@
 import random
 
 from . import ack
-from .compat import const, ticks_diff, ticks_ms
+from .compat import const, ticks_add, ticks_diff, ticks_ms
 from .mqtt import MQTTClient, MQTTError
 from .outbox import RECORD_HEAD
-from .schedule import ticks_add
 
 # A window slot: [seq, segno, off, length, pid, sent_at (None: send now), pubacked]
 _SEQ = const(0)

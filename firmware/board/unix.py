@@ -27,7 +27,6 @@ import sys
 import time
 
 from ..compat import IS_MICROPYTHON
-from ..sensors.simulated import Simulated
 
 _FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console", "--deep-sleep-sim")
 _VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
@@ -160,6 +159,8 @@ class Board:
     def make_sensor(self, spec):
         if spec["driver"] != "simulated":
             raise OSError("no %s on the unix board (missing sensor)" % spec["driver"])
+        from ..sensors.simulated import Simulated  # only when configured
+
         return Simulated(
             spec.get("seed", self.opts.get("--seed", 1)),
             self.now,

@@ -78,3 +78,22 @@ def test_keystore_makes_key_once_and_refuses_damage(tmp_path) -> None:
     # a plain 32-byte key (older tools) is accepted
     (tmp_path / "key.bin").write_bytes(priv)
     assert keystore.identity(root)[2] == addr
+
+
+def test_compat_ticks_add_wraps_like_ticks_diff(micropython_exe) -> None:
+    import subprocess
+
+    from terrapin.firmware import compat
+
+    assert compat.ticks_add(1000, 250) == 1250 and compat.ticks_diff(1250, 1000) == 250
+    # On MicroPython ticks wrap around; ticks_add must wrap with them.
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from firmware.compat import ticks_add, ticks_diff\n"
+        "t = ticks_add(0, -1)\n"
+        "print(ticks_diff(ticks_add(t, 100), t), ticks_add(t, 100) < t)\n"
+    ) % str(schedule.__file__.rsplit("/", 2)[0])
+    out = subprocess.run(
+        [micropython_exe, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.split() == ["100", "True"], out.stdout + out.stderr

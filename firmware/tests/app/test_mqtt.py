@@ -54,7 +54,7 @@ def test_publish_subscribe_puback_and_last_will(mosquitto) -> None:
         pid = c.publish(b"echo/1", b"hello", 1)
         pump(c, lambda: c.got and pid in c.acks)
         assert c.got == [(b"echo/1", b"hello")]
-        big = bytes(range(256)) * 3  # the receive buffer takes up to 1 KB
+        big = bytes(range(256)) + bytes(200)  # the receive buffer takes 512 bytes (ACKs)
         pid2 = c.publish(b"echo/2", big, 1)
         pump(c, lambda: len(c.got) == 2 and pid2 in c.acks)
         assert c.got[1] == (b"echo/2", big)
@@ -170,3 +170,17 @@ def test_incoming_qos1_publish_is_acked_and_split_reads_reassemble() -> None:
         c.poll(20)
     assert got == [(b"a/b", b"hello")]
     assert p.read() == b"\x40\x02\x00\x07"
+
+
+def test_oversized_packet_is_dropped_and_the_next_one_handled() -> None:
+    p = Pair()
+    got: list[tuple[bytes, bytes]] = []
+    c = MQTTClient("x", keepalive=0, on_message=lambda t, m: got.append((bytes(t), bytes(m))))
+    p.connect(c)
+    body = b"\x00\x03a/b" + bytes(1500)  # QoS 0, three times the receive buffer
+    big = b"\x30" + bytes([len(body) & 0x7F | 0x80, len(body) >> 7]) + body
+    p.broker.sendall(big + b"\x30\x08\x00\x03a/bhey")
+    deadline = time.time() + 3
+    while not got and time.time() < deadline:
+        c.poll(20)
+    assert got == [(b"a/b", b"hey")] and c.oversize == 1
