@@ -6,14 +6,18 @@ responder, runs one virtual board for `runs` readings (period 5 ms) in a
 
 - mp_reading_ms: median time of one reading on the board: sample + encode +
   sign + outbox write + publish (unix port, from the board's ticks_us);
-- mp_sign_ms: baseline measured in the same run, cose.sign1 alone in the
-  same interpreter;
+- mp_reading_sign_only_ms: its baseline, measured in the same run: cose.sign1
+  alone in the same interpreter (named apart from the crypto bench's
+  mp_sign_ms, which is ECDSA alone);
 - mp_peak_heap_bytes: the largest live heap over the run, measured right
   after the once-per-reading gc.collect() (what the firmware keeps);
   (Each signature also churns ~300 KB of short-lived big integers, which
   the collector reclaims several times per reading; that is not "kept".)
 - flash_bytes_per_reading: outbox bytes written per reading, with
   flash_overhead_bytes_per_reading the part beyond the envelope itself.
+
+`terrapin bench firmware` merges these figures beside the crypto core's
+through `provider()` (registered in tools/bench_firmware.py).
 """
 
 from __future__ import annotations
@@ -143,7 +147,7 @@ def board_figures(runs: int = 1000) -> dict:
     if runs < 10:
         raise TerrapinError("the board bench needs at least 10 readings")
     work = Path(tempfile.mkdtemp(prefix="terrapin-bench-board-"))
-    broker = Mosquitto(work / "broker", persistence=False, extra_config="set_tcp_nodelay true")
+    broker = Mosquitto(work / "broker", persistence=False)  # TCP_NODELAY set by tools/broker
     broker.start()
     responder = _Responder(broker.host, broker.port)
     try:
@@ -158,7 +162,7 @@ def board_figures(runs: int = 1000) -> dict:
     n = small["readings"]
     return {
         "mp_reading_ms": small["reading_us_median"] / 1000,
-        "mp_sign_ms": sign_ms,
+        "mp_reading_sign_only_ms": sign_ms,
         "mp_peak_heap_bytes": small["live_peak"],
         "mp_live_heap_after_100_bytes": small["live_at_100"],
         "mp_live_heap_last_bytes": small["live_last"],
@@ -172,6 +176,17 @@ def board_figures(runs: int = 1000) -> dict:
         "readings": n,
         "readings_per_s": round(n / wall, 1),
     }
+
+
+def provider(ctx) -> dict:  # type: ignore[no-untyped-def]
+    """Figure provider for `terrapin bench firmware` (a BenchContext in, figures out):
+    the board figures over `ctx.readings` readings, or nothing when the unix
+    port or Mosquitto is missing (the crypto figures still come)."""
+    from terrapin.tools.broker import find_mosquitto
+
+    if ctx.micropython is None or find_mosquitto() is None or ctx.readings <= 0:
+        return {}
+    return board_figures(ctx.readings)
 
 
 if __name__ == "__main__":

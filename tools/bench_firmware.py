@@ -16,10 +16,18 @@ the ESP32 budget) and CPython, on the same firmware files:
   address() imports, nor the receive side, cose_check); secondary figures
   give the ECDSA module alone and the core with keccak resident too.
 
+The board figures of the whole firmware (tools/bench_board.py, registered
+below) come in the same JSON: mp_reading_ms (sample + encode + sign + outbox
+write + publish on a virtual board) beside its same-run baseline
+mp_reading_sign_only_ms (cose.sign1 alone), mp_peak_heap_bytes over a
+`--readings` run (default 1,000) and flash_bytes_per_reading; they need
+Mosquitto as well and are left out without it.
+
 Adding figures: other parts of the firmware register a provider, a function
 `(BenchContext) -> dict[str, float]`, either with `register()` or by being
 named in `EXTRA_FIGURE_PROVIDERS` ("module:function"; modules that do not
-exist yet are skipped). `extra_figures()` merges what they return.
+exist yet are skipped). `extra_figures()` merges what they return; a
+provider's key never replaces one the crypto bench measured.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ CORE_MODULES = ("__init__", "compat", "cbor", "keccak", "secp256k1", "cose", "co
 
 SIGN_TARGET_RATIO = 10  # mp_sign_ms must be <= mp_naive_sign_ms / 10
 HEAP_TARGET = 32 * 1024  # bytes
+BOARD_HEAP_TARGET = 64 * 1024  # mp_peak_heap_bytes of the whole firmware (issue 4)
+OUTBOX_OVERHEAD_TARGET = 16  # flash bytes per entry beyond the envelope
 
 # -- the timing script (runs under MicroPython and CPython alike) -----------------------
 
@@ -242,6 +252,7 @@ class BenchContext:
     runs: int
     repo_root: Path
     workdir: Path
+    readings: int = 1000  # board bench: readings in the run (0: skip it)
 
     def run_micropython(self, script: str, *args: str, heapsize: str = ESP32_HEAP) -> str:
         """Run `script` (source text) under the unix port; return stdout."""
@@ -251,10 +262,7 @@ class BenchContext:
 
 
 FigureProvider = Callable[[BenchContext], dict[str, Any]]
-EXTRA_FIGURE_PROVIDERS: list[str] = [
-    # The firmware application's figures (mp_reading_ms, ...) go here.
-    "terrapin.tools.bench_firmware_app:extra_figures",
-]
+EXTRA_FIGURE_PROVIDERS: list[str] = []
 _registered: list[FigureProvider] = []
 
 
@@ -279,6 +287,16 @@ def extra_figures(ctx: BenchContext) -> dict[str, Any]:
     for provider in providers:
         figures.update(provider(ctx))
     return figures
+
+
+def _board_figures(ctx: BenchContext) -> dict[str, Any]:
+    # The whole firmware on a virtual board (tools/bench_board.py).
+    from terrapin.tools.bench_board import provider
+
+    return provider(ctx)
+
+
+register(_board_figures)
 
 
 # -- running ----------------------------------------------------------------------------
@@ -400,7 +418,7 @@ def peak_heap(exe: str, what: str, workdir: Path, root: Path) -> dict[str, int]:
     return {"resident": resident, "headroom": free, "peak": resident + free}
 
 
-def collect(runs: int, naive_runs: int) -> dict[str, Any]:
+def collect(runs: int, naive_runs: int, readings: int = 1000) -> dict[str, Any]:
     """All figures of one bench run."""
     exe = find_micropython()
     figures: dict[str, Any] = {"runs": runs, "naive_runs": naive_runs}
@@ -431,7 +449,19 @@ def collect(runs: int, naive_runs: int) -> dict[str, Any]:
         figures["cpython_sign_speedup"] = round(
             figures["cpython_naive_sign_ms"] / figures["cpython_sign_ms"], 1
         )
-        figures.update(extra_figures(BenchContext(exe, runs, REPO_ROOT, workdir)))
+        extra = extra_figures(BenchContext(exe, runs, REPO_ROOT, workdir, readings))
+        clash = sorted(k for k in extra if k in figures)
+        if clash:
+            raise TerrapinError(f"a figure provider would overwrite {', '.join(clash)}")
+        figures.update(extra)
+        if "mp_peak_heap_bytes" in figures:
+            figures.setdefault("targets", {}).update(
+                {
+                    "reading_peak_heap_le_64k": figures["mp_peak_heap_bytes"] <= BOARD_HEAP_TARGET,
+                    "outbox_overhead_le_16": figures["flash_overhead_bytes_per_reading"]
+                    <= OUTBOX_OVERHEAD_TARGET,
+                }
+            )
     return figures
 
 
@@ -468,6 +498,31 @@ def _table(figures: dict[str, Any]) -> Table:
             table.add_row(label, f"{figures[key]} B", "")
     if "sign_speedup" in figures:
         table.add_row("speedup over baseline", f"{figures['sign_speedup']}x", "")
+    if "mp_reading_ms" in figures:
+        n = figures["readings"]
+        table.add_section()
+        table.add_row(
+            f"reading on a virtual board, median of {n}: sample, sign, store, publish",
+            f"{figures['mp_reading_ms']:.3f} ms",
+            "",
+        )
+        table.add_row(
+            "  baseline, same run: sign1 alone",
+            f"{figures['mp_reading_sign_only_ms']:.3f} ms",
+            "",
+        )
+        table.add_row(
+            "firmware peak live heap (target 64 KB)",
+            f"{figures['mp_peak_heap_bytes']} B",
+            "",
+        )
+        table.add_row(
+            "outbox flash per reading (overhead)",
+            f"{figures['flash_bytes_per_reading']} B"
+            f" ({figures['flash_overhead_bytes_per_reading']} B)",
+            "",
+        )
+        table.add_row("readings/s through Mosquitto", f"{figures['readings_per_s']}", "")
     return table
 
 
@@ -477,11 +532,21 @@ def _table(figures: dict[str, Any]) -> Table:
 @click.option(
     "--naive-runs", default=3, show_default=True, type=click.IntRange(1), help="Baseline runs."
 )
-def firmware(as_json: bool, runs: int, naive_runs: int) -> None:
-    """Sign/verify speed and heap of the crypto core on the unix port and CPython."""
+@click.option(
+    "--readings",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Readings of the virtual-board run (0 skips it; needs Mosquitto).",
+)
+def firmware(as_json: bool, runs: int, naive_runs: int, readings: int) -> None:
+    """Speed and heap of the crypto core (unix port and CPython) and of the whole
+    firmware on a virtual board."""
+    if 0 < readings < 10:
+        raise TerrapinError("--readings must be 0 or at least 10")
     console = Console(stderr=True)
-    with console.status("benchmarking the firmware crypto core..."):
-        figures = collect(runs, naive_runs)
+    with console.status("benchmarking the firmware (crypto core, then a virtual board)..."):
+        figures = collect(runs, naive_runs, readings)
     for side in ("mp", "cpython"):
         if side + "_naive_matches" in figures and not figures[side + "_naive_matches"]:
             raise TerrapinError(f"{side}: baseline and fast signer disagree")
