@@ -107,7 +107,7 @@ class Gateway:
         inflight: deque[list[Message]] = deque()  # submitted, oldest first
         try:
             while not shutdown.is_set():
-                batch = self._next_batch(0.002 if inflight else 0.2)
+                batch = self._next_batch(0.005 if inflight else 0.2)
                 if batch:
                     self.processor.submit(
                         [(m.topic, m.address, m.payload, m.received_at) for m in batch]
@@ -115,8 +115,12 @@ class Gateway:
                     inflight.append(batch)
                 elif not inflight:
                     self.processor.check_alive()
-                # Finish what is done; wait only when the pipeline is full.
-                while inflight and (len(inflight) >= PIPELINE_DEPTH or self.processor.ready()):
+                # Finish what is done. Wait for the oldest batch when the pipeline is
+                # full, or when nothing new came in (then waiting costs no throughput
+                # and answers the boards sooner).
+                while inflight and (
+                    len(inflight) >= PIPELINE_DEPTH or not batch or self.processor.ready()
+                ):
                     self._finish(inflight.popleft(), self.processor.result())
                 if self._reload.is_set():
                     self._reload.clear()
