@@ -97,3 +97,76 @@ def test_compat_ticks_add_wraps_like_ticks_diff(micropython_exe) -> None:
         [micropython_exe, "-c", script], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.split() == ["100", "True"], out.stdout + out.stderr
+
+
+class _FakeClient:
+    """Stands in for MQTTClient: records the envelopes published on the reading topic."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.pid = 0
+
+    def publish(self, topic, msg, qos=0, retain=False, pid=0):  # type: ignore[no-untyped-def]
+        if bytes(topic).endswith(b"/reading"):
+            self.sent.append(bytes(msg))
+        self.pid += 1
+        return pid or self.pid
+
+
+class _FakeApp:
+    confirmed = True
+
+    def log(self, level, msg):  # type: ignore[no-untyped-def]
+        pass
+
+    error = log
+
+
+def test_uplink_probes_with_the_oldest_then_resends_the_window_in_order(tmp_path) -> None:
+    import time
+
+    from terrapin.firmware.compat import ticks_ms
+    from terrapin.firmware.outbox import Outbox
+
+    box = Outbox(str(tmp_path / "outbox"), 65536, 4096)
+    for seq in range(1, 21):
+        box.append(seq, b"env%d" % seq)
+    cfg = {
+        "broker": {"keepalive_s": 60, "user": None, "password": None},
+        "window": 4,
+        "ack_timeout_s": 0.2,
+        "status_period_s": 300,
+        "backoff_max_s": 1,
+    }
+    up = uplink.Uplink(None, cfg, "ab" * 20, box, _FakeApp())
+    up.client = fake = _FakeClient()
+    up.status_due, up.status_at = False, ticks_ms()
+
+    def ack(*seqs: int) -> None:
+        up._on_message(up.t_ack, cbor2.dumps({1: [[s, s] for s in seqs]}, canonical=True))
+
+    def sent() -> list[int]:
+        out = [int(e[3:]) for e in fake.sent]
+        fake.sent.clear()
+        return out
+
+    up.step()
+    up.step()
+    assert sent() == [1], "after connecting only the oldest entry is in flight"
+    ack(1)
+    up.step()
+    assert sent() == [2, 3, 4, 5], "the probe is stored: the window opens"
+    ack(3)  # 2 was lost on the way
+    up.step()
+    assert sent() == [6]
+    time.sleep(0.25)
+    up.step()
+    up.step()
+    assert sent() == [2], "a timeout goes back to probing with the oldest"
+    assert up.wait_ms() > 0, "nothing else is due while probing"
+    ack(2)
+    up.step()
+    assert sent() == [4, 5, 6, 7], "then the rest of the window in order, then newer ones"
+    assert up.republished == 4 and box.pending == 20 - 3
