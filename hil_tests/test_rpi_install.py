@@ -115,7 +115,7 @@ def vm(tmp_path: Path):
 @pytest.fixture
 def wheel_server(tmp_path: Path):
     dist = tmp_path / "dist"
-    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps"]
     subprocess.run([*pip, "-w", str(dist), str(REPO)], check=True)
     (whl,) = dist.glob("terrapin-*.whl")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(dist))
@@ -131,6 +131,7 @@ def test_gateway_installs_and_runs_on_debian_arm64(vm, wheel_server):
     shell, _api_port, mqtt_port = vm
     t0 = time.monotonic()
     shell.run("uname -m | grep -qx aarch64 && python3 --version")
+    shell.run("echo nameserver 10.0.2.3 > /etc/resolv.conf")  # QEMU's user-network DNS
     shell.run(f"python3 -m venv {VENV}")
     shell.run(f"{VENV}/bin/pip install -q '{wheel_server}'", timeout=3600)
     installed = time.monotonic() - t0

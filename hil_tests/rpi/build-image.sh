@@ -53,6 +53,7 @@ UNIT
 printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' > "$ROOT/etc/systemd/network/20-wired.network"
 chroot "$ROOT" systemctl enable systemd-networkd
 echo terrapin-rpi > "$ROOT/etc/hostname"
+echo 'nameserver 10.0.2.3' > "$ROOT/etc/resolv.conf"  # QEMU user-network DNS
 echo '/dev/vda / ext4 defaults 0 1' > "$ROOT/etc/fstab"
 chroot "$ROOT" passwd -d root
 # virtio drivers in the initramfs (the -M virt disk and network).
