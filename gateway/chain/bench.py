@@ -1,9 +1,12 @@
-"""`terrapin bench chain [--json]`: Merkle tree speed, proof size, gas per anchor.
+"""`terrapin bench chain [--json]`: Merkle tree speed, proof size, gas per anchor,
+gas per reward claim and per epoch root.
 
 Tree build time for 100,000 leaves with the safe-pysha3 backend, beside the same build
 with pycryptodome's keccak (the baseline, measured in the same run); proof size for 1,
 1k and 100k leaves; gas of one anchor transaction for batches of 1, 1,000 and 100,000
-readings on the embedded chain (a real tree's root and count each time).
+readings on the embedded chain (a real tree's root and count each time); the rewards
+figures (`gas_per_claim`, `gas_per_epoch_root`, ...) from
+`terrapin.gateway.rewards_chain.gas_figures` on a fresh embedded chain.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from . import merkle
 from .node import Chain, ChainConfig, transact
 
 SIZES = {"1": 1, "1k": 1_000, "100k": 100_000}
+REWARD_OWNERS = 1_000  # leaves of the distribution the claim is measured with
 
 
 def _values(n: int, rng: random.Random) -> list[merkle.Reading]:
@@ -57,6 +61,11 @@ def measure(leaves: int = 100_000, runs: int = 5) -> dict[str, object]:
         figures[f"gas_per_anchor_{label}"] = receipt["gasUsed"]
     figures["gas_per_anchor"] = max(gas.values())
     figures["gas_per_anchor_by_size"] = gas
+    from terrapin.gateway import rewards_chain
+
+    rewards = rewards_chain.gas_figures(owners=min(REWARD_OWNERS, leaves))
+    rewards["reward_owners"] = rewards.pop("owners")
+    figures.update(rewards)
     return figures
 
 
@@ -70,7 +79,7 @@ def measure(leaves: int = 100_000, runs: int = 5) -> dict[str, object]:
     help="Leaves in the big tree (smaller for a smoke run).",
 )
 def chain(as_json: bool, leaves: int) -> None:
-    """Merkle tree build time, proof size and gas per anchor."""
+    """Merkle tree build time, proof size, gas per anchor, per claim and per epoch root."""
     figures = measure(leaves)
     if as_json:
         click.echo(json.dumps(figures, indent=2))
@@ -90,4 +99,9 @@ def chain(as_json: bool, leaves: int) -> None:
         table.add_row(
             f"gas per anchor, {label} readings", f"{figures[f'gas_per_anchor_{label}']:,}"
         )
+    owners = f"{figures['reward_owners']:,} owners, {figures['claim_proof_hashes']}-hash proof"
+    table.add_row("gas per epoch root (later epoch)", f"{figures['gas_per_epoch_root']:,}")
+    table.add_row("gas of the first epoch root", f"{figures['gas_first_epoch_root']:,}")
+    table.add_row(f"gas per claim (first, {owners})", f"{figures['gas_per_claim']:,}")
+    table.add_row("gas per later claim, same owner", f"{figures['gas_per_repeat_claim']:,}")
     Console().print(table)

@@ -25,3 +25,15 @@ def test_bench_chain_json_smoke(capsys) -> None:
     assert 0 < figures["gas_per_anchor"] <= 60_000
     by_size = figures["gas_per_anchor_by_size"]
     assert max(by_size.values()) - min(by_size.values()) <= 100
+    # Rewards (issue 7): claim and epoch publication, beside the anchor figures.
+    for key in ("gas_per_claim", "gas_per_epoch_root", "gas_first_epoch_root"):
+        assert key in figures, key
+    assert figures["reward_owners"] == 1000 and figures["claim_proof_hashes"] == 10
+    assert 21_000 < figures["gas_per_epoch_root"] < figures["gas_first_epoch_root"] < 100_000
+    assert 21_000 < figures["gas_per_repeat_claim"] < figures["gas_per_claim"] < 150_000
+
+
+def test_bench_chain_table_shows_reward_gas(capsys) -> None:
+    assert main(["bench", "chain", "--leaves", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "gas per claim" in out and "gas per epoch root" in out
