@@ -302,7 +302,7 @@ class Demo:
             "claims": [rewards["claim"]],
             "bundles_dir": str(self.out / "bundles"),
             "bundles": [x["path"] for x in bundles],
-            "verify_command": f"terrapin verify {first}{rpc}",
+            "verify_command": f"{_terrapin_command()} verify {first}{rpc}",
             "summary_file": str(self.out / "summary.json"),
             "timings_s": self.steps.timings,
         }
@@ -389,3 +389,14 @@ def _write_failure(out: Path, exc: TerrapinError) -> None:
             json.dumps({"version": 1, "ok": False, "error": str(exc), "hint": exc.hint}, indent=2)
             + "\n"
         )
+
+
+def _terrapin_command() -> str:
+    """`terrapin` when it is on PATH, else the path a newcomer can paste (.venv/bin/terrapin)."""
+    beside = Path(sys.executable).parent / "terrapin"
+    if shutil.which("terrapin") == str(beside) or not beside.exists():
+        return "terrapin"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
