@@ -50,6 +50,12 @@ BINDING_ABI: list[dict[str, Any]] = [
         }
         for name, out in (("ownerOfBoard", "address"), ("bindNonce", "uint256"))
     ),
+    {"type": "error", "name": "BoardIsZero", "inputs": []},
+    {
+        "type": "error",
+        "name": "BoardSignatureInvalid",
+        "inputs": [{"name": "board", "type": "address"}, {"name": "signer", "type": "address"}],
+    },
     {
         "type": "event",
         "name": "BoardBound",

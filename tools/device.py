@@ -1,4 +1,4 @@
-"""`terrapin device ...`: flash, deploy, provision, watch and update boards.
+"""`terrapin device ...`: flash, deploy, provision, bind, watch and update boards.
 
 Every command that talks to a board takes `--port` (a device path such as
 /dev/ttyUSB0, or `socket://127.0.0.1:PORT` for QEMU / a virtual board's TCP
@@ -305,6 +305,74 @@ def provision(
         result.as_dict(),
         f"board {result.address}\npublic key {result.pubkey}"
         + ("".join(f"\nconfig: {p}" for p in result.config_problems)),
+    )
+
+
+# -- bind ------------------------------------------------------------------------
+@device.command()
+@port_options
+@click.option("--owner", required=True, help="Bind the board to this owner address (0x...).")
+@click.option("--rpc", help="JSON-RPC URL of the chain with the registry.")
+@click.option("--contract", help="Registry address (default with --config: [chain] registry).")
+@click.option("--key-env", help="Env var holding the private key that pays for bindBoard.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Gateway config: chain, registry and (without --key-env) the gateway's key.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def bind(port, target, flash_dir, owner, rpc, contract, key_env, config_path, as_json) -> None:
+    """Bind a board to an owner on chain with the board's own signature (EIP-712).
+
+    Reads the board's address, the registry's bindNonce, has the board sign the
+    BindBoard digest (only in provisioning mode), checks that the signature recovers
+    to the board, sends bindBoard and prints the transaction and the new owner.
+    """
+    from terrapin.gateway.rewards import RewardsError, normalise_address
+    from terrapin.tools import provision as prov
+    from terrapin.tools.serialconsole import BoardConsole
+
+    _check_target(port, target, flash_dir)
+    try:
+        owner = normalise_address(owner)
+    except RewardsError as exc:
+        raise TerrapinError(f"--owner: {exc}") from None
+    w3 = sender = None
+    if config_path:
+        w3, registry, sender = prov.chain_from_config(config_path, key_env)
+        contract = contract or registry
+    elif not rpc:
+        raise TerrapinError(
+            "which chain? pass --rpc URL --contract REGISTRY --key-env VAR, or --config FILE"
+        )
+    if not contract:
+        raise TerrapinError("--rpc needs --contract (the registry address)")
+    if not key_env and sender is None:
+        raise TerrapinError(
+            "no key to pay for bindBoard",
+            hint="pass --key-env VAR with a funded account's private key in $VAR",
+        )
+    chain_id, read_nonce, submit = prov.chain_binding(
+        owner, contract, rpc, key_env, w3=w3, sender=sender
+    )
+    binding = prov.Binding(owner, chain_id, contract, None, read_nonce)
+
+    def say(text: str) -> None:
+        if not as_json:
+            click.echo(text)
+
+    with open_link(port, target, flash_dir) as link:
+        console = BoardConsole(link)
+        addr = prov.board_address(console)
+        say(f"board 0x{addr}")
+        result = prov.bind_and_submit(console, addr, binding, submit, say)
+    result["board"] = "0x" + addr
+    _emit(
+        as_json,
+        result,
+        f"board 0x{addr} is now owned by {result['chain']['owner']} "
+        f"(tx {result['chain']['tx']}, block {result['chain']['block']}, nonce {result['nonce']})",
     )
 
 

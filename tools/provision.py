@@ -21,7 +21,7 @@ import click
 from eth_utils import keccak
 
 from terrapin.tools.errors import TerrapinError
-from terrapin.tools.serialconsole import BoardConsole
+from terrapin.tools.serialconsole import BoardConsole, BoardError
 
 CONFIG_CHUNK = 240  # raw config bytes per console line (fits a 512-byte UART buffer)
 
@@ -140,11 +140,7 @@ def provision(
             result.config_problems = answer.get("problems", [])
             say("broker credentials written to the board")
     if binding is not None:
-        result.binding = bind(console, addr, binding)
-        say(f"bind signature for owner {binding.owner} made by the board and checked")
-        if submit is not None:
-            result.binding["chain"] = submit(addr, result.binding)
-            say(f"bound on chain in tx {result.binding['chain']['tx']}")
+        result.binding = bind_and_submit(console, addr, binding, submit, say)
     if finish:
         console.request("done")
     return result
@@ -156,7 +152,17 @@ def bind(console: BoardConsole, addr: str, b: Binding) -> dict:
 
     nonce = b.read_nonce(addr) if b.read_nonce is not None else (b.nonce or 0)
     digest = rb.bind_digest(b.owner, nonce, b.chain_id, b.contract)
-    answer = console.request("sign-digest", digest.hex(), "bind", timeout=30)
+    try:
+        answer = console.request("sign-digest", digest.hex(), "bind", timeout=30)
+    except BoardError as exc:
+        if exc.code != "DENIED":
+            raise
+        raise TerrapinError(
+            f"the board refused to sign the binding: {exc.text}",
+            hint="a board signs bind messages only in provisioning mode (before "
+            "`device provision --finish`); a finished board must have its flash wiped "
+            "and be provisioned again (a new key)",
+        ) from exc
     signature = bytes.fromhex(answer["sig"])
     try:
         rb.check_binding(addr, b.owner, nonce, b.chain_id, b.contract, signature)
@@ -172,41 +178,124 @@ def bind(console: BoardConsole, addr: str, b: Binding) -> dict:
     }
 
 
-def chain_binding(owner: str, registry: str, rpc: str, key_env: str | None):
-    """Binding parameters read from the chain (chain id, the board's bind nonce) and a
-    submit(addr, binding_dict) that sends bindBoard and checks ownerOfBoard."""
+def bind_and_submit(
+    console: BoardConsole,
+    addr: str,
+    binding: Binding,
+    submit: Callable[[str, dict], dict] | None,
+    say: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """The board signs the binding (checked here), then `submit` sends bindBoard.
+
+    Shared by `device provision --owner` and `device bind`."""
+    result = bind(console, addr, binding)
+    say(f"bind signature for owner {binding.owner} made by the board and checked")
+    if submit is not None:
+        result["chain"] = submit(addr, result)
+        say(f"bound on chain in tx {result['chain']['tx']}")
+    return result
+
+
+def board_address(console: BoardConsole) -> str:
+    """The board's address (40 hex digits) from `info`; it must already have its key."""
+    info = console.wait_ready()
+    addr = info.get("addr")
+    if not addr:
+        raise TerrapinError(
+            "the board has no key yet", hint="run `terrapin device provision` first"
+        )
+    if info.get("pub") and address_of(info["pub"]) != addr:
+        raise TerrapinError("the board's address does not match its public key")
+    return addr
+
+
+def key_from_env(key_env: str | None):
+    """The LocalAccount that pays for bindBoard, from $key_env (never the command line)."""
     from eth_account import Account
+
+    if not key_env or not os.environ.get(key_env):
+        raise TerrapinError(
+            "the bind signature is ready but no key to send it",
+            hint="pass --key-env VAR with a funded account's private key in $VAR",
+        )
+    try:
+        return Account.from_key(os.environ[key_env].strip())
+    except (ValueError, TypeError):
+        raise TerrapinError(f"${key_env} is not a 32-byte hex private key") from None
+
+
+def chain_binding(
+    owner: str,
+    registry: str,
+    rpc: str | None,
+    key_env: str | None,
+    *,
+    w3=None,
+    sender=None,
+):
+    """Binding parameters read from the chain (chain id, the board's bind nonce) and a
+    submit(addr, binding_dict) that sends bindBoard and checks ownerOfBoard.
+
+    The chain is `rpc` (a URL) or a ready `w3`; the payer is `sender`, else the key
+    in $key_env (read only when the signature is ready to send)."""
     from web3 import Web3
 
     from terrapin.gateway import rewards_chain
     from terrapin.gateway.chain.node import rpc_web3
 
     try:
-        w3 = rpc_web3(rpc)
+        w3 = w3 or rpc_web3(rpc)
         chain_id = w3.eth.chain_id
     except Exception as exc:
         raise TerrapinError(f"cannot reach the chain at {rpc}: {exc}") from exc
     contract = rewards_chain.binding_contract(w3, registry)
+    if not w3.eth.get_code(contract.address):
+        raise TerrapinError(f"no registry contract at {contract.address} on chain {chain_id}")
 
     def nonce(addr: str) -> int:
         return contract.functions.bindNonce(Web3.to_checksum_address("0x" + addr)).call()
 
     def submit(addr: str, binding: dict) -> dict:
-        if not key_env or not os.environ.get(key_env):
-            raise TerrapinError(
-                "the bind signature is ready but no key to send it",
-                hint="pass --key-env VAR with a funded account's private key in $VAR",
-            )
-        sender = Account.from_key(os.environ[key_env])
+        payer = sender or key_from_env(key_env)
+        # A revert (forged or replayed signature, wrong owner) is a ChainError by name.
         receipt = rewards_chain.bind_board(
-            w3, sender, contract, "0x" + addr, owner, bytes.fromhex(binding["signature"])
+            w3, payer, contract, "0x" + addr, owner, bytes.fromhex(binding["signature"])
         )
         bound = contract.functions.ownerOfBoard(Web3.to_checksum_address("0x" + addr)).call()
         if bound.lower() != owner.lower():
             raise TerrapinError(f"bindBoard was mined but the board's owner is {bound}")
-        return {"tx": receipt["transactionHash"].hex(), "block": receipt["blockNumber"]}
+        return {
+            "tx": receipt["transactionHash"].to_0x_hex(),
+            "block": receipt["blockNumber"],
+            "owner": bound.lower(),
+        }
 
     return chain_id, nonce, submit
+
+
+def chain_from_config(config_path: str, key_env: str | None):
+    """(w3, registry, sender) for `device bind --config`: the gateway's JSON-RPC chain,
+    its registry (or [rewards] binding) and, unless --key-env, the gateway's key."""
+    from terrapin.gateway.chain.node import EMBEDDED, ChainConfig, load_account, rpc_web3
+    from terrapin.gateway.config import load_config
+
+    cfg = load_config(config_path)
+    chain = ChainConfig.from_mapping(dict(cfg.section("chain")))
+    if chain.network == EMBEDDED:
+        raise TerrapinError(
+            f"{config_path} uses the embedded chain, which lives inside the gateway process",
+            hint="bind against a JSON-RPC chain: set [chain] network, or pass --rpc URL",
+        )
+    registry = dict(cfg.section("rewards")).get("binding") or chain.registry
+    sender = None if key_env else load_account(chain)
+    if sender is None and not key_env:
+        raise TerrapinError(
+            f"no key to send bindBoard: {config_path} has no [chain] keystore and "
+            f"${chain.key_env} is not set",
+            hint="or pass --key-env VAR with a funded account's private key in $VAR",
+        )
+    w3 = rpc_web3(chain.network, timeout=chain.rpc_timeout, poa=chain.poa)
+    return w3, registry, sender
 
 
 def register_in_store(db: Path) -> Callable[[str, str], dict]:
