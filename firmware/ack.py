@@ -9,13 +9,19 @@
 # rejected for good, with their reason code. Either key may be absent. The
 # board drops outbox entries listed in either key and logs the rejections.
 #
-# Pure logic: imports only the firmware CBOR codec.
+# The decoder here reads only this subset of CBOR, as strictly as cbor.loads
+# (which a board does not keep loaded: ACKs are frequent and the full codec
+# costs ~6 KB of RAM): shortest (canonical) heads only, no indefinite
+# lengths, keys 1 then 2 in order, every value an unsigned integer, at most
+# 256 pairs per key and 4096 bytes, no trailing bytes. Anything else is an
+# AckError.
+#
+# Pure logic: no imports beyond compat.
 
-from . import cbor
 from .compat import const
 
 _MAX_ITEMS = const(256)
-_U64 = const(0xFFFFFFFFFFFFFFFF)
+_MAX_SIZE = const(4096)
 
 # Reason codes 1..14 (same numbers as terrapin.gateway.reasons.Reason), one
 # string rather than a dict: it costs the board far less RAM.
@@ -36,33 +42,57 @@ def reason_name(code):
     return names[code - 1] if 1 <= code <= len(names) else "REASON_%d" % code
 
 
-def _uint(v):
-    return type(v) is int and 0 <= v <= _U64
+def _head(data, i):
+    # (major type, argument, next index) of the CBOR head at data[i]; only
+    # the shortest encoding of the argument is accepted.
+    if i >= len(data):
+        raise AckError("ack is not deterministic CBOR: truncated")
+    ib = data[i]
+    ai = ib & 0x1F
+    i += 1
+    if ai < 24:
+        return ib >> 5, ai, i
+    if ai > 27:
+        raise AckError("ack is not deterministic CBOR: indefinite length or reserved head")
+    k = 1 << (ai - 24)  # 1, 2, 4 or 8 argument bytes
+    if i + k > len(data):
+        raise AckError("ack is not deterministic CBOR: truncated")
+    n = int.from_bytes(data[i : i + k], "big")
+    if n < (24 if k == 1 else 1 << (4 * k)):
+        raise AckError("ack is not deterministic CBOR: non-minimal head")
+    return ib >> 5, n, i + k
 
 
 def decode(payload):
     # (ranges, rejections) from an ACK payload; raises AckError.
     #
     # ranges: list of (lo, hi); rejections: list of (seq, reason).
-    try:
-        obj = cbor.loads(payload, 3, 4096)
-    except cbor.CBORError as exc:
-        raise AckError("ack is not deterministic CBOR: " + str(exc))
-    if not isinstance(obj, dict):
+    data = bytes(payload)
+    if len(data) > _MAX_SIZE:
+        raise AckError("ack over 4096 bytes")
+    major, n, i = _head(data, 0)
+    if major != 5:
         raise AckError("ack must be a CBOR map")
     ranges = []
     rejections = []
-    for key in obj:
-        if type(key) is not int or key not in (1, 2):
-            raise AckError("unknown ack key %r" % (key,))
-        items = obj[key]
-        if not isinstance(items, list) or len(items) > _MAX_ITEMS:
+    prev = 0
+    for _ in range(n):
+        major, key, i = _head(data, i)
+        if major or key not in (1, 2):
+            raise AckError("unknown ack key")
+        if key <= prev:
+            raise AckError("ack is not deterministic CBOR: map keys out of order or duplicated")
+        prev = key
+        major, count, i = _head(data, i)
+        if major != 4 or count > _MAX_ITEMS:
             raise AckError("ack key %d must be a list of pairs" % key)
-        for item in items:
-            if not isinstance(item, list) or len(item) != 2:
+        for _ in range(count):
+            major, two, i = _head(data, i)
+            if major != 4 or two != 2:
                 raise AckError("ack key %d must hold pairs" % key)
-            a, b = item
-            if not _uint(a) or not _uint(b):
+            major, a, i = _head(data, i)
+            major2, b, i = _head(data, i)
+            if major or major2:
                 raise AckError("ack values must be unsigned integers")
             if key == 1:
                 if a > b:
@@ -70,6 +100,8 @@ def decode(payload):
                 ranges.append((a, b))
             else:
                 rejections.append((a, b))
+    if i != len(data):
+        raise AckError("ack is not deterministic CBOR: trailing bytes")
     return ranges, rejections
 
 

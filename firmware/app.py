@@ -58,7 +58,7 @@ def _load_config(board):
 
 
 def _identity(root):
-    for name in ("cbor", "keccak", "secp256k1", "cose"):
+    for name in ("cborenc", "keccak", "secp256k1", "cose"):
         __import__(_PACKAGE + "." + name)  # leaves first, each compiled alone
         gc.collect()
     from . import keystore

@@ -11,7 +11,8 @@ envelope = Tag(18, [protected, {4: kid}, payload, signature])
 The receiving rules (parse_sign1, decode_payload, check_envelope, verify1)
 are in cose_check: hosts, tests and self-tests import it; a board signing
 readings does not, which keeps its heap small. The payload and the envelope
-are written directly (their layout is fixed), not through cbor.dumps; keccak
+are written directly (their layout is fixed) with cborenc's put_head /
+put_float, not through cbor.dumps (a board never loads the full codec); keccak
 is imported only by address(), which a board calls once at boot.
 Pure logic: no I/O.
 """
@@ -29,7 +30,7 @@ from . import secp256k1  # isort: skip
 # the .mpy loader left behind: measured 0.9 KB less peak heap for a sign.
 if IS_MICROPYTHON:
     gc.collect()
-from . import cbor  # noqa: E402
+from .cborenc import put_float, put_head  # noqa: E402
 
 if IS_MICROPYTHON:
     gc.collect()
@@ -83,7 +84,7 @@ def _text(buf, text, limit):
     data = text.encode("utf-8")
     if not 1 <= len(data) <= limit:
         raise ValueError("name must be 1..32, unit 1..16 bytes of UTF-8 text")
-    cbor.put_head(buf, 3, len(data))
+    put_head(buf, 3, len(data))
     buf.extend(data)
 
 
@@ -99,9 +100,9 @@ def encode_payload(seq, time, records):
     if not 1 <= count <= MAX_RECORDS:
         raise ValueError("need 1..16 records")
     buf = bytearray(b"\xa3\x01")
-    cbor.put_head(buf, 0, seq)
+    put_head(buf, 0, seq)
     buf.append(0x02)
-    cbor.put_head(buf, 0, time)
+    put_head(buf, 0, time)
     buf.append(0x03)
     buf.append(0x80 | count)  # count <= 16 < 24
     for name, unit, value in records:
@@ -111,13 +112,13 @@ def encode_payload(seq, time, records):
         buf.append(0x01)
         _text(buf, unit, _MAX_UNIT)
         buf.append(0x02)
-        cbor.put_float(buf, float32(float(value)))
+        put_float(buf, float32(float(value)))
     return bytes(buf)
 
 
 def _bstr_head(n):
     head = bytearray()
-    cbor.put_head(head, 2, n)
+    put_head(head, 2, n)
     return head
 
 

