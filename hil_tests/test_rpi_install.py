@@ -14,6 +14,7 @@ import http.server
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -41,14 +42,16 @@ class Shell:
         self.log = open(log, "ab")  # noqa: SIM115 - closed in close()
         self.buf = b""
 
-    def read_until(self, pattern: bytes, timeout: float) -> re.Match:
+    def read_until(self, pattern: bytes, timeout: float) -> tuple[re.Match, str]:
+        """(the match, everything the VM printed before it)."""
         deadline = time.monotonic() + timeout
         rx = re.compile(pattern)
         while True:
             m = rx.search(self.buf)
             if m:
+                before = self.buf[: m.start()].decode(errors="replace")
                 self.buf = self.buf[m.end() :]
-                return m
+                return m, before
             if time.monotonic() > deadline:
                 tail = self.buf[-2000:].decode(errors="replace")
                 raise AssertionError(
@@ -64,8 +67,7 @@ class Shell:
         marker = f"__TP{time.monotonic_ns()}__"
         self.buf = b""
         self.ser.write(f"{command}; echo {marker}=$?\n".encode())
-        m = self.read_until(rf"{marker}=(\d+)".encode(), timeout)
-        out = self.buf.decode(errors="replace")
+        m, out = self.read_until(rf"{marker}=(\d+)".encode(), timeout)
         code = int(m.group(1))
         if ok and code != 0:
             raise AssertionError(f"`{command}` exited {code} in the VM (log: {self.log.name})")
@@ -118,10 +120,14 @@ def wheel_server(tmp_path: Path):
     pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps"]
     subprocess.run([*pip, "-w", str(dist), str(REPO)], check=True)
     (whl,) = dist.glob("terrapin-*.whl")
+    # The host's CA bundle goes along: where HTTPS is inspected by a proxy with its
+    # own CA, pip in the VM needs it as much as pip here does.
+    cafile = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    shutil.copy(cafile, dist / "host-ca.pem")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(dist))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://10.0.2.2:{server.server_address[1]}/{whl.name}"  # the host, seen from slirp
+    yield f"http://10.0.2.2:{server.server_address[1]}", whl.name  # the host, seen from slirp
     server.shutdown()
 
 
@@ -133,7 +139,9 @@ def test_gateway_installs_and_runs_on_debian_arm64(vm, wheel_server):
     shell.run("uname -m | grep -qx aarch64 && python3 --version")
     shell.run("echo nameserver 10.0.2.3 > /etc/resolv.conf")  # QEMU's user-network DNS
     shell.run(f"python3 -m venv {VENV}")
-    shell.run(f"{VENV}/bin/pip install -q '{wheel_server}'", timeout=3600)
+    url, wheel = wheel_server
+    shell.run(f"curl -sSf -o /root/host-ca.pem {url}/host-ca.pem")
+    shell.run(f"{VENV}/bin/pip install -q --cert /root/host-ca.pem '{url}/{wheel}'", timeout=3600)
     installed = time.monotonic() - t0
     steps = [
         "useradd --system --home /var/lib/terrapin --shell /usr/sbin/nologin terrapin",
