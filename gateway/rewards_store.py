@@ -295,6 +295,25 @@ def status(conn: sqlite3.Connection, owner: str | None = None) -> dict[str, Any]
     }
 
 
+def overview(conn: sqlite3.Connection) -> dict[str, Any]:
+    """`status(conn)` for the status API's /api/rewards: every owner, also one whose
+    boards have earned nothing yet, each with its boards."""
+    base = status(conn)
+    by_owner: dict[str, list[str]] = {}
+    for board, owner in base["boards"].items():
+        by_owner.setdefault(owner, []).append(board)
+    for owner in sorted(set(by_owner) | set(base["owners"])):
+        entry = base["owners"].setdefault(owner, {"epoch_amount": "0", "cumulative": "0"})
+        entry["boards"] = sorted(by_owner.get(owner, []))
+    base["owners"] = dict(sorted(base["owners"].items()))
+    return base
+
+
+def known_owner(view: dict[str, Any]) -> bool:
+    """Whether `status(conn, owner)` found the owner: a bound board or an amount."""
+    return bool(view["boards"]) or view["cumulative"] != "0"
+
+
 def settle_epoch(
     conn: sqlite3.Connection,
     w3: Any,

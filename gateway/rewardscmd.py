@@ -33,7 +33,16 @@ from terrapin.gateway.distribution import DistributionError
 from terrapin.gateway.rewards import RewardsError, normalise_address
 from terrapin.tools.errors import ConfigError, TerrapinError
 
-REWARDS_KEYS = {"epoch_seconds", "budget", "cap", "contract", "binding", "from_block", "out_dir"}
+REWARDS_KEYS = {
+    "epoch_seconds",
+    "budget",
+    "cap",
+    "contract",
+    "binding",
+    "from_block",
+    "out_dir",
+    "poll_seconds",  # the rewards stage's loop period (gateway/chain/rewards_stage.py)
+}
 OWNER_KEY_ENV = "TERRAPIN_OWNER_KEY"
 DECIMALS = 18
 
