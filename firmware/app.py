@@ -13,8 +13,10 @@
 # and deep sleep. Nothing here imports machine, network or socket. config and
 # keystore are boot-only: on MicroPython they are unloaded after boot to give
 # their RAM back, and so are the boot functions below (_forget_boot). keccak
-# is unloaded once the address is known; status.py is loaded only to build a
-# status message or the run statistics, then unloaded again.
+# is unloaded once the address is known, and secp256k1 (key generation,
+# verify) once the key is ready: readings are signed by secp_sign alone.
+# status.py is loaded only to build a status message or the run statistics,
+# then unloaded again.
 
 import gc
 import sys
@@ -58,7 +60,7 @@ def _load_config(board):
 
 
 def _identity(root):
-    for name in ("cborenc", "keccak", "secp256k1", "cose"):
+    for name in ("cborenc", "keccak", "secp_sign", "secp256k1", "cose"):
         __import__(_PACKAGE + "." + name)  # leaves first, each compiled alone
         gc.collect()
     from . import keystore
@@ -68,6 +70,7 @@ def _identity(root):
     finally:
         _unload("keystore")
         _unload("keccak")  # the address is known: 1-3 KB back (cose re-imports it on demand)
+        _unload("secp256k1")  # key made and public key known: signing needs only secp_sign
 
 
 def _unload(name):

@@ -12,7 +12,7 @@ the ESP32 budget) and CPython, on the same firmware files:
 - the first sign, which also fills the comb table (a one-off);
 - peak heap of signing a reading (see `peak_heap`): the primary figure,
   `mp_sign_peak_heap_bytes`, is the whole path a board runs (encode_payload
-  + sign1 with cborenc, cose and secp256k1 imported; not keccak, which only
+  + sign1 with cborenc, cose and secp_sign imported; not keccak, which only
   address() imports, nor the receive side, cose_check); secondary figures
   give the ECDSA module alone and the core with keccak resident too.
 
@@ -57,6 +57,7 @@ CORE_MODULES = (
     "cborenc",
     "cbor",
     "keccak",
+    "secp_sign",
     "secp256k1",
     "cose",
     "cose_check",
@@ -222,7 +223,7 @@ import hashlib
 if WHAT == "ecdsa":
     from firmware import secp256k1 as S
 elif WHAT == "sign":
-    # What a board holds to sign a reading: cose imports cborenc and secp256k1.
+    # What a board holds to sign a reading: cose imports cborenc and secp_sign.
     from firmware import cose
 else:  # "core": keccak resident too (a board that keeps it after boot)
     from firmware import cose, keccak
@@ -498,7 +499,7 @@ def _table(figures: dict[str, Any]) -> Table:
             f"{figures[f'cpython_{key}']:.4f} {unit}",
         )
     for label, key in (
-        ("peak heap: sign a reading (cborenc, cose, secp256k1)", "mp_sign_peak_heap_bytes"),
+        ("peak heap: sign a reading (cborenc, cose, secp_sign)", "mp_sign_peak_heap_bytes"),
         ("  of which resident after import", "mp_sign_resident_heap_bytes"),
         ("peak heap: ECDSA sign, secp256k1 alone", "mp_ecdsa_sign_peak_heap_bytes"),
         ("peak heap: sign a reading, keccak resident too", "mp_core_sign_peak_heap_bytes"),

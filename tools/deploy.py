@@ -154,7 +154,7 @@ def build_image(cross: MpyCross, board: BoardMpy, src: Path = FIRMWARE_DIR) -> d
                 image["main.py"] = path.read_bytes()
                 continue
             out = Path(tmp) / (rel[:-3].replace("/", "_") + ".mpy")
-            cmd = [cross.exe, "-o", str(out), "-s", f"terrapin/firmware/{rel}"]
+            cmd = [cross.exe, "-O3", "-o", str(out), "-s", f"terrapin/firmware/{rel}"]
             if board.arch:
                 cmd.append(f"-march={board.arch}")
             cmd.append(str(path))

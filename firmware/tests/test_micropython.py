@@ -160,9 +160,9 @@ print("firmware.keccak" in sys.modules, len(env))
 
 
 def test_signing_path_leaves_keccak_and_receive_side_out(micropython_exe, tmp_path):
-    """A board that signs holds cose, cborenc, secp256k1 (and compat): not
-    keccak (imported by address() only), nor the full CBOR codec, nor the
-    receive side (cose_check)."""
+    """A board that signs holds cose, cborenc, secp_sign (and compat): not
+    keccak (imported by address() only), nor the full CBOR codec or
+    secp256k1 (verify, key generation), nor the receive side (cose_check)."""
     import subprocess
 
     script = tmp_path / "signing_path.py"
@@ -178,7 +178,7 @@ def test_signing_path_leaves_keccak_and_receive_side_out(micropython_exe, tmp_pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     modules, after = proc.stdout.splitlines()
     assert modules == str(
-        ["firmware", "firmware.cborenc", "firmware.compat", "firmware.cose", "firmware.secp256k1"]
+        ["firmware", "firmware.cborenc", "firmware.compat", "firmware.cose", "firmware.secp_sign"]
     )
     assert after == "True 117"
 
