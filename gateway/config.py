@@ -271,4 +271,13 @@ def render_config(overrides: dict[str, dict[str, Any]] | None = None) -> str:
             value = overrides.get(name, {}).get(key, spec.default)
             lines.append(f"# {spec.help}")
             lines.append(f"{key} = {_toml_value(value)}")
+    lines += [
+        "",
+        "# On-chain stages (docs/CHAIN.md, docs/REWARDS.md): batch readings into Merkle",
+        "# trees, anchor one root per batch, settle reward epochs. To turn them on, set",
+        '#   [pipeline] stages = ["terrapin.gateway.chain.stage:batcher",',
+        '#                        "terrapin.gateway.chain.stage:anchorer",',
+        '#                        "terrapin.gateway.chain.rewards_stage:rewards"]',
+        "# and add a [chain] section (the embedded chain, or a JSON-RPC URL with a keystore).",
+    ]
     return "\n".join(lines) + "\n"
