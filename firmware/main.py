@@ -46,7 +46,7 @@ def _package():
 _target = "unix" if sys.platform in ("linux", "darwin") else "esp32"
 _name = _package()
 if _name is None:
-    import checkout  # firmware/checkout.py beside this file (sys.path[0])
+    import checkout  # type: ignore[import-not-found]  # firmware/checkout.py, sys.path[0]
 
     checkout.setup()
     del checkout

@@ -130,30 +130,14 @@ class Uplink:
         return max(0, wait)
 
     def _connect(self, now):
-        b = self.broker
-        self.board.led_state("connecting")
+        # Socket, CONNECT, SUBSCRIBE: reconnect-only code, in session.py,
+        # loaded for this and unloaded after.
+        from . import session
+
         try:
-            if not self.board.network_up():
-                raise OSError("network down")
-            self.client.connect(
-                self.board.open_socket(b["host"], b["port"], b["tls"], b["ca_file"])
-            )
-            self.client.subscribe(self.t_ack)
-        except MemoryError:
-            raise
-        except Exception as exc:  # OSError, MQTTError, TLS/CA errors (ValueError)
-            self._lost("broker %s:%d unreachable" % (b["host"], b["port"]), exc)
-            return
-        self.connects += 1
-        self.backoff = 1000
-        self.last_error = None
-        for slot in self.window:
-            slot[_SENT] = None
-            slot[_PID] = 0
-        self.probe = True  # the gateway may not be subscribed yet
-        self.app.log("info", "connected to %s:%d" % (b["host"], b["port"]))
-        self.board.led_state("online")
-        self.status_due = True
+            session.uplink_connect(self)
+        finally:
+            session.unload()
 
     def _lost(self, what, exc):
         self.client.close()

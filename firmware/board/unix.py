@@ -19,54 +19,36 @@
 # Only the simulated driver exists here: a hardware driver (bme280, ...) in
 # the config is reported as a missing sensor and the others keep running.
 
+#
+# Argument parsing, the broker socket (TLS, CA file) and the RTC file live in
+# board/unixboot.py, imported for those moments and unloaded again: they are
+# not needed per reading.
+
 import gc
 import json
 import os
-import socket
 import sys
 import time
 
 from ..compat import IS_MICROPYTHON
 
-_FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console", "--deep-sleep-sim")
-_VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
+
+def _unload():
+    if IS_MICROPYTHON:
+        sys.modules.pop(__name__.rsplit(".", 1)[0] + ".unixboot", None)
+        pkg = sys.modules.get(__name__.rsplit(".", 1)[0])
+        if pkg is not None and "unixboot" in pkg.__dict__:
+            delattr(pkg, "unixboot")
 
 
 def parse_args(argv):
     # Options as a dict keyed by the option name; raises ValueError.
-    opts = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in _FLAGS:
-            opts[arg] = True
-        elif arg in _VALUES and i + 1 < len(argv):
-            i += 1
-            opts[arg] = argv[i] if arg in ("--config", "--flash") else int(argv[i])
-        else:
-            raise ValueError("bad argument " + arg)
-        i += 1
-    if "--config" not in opts:
-        raise ValueError("--config PATH is required")
-    return opts
+    from . import unixboot
 
-
-class FileRTC:
-    # Stands in for the ESP32's RTC memory in --deep-sleep-sim.
-
-    def __init__(self, path):
-        self.path = path
-
-    def load(self):
-        try:
-            with open(self.path, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def save(self, data):
-        with open(self.path, "wb") as f:
-            f.write(data)
+    try:
+        return unixboot.parse_args(argv)
+    finally:
+        _unload()
 
 
 class Board:
@@ -84,8 +66,11 @@ class Board:
         self.time_synced = "--no-clock" not in opts
         self.console_port = "--console" in opts
         if "--deep-sleep-sim" in opts:
+            from .unixboot import FileRTC
+
             self.can_deep_sleep = True
             self.retained = FileRTC(self.root + ".rtc")
+            _unload()  # the instance keeps its class
         self.period_ms = opts.get("--period-ms")
         self.led = None
 
@@ -133,28 +118,13 @@ class Board:
         return True
 
     def open_socket(self, host, port, tls=False, ca_file=None):
-        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(5)
-            sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: no Nagle delay on small packets
-            sock.connect(addr)
-            if tls:
-                import ssl
+        # Called at each (re)connect: the code lives in board/unixboot.py.
+        from . import unixboot
 
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                if ca_file:
-                    ctx.verify_mode = ssl.CERT_REQUIRED
-                    ctx.load_verify_locations(cadata=ca_der(ca_file))
-                else:
-                    if not IS_MICROPYTHON:
-                        ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                sock = ctx.wrap_socket(sock, server_hostname=host)
-        except Exception:
-            sock.close()
-            raise
-        return sock
+        try:
+            return unixboot.open_socket(host, port, tls, ca_file)
+        finally:
+            _unload()
 
     def make_sensor(self, spec):
         if spec["driver"] != "simulated":
@@ -176,29 +146,14 @@ class Board:
             print("TP-STATS " + json.dumps(stats))
 
 
-def ca_der(path):
-    # The CA certificate as DER (MicroPython's mbedtls binding takes DER;
-    # a PEM file is decoded here).
-    import binascii
-
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.lstrip().startswith(b"-----BEGIN"):
-        body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
-        data = binascii.a2b_base64(b"".join(body))
-    return data
-
-
 def main(argv=None):
     from .. import app
 
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
-        print(
-            "error: %s\nusage: micropython -X heapsize=100k firmware/main.py --config PATH "
-            "[--flash DIR] [--max-readings N] [--exit-when-drained] [--period-ms N] "
-            "[--seed N] [--no-clock] [--stats] [--console] [--deep-sleep-sim]" % exc
-        )
+        from .unixboot import USAGE
+
+        print("error: %s\n%s" % (exc, USAGE))
         return 2
     return app.main(Board(opts), opts.get("--max-readings", -1), "--exit-when-drained" in opts)

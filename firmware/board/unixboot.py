@@ -1,0 +1,92 @@
+# What the unix board does once or rarely, kept out of its resident code:
+# argument parsing (boot), the broker socket with its optional TLS set-up
+# (each (re)connect), the CA file, and the file playing the RTC memory
+# (--deep-sleep-sim). board/unix.py imports this module for those moments
+# and unloads it again; `unix.parse_args` stays importable there.
+
+import socket
+
+from ..compat import IS_MICROPYTHON
+
+_FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console", "--deep-sleep-sim")
+_VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
+USAGE = (
+    "usage: micropython -X heapsize=100k firmware/main.py --config PATH "
+    "[--flash DIR] [--max-readings N] [--exit-when-drained] [--period-ms N] "
+    "[--seed N] [--no-clock] [--stats] [--console] [--deep-sleep-sim]"
+)
+
+
+def parse_args(argv):
+    # Options as a dict keyed by the option name; raises ValueError.
+    opts = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _FLAGS:
+            opts[arg] = True
+        elif arg in _VALUES and i + 1 < len(argv):
+            i += 1
+            opts[arg] = argv[i] if arg in ("--config", "--flash") else int(argv[i])
+        else:
+            raise ValueError("bad argument " + arg)
+        i += 1
+    if "--config" not in opts:
+        raise ValueError("--config PATH is required")
+    return opts
+
+
+class FileRTC:
+    # Stands in for the ESP32's RTC memory in --deep-sleep-sim.
+
+    def __init__(self, path):
+        self.path = path
+
+    def load(self):
+        try:
+            with open(self.path, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def save(self, data):
+        with open(self.path, "wb") as f:
+            f.write(data)
+
+
+def open_socket(host, port, tls=False, ca_file=None):
+    addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5)
+        sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: no Nagle delay on small packets
+        sock.connect(addr)
+        if tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if ca_file:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(cadata=ca_der(ca_file))
+            else:
+                if not IS_MICROPYTHON:
+                    ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock, server_hostname=host)
+    except Exception:
+        sock.close()
+        raise
+    return sock
+
+
+def ca_der(path):
+    # The CA certificate as DER (MicroPython's mbedtls binding takes DER;
+    # a PEM file is decoded here).
+    import binascii
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
+        data = binascii.a2b_base64(b"".join(body))
+    return data
