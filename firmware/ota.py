@@ -28,11 +28,12 @@ the active one. A trial that is not confirmed within MAX_TRIAL_BOOTS boots
 last confirmed image again (rollback). `release` must grow with every bundle,
 so an old signed bundle cannot be replayed to downgrade a board.
 
-Pure logic over a directory: imports no machine/network.
+Pure logic over a directory: imports no machine/network. This module is
+what every boot and the confirmation need (kept small: the app imports it to
+confirm a trial image while its own heap is in use); the installer (verify,
+stage) is firmware/ota_install.py, imported only to install a bundle.
 """
 
-import binascii
-import hashlib
 import json
 import os
 import sys
@@ -43,9 +44,7 @@ MAGIC = b"TPOTA1\n"
 MAX_MANIFEST = const(16384)
 MAX_FILES = const(96)
 MAX_TRIAL_BOOTS = const(2)
-_CHUNK = const(512)
 _SLOTS = ("a", "b")
-_PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./"
 
 
 class OTAError(Exception):
@@ -77,17 +76,6 @@ def _isdir(path):
         return os.stat(path)[0] & 0x4000 != 0
     except OSError:
         return False
-
-
-def _rmtree(path):
-    if not _exists(path):
-        return
-    if not _isdir(path):
-        os.remove(path)
-        return
-    for entry in os.listdir(path):
-        _rmtree(path + "/" + entry)
-    os.rmdir(path)
 
 
 def _makedirs(path):
@@ -139,121 +127,33 @@ def running_version(root):
     return st.get("version")
 
 
-# -- verify --------------------------------------------------------------
-def _check_path(path):
-    if not isinstance(path, str) or not path or len(path) > 96:
-        raise ManifestError("bad file path")
-    if path[0] == "/" or ".." in path.split("/") or "//" in path:
-        raise ManifestError("file path escapes the slot: " + path)
-    for c in path:
-        if c not in _PATH_CHARS:
-            raise ManifestError("bad character in file path")
-
-
-def read_manifest(f, trusted_pub):
-    """Read the header from an open bundle file and verify its signature.
-
-    Returns the manifest dict; the file is left at the first file body.
-    """
-    from . import secp256k1
-
-    head = f.read(len(MAGIC) + 4)
-    if len(head) != len(MAGIC) + 4 or head[: len(MAGIC)] != MAGIC:
-        raise ManifestError("not a Terrapin OTA bundle (bad magic)")
-    size = int.from_bytes(head[len(MAGIC) :], "big")
-    if size == 0 or size > MAX_MANIFEST:
-        raise ManifestError("manifest size out of range")
-    raw = f.read(size)
-    sig = f.read(64)
-    if len(raw) != size or len(sig) != 64:
-        raise ManifestError("bundle truncated")
-    h = hashlib.sha256(head)
-    h.update(raw)
-    if not secp256k1.verify_digest(trusted_pub, h.digest(), sig):
-        raise SignatureError("manifest signature does not verify with the trusted release key")
-    try:
-        man = json.loads(raw)
-    except ValueError:
-        raise ManifestError("manifest is not JSON")
-    if not isinstance(man, dict) or man.get("format") != 1:
-        raise ManifestError("unknown manifest format")
-    files = man.get("files")
-    if not isinstance(files, list) or not files or len(files) > MAX_FILES:
-        raise ManifestError("bad file list")
-    for ent in files:
-        if not isinstance(ent, dict):
-            raise ManifestError("bad file entry")
-        _check_path(ent.get("path"))
-        if not isinstance(ent.get("size"), int) or ent["size"] < 0:
-            raise ManifestError("bad file size")
-        if not isinstance(ent.get("sha256"), str) or len(ent["sha256"]) != 64:
-            raise ManifestError("bad file hash")
-    if not isinstance(man.get("release"), int) or not isinstance(man.get("version"), str):
-        raise ManifestError("manifest needs an integer release and a version")
-    return man
-
-
+# -- install (firmware/ota_install.py, imported only for this) ------------
 def install(root, bundle_path, trusted_pub, allow_same_release=False):
     """Verify `bundle_path` and stage it as the trial image. Returns the manifest.
 
     Raises OTAError (and leaves the current image untouched) on any problem.
     """
-    st = state(root)
-    with open(bundle_path, "rb") as f:
-        man = read_manifest(f, trusted_pub)
-        current = st.get("release") or 0
-        if man["release"] < current or (man["release"] == current and not allow_same_release):
-            raise ManifestError(
-                "release %d is not newer than the installed %d" % (man["release"], current)
-            )
-        mpy = man.get("mpy")
-        here = getattr(sys.implementation, "_mpy", None)
-        if mpy is not None and here is not None and (mpy & 0x3FF) != (here & 0x3FF):
-            raise ManifestError("bundle built for mpy %d, board runs %d" % (mpy, here))
-        slot = _SLOTS[1] if st.get("active") == _SLOTS[0] else _SLOTS[0]
-        base = root + "/ota/" + slot
-        _rmtree(base)
-        _makedirs(base)
-        try:
-            _stage_files(f, base, man["files"])
-            if f.read(1):
-                raise ManifestError("trailing bytes after the last file")
-        except Exception:
-            _rmtree(base)
-            raise
-    st["trial"] = {"slot": slot, "boots": 0, "version": man["version"], "release": man["release"]}
-    _save(root, st)
-    return man
+    from .ota_install import install
 
-
-def _stage_files(f, base, files):
-    buf = bytearray(_CHUNK)
-    mv = memoryview(buf)
-    for ent in files:
-        path = base + "/" + ent["path"]
-        d = path.rsplit("/", 1)[0]
-        _makedirs(d)
-        left = ent["size"]
-        h = hashlib.sha256()
-        with open(path, "wb") as out:
-            while left > 0:
-                n = f.readinto(mv[: min(left, _CHUNK)])
-                if not n:
-                    raise ManifestError("bundle truncated in " + ent["path"])
-                h.update(mv[:n])
-                out.write(mv[:n])
-                left -= n
-        if binascii.hexlify(h.digest()).decode() != ent["sha256"].lower():
-            raise HashMismatch("sha256 mismatch for " + ent["path"])
+    return install(root, bundle_path, trusted_pub, allow_same_release)
 
 
 # -- boot ----------------------------------------------------------------
 def boot(root, max_trials=MAX_TRIAL_BOOTS):
     """Pick the image for this boot and put it first on sys.path.
 
-    Call before importing anything else from terrapin. Returns a dict:
-    {"slot": "a"|"b"|None, "version": ..., "trial": bool, "rolled_back": version|None}.
+    Call before importing anything else from terrapin. A bundle fetched over
+    MQTT is installed first (install_pending). Returns a dict:
+    {"slot": "a"|"b"|None, "version": ..., "trial": bool, "rolled_back": version|None,
+     "pending": None | installed version | refusal text}.
     """
+    pending = None
+    if _exists(root + "/ota/pending.json"):
+        from .ota_install import install_pending
+
+        pending = install_pending(root)
+        if isinstance(pending, dict):
+            pending = pending["version"]
     st = state(root)
     trial = st.get("trial")
     rolled_back = None
@@ -273,12 +173,20 @@ def boot(root, max_trials=MAX_TRIAL_BOOTS):
         path = root + "/ota/" + slot
         if path not in sys.path:
             sys.path.insert(0, path)
-        # Modules already imported from the factory image must not shadow the slot.
+    if slot is not None or pending is not None:
+        # Modules already imported from the factory image must not shadow the
+        # slot, nor stay where install_pending() put them in the heap.
         for name in list(sys.modules):
             if name.startswith("terrapin") and not name.endswith(".ota"):
                 del sys.modules[name]
     version = trial["version"] if trial else st.get("version")
-    return {"slot": slot, "version": version, "trial": bool(trial), "rolled_back": rolled_back}
+    return {
+        "slot": slot,
+        "version": version,
+        "trial": bool(trial),
+        "rolled_back": rolled_back,
+        "pending": pending,
+    }
 
 
 def confirm(root):

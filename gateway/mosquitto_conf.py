@@ -5,7 +5,11 @@ exactly what mosquitto_passwd 2.0 writes (12-byte salt, 101 iterations). The
 ACL gives every board, whose user name is its address in hex, write access to
 its own reading and status topics and read access to its own ack topic (one
 `pattern` line each, so adding a board only touches the password file); the
-gateway user reads every reading and status and writes every ack.
+gateway user reads every reading and status and writes every ack. For
+firmware updates over MQTT a board reads its own `ota` offer and `ota/chunk`
+topics and writes its own `ota/get`; the gateway user (whose credentials
+`terrapin device ota publish` uses) writes every offer and chunk and reads
+every `ota/get`.
 """
 
 from __future__ import annotations
@@ -105,12 +109,20 @@ def render_acl(gateway_user: str = GATEWAY_USER) -> str:
         "pattern write terrapin/v1/%u/reading\n"
         "pattern write terrapin/v1/%u/status\n"
         "pattern read terrapin/v1/%u/ack\n"
+        "# Firmware updates over MQTT (docs/PROTOCOL.md): a board reads its own offer and\n"
+        "# chunks and asks for chunks; only the gateway user offers and serves them.\n"
+        "pattern read terrapin/v1/%u/ota\n"
+        "pattern read terrapin/v1/%u/ota/chunk\n"
+        "pattern write terrapin/v1/%u/ota/get\n"
         "\n"
         "# The gateway reads every board's readings and status and writes every ack.\n"
         f"user {gateway_user}\n"
         "topic read terrapin/v1/+/reading\n"
         "topic read terrapin/v1/+/status\n"
         "topic write terrapin/v1/+/ack\n"
+        "topic write terrapin/v1/+/ota\n"
+        "topic write terrapin/v1/+/ota/chunk\n"
+        "topic read terrapin/v1/+/ota/get\n"
     )
 
 

@@ -79,10 +79,45 @@ def read_manifest(bundle: bytes) -> dict:
     return json.loads(bundle[len(MAGIC) + 4 : len(MAGIC) + 4 + size])
 
 
-def firmware_files(board: BoardMpy, src: Path = FIRMWARE_DIR, mpy_cross: str | None = None):
-    """The firmware package compiled for `board`, as bundle paths (no main.py)."""
+def stamp_version(src: Path, version: str, out: Path) -> Path:
+    """A copy of the firmware folder whose status.py reports `version` as "fw".
+
+    The board's retained status carries FW_VERSION, so a bundle's firmware
+    says which release it is once it runs (what `ota publish` waits for).
+    """
+    import re
+    import shutil
+
+    if not re.fullmatch(r"[0-9A-Za-z.+_-]{1,32}", version):
+        raise TerrapinError(f"bad version {version!r} (1-32 of 0-9 A-Z a-z . + _ -)")
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    status = out / "status.py"
+    if status.exists():
+        text = status.read_text()
+        text = re.sub(r'^FW_VERSION = "[^"]*"', f'FW_VERSION = "{version}"', text, flags=re.M)
+        status.write_text(text)
+    return out
+
+
+def firmware_files(
+    board: BoardMpy,
+    src: Path = FIRMWARE_DIR,
+    mpy_cross: str | None = None,
+    version: str | None = None,
+):
+    """The firmware package compiled for `board`, as bundle paths (no main.py).
+
+    With `version`, the status message of the built firmware reports it.
+    """
     cross = _find_mpy_cross(board, mpy_cross)
-    image = build_image(cross, board, src)
+    if version is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="terrapin-ota-") as tmp:
+            stamped = stamp_version(Path(src), version, Path(tmp) / "firmware")
+            image = build_image(cross, board, stamped)
+    else:
+        image = build_image(cross, board, src)
     prefix = PACKAGE_PREFIX.removeprefix("lib/")
     return {
         prefix + path[len(PACKAGE_PREFIX) :]: data
