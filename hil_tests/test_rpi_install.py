@@ -138,6 +138,10 @@ def test_gateway_installs_and_runs_on_debian_arm64(vm, wheel_server):
     t0 = time.monotonic()
     shell.run("uname -m | grep -qx aarch64 && python3 --version")
     shell.run("echo nameserver 10.0.2.3 > /etc/resolv.conf")  # QEMU's user-network DNS
+    # Raspberry Pi OS has procps (/bin/kill, used by the ExecReload= of Mosquitto and of
+    # our unit); images built before build-image.sh included it lack it.
+    procps = "(apt-get update -q && apt-get install -y -q procps) >/dev/null"
+    shell.run(f"test -x /bin/kill || {procps}", timeout=900)
     shell.run(f"python3 -m venv {VENV}")
     url, wheel = wheel_server
     shell.run(f"curl -sSf -o /root/host-ca.pem {url}/host-ca.pem")

@@ -39,7 +39,7 @@ trap unmount_tree EXIT
 unmount_tree
 rm -rf "$ROOT"
 debootstrap --arch=arm64 --variant=minbase --keep-debootstrap-dir \
-    --include=systemd-sysv,udev,linux-image-arm64,initramfs-tools,kmod,iproute2,ca-certificates,curl,python3,python3-venv,python3-pip,python3-dev,build-essential,mosquitto,mosquitto-clients \
+    --include=systemd-sysv,udev,procps,linux-image-arm64,initramfs-tools,kmod,iproute2,ca-certificates,curl,python3,python3-venv,python3-pip,python3-dev,build-essential,mosquitto,mosquitto-clients \
     "$SUITE" "$ROOT" "$MIRROR"
 
 # Serial console: root logged in on ttyAMA0 (the test drives the shell there).
