@@ -139,11 +139,13 @@ def install(root, bundle_path, trusted_pub, allow_same_release=False):
 
 
 # -- boot ----------------------------------------------------------------
-def boot(root, max_trials=MAX_TRIAL_BOOTS):
+def boot(root, max_trials=MAX_TRIAL_BOOTS, reset=None):
     """Pick the image for this boot and put it first on sys.path.
 
     Call before importing anything else from terrapin. A bundle fetched over
-    MQTT is installed first (install_pending). Returns a dict:
+    MQTT is installed first (ota_install.install_pending), then `reset()` is
+    called if given (machine.reset on a board), so that the image starts on a
+    clean heap. Returns a dict:
     {"slot": "a"|"b"|None, "version": ..., "trial": bool, "rolled_back": version|None,
      "pending": None | installed version | refusal text}.
     """
@@ -154,6 +156,11 @@ def boot(root, max_trials=MAX_TRIAL_BOOTS):
         pending = install_pending(root)
         if isinstance(pending, dict):
             pending = pending["version"]
+        if reset is not None:
+            # Start the new (or the same) image on a clean heap: the install
+            # leaves interned names and holes behind.
+            print("[info] ota: %s; reset" % pending)
+            reset()
     st = state(root)
     trial = st.get("trial")
     rolled_back = None

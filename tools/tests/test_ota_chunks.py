@@ -170,3 +170,19 @@ def test_assembler_on_the_micropython_unix_port(micropython_exe):
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
     got = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     assert got == {"ok": True, "same": True, "chunks": 5}
+
+
+def test_all_boards_come_from_the_gateway_allow_list(tmp_path):
+    import sqlite3
+
+    from terrapin.tools.errors import TerrapinError
+
+    db = tmp_path / "gw.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE devices (address BLOB PRIMARY KEY, pubkey BLOB, added_at REAL)")
+    con.executemany("INSERT INTO devices(address) VALUES (?)", [(b"\x22" * 20,), (b"\x11" * 20,)])
+    con.commit()
+    con.close()
+    assert ota_publish.all_boards(db) == ["11" * 20, "22" * 20]
+    with pytest.raises(TerrapinError):
+        ota_publish.all_boards(tmp_path / "missing.db")
