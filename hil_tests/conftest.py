@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from terrapin.hil.bench import GatewayHome, GatewayProcess, chain_section, start_broker
-from terrapin.hil.boards import BoardBase, SerialBoard, SocketBoard, UnixBoard
+from terrapin.hil.boards import BoardBase, SocketBoard, UnixBoard
 from terrapin.hil.endstate import Result, check, wait_anchored
 from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import record_hil_result
+from terrapin.hil.serialboard import SerialBoard
 
 
 @pytest.fixture(autouse=True)

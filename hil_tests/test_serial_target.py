@@ -12,10 +12,10 @@ import time
 import pytest
 
 from terrapin.hil.bench import GatewayHome, GatewayProcess, chain_section, start_broker
-from terrapin.hil.boards import SerialBoard
 from terrapin.hil.endstate import Result, check, wait_anchored
 from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import record_hil_result
+from terrapin.hil.serialboard import SerialBoard
 
 CONSOLE_HEAP = "160k"
 

@@ -1,0 +1,243 @@
+"""The serial target: a board on a serial port, driven over pyserial and TP1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from .bench import GatewayHome, reload_broker
+from .boards import _STORED, BOARD_PASSWORD, BoardBase
+
+
+class SerialBoard(BoardBase):
+    """A board on a serial port, driven like a hobbyist's: pyserial and the TP1 console.
+
+    The board must run the firmware app with its TP1 console (a real ESP32 after
+    `terrapin device flash/deploy/provision`, or a virtual app board on a pty)
+    and already have a config with working WiFi. The bench then:
+    provision: `TP1 info` (or `keygen`) for the address and key, allow-lists it,
+               `config-set` the bench's broker (the proxy), user and password,
+               debug log; `reboot`.
+    start(n):  `config-set sample_period_s` to the bench period and reboot; once
+               the console shows n `stored seq` lines of this boot, sampling is
+               switched off again (config-set + reboot: a real board has no
+               --max-readings).
+    wait_exit: until a `TP1 EV` status line after that says the outbox is empty.
+    power_cut: --relay-cmd off / on; reset: EN pulsed through RTS.
+    --no-clock (unix only) is skipped: a real board's clock comes from NTP.
+    """
+
+    target = "serial"
+    period_s = 0.5  # an ESP32 signs in ~50-90 ms; leave it room
+    idle_period_s = 86400
+
+    def __init__(self, *a, port: str, relay_cmd: str | None = None, **kw):
+        self.port = port
+        self.relay_cmd = relay_cmd
+        self.ser = None
+        self._lines: list[bytes] = []
+        self._answers: list[bytes] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self.sampling_until: int | None = None  # stop after this many signed
+        self.status: dict = {}
+        self.status_at = 0.0
+        super().__init__(*a, **kw)
+        self.console_path = self.dir / "console.log"
+
+    def write_config(self, **over: object) -> None:
+        self.overrides.update(over)  # the board's config is set over TP1, not written here
+
+    # -- the serial line ----------------------------------------------------------
+    def _open(self) -> None:
+        if self.ser is not None:
+            return
+        from terrapin.tools.serialconsole import open_port
+
+        self.ser = open_port(self.port, timeout=0.1)
+        self._stop.clear()
+        threading.Thread(target=self._read, daemon=True, name="serialboard").start()
+
+    def _read(self) -> None:
+        buf = b""
+        with open(self.console_path, "ab") as log:
+            while not self._stop.is_set() and self.ser is not None:
+                try:
+                    data = self.ser.read(4096)
+                except Exception:  # the port went away (board unplugged or reset)
+                    time.sleep(0.1)
+                    continue
+                buf += data.replace(b"\r", b"")
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    self._line(line, log)
+
+    def _line(self, line: bytes, log) -> None:
+        if line.startswith(b"TP1 EV "):
+            with contextlib.suppress(ValueError):
+                self.status = json.loads(line[7:])
+                self.status_at = time.monotonic()
+            return
+        if line.startswith((b"TP1 OK", b"TP1 ERR")):
+            with self._cond:
+                self._answers.append(line)
+                self._cond.notify_all()
+            return
+        log.write(line + b"\n")
+        log.flush()
+        if self.sampling_until is not None and _STORED.match(line.decode(errors="replace")):
+            with self._cond:
+                self._lines.append(line)
+                if len(self._lines) >= self.sampling_until:
+                    self._cond.notify_all()
+
+    def request(self, command: str, *args: str, timeout: float = 15.0) -> dict:
+        """One TP1 request; its JSON answer, or AssertionError naming the board's error."""
+        self._open()
+        assert self.ser is not None
+        with self._cond:
+            self._answers.clear()
+        self.ser.write(("TP1 " + " ".join((command, *args)) + "\n").encode())
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._answers:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{self.name}: no answer to TP1 {command} on {self.port}")
+                self._cond.wait(left)
+            answer = self._answers.pop(0)
+        if answer.startswith(b"TP1 ERR"):
+            raise AssertionError(f"{self.name}: TP1 {command}: {answer.decode(errors='replace')}")
+        return json.loads(answer[7:] or b"{}")
+
+    def _config_set(self, cfg: dict) -> None:
+        import base64
+
+        self.request("config-set", base64.b64encode(json.dumps(cfg).encode()).decode())
+
+    def _reboot(self) -> None:
+        with contextlib.suppress(AssertionError):
+            self.request("reboot", timeout=5)
+        self.boots += 1
+        self.wait_console(timeout=30)
+
+    def wait_console(self, timeout: float) -> None:
+        """Until the app answers TP1 again after a boot."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(AssertionError):
+                self.request("info", timeout=1)
+                return
+        raise AssertionError(f"{self.name}: the console did not come back:\n{self.console_tail()}")
+
+    # -- the board interface ----------------------------------------------------------
+    def provision(self, home: GatewayHome, broker) -> None:
+        self.wait_console(timeout=30)
+        info = self.request("info")
+        if not info.get("addr"):
+            info = self.request("keygen")
+        self.address, self.pubkey = info["addr"], info["pub"]
+        home.add_board(self.address, self.pubkey, BOARD_PASSWORD)
+        reload_broker(broker)
+        cfg = {
+            "broker": {
+                "host": self.broker_host,
+                "port": self.broker_port,
+                "user": self.address,
+                "password": BOARD_PASSWORD,
+                "keepalive_s": 10,
+            },
+            "sample_period_s": self.idle_period_s,
+            "ack_timeout_s": 2,
+            "backoff_max_s": 2,
+            "status_period_s": 2,
+            "log": "debug",
+            **self.overrides,
+        }
+        self._config_set(cfg)
+        self._reboot()
+
+    def start(self, *args: str) -> None:
+        if "--no-clock" in args:
+            pytest.skip("target serial: a real board's clock comes from NTP (--no-clock is unix)")
+        n = int(args[args.index("--max-readings") + 1]) if "--max-readings" in args else -1
+        with self._cond:
+            self._lines.clear()
+            self.sampling_until = n if n > 0 else None
+        if n == 0:
+            self._config_set({"sample_period_s": self.idle_period_s})
+        else:
+            self._config_set({"sample_period_s": self.period_s})
+        self._reboot()
+
+    def running(self) -> bool:
+        return self.sampling_until is not None
+
+    def wait_exit(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        if self.sampling_until is not None:
+            with self._cond:
+                while len(self._lines) < self.sampling_until:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise AssertionError(
+                            f"{self.name}: signed {len(self._lines)} of {self.sampling_until} "
+                            f"this boot:\n{self.console_tail()}"
+                        )
+                    self._cond.wait(min(left, 1))
+            self.sampling_until = None
+            self._config_set({"sample_period_s": self.idle_period_s})
+            self._reboot()
+        since = time.monotonic()
+        while not (self.status_at > since and self.status.get("outbox") == 0):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name}: outbox not drained ({self.status.get('outbox')} pending):\n"
+                    + self.console_tail()
+                )
+            time.sleep(0.1)
+        self.exit_codes.append(0)
+        return 0
+
+    def stats(self) -> dict:
+        st = self.status
+        if "outbox" not in st:
+            raise AssertionError(f"{self.name}: no TP1 status line seen")
+        return {"pending": st["outbox"], "corrupt": st.get("corrupt", 0), "dropped": st["dropped"]}
+
+    def power_cut(self) -> None:
+        if not self.relay_cmd:
+            pytest.skip("target serial: a power cut needs --relay-cmd (a relay on the supply)")
+        subprocess.run(self.relay_cmd.format(state="off"), shell=True, check=True)
+        time.sleep(0.5)
+        subprocess.run(self.relay_cmd.format(state="on"), shell=True, check=True)
+        self.boots += 1
+        self.exit_codes.append(-9)
+
+    def reset(self, *args: str) -> None:
+        self._open()
+        assert self.ser is not None
+        self.ser.dtr = False
+        self.ser.rts = True  # EN low
+        time.sleep(0.1)
+        self.ser.rts = False
+        self.boots += 1
+        self.start(*args)
+
+    def console(self) -> str:
+        return self.console_path.read_text(errors="replace") if self.console_path.exists() else ""
+
+    def read_file(self, path: str) -> bytes:
+        pytest.skip("target serial: reading the board's flash needs the raw REPL (not wired)")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.ser is not None:
+            with contextlib.suppress(Exception):
+                self.ser.close()
+            self.ser = None
