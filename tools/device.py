@@ -505,7 +505,7 @@ def ota_build(key, version, release, out, src, board_mpy, as_json) -> None:
     from terrapin.tools.deploy import FIRMWARE_DIR, BoardMpy, DirTarget
 
     mpy = BoardMpy(board_mpy) if board_mpy is not None else DirTarget(Path(".")).mpy()
-    files = host.firmware_files(mpy, src or FIRMWARE_DIR)
+    files = host.firmware_files(mpy, src or FIRMWARE_DIR, version=version)
     bundle = host.build_bundle(
         files, version=version, release=release, key=host.load_release_key(key), mpy=mpy.raw
     )
@@ -553,3 +553,8 @@ def ota_push(port, target, flash_dir, bundle, pubkey, no_reboot, as_json) -> Non
         f"the board accepted version {result['version']} (release {result['release']}); "
         "it boots it on trial and keeps it once the firmware confirms",
     )
+
+
+from terrapin.tools.ota_publish import ota_publish  # noqa: E402 - over MQTT (docs/PROTOCOL.md 13)
+
+ota.add_command(ota_publish)

@@ -53,12 +53,18 @@ class Report(IntEnum):
 
 def offer_for(bundle: bytes, chunk: int = MAX_CHUNK) -> dict:
     """The offer JSON object for a bundle (version and release from its manifest)."""
-    from terrapin.tools.ota import read_manifest
+    from terrapin.tools.ota import MAGIC, read_manifest
 
     try:
+        if not bundle.startswith(MAGIC):
+            raise ValueError("bad magic")
         man = read_manifest(bundle)
-    except (ValueError, struct.error) as exc:
-        raise TerrapinError(f"not a Terrapin OTA bundle: {exc}") from None
+        if not isinstance(man.get("version"), str) or not isinstance(man.get("release"), int):
+            raise ValueError("the manifest has no version or release")
+    except (ValueError, struct.error, AttributeError) as exc:
+        raise TerrapinError(
+            f"not a Terrapin OTA bundle: {exc}", hint="make one with `terrapin device ota build`"
+        ) from None
     return offer_for_parts(bundle, version=man["version"], release=man["release"], chunk=chunk)
 
 

@@ -186,3 +186,24 @@ def test_all_boards_come_from_the_gateway_allow_list(tmp_path):
     assert ota_publish.all_boards(db) == ["11" * 20, "22" * 20]
     with pytest.raises(TerrapinError):
         ota_publish.all_boards(tmp_path / "missing.db")
+
+
+def test_publish_command_needs_boards_a_bundle_and_a_broker(tmp_path, capsys):
+    from terrapin.tools.broker import free_port
+    from terrapin.tools.cli import main
+
+    toml = tmp_path / "gateway.toml"
+    toml.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n')
+    bundle = tmp_path / "fw.tpota"
+    bundle.write_bytes(b"TPOTA1\n" + (2).to_bytes(4, "big") + b"{}" + bytes(64))
+    args = ["device", "ota", "publish", str(bundle), "--config", str(toml)]
+    assert main([*args, "--address", "12" * 20]) == 1
+    assert "not a Terrapin OTA bundle" in capsys.readouterr().err
+    manifest = b'{"release":1,"version":"0.2.0"}'
+    bundle.write_bytes(b"TPOTA1\n" + len(manifest).to_bytes(4, "big") + manifest + bytes(64))
+    assert main(args) == 1
+    assert "--address" in capsys.readouterr().err
+    assert main([*args, "--address", "nothex"]) == 1
+    assert "not a board address" in capsys.readouterr().err
+    assert main([*args, "--address", "12" * 20, "--timeout", "1"]) == 1
+    assert "cannot reach the broker" in capsys.readouterr().err
