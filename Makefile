@@ -9,10 +9,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# MicroPython's own stubs for the firmware type check: kept in their own folder
+# because they shadow CPython's standard library (time, socket, ...).
+MPSTUBS := micropython-esp32-stubs==1.29.0.post1
+
 # Debian packages the tests need: the broker, and venv/npm on a bare machine.
 APT_PACKAGES := mosquitto python3-venv nodejs npm
 
-.PHONY: demo test lint check-apt venv npm clean hil bench help
+.PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi
 
 help:
 	@echo "make demo   run the whole network locally (boards, gateway, chain)"
@@ -20,6 +24,7 @@ help:
 	@echo "make lint   ruff over host code"
 	@echo "make bench  print the benchmark figures"
 	@echo "make hil TARGET=serial PORT=/dev/ttyUSB0   run the HIL bench on real hardware"
+	@echo "make hil-rpi   install the gateway in a Debian arm64 VM (slow; builds the image once)"
 
 demo: $(STAMP)-demo
 	$(BIN)/terrapin demo $(DEMO_ARGS)
@@ -37,7 +42,25 @@ bench: $(STAMP)-test npm
 	$(BIN)/terrapin bench chain
 
 hil: check-apt $(STAMP)-test npm
-	$(BIN)/python -m pytest hil_tests --target $(or $(TARGET),unix) $(if $(PORT),--port $(PORT)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest hil_tests --target $(or $(TARGET),unix) $(if $(PORT),--port $(PORT)) \
+	  $(if $(RELAY),--relay-cmd '$(RELAY)') $(PYTEST_ARGS)
+
+# The Raspberry Pi install path: a Debian 12 arm64 image (debootstrap, cached
+# in .cache/) booted in qemu-system-aarch64. Slow: ~35 min to build once,
+# ~7 min per run (docs/HIL.md); not part of make test.
+RPI_APT   := qemu-system-arm qemu-user-static binfmt-support debootstrap
+RPI_IMAGE := .cache/rpi-arm64/rootfs.img
+
+$(RPI_IMAGE): hil_tests/rpi/build-image.sh
+	@command -v qemu-system-aarch64 >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || \
+	  ($(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	   $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(RPI_APT))
+	$(SUDO) hil_tests/rpi/build-image.sh .cache/rpi-arm64
+
+rpi-image: $(RPI_IMAGE)
+
+hil-rpi: $(STAMP)-test $(RPI_IMAGE)
+	$(BIN)/python -m pytest hil_tests/test_rpi_install.py --run-slow $(PYTEST_ARGS)
 
 # Install missing Debian packages (as root, or via sudo) only when a tool is absent.
 check-apt:
@@ -69,9 +92,10 @@ $(STAMP)-demo: $(BIN)/python pyproject.toml
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory check-apt || true
 	touch $@
 
-$(STAMP)-test: $(BIN)/python pyproject.toml
+$(STAMP)-test: $(BIN)/python pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[board,test]"
 	$(install_sim)
+	$(BIN)/python -m pip install -q --upgrade --target $(VENV)/mpstubs "$(MPSTUBS)"
 	touch $@
 
 npm: node_modules/.stamp
