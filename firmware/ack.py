@@ -44,23 +44,21 @@ def reason_name(code):
 
 def _head(data, i):
     # (major type, argument, next index) of the CBOR head at data[i]; only
-    # the shortest encoding of the argument is accepted.
-    if i >= len(data):
-        raise AckError("ack is not deterministic CBOR: truncated")
-    ib = data[i]
-    ai = ib & 0x1F
-    i += 1
-    if ai < 24:
-        return ib >> 5, ai, i
-    if ai > 27:
-        raise AckError("ack is not deterministic CBOR: indefinite length or reserved head")
-    k = 1 << (ai - 24)  # 1, 2, 4 or 8 argument bytes
-    if i + k > len(data):
-        raise AckError("ack is not deterministic CBOR: truncated")
-    n = int.from_bytes(data[i : i + k], "big")
-    if n < (24 if k == 1 else 1 << (4 * k)):
-        raise AckError("ack is not deterministic CBOR: non-minimal head")
-    return ib >> 5, n, i + k
+    # the shortest encoding of the argument (and no indefinite length) is
+    # accepted.
+    n = len(data)
+    if i < n:
+        ib = data[i]
+        ai = ib & 0x1F
+        if ai < 24:
+            return ib >> 5, ai, i + 1
+        if ai < 28:
+            k = 1 << (ai - 24)  # 1, 2, 4 or 8 argument bytes
+            if i + 1 + k <= n:
+                v = int.from_bytes(data[i + 1 : i + 1 + k], "big")
+                if v >= (24 if k == 1 else 1 << (4 * k)):
+                    return ib >> 5, v, i + 1 + k
+    raise AckError("ack is not deterministic CBOR (truncated, indefinite or non-minimal head)")
 
 
 def decode(payload):
@@ -68,20 +66,16 @@ def decode(payload):
     #
     # ranges: list of (lo, hi); rejections: list of (seq, reason).
     data = bytes(payload)
-    if len(data) > _MAX_SIZE:
-        raise AckError("ack over 4096 bytes")
     major, n, i = _head(data, 0)
-    if major != 5:
-        raise AckError("ack must be a CBOR map")
+    if major != 5 or len(data) > _MAX_SIZE:
+        raise AckError("ack must be a CBOR map of at most 4096 bytes")
     ranges = []
     rejections = []
     prev = 0
     for _ in range(n):
         major, key, i = _head(data, i)
-        if major or key not in (1, 2):
-            raise AckError("unknown ack key")
-        if key <= prev:
-            raise AckError("ack is not deterministic CBOR: map keys out of order or duplicated")
+        if major or key <= prev or key > 2:
+            raise AckError("ack keys must be 1 and/or 2, in that order")
         prev = key
         major, count, i = _head(data, i)
         if major != 4 or count > _MAX_ITEMS:
@@ -89,19 +83,14 @@ def decode(payload):
         for _ in range(count):
             major, two, i = _head(data, i)
             if major != 4 or two != 2:
-                raise AckError("ack key %d must hold pairs" % key)
+                raise AckError("ack key %d must be a list of pairs" % key)
             major, a, i = _head(data, i)
             major2, b, i = _head(data, i)
-            if major or major2:
-                raise AckError("ack values must be unsigned integers")
-            if key == 1:
-                if a > b:
-                    raise AckError("ack range with lo > hi")
-                ranges.append((a, b))
-            else:
-                rejections.append((a, b))
+            if major or major2 or (key == 1 and a > b):
+                raise AckError("ack pairs must be unsigned integers (lo <= hi in key 1)")
+            (ranges if key == 1 else rejections).append((a, b))
     if i != len(data):
-        raise AckError("ack is not deterministic CBOR: trailing bytes")
+        raise AckError("ack has trailing bytes")
     return ranges, rejections
 
 

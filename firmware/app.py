@@ -19,11 +19,10 @@
 # then unloaded again.
 
 import gc
-import sys
 from array import array
 from binascii import hexlify
 
-from .compat import IS_MICROPYTHON, const, ticks_add, ticks_diff, ticks_ms
+from .compat import IS_MICROPYTHON, const, ticks_add, ticks_diff, ticks_ms, unload
 
 # The runtime modules are imported in boot(), after the boot-only ones
 # (config, keystore) are done and unloaded: on a 100 KB heap the compiler
@@ -74,34 +73,11 @@ def _identity(root):
 
 
 def _unload(name):
-    if IS_MICROPYTHON:
-        sys.modules.pop(_PACKAGE + "." + name, None)
-        pkg = sys.modules.get(_PACKAGE)
-        if pkg is not None and name in pkg.__dict__:
-            delattr(pkg, name)
+    unload(_PACKAGE + "." + name)
 
 
 class App:
-    def __init__(self, board):
-        self.board = board
-        self.level = 1
-        self.errors = []
-        self.state = "booting"
-        self.cfg = None
-        self.addr = None
-        self.outbox = None
-        self.uplink = None
-        self.sensors = []
-        self.readings = 0
-        self.last_seq = 0
-        self.sensor_failures = 0
-        self.peak_alloc = 0
-        self.times = array("I", bytes(4 * _TIMES))
-        self.time_n = 0
-        self.mem_errors = 0
-        self.live_100 = self.live_last = 0
-        self.port = None  # the TP1 console on the REPL UART (board layers that want it)
-        self.confirmed = False
+    # An App is made by _new() at boot (boot-only code, freed after boot).
 
     def log(self, level, msg):
         if _LEVELS[level] <= self.level:
@@ -226,12 +202,6 @@ class App:
         up.poll(w if w < wait else wait)
         return None
 
-    def status_dict(self):
-        # For the TP1 console's `info`.
-        import json
-
-        return json.loads(self.status())
-
     def status_published(self, payload):
         if self.port is not None:
             self.port.event(payload)
@@ -252,29 +222,30 @@ class App:
         finally:
             _unload("ota")
 
-    def _make_console(self, write):
-        from .console import Console
-        from .status import FW_VERSION
 
-        _unload("status")
-        b = self.board
-        return Console(
-            b.root,
-            write,
-            reboot=b.reset,
-            status=self.status_dict,
-            fw_version=FW_VERSION,
-            config_path=b.config_path,
-        )
-
-    def stats(self):
-        # The run statistics (`TP-STATS` on the unix port), built in status.py.
-        from . import status
-
-        try:
-            return status.stats(self, min(self.time_n, _TIMES))
-        finally:
-            _unload("status")
+def _new(board):
+    # A fresh App (its attributes; boot and run fill them in).
+    self = App()
+    self.board = board
+    self.level = 1
+    self.errors = []
+    self.state = "booting"
+    self.cfg = None
+    self.addr = None
+    self.outbox = None
+    self.uplink = None
+    self.sensors = []
+    self.readings = 0
+    self.last_seq = 0
+    self.sensor_failures = 0
+    self.peak_alloc = 0
+    self.times = array("I", bytes(4 * _TIMES))
+    self.time_n = 0
+    self.mem_errors = 0
+    self.live_100 = self.live_last = 0
+    self.port = None  # the TP1 console on the REPL UART (board layers that want it)
+    self.confirmed = False
+    return self
 
 
 def _boot(self):
@@ -346,9 +317,11 @@ def _boot(self):
     self.deep_sleep = cfg["deep_sleep"]
     self.awake_ms = int(cfg["awake_s"] * 1000)
     if board.console_port:
+        from . import status
         from .consoleport import ConsolePort
 
-        self.port = ConsolePort(self._make_console)
+        self.port = ConsolePort(status.console_maker(self))
+        _unload("status")
     self.cfg = None  # the rest of the config is not needed any more
     self.state = "online"
     return True
@@ -380,15 +353,15 @@ def _report_fatal(self):
 
 def _forget_boot():
     # Boot-only code is not needed again: give its RAM back on the board.
-    global _boot, _report_fatal, _load_config, _identity, _import_runtime
+    global _new, _boot, _report_fatal, _load_config, _identity, _import_runtime
     if IS_MICROPYTHON:
-        del _boot, _report_fatal, _load_config, _identity, _import_runtime
+        del _new, _boot, _report_fatal, _load_config, _identity, _import_runtime
         gc.collect()
 
 
 def main(board, max_readings=-1, exit_when_drained=False):
     # Boot and run; returns an exit code (2: config or flash error).
-    app = App(board)
+    app = _new(board)
     if not _boot(app):
         try:
             _report_fatal(app)
@@ -397,5 +370,7 @@ def main(board, max_readings=-1, exit_when_drained=False):
         return 2
     _forget_boot()
     code = app.run(max_readings, exit_when_drained)
-    board.report_stats(app.stats())
+    from . import status  # the run statistics are built there
+
+    board.report_stats(status.stats(app, min(app.time_n, _TIMES)))
     return code

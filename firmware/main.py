@@ -5,13 +5,14 @@
 #
 # On the unix port, from a checkout (a virtual board):
 #     micropython -X heapsize=100k firmware/main.py --config PATH [options]
-# The checkout's firmware is first compiled to .mpy (firmware/checkout.py,
-# imported from source only then and unloaded before the board starts).
+# The checkout's firmware is first compiled to .mpy by firmware/checkout.py,
+# run in a child interpreter (so nothing of it stays in this heap).
 #
 # This file stays small: a script's own code is kept in RAM while it runs,
 # so everything that is needed once lives in functions of other modules.
 
 import gc
+import os
 import sys
 
 
@@ -45,13 +46,24 @@ def _package():
 
 _target = "unix" if sys.platform in ("linux", "darwin") else "esp32"
 _name = _package()
-if _name is None:
-    import checkout  # type: ignore[import-not-found]  # firmware/checkout.py, sys.path[0]
-
-    checkout.setup()
-    del checkout
-    sys.modules.pop("checkout", None)  # give its RAM back
+if _name is None:  # a checkout (firmware/checkout.py compiles it to .mpy)
     _name = "firmware"
+    _dir = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
+    if getattr(sys, "executable", "") and not os.getenv("TERRAPIN_SOURCE"):
+        # In a child interpreter: nothing of the compile step stays here.
+        _root = _dir + "/../"
+        if _dir in ("firmware", os.getcwd() + "/firmware"):
+            _root = ""  # the repo is the working folder: shorter module paths (qstrs)
+        if os.system("'%s' '%s/checkout.py'" % (sys.executable, _dir)) == 0:
+            sys.path.insert(0, _root + ".cache/mpy-%d" % sys.implementation._mpy)
+        else:
+            sys.path.append(_root or ".")
+    else:
+        import checkout  # type: ignore[import-not-found]  # firmware/checkout.py, sys.path[0]
+
+        checkout.setup()
+        del checkout
+        sys.modules.pop("checkout", None)  # give its RAM back
 gc.collect()
 code = __import__(_name + ".board." + _target, None, None, ("main",)).main()
 if code:

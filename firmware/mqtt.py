@@ -56,6 +56,7 @@ class MQTTClient:
         self.on_puback = on_puback
         self.will = None
         self.sock = None
+        self.write = self.readinto = self.poller = None  # set by connect()
         self.connected = False
         self.rx = bytearray(_RX)
         self.rxv = memoryview(self.rx)

@@ -43,8 +43,8 @@ import os
 import struct
 from binascii import crc32
 
-from .compat import const
-from .seqstore import read_atomic, remove_quiet, write_atomic
+from .compat import const, unload
+from .seqstore import remove_quiet, write_atomic
 
 HEADER_SIZE = const(8)
 RECORD_HEAD = const(14)
@@ -93,83 +93,15 @@ class Outbox:
         self.top = 0  # next segment number; never goes down
         self.buf = bytearray(RECORD_HEAD + MAX_ENVELOPE)
         self.mv = memoryview(self.buf)
-        try:
-            os.mkdir(path)
-        except OSError:
-            pass
-        found = []
-        for name in os.listdir(path):
-            if name[:8].isdigit():
-                n = int(name[:8])
-                if n >= self.top:
-                    self.top = n + 1
-                if name.endswith(".tmp"):
-                    remove_quiet(path + "/" + name)
-                elif len(name) == 12 and name.endswith(".seg"):
-                    found.append(n)
-        found.sort()
-        self.dropped = read_atomic(path + "/meta", _meta) or 0
-        for segno in found:
-            self._scan(segno)
-        for seg in self.segs[:-1]:
-            seg[3] = True
-        for seg in list(self.segs):
-            if seg[3] and not seg[2]:
-                self._delete(seg)
+        # The recovery scan is boot-only: outbox_scan.py, loaded for it.
+        from . import outbox_scan
+
+        outbox_scan.scan(self)
+        del outbox_scan
+        unload(__name__ + "_scan")
 
     def _name(self, segno):
         return "%s/%08d.seg" % (self.path, segno)
-
-    def _scan(self, segno):
-        # Read one segment strictly and add it to `segs`.
-        name = self._name(segno)
-        mv = self.mv
-        with open(name, "rb") as f:
-            head = f.read(HEADER_SIZE)
-            off = HEADER_SIZE
-            live = 0
-            bad = torn = False
-            prev = self.max_seq
-            while head == _HEADER:
-                got = f.readinto(mv[:RECORD_HEAD])
-                if not got:
-                    break
-                n, crc, seq = struct.unpack_from("<HIQ", self.buf, 0)
-                if got < RECORD_HEAD:
-                    torn = True
-                elif n < 1 or n > MAX_ENVELOPE:
-                    bad = True
-                elif (f.readinto(mv[RECORD_HEAD : RECORD_HEAD + n]) or 0) < n:
-                    torn = True
-                elif _crc(mv, n) != crc or seq <= prev:
-                    bad = True
-                if bad or torn:
-                    break
-                prev = seq
-                live += 1
-                off += RECORD_HEAD + n
-        if head != _HEADER:
-            # Torn creation (cannot happen with rename) or unknown format.
-            self.corrupt += len(head) == HEADER_SIZE
-            os.rename(name, name + ".bad")
-            return
-        if torn:
-            self.torn += 1
-            self._cut(name, off)
-        self.corrupt += bad
-        self.max_seq = prev
-        self.pending += live
-        self.size += off
-        self.segs.append([segno, off, live, bad or torn or off >= self.segment_bytes])
-
-    def _cut(self, name, size):
-        # Replace `name` by its first `size` bytes (copy + rename).
-        with open(name, "rb") as src, open(name + ".tmp", "wb") as dst:
-            while size:
-                n = src.readinto(self.mv[: min(size, len(self.buf))])
-                dst.write(self.mv[:n])
-                size -= n
-        os.rename(name + ".tmp", name)
 
     def _delete(self, seg):
         remove_quiet(self._name(seg[0]))

@@ -36,18 +36,16 @@ from .secp_sign import (  # noqa: F401 (re-exported: the full API is here)
     P,
     SignatureError,
     _add_affine,
-    _build_table,
     _double,
-    _entry,
     _hmac,
     _mul_g,
     _nonces,
     _scalar,
-    _to_affine,
     inverse,
     sign_digest,
     sign_recoverable,
 )
+from .secp_table import _build_table, _entry, _to_affine  # noqa: F401 (re-exported)
 
 
 def _mul_double(u1, u2, qx, qy):

@@ -15,7 +15,7 @@ Pure logic: imports only hashlib.
 
 import hashlib
 
-from .compat import const, micropython
+from .compat import const, micropython, unload
 
 P = const(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F)
 N = const(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141)
@@ -26,10 +26,6 @@ GY = const(0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8)
 _TEETH = const(6)
 _COLS = const(43)  # ceil(256 / 6)
 _COLMASK = const(0x7FFFFFFFFFF)  # 43 bits
-# Table additions sharing one inversion during the fill. The fill keeps only
-# these partial products (points are read back from the table), so 8 costs
-# the heap about 0.5 KB; 16 was measured 0.4 KB worse for no gain in time.
-_CHUNK = const(8)
 
 # Comb table (built lazily): 64 slots of 64 bytes; slot i holds x||y (big
 # endian) of the affine sum of 2^(43*j)*G over the bits j of i (slot 0 unused).
@@ -98,69 +94,19 @@ def _add_affine(X1, Y1, Z1, x2, y2):
     return X3, (R * (V - X3) - Y1 * HHH) % p, Z1 * H % p
 
 
-def _to_affine(X, Y, Z):
-    if Z == 0:
-        raise SignatureError("point at infinity")
-    zi = inverse(Z, P)
-    zi2 = zi * zi % P
-    return X * zi2 % P, Y * zi2 * zi % P
+def _fill_table():
+    # First use only: the fill code is in secp_table.py, loaded for it and
+    # unloaded after (a board fills the table once, at boot).
+    from . import secp_table
 
-
-def _entry(table, i):
-    off = i << 6
-    return int.from_bytes(table[off : off + 32], "big"), int.from_bytes(
-        table[off + 32 : off + 64], "big"
-    )
-
-
-def _build_table():
-    """Fill the comb table. Level j: B = 2^(43*j)*G (43 Jacobian doublings of
-    the previous B, one inversion), then entry low+i = entry i + B for every
-    entry i below level j, added in affine coordinates. The additions' x
-    differences are inverted _CHUNK at a time with one inversion (Montgomery's
-    trick); the points themselves are read back from the table, so the fill
-    holds only _CHUNK partial products at a time."""
-    global _table_ready
-    table = _TABLE
-    p = P
-    bx = GX
-    by = GY
-    for j in range(_TEETH):
-        low = 1 << j
-        if j:
-            X, Y, Z = bx, by, 1
-            for _ in range(_COLS):
-                X, Y, Z = _double(X, Y, Z)
-            bx, by = _to_affine(X, Y, Z)
-            X = Y = Z = None
-        off = low << 6
-        table[off : off + 32] = bx.to_bytes(32, "big")
-        table[off + 32 : off + 64] = by.to_bytes(32, "big")
-        for first in range(1, low, _CHUNK):
-            end = min(first + _CHUNK, low)
-            prefix = []
-            acc = 1
-            for i in range(first, end):
-                acc = acc * (int.from_bytes(table[i << 6 : (i << 6) + 32], "big") - bx) % p
-                prefix.append(acc)
-            inv = inverse(acc, p)
-            for i in range(end - 1, first - 1, -1):
-                ex, ey = _entry(table, i)
-                di = inv * prefix[i - first - 1] % p if i > first else inv
-                inv = inv * (ex - bx) % p
-                lam = (ey - by) * di % p
-                x3 = (lam * lam - ex - bx) % p
-                off = (low + i) << 6
-                table[off : off + 32] = x3.to_bytes(32, "big")
-                table[off + 32 : off + 64] = ((lam * (ex - x3) - ey) % p).to_bytes(32, "big")
-            prefix = None
-    _table_ready = True
+    secp_table._build_table()
+    unload(__name__.rsplit(".", 1)[0] + ".secp_table")
 
 
 def _mul_g(k):
     """k*G (Jacobian) with the fixed-base comb; 0 < k < 2^258."""
     if not _table_ready:
-        _build_table()
+        _fill_table()
     table = memoryview(_TABLE)
     k0 = k & _COLMASK
     k1 = (k >> 43) & _COLMASK
@@ -252,7 +198,7 @@ def sign_recoverable(priv, digest):
     ecrecover takes 27 + v). v would get +2 if R.x >= n, which has
     probability about 2^-127."""
     if not _table_ready:
-        _build_table()  # first use: before the nonce state exists (lower peak)
+        _fill_table()  # first use: before the nonce state exists (lower peak)
     d = _scalar(priv)
     if len(digest) != 32:
         raise SignatureError("digest must be 32 bytes")

@@ -1,28 +1,56 @@
-# Reconnect-only code of the uplink: open the socket, MQTT CONNECT (clean
-# session, keepalive, last will, user/password) and wait for CONNACK,
-# SUBSCRIBE to the ack topic.
+# Set-up and reconnect-only code of the uplink: Uplink.__init__ (topics,
+# MQTT client, settings), open the socket, MQTT CONNECT (clean session,
+# keepalive, last will, user/password) and wait for CONNACK, SUBSCRIBE to
+# the ack topic; and the clean close (exit, deep sleep).
 #
-# A session is set up at boot and after an outage, not per reading, so this
-# module is imported when it is needed and unloaded right after (uplink.py:
-# Uplink._connect; MQTTClient.connect for direct callers): the board keeps
-# only publish / PUBACK / poll / ping resident. Same code on CPython (where
-# it simply stays imported).
+# None of this runs per reading, so the uplink imports this module when it
+# is needed and unloads it right after (MQTTClient.connect imports it too,
+# for direct callers): the board keeps only publish / PUBACK / poll / ping
+# and the drain resident. Same code on CPython (where it stays imported).
 
 import select
 import struct
-import sys
 
-from .compat import IS_MICROPYTHON, ticks_diff, ticks_ms
+from . import mqtt
+from .compat import ticks_diff, ticks_ms
 from .mqtt import MQTTConnectError, MQTTError, MQTTTimeout
 
 
-def unload():
-    # Forget this module (MicroPython only): its code goes back to the heap.
-    if IS_MICROPYTHON:
-        sys.modules.pop(__name__, None)
-        pkg = sys.modules.get(__name__.rsplit(".", 1)[0])
-        if pkg is not None and "session" in pkg.__dict__:
-            delattr(pkg, "session")
+def init_uplink(up, board, cfg, addr_hex, outbox, app):
+    # Uplink.__init__: topics, the MQTT client (last will), the settings.
+    up.board = board
+    up.outbox = outbox
+    up.app = app
+    broker = cfg["broker"]
+    up.broker = broker
+    base = "terrapin/v1/" + addr_hex + "/"
+    up.t_reading = (base + "reading").encode()
+    up.t_status = (base + "status").encode()
+    up.t_ack = (base + "ack").encode()
+    up.client = c = mqtt.MQTTClient(
+        "tp-" + addr_hex,
+        broker["keepalive_s"],
+        broker["user"],
+        broker["password"],
+        up._on_message,
+        up._on_puback,
+    )
+    c.will = (up.t_status, b"offline", True)
+    up.window_size = cfg["window"]
+    up.ack_timeout = int(cfg["ack_timeout_s"] * 1000)
+    up.status_period = int(cfg["status_period_s"] * 1000)
+    up.backoff_max = int(cfg["backoff_max_s"] * 1000)
+    up.backoff = 1000
+    up.window = []
+    up.probe = True  # only the oldest entry in flight (see the top)
+    up.cursor = (0, 0)
+    up.next_try = ticks_ms()
+    up.status_at = 0
+    up.status_due = True
+    up.last_error = None
+    up.last_pid = 0
+    up.published = up.republished = up.acked = up.rejected = 0
+    up.connects = up.bad_acks = 0
 
 
 def mqtt_connect(c, sock, timeout_ms):
@@ -104,3 +132,19 @@ def uplink_connect(up):
     up.app.log("info", "connected to %s:%d" % (b["host"], b["port"]))
     board.led_state("online")
     up.status_due = True
+
+
+def close_uplink(up, offline):
+    # Disconnect cleanly (DISCONNECT: the broker drops the last will); with
+    # offline, set the retained status to `offline` first. Waits (up to 2 s)
+    # for the PUBACK of the last publish, so nothing is cut off by the close.
+    c = up.client
+    try:
+        if c.connected and offline:
+            up.last_pid = c.publish(up.t_status, b"offline", 1, True)
+        t0 = ticks_ms()
+        while c.connected and up.last_pid and ticks_diff(ticks_ms(), t0) < 2000:
+            c.poll(20)
+    except (MQTTError, OSError):
+        pass
+    c.close(True)

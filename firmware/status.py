@@ -67,3 +67,23 @@ def stats(app, n):
         "mem_errors": app.mem_errors,
         "heap_free": app.board.heap_free(),
     }
+
+
+def console_maker(app):
+    # For the TP1 console (--console, board layers that want it): a function
+    # that builds the Console when the first console line arrives. Kept here,
+    # not in App, because most boards never call it.
+    def make(write):
+        from .console import Console
+
+        b = app.board
+        return Console(
+            b.root,
+            write,
+            reboot=b.reset,
+            status=lambda: json.loads(encode(app)),
+            fw_version=FW_VERSION,
+            config_path=b.config_path,
+        )
+
+    return make

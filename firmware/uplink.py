@@ -28,8 +28,8 @@
 import random
 
 from . import ack
-from .compat import const, ticks_add, ticks_diff, ticks_ms
-from .mqtt import MQTTClient, MQTTError
+from .compat import const, ticks_add, ticks_diff, ticks_ms, unload
+from .mqtt import MQTTError
 from .outbox import RECORD_HEAD
 
 # A window slot: [seq, segno, off, length, pid, sent_at (None: send now), pubacked]
@@ -49,39 +49,11 @@ def backoff_delay(current, rand):
 
 class Uplink:
     def __init__(self, board, cfg, addr_hex, outbox, app):
-        self.board = board
-        self.outbox = outbox
-        self.app = app
-        broker = cfg["broker"]
-        self.broker = broker
-        base = "terrapin/v1/" + addr_hex + "/"
-        self.t_reading = (base + "reading").encode()
-        self.t_status = (base + "status").encode()
-        self.t_ack = (base + "ack").encode()
-        self.client = c = MQTTClient(
-            "tp-" + addr_hex,
-            broker["keepalive_s"],
-            broker["user"],
-            broker["password"],
-            self._on_message,
-            self._on_puback,
-        )
-        c.will = (self.t_status, b"offline", True)
-        self.window_size = cfg["window"]
-        self.ack_timeout = int(cfg["ack_timeout_s"] * 1000)
-        self.status_period = int(cfg["status_period_s"] * 1000)
-        self.backoff_max = int(cfg["backoff_max_s"] * 1000)
-        self.backoff = 1000
-        self.window = []
-        self.probe = True  # only the oldest entry in flight (see the top)
-        self.cursor = (0, 0)
-        self.next_try = ticks_ms()
-        self.status_at = 0
-        self.status_due = True
-        self.last_error = None
-        self.last_pid = 0
-        self.published = self.republished = self.acked = self.rejected = 0
-        self.connects = self.bad_acks = 0
+        # Set up once per boot: the code is in session.py (see there).
+        from . import session
+
+        session.init_uplink(self, board, cfg, addr_hex, outbox, app)
+        unload(session.__name__)
 
     # -- supervisor ----------------------------------------------------------
 
@@ -137,7 +109,7 @@ class Uplink:
         try:
             session.uplink_connect(self)
         finally:
-            session.unload()
+            unload(session.__name__)
 
     def _lost(self, what, exc):
         self.client.close()
@@ -151,19 +123,11 @@ class Uplink:
         self.board.led_state("offline")
 
     def close(self, offline=True):
-        # Disconnect cleanly (DISCONNECT: the broker drops the last will); with
-        # offline, set the retained status to `offline` first. Waits (up to 2 s)
-        # for the PUBACK of the last publish, so nothing is cut off by the close.
-        c = self.client
-        try:
-            if c.connected and offline:
-                self.last_pid = c.publish(self.t_status, b"offline", 1, True)
-            t0 = ticks_ms()
-            while c.connected and self.last_pid and ticks_diff(ticks_ms(), t0) < 2000:
-                c.poll(20)
-        except (MQTTError, OSError):
-            pass
-        c.close(True)
+        # Disconnect cleanly (exit, deep sleep): session.py, loaded for it.
+        from . import session
+
+        session.close_uplink(self, offline)
+        unload(session.__name__)
 
     # -- publishing ----------------------------------------------------------
 

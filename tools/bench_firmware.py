@@ -14,7 +14,8 @@ the ESP32 budget) and CPython, on the same firmware files:
   `mp_sign_peak_heap_bytes`, is the whole path a board runs (encode_payload
   + sign1 with cborenc, cose and secp_sign imported; not keccak, which only
   address() imports, nor the receive side, cose_check); secondary figures
-  give the ECDSA module alone and the core with keccak resident too.
+  give the ECDSA signing module (secp_sign) alone and the core with keccak
+  resident too.
 
 The board figures of the whole firmware (tools/bench_board.py, registered
 below) come in the same JSON: mp_reading_ms (sample + encode + sign + outbox
@@ -58,6 +59,7 @@ CORE_MODULES = (
     "cbor",
     "keccak",
     "secp_sign",
+    "secp_table",
     "secp256k1",
     "cose",
     "cose_check",
@@ -221,7 +223,7 @@ gc.collect()
 before = gc.mem_alloc()
 import hashlib
 if WHAT == "ecdsa":
-    from firmware import secp256k1 as S
+    from firmware import secp_sign as S
 elif WHAT == "sign":
     # What a board holds to sign a reading: cose imports cborenc and secp_sign.
     from firmware import cose
@@ -398,8 +400,9 @@ def peak_heap(exe: str, what: str, workdir: Path, root: Path) -> dict[str, int]:
     """Peak heap of one (first) sign, measured from outside.
 
     `what`: "sign" = encode_payload + sign1 with what a board holds to sign
-    (cose, which imports cbor and secp256k1); "ecdsa" = sign_digest with
-    secp256k1 alone; "core" = as "sign" with keccak resident too.
+    (cose, which imports cborenc and secp_sign); "ecdsa" = sign_digest with
+    secp_sign alone (the signing half of secp256k1, what a board keeps);
+    "core" = as "sign" with keccak resident too.
     The probe imports the modules (counting what they keep: code, the 4 KB
     comb table buffer), then takes the free tail of the heap with one ballast
     block so that only `headroom` bytes stay free, then signs (the first
@@ -501,7 +504,7 @@ def _table(figures: dict[str, Any]) -> Table:
     for label, key in (
         ("peak heap: sign a reading (cborenc, cose, secp_sign)", "mp_sign_peak_heap_bytes"),
         ("  of which resident after import", "mp_sign_resident_heap_bytes"),
-        ("peak heap: ECDSA sign, secp256k1 alone", "mp_ecdsa_sign_peak_heap_bytes"),
+        ("peak heap: ECDSA sign, secp_sign alone", "mp_ecdsa_sign_peak_heap_bytes"),
         ("peak heap: sign a reading, keccak resident too", "mp_core_sign_peak_heap_bytes"),
     ):
         if key in figures:

@@ -26,19 +26,14 @@
 
 import gc
 import json
-import os
 import sys
 import time
 
-from ..compat import IS_MICROPYTHON
+from ..compat import IS_MICROPYTHON, unload
 
 
 def _unload():
-    if IS_MICROPYTHON:
-        sys.modules.pop(__name__.rsplit(".", 1)[0] + ".unixboot", None)
-        pkg = sys.modules.get(__name__.rsplit(".", 1)[0])
-        if pkg is not None and "unixboot" in pkg.__dict__:
-            delattr(pkg, "unixboot")
+    unload(__name__ + "boot")  # board/unixboot.py
 
 
 def parse_args(argv):
@@ -74,19 +69,12 @@ class Board:
         self.period_ms = opts.get("--period-ms")
         self.led = None
 
-    def configure(self, cfg):
-        pass  # no WiFi, LED or watchdog on the unix port
-
     def flash_ready(self):
         # Create the folder playing the flash (once there is a config).
-        part = ""
-        for piece in self.root.split("/"):
-            part += piece + "/"
-            if piece:
-                try:
-                    os.mkdir(part)
-                except OSError:
-                    pass
+        from . import unixboot
+
+        unixboot.flash_ready(self.root)
+        _unload()
 
     def console(self, level, msg):
         print("[%s] %s" % (level, msg))
@@ -108,8 +96,10 @@ class Board:
     def heap_free(self):
         return gc.mem_free() if IS_MICROPYTHON else 0
 
-    def feed(self):
-        pass
+    def feed(self, *args):
+        pass  # no watchdog here
+
+    configure = feed  # no WiFi, LED or watchdog to set up on the unix port
 
     def led_state(self, state):
         self.led = state
@@ -127,16 +117,12 @@ class Board:
             _unload()
 
     def make_sensor(self, spec):
-        if spec["driver"] != "simulated":
-            raise OSError("no %s on the unix board (missing sensor)" % spec["driver"])
-        from ..sensors.simulated import Simulated  # only when configured
+        from . import unixboot
 
-        return Simulated(
-            spec.get("seed", self.opts.get("--seed", 1)),
-            self.now,
-            spec.get("fail_every", 0),
-            spec.get("quantities"),
-        )
+        try:
+            return unixboot.make_sensor(self, spec)
+        finally:
+            _unload()
 
     def reset(self):
         raise SystemExit(3)  # like console_main.py: the supervisor restarts the process

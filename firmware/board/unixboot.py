@@ -1,9 +1,11 @@
 # What the unix board does once or rarely, kept out of its resident code:
-# argument parsing (boot), the broker socket with its optional TLS set-up
-# (each (re)connect), the CA file, and the file playing the RTC memory
-# (--deep-sleep-sim). board/unix.py imports this module for those moments
-# and unloads it again; `unix.parse_args` stays importable there.
+# argument parsing, the flash folder and the sensors (boot), the broker
+# socket with its optional TLS set-up (each (re)connect), the CA file, and
+# the file playing the RTC memory (--deep-sleep-sim). board/unix.py imports
+# this module for those moments and unloads it again; `unix.parse_args`
+# stays importable there.
 
+import os
 import socket
 
 from ..compat import IS_MICROPYTHON
@@ -90,3 +92,28 @@ def ca_der(path):
         body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
         data = binascii.a2b_base64(b"".join(body))
     return data
+
+
+def flash_ready(root):
+    # Create the folder playing the flash (once there is a config).
+    part = ""
+    for piece in root.split("/"):
+        part += piece + "/"
+        if piece:
+            try:
+                os.mkdir(part)
+            except OSError:
+                pass
+
+
+def make_sensor(board, spec):
+    if spec["driver"] != "simulated":
+        raise OSError("no %s on the unix board (missing sensor)" % spec["driver"])
+    from ..sensors.simulated import Simulated  # only when configured
+
+    return Simulated(
+        spec.get("seed", board.opts.get("--seed", 1)),
+        board.now,
+        spec.get("fail_every", 0),
+        spec.get("quantities"),
+    )
