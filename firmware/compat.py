@@ -55,7 +55,7 @@ else:
         const = staticmethod(const)
 
     def ticks_ms():
-        return int(_time.monotonic() * 1000)
+        return int(_time.monotonic() * 1000)  # type: ignore[attr-defined]  # CPython branch
 
     def ticks_diff(a, b):
         return a - b

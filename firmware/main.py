@@ -54,7 +54,8 @@ if _name is None:  # a checkout (firmware/checkout.py compiles it to .mpy)
         _root = _dir + "/../"
         if _dir in ("firmware", os.getcwd() + "/firmware"):
             _root = ""  # the repo is the working folder: shorter module paths (qstrs)
-        if os.system("'%s' '%s/checkout.py'" % (sys.executable, _dir)) == 0:
+        exe = sys.executable  # type: ignore[attr-defined]  # the unix port has it
+        if os.system("'%s' '%s/checkout.py'" % (exe, _dir)) == 0:
             sys.path.insert(0, _root + ".cache/mpy-%d" % sys.implementation._mpy)
         else:
             sys.path.append(_root or ".")
