@@ -25,6 +25,7 @@
 # (go-back-N with a one-entry probe), at the cost of one round trip after an
 # outage.
 
+import gc
 import random
 
 from . import ack
@@ -48,6 +49,8 @@ def backoff_delay(current, rand):
 
 
 class Uplink:
+    ota = None  # an update in progress (firmware/ota_mqtt.py, loaded only then)
+
     def __init__(self, board, cfg, addr_hex, outbox, app):
         # Set up once per boot: the code is in session.py (see there).
         from . import session
@@ -68,6 +71,8 @@ class Uplink:
             self._fill(now)
             if self.status_due or ticks_diff(now, self.status_at) >= self.status_period:
                 self.publish_status()
+            if self.ota is not None:
+                self.ota.step(now)
         except (MQTTError, OSError) as exc:
             self._lost("connection lost", exc)
 
@@ -99,6 +104,8 @@ class Uplink:
             left = self.ack_timeout - ticks_diff(now, slot[_SENT])
             if left < wait:
                 wait = left
+        if self.ota is not None:
+            wait = min(wait, self.ota.wait_ms(now))
         return max(0, wait)
 
     def _connect(self, now):
@@ -110,6 +117,12 @@ class Uplink:
             session.uplink_connect(self)
         finally:
             unload(session.__name__)
+        if self.client.connected:  # firmware updates over MQTT (ota_mqtt.py)
+            try:
+                self.client.subscribe(self.t_ack[:-3] + b"ota")
+                self.client.subscribe(self.t_ack[:-3] + b"ota/chunk")
+            except (MQTTError, OSError) as exc:
+                self._lost("subscribe", exc)
 
     def _lost(self, what, exc):
         self.client.close()
@@ -208,6 +221,16 @@ class Uplink:
 
     def _on_message(self, topic, payload):
         if bytes(topic) != self.t_ack:
+            if self.ota is not None or bytes(topic[-4:]) == b"/ota":
+                if self.ota is None:  # an offer: collect here, not deep in the import
+                    gc.collect()
+                try:  # firmware/ota_mqtt.py is imported only for an update
+                    from .ota_mqtt import on_message
+
+                    on_message(self, bytes(topic), payload)
+                except MemoryError:
+                    self.ota = None
+                    self.app.error("ota: not enough memory for an update")
             return
         try:
             ranges, rejections = ack.decode(payload)
