@@ -16,17 +16,21 @@ import os
 import sys
 
 
-def _ota_boot(name):
-    # On a board: pick the OTA image (trial, confirmed or factory) before
-    # anything else of the firmware is imported (firmware/ota.py).
+def _ota_boot(name, root, reset):
+    # A deployed board: pick the OTA image (trial, confirmed or factory) and
+    # install a bundle fetched over MQTT before anything else of the firmware
+    # is imported (firmware/ota.py); reset() then starts it on a clean heap.
     try:
         ota = __import__(name + ".ota", None, None, ("boot",))
-        info = ota.boot("")
-        if info["slot"] or info["rolled_back"]:
+        info = ota.boot(root, reset=reset)
+        if info["slot"] or info["rolled_back"] or info["pending"]:
             print("[info] firmware image %s" % info)
     except Exception as exc:  # a broken OTA state must not brick the board
         print("[error] ota boot: %r" % (exc,))
     sys.modules.pop(name + ".ota", None)
+    pkg = sys.modules.get(name)
+    if pkg is not None and "ota" in pkg.__dict__:
+        delattr(pkg, "ota")  # its RAM back
 
 
 def _package():
@@ -39,7 +43,9 @@ def _package():
         except ImportError:
             continue
         if sys.platform not in ("linux", "darwin"):
-            _ota_boot(name)
+            import machine
+
+            _ota_boot(name, "", machine.reset)
         return name
     return None
 
