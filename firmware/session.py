@@ -117,6 +117,9 @@ def uplink_connect(up):
             raise OSError("network down")
         up.client.connect(board.open_socket(b["host"], b["port"], b["tls"], b["ca_file"]))
         up.client.subscribe(up.t_ack)
+        # Firmware updates over MQTT (ota_mqtt.py): offers and chunks for this board.
+        up.client.subscribe(up.t_ack[:-3] + b"ota")
+        up.client.subscribe(up.t_ack[:-3] + b"ota/chunk")
     except MemoryError:
         raise
     except Exception as exc:  # OSError, MQTTError, TLS/CA errors (ValueError)

@@ -117,12 +117,6 @@ class Uplink:
             session.uplink_connect(self)
         finally:
             unload(session.__name__)
-        if self.client.connected:  # firmware updates over MQTT (ota_mqtt.py)
-            try:
-                self.client.subscribe(self.t_ack[:-3] + b"ota")
-                self.client.subscribe(self.t_ack[:-3] + b"ota/chunk")
-            except (MQTTError, OSError) as exc:
-                self._lost("subscribe", exc)
 
     def _lost(self, what, exc):
         self.client.close()
