@@ -1,6 +1,6 @@
-"""Test kit for the chain tests: a gateway database with the brief's `readings` and
-`devices` tables, boards that sign real COSE_Sign1 envelopes (coincurve), the node
-cross-check scripts, anvil on a free port. Not used by the gateway itself."""
+"""Test kit for the chain tests: a gateway database with the store's own tables,
+boards that sign real COSE_Sign1 envelopes (coincurve), the node cross-check
+scripts, anvil on a free port. Not used by the gateway itself."""
 
 from __future__ import annotations
 
@@ -21,28 +21,11 @@ import coincurve
 import sha3
 from web3 import Web3
 
+from terrapin.gateway.store import SCHEMA
 from terrapin.tools.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
-READINGS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY,
-    device BLOB NOT NULL,
-    seq INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    envelope BLOB NOT NULL,
-    time INTEGER NOT NULL,
-    received_at REAL NOT NULL,
-    flags INTEGER NOT NULL DEFAULT 0,
-    UNIQUE(device, seq)
-);
-CREATE TABLE IF NOT EXISTS devices (
-    address BLOB PRIMARY KEY,
-    pubkey BLOB NULL,
-    added_at REAL
-);
-"""
 
 # Anvil's first default account (public test key).
 ANVIL_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -81,7 +64,7 @@ class Board:
 def make_db(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(READINGS_SCHEMA)
+    conn.executescript(SCHEMA)  # the gateway store's own tables
     return conn
 
 
