@@ -182,7 +182,7 @@ class Board:
                 if ca_file:
                     # verify_mode exists on MicroPython's SSLContext; the stubs lack it.
                     ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-                    ctx.load_verify_locations(cadata=_ca_der(ca_file))
+                    ctx.load_verify_locations(cadata=ca_der(ca_file))
                 else:
                     ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
                 sock = ctx.wrap_socket(sock, server_hostname=host)
@@ -253,6 +253,17 @@ class Board:
         pass
 
 
+def ca_der(path):
+    # The CA certificate as DER (MicroPython's mbedtls binding takes DER;
+    # a PEM file is decoded here).
+    import binascii
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
+        data = binascii.a2b_base64(b"".join(body))
+    return data
 
 
 def main():
@@ -266,13 +277,3 @@ def main():
         )
         board.error_blink()
     return code
-
-
-def _ca_der(path):
-    from .. import cafile
-    from ..compat import unload
-
-    try:
-        return cafile.ca_der(path)
-    finally:
-        unload(cafile.__name__)

@@ -69,7 +69,7 @@ def open_socket(host, port, tls=False, ca_file=None):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             if ca_file:
                 ctx.verify_mode = ssl.CERT_REQUIRED
-                ctx.load_verify_locations(cadata=_ca_der(ca_file))
+                ctx.load_verify_locations(cadata=ca_der(ca_file))
             else:
                 if not IS_MICROPYTHON:
                     ctx.check_hostname = False
@@ -81,6 +81,17 @@ def open_socket(host, port, tls=False, ca_file=None):
     return sock
 
 
+def ca_der(path):
+    # The CA certificate as DER (MicroPython's mbedtls binding takes DER;
+    # a PEM file is decoded here).
+    import binascii
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.lstrip().startswith(b"-----BEGIN"):
+        body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
+        data = binascii.a2b_base64(b"".join(body))
+    return data
 
 
 def flash_ready(root):
@@ -106,13 +117,3 @@ def make_sensor(board, spec):
         spec.get("fail_every", 0),
         spec.get("quantities"),
     )
-
-
-def _ca_der(path):
-    from .. import cafile
-    from ..compat import unload
-
-    try:
-        return cafile.ca_der(path)
-    finally:
-        unload(cafile.__name__)
