@@ -25,6 +25,7 @@ help:
 	@echo "make bench  print the benchmark figures"
 	@echo "make hil TARGET=serial PORT=/dev/ttyUSB0   run the HIL bench on real hardware"
 	@echo "make hil-rpi   install the gateway in a Debian arm64 VM (slow; builds the image once)"
+	@echo "make qemu-image   the ESP32 flash image for TARGET=qemu (MICROPYTHON_BIN=, QEMU_CONFIG=)"
 
 demo: $(STAMP)-demo
 	$(BIN)/terrapin demo $(DEMO_ARGS)
@@ -61,6 +62,23 @@ rpi-image: $(RPI_IMAGE)
 
 hil-rpi: $(STAMP)-test $(RPI_IMAGE)
 	$(BIN)/python -m pytest hil_tests/test_rpi_install.py --run-slow $(PYTEST_ARGS)
+
+# The flash image `make hil TARGET=qemu` boots: MicroPython's ESP32_GENERIC .bin
+# (where `terrapin device flash` looks for it, or MICROPYTHON_BIN=FILE) with the
+# firmware deployed and a bench config (QEMU_CONFIG=FILE, else a built-in one
+# with the serial uplink on UART1) in its vfs partition. Rebuilt every time (~1 s).
+MICROPYTHON_BIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/terrapin/micropython/esp32.bin
+QEMU_IMAGE      := .cache/qemu/esp32-flash.bin
+QEMU_CONFIG     ?=
+
+.PHONY: qemu-image
+qemu-image: $(STAMP)-test
+	@[ -f "$(MICROPYTHON_BIN)" ] || { \
+	  echo "no MicroPython image at $(MICROPYTHON_BIN): download the ESP32_GENERIC .bin" \
+	       "from https://micropython.org/download/ESP32_GENERIC/ and put it there," \
+	       "or pass MICROPYTHON_BIN=FILE"; exit 2; }
+	$(BIN)/python -m terrapin.hil.qemu_image --micropython "$(MICROPYTHON_BIN)" \
+	  --out $(QEMU_IMAGE) $(if $(QEMU_CONFIG),--config "$(QEMU_CONFIG)")
 
 # Install missing Debian packages (as root, or via sudo) only when a tool is absent.
 check-apt:
