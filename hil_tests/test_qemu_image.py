@@ -148,6 +148,16 @@ def mp_mount(tmp_path: Path, image: Path, part: qi.Partition, writes=None):
     return 0, answer
 
 
+def disk_version(image: Path) -> int:
+    from littlefs import LittleFS, UserContext
+
+    part = qi.find_partition(qi.parse_partition_table(image.read_bytes()))
+    data = bytearray(image.read_bytes()[part.offset : part.end])
+    fs = LittleFS(UserContext(buffer=data), mount=False, block_size=4096, block_count=0)
+    fs.mount()
+    return fs.fs_stat().disk_version
+
+
 @pytest.fixture(scope="module")
 def firmware() -> dict[str, bytes]:
     return qi.firmware_files()
@@ -287,6 +297,8 @@ def test_file_errors_and_paths(tmp_path, standin):
     with pytest.raises(qi.FlashImageError, match="does not fit"):
         qi.write_flash_file(out, "/big", os.urandom(2 * MiB))
     assert qi.read_flash_file(out, "/lib/x.mpy") == b"M\x06"  # the failed write left it intact
+    qi.write_flash_file(out, "/config.json", b"{}")
+    assert disk_version(out) == 0x00020000  # host writes keep it mountable by any littlefs v2
     with pytest.raises(qi.FlashImageError, match="no partition table"):
         qi.read_flash_file(standin, "/main.py")
 
