@@ -19,13 +19,9 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import click
@@ -39,8 +35,11 @@ from . import mosquitto_conf
 from .config import load_config, render_config
 from .envelope import decode_envelope
 from .loadgen import SimBoard, board_address, new_key, sign_range
+from .process import GatewayProcess
 from .store import Store, open_db
 from .verify import Verifier
+
+GATEWAY_START_TIMEOUT = 30.0  # s until `gateway run` is connected to the broker
 
 
 def _sign_job(args):
@@ -134,76 +133,11 @@ class Counter:
         self.disconnect()
 
 
-def _api(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
-        return json.loads(r.read())
-
-
-class GatewayProcess:
-    def __init__(self, config: Path, api_port: int, log: Path):
-        self.config, self.api_port, self.log = config, api_port, log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 30) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "terrapin.tools.cli",
-                "gateway",
-                "run",
-                "--config",
-                str(self.config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise TerrapinError(f"gateway exited: {self.log.read_text()[-2000:]}")
-            try:
-                if _api(self.api_port)["connected"]:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise TerrapinError("gateway did not connect in time")
-
-    def cpu_seconds(self) -> tuple[float, float] | None:
-        """User + system CPU so far of (the gateway process, its workers), Linux /proc."""
-        if self.proc is None:
-            return None
-        tick = os.sysconf("SC_CLK_TCK")
-        pid = self.proc.pid
-        try:
-            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            out = []
-            for group in ([str(pid)], kids):
-                total = 0
-                for p in group:
-                    fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-                    total += int(fields[11]) + int(fields[12])  # utime, stime
-                out.append(total / tick)
-            return out[0], out[1]
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def wait_stored(api_port: int, expected: int, timeout: float) -> dict:
+def wait_stored(gw: GatewayProcess, expected: int, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
-    st = _api(api_port)
+    st = gw.status(timeout=5)
     while time.monotonic() < deadline:
-        st = _api(api_port)
+        st = gw.status(timeout=5)
         if st["counts"]["stored"] + st["counts"]["duplicate"] >= expected:
             return st
         time.sleep(0.25)  # the rate comes from the gateway's own timestamps
@@ -280,7 +214,7 @@ def run_bench(
         extra_config=extra,
     ).start()
     sims: list[SimBoard] = []
-    gw = GatewayProcess(cfg_path, api_port, workdir / "gateway.log")
+    gw = GatewayProcess(cfg_path, log=workdir / "gateway.log", settle=0)
     result: dict = {}
     try:
         sims = [SimBoard("127.0.0.1", mqtt_port, k, password=board_pw[k]).start() for k in keys]
@@ -306,14 +240,14 @@ def run_bench(
         for s in sims:
             s.outbox.clear()
             s.sent_at.clear()
-        gw.start()
+        gw.start(timeout=GATEWAY_START_TIMEOUT)
         gw.stop()  # its session (and subscription) stays at the broker
         rates, cpu = [], []
         for r, backlog in enumerate(backlogs):
             publish_all(sims, backlog)
-            gw.start()
+            gw.start(timeout=GATEWAY_START_TIMEOUT)
             cpu0 = gw.cpu_seconds()
-            st = wait_stored(api_port, total, 300)
+            st = wait_stored(gw, total, 300)
             cpu1 = gw.cpu_seconds()
             if cpu0 is not None and cpu1 is not None:
                 cpu.append(tuple((b - a) / total * 1e6 for a, b in zip(cpu0, cpu1, strict=True)))

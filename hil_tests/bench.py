@@ -10,22 +10,19 @@ runs with those files; the gateway is the real `terrapin gateway run` process
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from terrapin.gateway.process import RUN_COMMAND
+from terrapin.gateway.process import GatewayProcess as GatewayProcess  # re-export: conftest, sim
 from terrapin.tools.broker import Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parent.parent
-GATEWAY_RUN = (sys.executable, "-m", "terrapin.tools.cli", "gateway", "run")
+GATEWAY_RUN = RUN_COMMAND
 CHAIN_STAGES = '["terrapin.gateway.chain.stage:batcher", "terrapin.gateway.chain.stage:anchorer"]'
 
 
@@ -103,74 +100,6 @@ def reload_broker(broker: Mosquitto) -> None:
     if broker.process is not None:
         broker.process.send_signal(signal.SIGHUP)
         time.sleep(0.2)
-
-
-class GatewayProcess:
-    """`terrapin gateway run --config ...` as a child process (kill -9 is real)."""
-
-    def __init__(self, home: GatewayHome, env: dict[str, str] | None = None):
-        self.home = home
-        self.env = {**os.environ, **(env or {})}
-        self.log_path = home.dir / "gateway.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.home.api_port}/api/status"
-
-    def start(self, wait: bool = True) -> GatewayProcess:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*GATEWAY_RUN, "--config", str(self.home.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.home.dir,
-            )
-        self.starts += 1
-        if wait:
-            self.wait_ready()
-        return self
-
-    def status(self) -> dict:
-        with urllib.request.urlopen(self.url, timeout=3) as resp:
-            return json.loads(resp.read())
-
-    def wait_ready(self, timeout: float = 60.0) -> dict:
-        """Until the gateway's API says it is connected to the broker."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise AssertionError(f"the gateway exited:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, ValueError):
-                st = self.status()
-                if st.get("connected"):
-                    time.sleep(0.2)  # its SUBACK
-                    return st
-            time.sleep(0.1)
-        raise AssertionError(f"the gateway did not connect in {timeout:.0f} s:\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        """kill -9: no goodbye, no last transaction, no clean disconnect."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no gateway log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def chain_section(network: str = "embedded", **extra: object) -> dict[str, object]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +11,7 @@ from click.testing import CliRunner
 from terrapin.gateway import mosquitto_conf
 from terrapin.gateway.cli import gateway
 from terrapin.gateway.loadgen import board_address, new_key
+from terrapin.gateway.process import run_command
 from terrapin.tools.cli import main
 from terrapin.tools.errors import TerrapinError
 
@@ -56,15 +56,7 @@ def test_device_add_list_remove(gw_home):
 
 def test_mistakes_are_one_line_and_an_exit_code(tmp_path):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "terrapin.tools.cli",
-            "gateway",
-            "run",
-            "--config",
-            str(tmp_path / "no.toml"),
-        ],
+        run_command(tmp_path / "no.toml"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,93 +4,22 @@ at the end every published reading is stored exactly once and acked."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from terrapin.gateway.loadgen import SimBoard
+from terrapin.gateway.process import GatewayProcess
 
 pytestmark = pytest.mark.mosquitto
 
 BOARDS = 3
 RATE = 150  # readings per second per board
 ROUNDS = 6 if os.environ.get("CI") else 4
-
-
-class Gw:
-    def __init__(self, home, log):
-        self.home, self.log = home, log
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "terrapin.tools.cli",
-                "gateway",
-                "run",
-                "--config",
-                str(self.home.config_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
-        )
-
-    def wait_connected(self, timeout=30):
-        url = f"http://127.0.0.1:{self.home.api_port}/api/status"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if json.loads(r.read())["connected"]:
-                        time.sleep(0.3)  # the SUBACK
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("gateway did not connect")
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def kill_worker(self):
-        """SIGKILL the verify worker: the gateway must exit (code 1), not hang."""
-        pid = self.proc.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        workers = [
-            int(c)
-            for c in children
-            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
-            and b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()
-        ]
-        assert workers, f"the gateway has no worker process: {children}"
-        os.kill(workers[0], signal.SIGKILL)
-        assert self.proc.wait(15) == 1, self.log.read_text()[-2000:]
-        assert "verify worker" in self.log.read_text()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("gateway ignored SIGTERM") from None
-            assert self.proc.returncode == 0, self.log.read_text()[-3000:]
 
 
 def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, gw_tools, tmp_path):
@@ -110,25 +39,26 @@ def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, g
             time.sleep(1.0 / RATE)
 
     log = tmp_path / "gateway.log"
-    gw = Gw(gw_home, log)
+    gw = GatewayProcess(gw_home, log=log, settle=0.3)
     threads = [threading.Thread(target=load, args=(b,), daemon=True) for b in boards]
     try:
-        gw.start()
         # The very first start creates the gateway's session at the broker;
         # only from then on does the broker keep readings for it.
-        gw.wait_connected()
+        gw.start(timeout=30)
         for t in threads:
             t.start()
         for rnd in range(ROUNDS):
             time.sleep(rng.uniform(0.5, 2.0))  # the gateway starts, then works for a while
             if rnd == 1:
-                gw.kill_worker()
+                # SIGKILL the verify worker: the gateway must exit (code 1), not hang.
+                assert gw.kill_worker() == 1, gw.log_tail()
+                assert "verify worker" in log.read_text()
             else:
                 gw.kill()
             time.sleep(rng.uniform(0.0, 0.5))  # readings pile up at the broker
             if rnd == ROUNDS // 2:
                 gw_broker.restart()  # SIGTERM: Mosquitto saves its persistence file
-            gw.start()
+            gw.start(wait=False)
         time.sleep(1.0)
         stop_load.set()
         for t in threads:
@@ -141,11 +71,11 @@ def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, g
             if all(b.settled(published[b.address]) for b in boards):
                 break
             time.sleep(0.5)
-        gw.stop()
+        code = gw.stop()
+        assert code == 0, f"gateway exit code {code} on SIGTERM (-9: ignored it)\n{gw.log_tail()}"
     finally:
         stop_load.set()
-        if gw.proc and gw.proc.poll() is None:
-            gw.proc.kill()
+        gw.kill()
         for b in boards:
             b.stop()
 
