@@ -88,6 +88,8 @@ class GatewayProcess:
 
     def start(self, wait: bool = True, timeout: float = READY_TIMEOUT) -> GatewayProcess:
         """Start the process; with `wait`, return once it is connected (see wait_ready)."""
+        if self.running():
+            raise GatewayProcessError(f"the gateway (pid {self.pid}) already runs; stop it first")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 run_command(self.config_path),
@@ -100,6 +102,10 @@ class GatewayProcess:
         if wait:
             self.wait_ready(timeout)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

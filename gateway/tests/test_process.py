@@ -17,6 +17,8 @@ def test_connects_survives_kill_9_and_stops_cleanly(gw_home, gw_broker, tmp_path
     try:
         gw.start()
         assert gw.status()["connected"] and gw.starts == 1
+        with pytest.raises(GatewayProcessError, match="already runs"):
+            gw.start()  # a second child would leak
         assert gw.proc is not None
         environ = Path(f"/proc/{gw.proc.pid}/environ").read_bytes().split(b"\0")
         assert b"TERRAPIN_PROBE=gw-process-test" in environ
