@@ -41,8 +41,9 @@ DEFAULTS = {
     "log": "info",
 }
 
+_SERIAL_DEFAULTS = {"uart": 1, "baud": 115200, "tx": None, "rx": None, "rxbuf": 4096}
 _SECRET = ("password",)
-_KNOWN_EXTRA = ("ota_pubkey", "name")
+_KNOWN_EXTRA = ("ota_pubkey", "name", "serial_uplink")
 LOG_LEVELS = ("error", "info", "debug")
 
 # Drivers and the keys they need ({} = optional keys with defaults).
@@ -162,8 +163,23 @@ def validate(given, board="unix"):
             sub = {}
         data[section] = _merge(DEFAULTS[section], sub, section + ".", warnings)
 
+    # A board with no WiFi: MQTT over a UART to a host bridge (seriallink.py).
+    serial = data.get("serial_uplink")
+    if serial is not None:
+        if not isinstance(serial, dict):
+            c.fail('serial_uplink must be an object like {"uart": 1}')
+        else:
+            serial = _merge(_SERIAL_DEFAULTS, serial, "serial_uplink.", warnings)
+            data["serial_uplink"] = serial
+            c.int_range(serial, "uart", "serial_uplink.uart", 1, 2)  # UART0 is the console
+            c.int_range(serial, "baud", "serial_uplink.baud", 9600, 2000000)
+            c.int_range(serial, "rxbuf", "serial_uplink.rxbuf", 256, 32768)
+            for pin in ("tx", "rx"):
+                if serial.get(pin) is not None:
+                    c.int_range(serial, pin, "serial_uplink." + pin, 0, 48)
+
     wifi = data["wifi"]
-    if board == "esp32":
+    if board == "esp32" and serial is None:
         c.text(wifi, "ssid", "wifi.ssid", 1, 32)
         pw = wifi.get("password")
         if pw is None or pw == "":

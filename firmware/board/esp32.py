@@ -1,5 +1,5 @@
-# The ESP32 board layer: WiFi, NTP, I2C / 1-Wire / DHT / ADC sensors,
-# watchdog, deep sleep, LED. The application core (app.py) is the same as on
+# The ESP32 board layer: WiFi (or a serial uplink), NTP, I2C / 1-Wire / DHT /
+# ADC sensors, watchdog, deep sleep, LED. The application core (app.py) is the same as on
 # the unix port; this module is the only one that imports machine/network.
 #
 # Flash layout (littlefs, the VFS root):
@@ -52,6 +52,7 @@ class Board:
         self.time_synced = False
         self.wlan = None
         self.wifi = None
+        self.uart = None  # the serial uplink's UART (config serial_uplink), else WiFi
         self.ntp_host = "pool.ntp.org"
         self.ntp_at = None
         self.wdt = None
@@ -67,6 +68,17 @@ class Board:
         # Called by the app once the config is valid.
         self.wifi = cfg["wifi"]
         self.ntp_host = cfg["ntp_host"]
+        serial = cfg.get("serial_uplink")
+        if serial:
+            pins = {}
+            if serial["tx"] is not None:
+                pins["tx"] = serial["tx"]
+            if serial["rx"] is not None:
+                pins["rx"] = serial["rx"]
+            # timeout: how long readline waits for the rest of a line.
+            self.uart = machine.UART(
+                serial["uart"], serial["baud"], rxbuf=serial["rxbuf"], timeout=50, **pins
+            )
         if cfg["led_pin"] is not None:
             self.led = machine.Pin(cfg["led_pin"], machine.Pin.OUT)
         if cfg["watchdog_s"]:
@@ -129,6 +141,8 @@ class Board:
 
     def network_up(self):
         # True when WiFi is connected; otherwise (re)starts the connection.
+        if self.uart is not None:
+            return True  # the serial uplink: the host bridge answers the open
         if self.wlan is None:
             self.wlan = network.WLAN(network.STA_IF)
             self.wlan.active(True)
@@ -165,7 +179,18 @@ class Board:
         except (OSError, OverflowError, ImportError):
             pass  # readings carry time 0 until the clock is set
 
-    def open_socket(self, host, port, tls=False, ca_file=None):
+    def _serial_socket(self, host, port):
+        from ..seriallink import SerialLink
+
+        link = SerialLink(self.uart, self.uart, host, port)
+        if link.host_time and not self.time_synced:
+            # No NTP without a network: the bridge's clock, sent with the open.
+            t = time.gmtime(link.host_time - self.offset)
+            machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+            self.time_synced = True
+        return link
+
+    def _tcp_socket(self, host, port):
         addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -175,21 +200,33 @@ class Board:
             except (AttributeError, OSError):
                 pass
             sock.connect(addr)
-            if tls:
-                import ssl
-
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                if ca_file:
-                    # verify_mode exists on MicroPython's SSLContext; the stubs lack it.
-                    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-                    ctx.load_verify_locations(cadata=ca_der(ca_file))
-                else:
-                    ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
-                sock = ctx.wrap_socket(sock, server_hostname=host)
         except Exception:
             sock.close()
             raise
         return sock
+
+    def open_socket(self, host, port, tls=False, ca_file=None):
+        if self.uart is not None:
+            sock = self._serial_socket(host, port)
+        else:
+            sock = self._tcp_socket(host, port)
+        if not tls:
+            return sock
+        try:
+            import ssl
+
+            # ssl wraps any stream, the serial link included.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if ca_file:
+                # verify_mode exists on MicroPython's SSLContext; the stubs lack it.
+                ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+                ctx.load_verify_locations(cadata=ca_der(ca_file))
+            else:
+                ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
+            return ctx.wrap_socket(sock, server_hostname=host)
+        except Exception:
+            sock.close()
+            raise
 
     # -- sensors -------------------------------------------------------------
 

@@ -1,0 +1,141 @@
+# MQTT over a serial line, for a board without WiFi: an ESP32 whose UART is
+# wired to a host (or a QEMU board's -serial), and the HIL bench's socket
+# target. The host end is hil_tests/serialbridge.py (pyserial + one TCP
+# connection to the broker per uplink). Frames are text lines, so the line
+# may also carry a console (the unix port's stdin/stdout):
+#
+#   board -> host   TPX O <host> <port>     open the uplink to the broker
+#                   TPX D <base64>          MQTT bytes for the broker
+#                   TPX C                   close the uplink
+#   host -> board   TPX K [<unix time>]     uplink open (and the host's clock)
+#                   TPX E <errno>           uplink failed
+#                   TPX D <base64>          MQTT bytes from the broker
+#                   TPX C                   the broker closed the uplink
+#
+# The bytes are forwarded, not re-published: the board's own MQTT session
+# (CONNECT, will, QoS 1) runs end to end with the broker. A line that does not
+# decode drops the uplink, like a reset TCP connection; the outbox resends.
+#
+# SerialLink is a socket-like stream for mqtt.py, and can be wrapped by ssl.
+# Pure logic: imports nothing from machine or network.
+
+import io
+import select
+from binascii import a2b_base64, b2a_base64
+
+from .compat import const, ticks_diff, ticks_ms
+
+_POLL = const(3)  # MP_STREAM_POLL
+_GET_FILENO = const(10)  # MP_STREAM_GET_FILENO
+_POLLIN = const(1)
+_POLLOUT = const(4)
+_ECONNREFUSED = const(111)
+_ETIMEDOUT = const(110)
+_ECONNRESET = const(104)
+
+
+class SerialLink(io.IOBase):
+    def __init__(self, rx, tx, host, port, fd=-1, open_ms=5000):
+        # rx: a readable stream select.poll accepts (a UART, stdin); tx: where
+        # frames are written. fd: rx's file descriptor where it has one (the
+        # unix port), so a poll on the link sleeps in the OS; -1 makes poll ask
+        # ioctl(MP_STREAM_POLL), as every object is polled on the ESP32.
+        self.rx_stream = rx
+        self.tx = tx
+        self.fd = fd
+        self.part = b""  # a line cut by a UART read timeout
+        self.rx = b""  # MQTT bytes from the broker, not read yet
+        self.up = False
+        self.host_time = 0
+        self.poller = select.poll()
+        self.poller.register(rx, select.POLLIN)
+        tx.write(("TPX O %s %d\n" % (host, port)).encode())
+        t0 = ticks_ms()
+        while ticks_diff(ticks_ms(), t0) < open_ms:
+            line = self._next_line(100)
+            if line is None:
+                continue
+            if line.startswith(b"TPX K"):
+                self.up = True
+                try:
+                    self.host_time = int(line[6:])
+                except ValueError:
+                    pass  # a host that does not send its clock
+                return
+            if line.startswith(b"TPX E") or not line:
+                raise OSError(_ECONNREFUSED)
+            # anything else belongs to an older uplink
+        raise OSError(_ETIMEDOUT)
+
+    def _next_line(self, wait_ms):
+        # One whole line from rx (b"" at end of input), or None if none is
+        # complete within wait_ms.
+        while self.poller.poll(wait_ms):
+            wait_ms = 0
+            got = self.rx_stream.readline()
+            if got is None:
+                return None
+            if not got:
+                return b""
+            if got[-1] != 10:  # "\n": the rest is still on the wire
+                self.part += got
+                continue
+            if self.part:
+                got = self.part + got
+                self.part = b""
+            return got
+        return None
+
+    def _pump(self):
+        # Take in every whole line waiting on rx.
+        while self.up:
+            line = self._next_line(0)
+            if line is None:
+                return
+            if line.startswith(b"TPX D "):
+                try:
+                    self.rx += a2b_base64(line[6:])
+                except ValueError:
+                    self.up = False  # a damaged frame: drop the uplink
+            elif line.startswith(b"TPX C") or not line:
+                self.up = False
+
+    def readinto(self, buf):
+        if not self.rx:
+            self._pump()
+        if not self.rx:
+            return None if self.up else 0
+        n = min(len(buf), len(self.rx))
+        buf[:n] = self.rx[:n]
+        self.rx = self.rx[n:]
+        return n
+
+    def write(self, data):
+        if not self.up:
+            raise OSError(_ECONNRESET)
+        self.tx.write(b"TPX D ")
+        self.tx.write(b2a_base64(data))
+        return len(data)
+
+    def setblocking(self, flag):
+        pass
+
+    def ioctl(self, req, arg):
+        if req == _POLL:
+            ready = arg & _POLLOUT
+            if not self.rx and self.up:
+                self._pump()
+            if self.rx or not self.up:
+                ready |= arg & _POLLIN  # data, or the end of the uplink
+            return ready
+        if req == _GET_FILENO:
+            return self.fd
+        return -1
+
+    def fileno(self):
+        return self.fd  # CPython's select.poll asks for it (the host tests)
+
+    def close(self):
+        if self.up:
+            self.tx.write(b"TPX C\n")
+        self.up = False
