@@ -1,10 +1,13 @@
-"""Host side of the socket target: pyserial on the board's serial line, uplink to the broker.
+"""Host side of a serial uplink: pyserial on the board's serial line, uplink to the broker.
 
-The board (mp_serial_board.py) has no network: its MQTT client writes into
-`TPX D <base64>` lines on its console. This bridge opens the board's serial
-port with pyserial (`socket://127.0.0.1:PORT`, the way QEMU exposes a UART, or
-/dev/ttyUSB0 for a real board), keeps every other line as the console log, and
-carries the MQTT byte stream to the broker over TCP, one uplink at a time.
+The board has no network: its MQTT client writes `TPX D <base64>` lines on a
+serial line (firmware/seriallink.py: the socket target's console, a QEMU
+board's UART1, or a real ESP32's UART wired to a USB adapter). This bridge
+opens that line with pyserial (`socket://127.0.0.1:PORT`, the way QEMU exposes
+a UART, or /dev/ttyUSB0), keeps every other line as the console log, and
+carries the MQTT byte stream to the broker over TCP, one uplink at a time. It
+answers an open with its clock (`TPX K <unix time>`): a board with no NTP sets
+its clock from it.
 
 The stream is forwarded, not re-published: the board's own MQTT session runs
 end to end (its CONNECT, last will, QoS 1 PUBACKs come from the real broker),
@@ -19,6 +22,7 @@ import base64
 import contextlib
 import socket
 import threading
+import time
 from pathlib import Path
 
 import serial
@@ -103,7 +107,7 @@ class SerialBridge:
         tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.tcp = tcp
         self.uplinks += 1
-        self._send(b"TPX K\n")
+        self._send(b"TPX K %d\n" % int(time.time()))  # the board may set its clock from it
         threading.Thread(target=self._read_tcp, args=(tcp,), daemon=True).start()
 
     def _close_tcp(self, tell_board: bool = False) -> None:
