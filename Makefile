@@ -42,7 +42,7 @@ bench: $(STAMP)-test npm
 	$(BIN)/terrapin bench gateway
 	$(BIN)/terrapin bench chain
 
-hil: check-apt $(STAMP)-test npm
+hil: check-apt $(STAMP)-test npm $(if $(filter qemu,$(TARGET)),qemu-image)
 	$(BIN)/python -m pytest hil_tests --target $(or $(TARGET),unix) $(if $(PORT),--port $(PORT)) \
 	  $(if $(RELAY),--relay-cmd '$(RELAY)') $(PYTEST_ARGS)
 

@@ -24,7 +24,21 @@ from terrapin.hil.boards import BoardBase, SocketBoard, UnixBoard
 from terrapin.hil.endstate import Result, check, wait_anchored
 from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import record_hil_result
+from terrapin.hil.qemuboard import QemuBoard
 from terrapin.hil.serialboard import SerialBoard
+
+QEMU_IMAGE = Path(__file__).resolve().parent.parent / ".cache" / "qemu" / "esp32-flash.bin"
+
+
+def qemu_image(given: str | None) -> Path:
+    """The flash image for --target qemu: --qemu-image, else what `make qemu-image` built."""
+    path = Path(given) if given else QEMU_IMAGE
+    if not path.is_file():
+        pytest.skip(
+            f"target qemu: no flash image at {path} (`make qemu-image MICROPYTHON_BIN=...` "
+            "builds it from MicroPython's ESP32 .bin: docs/HIL.md, 'QEMU')"
+        )
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +55,7 @@ def _target_available(request) -> None:
                 f"target qemu: {qemu} is not on PATH (Espressif's fork, not in Debian or "
                 "PyPI: docs/HIL.md says how to get it)"
             )
+        qemu_image(request.config.getoption("--qemu-image"))
 
 
 @pytest.fixture
@@ -164,9 +179,13 @@ def boards(
                 **config,
             )
         else:
-            pytest.skip(
-                "target qemu: booting the firmware image in qemu-system-xtensa is not wired "
-                "up yet (docs/HIL.md, 'QEMU')"
+            b = QemuBoard(
+                name,
+                tmp_path / "boards",
+                where,
+                qemu_bin=opts.getoption("--qemu-bin"),
+                image=qemu_image(opts.getoption("--qemu-image")),
+                **config,
             )
         made.append(b)
         b.provision(gateway_home, broker)

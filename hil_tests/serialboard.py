@@ -164,7 +164,9 @@ class SerialBoard(BoardBase):
 
     def start(self, *args: str) -> None:
         if "--no-clock" in args:
-            pytest.skip("target serial: a real board's clock comes from NTP (--no-clock is unix)")
+            pytest.skip(
+                f"target {self.target}: the board sets its clock itself (--no-clock is unix)"
+            )
         n = int(args[args.index("--max-readings") + 1]) if "--max-readings" in args else -1
         with self._cond:
             self._lines.clear()
