@@ -13,6 +13,7 @@
 # Pure logic apart from reading the file: no machine, network or sockets.
 
 import json
+import sys
 
 DEFAULTS = {
     "wifi": {"ssid": "", "password": ""},
@@ -41,7 +42,6 @@ DEFAULTS = {
     "log": "info",
 }
 
-_SERIAL_DEFAULTS = {"uart": 1, "baud": 115200, "tx": None, "rx": None, "rxbuf": 4096}
 _SECRET = ("password",)
 _KNOWN_EXTRA = ("ota_pubkey", "name", "serial_uplink")
 LOG_LEVELS = ("error", "info", "debug")
@@ -163,20 +163,17 @@ def validate(given, board="unix"):
             sub = {}
         data[section] = _merge(DEFAULTS[section], sub, section + ".", warnings)
 
-    # A board with no WiFi: MQTT over a UART to a host bridge (seriallink.py).
+    # A board with no WiFi: MQTT over a UART; seriallink.py checks the section.
+    # The unix port never loads it, and must not intern new names for it here
+    # (they would stay on its heap for good): the module and function are named
+    # by strings longer than 10 characters, which the compiler keeps as plain
+    # constants, freed when this boot-only module is unloaded.
     serial = data.get("serial_uplink")
     if serial is not None:
-        if not isinstance(serial, dict):
-            c.fail('serial_uplink must be an object like {"uart": 1}')
-        else:
-            serial = _merge(_SERIAL_DEFAULTS, serial, "serial_uplink.", warnings)
-            data["serial_uplink"] = serial
-            c.int_range(serial, "uart", "serial_uplink.uart", 1, 2)  # UART0 is the console
-            c.int_range(serial, "baud", "serial_uplink.baud", 9600, 2000000)
-            c.int_range(serial, "rxbuf", "serial_uplink.rxbuf", 256, 32768)
-            for pin in ("tx", "rx"):
-                if serial.get(pin) is not None:
-                    c.int_range(serial, pin, "serial_uplink." + pin, 0, 48)
+        module = __name__[:-7] + ".seriallink"  # __name__ ends in ".config"
+        __import__(module)
+        check = getattr(sys.modules[module], "check_config")  # noqa: B009
+        data["serial_uplink"] = serial = check(serial, c, warnings, _merge)
 
     wifi = data["wifi"]
     if board == "esp32" and serial is None:

@@ -33,6 +33,24 @@ _ECONNREFUSED = const(111)
 _ETIMEDOUT = const(110)
 _ECONNRESET = const(104)
 
+_DEFAULTS = {"uart": 1, "baud": 115200, "tx": None, "rx": None, "rxbuf": 4096}
+
+
+def check_config(given, c, warnings, merge):
+    # The config's serial_uplink section with its defaults (config.validate
+    # calls this with its checker and merge). UART0 stays the console.
+    if not isinstance(given, dict):
+        c.fail('serial_uplink must be an object like {"uart": 1}')
+        return given
+    s = merge(_DEFAULTS, given, "serial_uplink.", warnings)
+    c.int_range(s, "uart", "serial_uplink.uart", 1, 2)
+    c.int_range(s, "baud", "serial_uplink.baud", 9600, 2000000)
+    c.int_range(s, "rxbuf", "serial_uplink.rxbuf", 256, 32768)
+    for pin in ("tx", "rx"):
+        if s[pin] is not None:
+            c.int_range(s, pin, "serial_uplink." + pin, 0, 48)
+    return s
+
 
 class SerialLink(io.IOBase):
     def __init__(self, rx, tx, host, port, fd=-1, open_ms=5000):
