@@ -50,7 +50,7 @@ from terrapin.tools.deploy import (
     plan,
 )
 from terrapin.tools.errors import TerrapinError
-from terrapin.tools.flash import BOARDS, cache_dir
+from terrapin.tools.flash import BOARDS, cache_dir, find_image
 
 BOARD = "esp32"
 IMAGE_OFFSET = BOARDS[BOARD].offset  # 0x1000: where the merged .bin goes on a classic ESP32
@@ -337,18 +337,7 @@ def parse_flash_size(size: str | int) -> int:
 
 def micropython_image(path: str | Path | None = None) -> Path:
     """The ESP32_GENERIC .bin: `path`, else where `terrapin device flash` looks for it."""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FlashImageError(f"MicroPython image {p} does not exist")
-        return p
-    p = cache_dir() / f"{BOARD}.bin"
-    if not p.is_file():
-        raise FlashImageError(
-            f"no MicroPython image for the ESP32: pass --micropython FILE or put one at {p}",
-            hint=f"download the ESP32_GENERIC .bin from {BOARDS[BOARD].download}",
-        )
-    return p
+    return find_image(BOARD, path, option="--micropython", error=FlashImageError)
 
 
 def build_flash(

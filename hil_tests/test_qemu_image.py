@@ -397,8 +397,8 @@ def test_cli_builds_and_reports(tmp_path, standin):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--micropython", "nope.bin"], "MicroPython image nope.bin does not exist"),
-        ([], "no MicroPython image for the ESP32: pass --micropython FILE or put one at"),
+        (["--micropython", "nope.bin"], "firmware image nope.bin does not exist"),
+        ([], "no MicroPython image for esp32: pass --micropython FILE or put one at"),
         (["--micropython", "{bin}", "--config", "list.json"], "must be a JSON object"),
         (["--micropython", "{bin}", "--config", "broken.json"], "is not valid JSON"),
         (["--micropython", "{bin}", "--config", "gone.json"], "cannot read the config"),

@@ -42,17 +42,21 @@ def cache_dir() -> Path:
     return Path(base) / "terrapin" / "micropython"
 
 
-def find_image(board: str, image: str | Path | None) -> Path:
+def find_image(
+    board: str, image: str | Path | None, option: str = "--image", error: type = TerrapinError
+) -> Path:
+    """MicroPython's .bin for `board`: `image`, else the cache folder's; `option` is
+    the caller's name for the flag, `error` the TerrapinError it raises."""
     spec = BOARDS[board]
     if image is not None:
         path = Path(image)
         if not path.is_file():
-            raise TerrapinError(f"firmware image {path} does not exist")
+            raise error(f"firmware image {path} does not exist")
         return path
     path = cache_dir() / f"{board}.bin"
     if not path.is_file():
-        raise TerrapinError(
-            f"no MicroPython image for {board}: pass --image FILE or put one at {path}",
+        raise error(
+            f"no MicroPython image for {board}: pass {option} FILE or put one at {path}",
             hint=f"download the .bin from {spec.download} (MicroPython 1.24 or newer)",
         )
     return path
