@@ -21,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections import deque
+
+from terrapin.tools.errors import TerrapinError
 
 from .api import Api
 from .config import GatewayConfig
@@ -33,7 +36,7 @@ from .pipeline import BatchResult
 from .sdnotify import notify, watchdog_interval
 from .stats import Stats
 from .store import Store
-from .worker import LocalProcessor, ProcessorPool
+from .worker import LocalProcessor, ProcessorPool, WorkerDied
 
 log = logging.getLogger("terrapin.gateway")
 
@@ -41,6 +44,9 @@ log = logging.getLogger("terrapin.gateway")
 # server collects the next batch; with 2 the workers never wait for the
 # server's ACK/PUBACK round.
 PIPELINE_DEPTH = 2
+# Seconds between checks that every verify worker process still runs. A worker
+# that no board is sharded to gets no batch, so only this check notices it died.
+LIVENESS_INTERVAL = 0.5
 
 
 class Gateway:
@@ -58,8 +64,7 @@ class Gateway:
     def _load_stages(self) -> list:
         stages = []
         for target in self.cfg.pipeline.stages:
-            module, _, attr = target.partition(":")
-            stage = getattr(importlib.import_module(module), attr)(self.cfg, self)
+            stage = stage_factory(target, self.cfg.path)(self.cfg, self)
             if stage is not None:
                 stages.append(stage)
         return stages
@@ -70,6 +75,8 @@ class Gateway:
         snap["store_bytes"] = _size(self.cfg.store.path)
         snap["connected"] = self.ingest.connected.is_set()
         snap["stages"] = {type(s).__name__: s.status() for s in self.stages if hasattr(s, "status")}
+        # Verify worker pids, index = shard (worker.shard_of): which process serves a board.
+        snap["workers"] = self.processor.pids() if self.processor is not None else []
         return snap
 
     def request_reload(self) -> None:
@@ -105,6 +112,7 @@ class Gateway:
         next_ping = time.monotonic()
         log.info("gateway running", extra={"fields": {"db": str(cfg.store.path)}})
         inflight: deque[list[Message]] = deque()  # submitted, oldest first
+        next_check = time.monotonic() + LIVENESS_INTERVAL
         try:
             while not shutdown.is_set():
                 batch = self._next_batch(0.005 if inflight else 0.2)
@@ -113,8 +121,6 @@ class Gateway:
                         [(m.topic, m.address, m.payload, m.received_at) for m in batch]
                     )
                     inflight.append(batch)
-                elif not inflight:
-                    self.processor.check_alive()
                 # Finish what is done. Wait for the oldest batch when the pipeline is
                 # full, or when nothing new came in (then waiting costs no throughput
                 # and answers the boards sooner).
@@ -125,11 +131,23 @@ class Gateway:
                 if self._reload.is_set():
                     self._reload.clear()
                     self.processor.reload()
-                if ping and time.monotonic() >= next_ping:
+                # Periodic work, on the clock whatever the load (one clock read per
+                # batch, not per reading).
+                now = time.monotonic()
+                if now >= next_check:
+                    self.processor.check_alive()  # every worker, busy or not
+                    next_check = now + LIVENESS_INTERVAL
+                if ping and now >= next_ping:
                     notify("WATCHDOG=1")
-                    next_ping = time.monotonic() + ping
+                    next_ping = now + ping
             while inflight:  # finish the transactions under way, ack them
                 self._finish(inflight.popleft(), self.processor.result())
+        except WorkerDied as exc:
+            # Nothing of the batches in flight is PUBACKed: the broker redelivers them
+            # to the restarted gateway; what a live worker already committed comes back
+            # as a duplicate and is acked again, never stored twice.
+            log.error("%s; stopping (exit code 1) so that the supervisor restarts the gateway", exc)
+            raise
         finally:
             notify("STOPPING=1")
             log.info("stopping: last transaction done, disconnecting")
@@ -139,6 +157,37 @@ class Gateway:
             if self.api is not None:
                 self.api.stop()
             self.processor.close()
+
+
+def stage_factory(target: str, config_path=None):
+    """The factory a [pipeline] stages entry ("module:function") names.
+
+    Raises TerrapinError (one line, with the reason) when the module does not
+    import or has no such function; config.py has already checked the form."""
+    module, _, attr = target.partition(":")
+    where = f"[pipeline] stages entry {target!r}" + (f" in {config_path}" if config_path else "")
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # ImportError, or whatever the module raised while importing
+        raise TerrapinError(
+            f"{where}: cannot import {module}: {_reason(exc)}",
+            hint=f"is it installed for {sys.executable}? entries are "
+            '"module:function" (e.g. "terrapin.gateway.chain.stage:batcher")',
+        ) from None
+    factory = getattr(mod, attr, None)
+    if factory is None:
+        raise TerrapinError(f"{where}: {module} has no function {attr}")
+    if not callable(factory):
+        raise TerrapinError(
+            f"{where}: {module}.{attr} is not a function ({type(factory).__name__})"
+        )
+    return factory
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ImportError) and exc.msg:
+        return str(exc.msg)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _size(path) -> int:

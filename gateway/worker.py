@@ -49,6 +49,9 @@ class LocalProcessor:
     def check_alive(self) -> None:
         pass
 
+    def pids(self) -> list[int]:
+        return []  # no worker process
+
     def close(self) -> None:
         self.processor.close()
 
@@ -107,7 +110,7 @@ class ProcessorProcess:
         while not self._conn.poll(0.5):
             waited += 0.5
             if not self.proc.is_alive():
-                raise WorkerDied(f"verify worker exited with code {self.proc.exitcode}")
+                raise self._died()
             if timeout is not None and waited >= timeout:
                 raise WorkerDied("verify worker does not answer")
         try:
@@ -138,8 +141,13 @@ class ProcessorProcess:
             raise WorkerDied(f"verify worker is gone: {exc}") from None
 
     def check_alive(self) -> None:
+        """Raise WorkerDied if the process has exited (one waitpid(WNOHANG))."""
         if not self.proc.is_alive():
-            raise WorkerDied(f"verify worker exited with code {self.proc.exitcode}")
+            raise self._died()
+
+    def _died(self) -> WorkerDied:
+        p = self.proc
+        return WorkerDied(f"verify worker {p.name} (pid {p.pid}) died: exit code {p.exitcode}")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -202,8 +210,14 @@ class ProcessorPool:
             w.reload()
 
     def check_alive(self) -> None:
+        """Every worker, including those no board is sharded to (the server calls
+        this on a timer, whatever the load)."""
         for w in self.workers:
             w.check_alive()
+
+    def pids(self) -> list[int]:
+        """Worker process ids in shard order (shard_of() gives a board's index)."""
+        return [w.proc.pid for w in self.workers]
 
     def close(self) -> None:
         for w in self.workers:

@@ -1,0 +1,165 @@
+"""A verify worker that dies is noticed whatever the load, and a stage that
+cannot be loaded stops `gateway run` with one line, not a traceback.
+
+The liveness test puts every board on one worker (worker.shard_of) and kills
+the OTHER one, the one no reading goes to, while the boards keep publishing:
+the gateway must exit with code 1 within a few seconds (the supervisor then
+restarts it), and after the restart every reading is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from terrapin.gateway.loadgen import SimBoard, board_address, new_key
+from terrapin.gateway.process import GatewayProcess, run_command
+from terrapin.gateway.worker import shard_of
+
+BOARDS = 3
+RATE = 150  # readings per second per board: a steady stream, never idle
+NOTICE_WITHIN = 5.0  # s from kill -9 of the idle worker to the gateway's exit
+
+
+def keys_on_shard(shard: int, workers: int, n: int) -> list[bytes]:
+    keys: list[bytes] = []
+    while len(keys) < n:
+        k = new_key()
+        if shard_of(board_address(k), workers) == shard:
+            keys.append(k)
+    return keys
+
+
+@pytest.mark.mosquitto
+def test_a_killed_idle_worker_stops_the_gateway_under_load(gw_home, gw_broker, gw_tools, tmp_path):
+    workers = gw_home.config.pipeline.workers
+    assert workers >= 2, "needs a worker that no board is sharded to"
+    creds = [gw_home.add_board(k) for k in keys_on_shard(0, workers, BOARDS)]
+    gw_tools.reload_broker(gw_broker)
+    boards = [SimBoard("127.0.0.1", gw_home.mqtt_port, k, password=pw).start() for k, pw in creds]
+    published: dict[bytes, set[int]] = {b.address: set() for b in boards}
+    stop_load = threading.Event()
+
+    def load(board: SimBoard) -> None:
+        seq = 0
+        while not stop_load.is_set():
+            seq += 1
+            board.publish(board.envelope(seq), seq)
+            published[board.address].add(seq)
+            time.sleep(1.0 / RATE)
+
+    log = tmp_path / "gateway.log"
+    gw = GatewayProcess(gw_home, log=log, settle=0.3)
+    threads = [threading.Thread(target=load, args=(b,), daemon=True) for b in boards]
+    try:
+        pids = gw.start(timeout=30).status()["workers"]
+        assert len(pids) == workers and sorted(pids) == sorted(gw.worker_pids()), pids
+        for t in threads:
+            t.start()
+        time.sleep(1.5)  # the gateway is busy with shard 0's boards
+        stored_before = gw.status()["counts"]["stored"]
+        assert stored_before > 0, gw.log_tail()
+        idle = pids[1]  # no board is sharded to worker 1
+        os.kill(idle, signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert gw.proc is not None
+        try:
+            code = gw.proc.wait(NOTICE_WITHIN)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"the gateway still runs {NOTICE_WITHIN} s after its idle verify worker "
+                f"(pid {idle}) was killed under load\n{gw.log_tail()}"
+            )
+        noticed = time.monotonic() - killed_at
+        assert code == 1, f"exit code {code}\n{gw.log_tail()}"
+        text = log.read_text()
+        assert f"verify worker terrapin-verify-1 (pid {idle}) died" in text, gw.log_tail()
+        assert "Traceback" not in text, gw.log_tail()
+        # The load went on the whole time: the boards published while it noticed.
+        assert all(t.is_alive() for t in threads)
+
+        gw.start(timeout=30)  # what systemd's Restart=on-failure does
+        time.sleep(1.0)
+        stop_load.set()
+        for t in threads:
+            t.join(10)
+        # PUBACK after commit alone brings every reading back; no board re-sends.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(b.settled(published[b.address]) for b in boards):
+                break
+            time.sleep(0.5)
+        code = gw.stop()
+        assert code == 0, f"exit code {code} on SIGTERM\n{gw.log_tail()}"
+    finally:
+        stop_load.set()
+        gw.kill()
+        for b in boards:
+            b.stop()
+
+    print(f"idle worker's death noticed in {noticed:.2f} s under {BOARDS * RATE} readings/s")
+    db = sqlite3.connect(gw_home.config.store.path)
+    for b in boards:
+        want = published[b.address]
+        rows = [r[0] for r in db.execute("SELECT seq FROM readings WHERE device=?", (b.address,))]
+        missing = sorted(want - set(rows))
+        assert not missing, f"board {b.hex}: {len(missing)} lost, e.g. {missing[:10]}"
+        assert len(rows) == len(set(rows)) == len(want), f"board {b.hex}: stored twice or extra"
+        unacked = sorted(want - b.acked)
+        assert not unacked, f"board {b.hex}: {len(unacked)} never acked, e.g. {unacked[:10]}"
+        assert not b.rejected, f"board {b.hex}: rejected {list(b.rejected.items())[:5]}"
+    db.close()
+
+
+def run_gateway(config_path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        run_command(config_path), capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    "entry, reason",
+    [
+        ("no_such_mod:make", "cannot import no_such_mod: No module named 'no_such_mod'"),
+        ("terrapin.gateway.stats:no_such_factory", "has no function no_such_factory"),
+        ("terrapin.gateway.server:PIPELINE_DEPTH", "is not a function (int)"),
+    ],
+)
+def test_a_stage_that_cannot_be_loaded_is_one_line_with_a_reason(gw_home, entry, reason):
+    text = gw_home.config_path.read_text()
+    assert "stages = []" in text
+    gw_home.config_path.write_text(text.replace("stages = []", f'stages = ["{entry}"]'))
+    out = run_gateway(gw_home.config_path)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    first, *rest = out.stderr.strip().splitlines()
+    assert first.startswith("error: [pipeline] stages entry"), out.stderr
+    assert entry in first and reason in first, out.stderr
+    assert all(line.startswith("hint: ") for line in rest), out.stderr
+
+
+def test_a_stage_module_that_fails_on_import_names_the_error(gw_home, tmp_path):
+    (tmp_path / "broken_stage_mod.py").write_text("import math\n1 / 0\n")
+    text = gw_home.config_path.read_text()
+    gw_home.config_path.write_text(
+        text.replace("stages = []", 'stages = ["broken_stage_mod:make"]')
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run(
+        run_command(gw_home.config_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "ZeroDivisionError: division by zero" in out.stderr.splitlines()[0], out.stderr
+    assert f"hint: is it installed for {sys.executable}?" in out.stderr, out.stderr
