@@ -44,6 +44,8 @@ class SerialBoard(BoardBase):
         self._answers: list[bytes] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._hold = threading.Event()  # the raw REPL has the line: the reader waits
+        self._held = threading.Event()
         self.sampling_until: int | None = None  # stop after this many signed
         self.status: dict = {}
         self.status_at = 0.0
@@ -67,6 +69,10 @@ class SerialBoard(BoardBase):
         buf = b""
         with open(self.console_path, "ab") as log:
             while not self._stop.is_set() and self.ser is not None:
+                if self._hold.is_set():
+                    self._held.set()
+                    time.sleep(0.02)
+                    continue
                 try:
                     data = self.ser.read(4096)
                 except Exception:  # the port went away (board unplugged or reset)
@@ -235,7 +241,37 @@ class SerialBoard(BoardBase):
         return self.console_path.read_text(errors="replace") if self.console_path.exists() else ""
 
     def read_file(self, path: str) -> bytes:
-        pytest.skip("target serial: reading the board's flash needs the raw REPL (not wired)")
+        """A file of the board's flash, over MicroPython's raw REPL (as mpremote and
+        `terrapin device deploy` do): Ctrl-C stops the app, the file comes back in
+        base64, then a soft reset starts the app again, so this counts as a boot."""
+        import base64
+
+        from terrapin.tools.serialconsole import Link, RawRepl
+
+        self._open()
+        assert self.ser is not None
+        self._held.clear()
+        self._hold.set()
+        self._held.wait(2)
+        try:
+            repl = RawRepl(Link(self.ser))
+            repl.enter()
+            try:
+                out = repl.exec(
+                    "import binascii\n"
+                    f"with open({path.lstrip('/')!r}, 'rb') as f:\n"
+                    " print(binascii.b2a_base64(f.read()).decode(), end='')"
+                )
+            except Exception as exc:
+                problem = f"{self.name}: cannot read {path} on the board: {exc}"
+                raise AssertionError(problem) from None
+            finally:
+                repl.soft_reset()
+        finally:
+            self._hold.clear()
+        self.boots += 1
+        self.wait_console(timeout=30)
+        return base64.b64decode(out)
 
     def stop(self) -> None:
         self._stop.set()

@@ -66,3 +66,26 @@ def test_serial_target_on_a_virtual_app_board(request, tmp_path, micropython_exe
         gateway.stop()
         proxy.stop()
         broker.stop()
+
+
+def test_serial_board_reads_flash_files_over_the_raw_repl(tmp_path, micropython_exe):
+    """read_file on a board behind a serial line: Ctrl-C, raw REPL, base64, soft reset."""
+    from terrapin.tools.virtualboard import VirtualBoard
+
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    payload = bytes(range(256)) * 3  # every byte value: nothing may be lost in transit
+    (flash / "data.bin").write_bytes(payload)
+    vb = VirtualBoard(flash, tcp_port=None).start()  # console board: TP1 + raw REPL
+    board = SerialBoard("b0", tmp_path / "boards", ("127.0.0.1", 1), port=vb.pty_path)
+    try:
+        board.wait_console(timeout=60)
+        assert board.read_file("data.bin") == payload
+        assert board.read_file("/data.bin") == payload  # "/" is the flash root
+        assert board.boots == 2 and vb.boots >= 3  # each read soft-resets the board
+        with pytest.raises(AssertionError, match=r"cannot read nope\.bin on the board"):
+            board.read_file("nope.bin")
+        assert board.request("info")  # the board answers TP1 again after the failed read
+    finally:
+        board.stop()
+        vb.stop()
