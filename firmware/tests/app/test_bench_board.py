@@ -40,7 +40,7 @@ def test_bench_firmware_merges_the_board_figures(micropython_exe, mosquitto_exe)
 
 
 def test_bench_firmware_table_shows_the_reading_beside_its_baseline() -> None:
-    from terrapin.tools.bench_firmware import _table
+    from terrapin.tools.bench_firmware_report import figures_table as _table
 
     figures = {
         "cpython_" + k: 1.0

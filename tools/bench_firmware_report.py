@@ -1,0 +1,74 @@
+"""The human-readable report of `terrapin bench firmware`: one rich table.
+
+Rows for the crypto core (unix port beside CPython), the peak heap figures,
+the speedup over the textbook baseline and, when the virtual-board run took
+place, the board figures beside their same-run baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def figures_table(figures: dict[str, Any]) -> Table:
+    """The figures of one run (as `collect()` returns them) as a table."""
+    table = Table(title="Firmware crypto core (medians)")
+    table.add_column("figure")
+    table.add_column("unix port, heap 100k", justify="right")
+    table.add_column("CPython", justify="right")
+    rows = [
+        ("sign (ECDSA, comb)", "sign_ms", "ms"),
+        ("sign, textbook baseline (Fermat inverse)", "naive_sign_ms", "ms"),
+        ("sign, textbook with Euclid inverse", "naive_euclid_sign_ms", "ms"),
+        ("verify (Shamir)", "verify_ms", "ms"),
+        ("SHA-256 of Sig_structure", "sha256_ms", "ms"),
+        ("encode_payload (3 records)", "encode_ms", "ms"),
+        ("sign1 (payload -> envelope)", "sign1_ms", "ms"),
+        ("address (Keccak-256, once per boot)", "address_ms", "ms"),
+        ("first sign: comb table fill", "table_build_ms", "ms"),
+    ]
+    for label, key, unit in rows:
+        mp = figures.get(f"mp_{key}")
+        table.add_row(
+            label,
+            f"{mp:.4f} {unit}" if mp is not None else "n/a",
+            f"{figures[f'cpython_{key}']:.4f} {unit}",
+        )
+    for label, key in (
+        ("peak heap: sign a reading (cborenc, cose, secp_sign)", "mp_sign_peak_heap_bytes"),
+        ("  of which resident after import", "mp_sign_resident_heap_bytes"),
+        ("peak heap: ECDSA sign, secp_sign alone", "mp_ecdsa_sign_peak_heap_bytes"),
+        ("peak heap: sign a reading, keccak resident too", "mp_core_sign_peak_heap_bytes"),
+    ):
+        if key in figures:
+            table.add_row(label, f"{figures[key]} B", "")
+    if "sign_speedup" in figures:
+        table.add_row("speedup over baseline", f"{figures['sign_speedup']}x", "")
+    if "mp_reading_ms" in figures:
+        n = figures["readings"]
+        table.add_section()
+        table.add_row(
+            f"reading on a virtual board, median of {n}: sample, sign, store, publish",
+            f"{figures['mp_reading_ms']:.3f} ms",
+            "",
+        )
+        table.add_row(
+            "  baseline, same run: sign1 alone",
+            f"{figures['mp_reading_sign_only_ms']:.3f} ms",
+            "",
+        )
+        table.add_row(
+            "firmware peak live heap (target 64 KB)",
+            f"{figures['mp_peak_heap_bytes']} B",
+            "",
+        )
+        table.add_row(
+            "outbox flash per reading (overhead)",
+            f"{figures['flash_bytes_per_reading']} B"
+            f" ({figures['flash_overhead_bytes_per_reading']} B)",
+            "",
+        )
+        table.add_row("readings/s through Mosquitto", f"{figures['readings_per_s']}", "")
+    return table
