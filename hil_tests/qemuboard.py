@@ -29,7 +29,7 @@ from pathlib import Path
 
 from terrapin.tools.broker import free_port
 
-from .qemu_image import read_flash_file
+from .flashfs import read_flash_file
 from .serialboard import SerialBoard
 
 UPLINK_UART = 1  # the config's serial_uplink.uart (qemu_image.BENCH_CONFIG)
