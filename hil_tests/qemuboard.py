@@ -11,7 +11,7 @@ serial sockets on 127.0.0.1:
     power cut   kill -9 QEMU, start it again on the same flash file (what the
                 board had written is on it, nothing else)
     reset       `system_reset` on the QEMU monitor (RTC memory kept, as on EN)
-    read_file   the file from the flash image's littlefs (qemu_image.py)
+    read_file   the file from the flash image's littlefs (flashfs.py)
 
 Each board gets its own copy of the image. QEMU is not in Debian or PyPI:
 docs/HIL.md says how a bench owner installs it.
