@@ -22,12 +22,10 @@ import hashlib
 import json
 import os
 
-from .compat import const
+from .compat import const, unload
 
 PREFIX = b"TP1 "
 _MAX_LINE = const(1536)
-_MAX_CONFIG = const(8192)
-_MAX_BUNDLE = const(512 * 1024)
 VERSION = "0.1.0"
 CONFIG_FILE = "config.json"
 PROVISIONED_FILE = "provisioned"
@@ -71,81 +69,6 @@ def _write_atomic(path, data):
     write_atomic(path, data)
 
 
-class FileKeys:
-    """The key store used when the firmware's keystore module is absent.
-
-    The firmware keystore (firmware/keystore.py) is preferred: see `default_keys`.
-    """
-
-    def __init__(self, root):
-        self.path = root + "/key.bin"
-
-    def load(self):
-        try:
-            with open(self.path, "rb") as f:
-                key = f.read()
-        except OSError:
-            return None
-        return key if len(key) == 32 else None
-
-    def create(self):
-        from . import secp256k1
-
-        key = secp256k1.generate_private_key()
-        _write_atomic(self.path, key)
-        return key
-
-
-class _KeystoreKeys:
-    """Adapter over firmware/keystore.py (load_key / ensure_key / create_key)."""
-
-    def __init__(self, keystore, root):
-        self.ks = keystore
-        self.root = root
-
-    def load(self):
-        return self.ks.load_key(self.root)
-
-    def create(self):
-        make = getattr(self.ks, "create_key", None)
-        if make is not None:
-            return make(self.root)
-        if self.ks.load_key(self.root) is not None:
-            raise ConsoleError("UNSUPPORTED", "the keystore cannot replace a key")
-        return self.ks.ensure_key(self.root)
-
-
-class _LazyKeys:
-    """Imports the key store on first use: keystore pulls in secp256k1 and its
-    tables, which a console that only writes config should not pay for."""
-
-    def __init__(self, root):
-        self.root = root
-        self._keys = None
-
-    def _get(self):
-        if self._keys is None:
-            try:
-                from . import keystore
-            except ImportError:
-                keystore = None
-            if keystore is not None and hasattr(keystore, "load_key"):
-                self._keys = _KeystoreKeys(keystore, self.root)
-            else:
-                self._keys = FileKeys(self.root)
-        return self._keys
-
-    def load(self):
-        return self._get().load()
-
-    def create(self):
-        return self._get().create()
-
-
-def default_keys(root):
-    return _LazyKeys(root)
-
-
 class Console:
     """One console session. `root` is the flash directory (config, key, OTA)."""
 
@@ -160,11 +83,12 @@ class Console:
         fw_version=None,
         trusted_release=None,
         config_path=None,
+        identity=None,
     ):
         self.root = root
         self.config_path = config_path or root + "/" + CONFIG_FILE
         self.write = write
-        self.keys = keys if keys is not None else default_keys(root)
+        self._keystore = keys  # None: the firmware's key store, loaded on first use
         # provisioning: None -> until `done` writes the marker file.
         self._provisioning = provisioning
         self.reboot = reboot
@@ -174,6 +98,9 @@ class Console:
         self._line = bytearray()
         self._overflow = False
         self._pub = None
+        # (pub, addr) the running app already knows: `info` then needs neither
+        # the key store nor secp256k1, which would not fit beside the app.
+        self._known = identity
         self._config_buf = None
         self._ota = None  # [file, expected size, written, sha256]
 
@@ -203,6 +130,10 @@ class Console:
             return self._err("BAD_COMMAND", "empty command")
         name = parts[0]
         method = _COMMANDS.get(name)
+        if method is None and name in _RARE:
+            from . import console_ops
+
+            method = getattr(console_ops, name.replace("-", "_"))
         if method is None:
             return self._err("BAD_COMMAND", "unknown command " + name[:32])
         try:
@@ -214,6 +145,10 @@ class Console:
         self._ok(answer if answer is not None else {})
         if name == "reboot" and self.reboot is not None:
             self.reboot()
+
+    def idle(self):
+        """True when no line, chunked config or OTA transfer is half done."""
+        return not self._line and self._config_buf is None and self._ota is None
 
     # -- bytes out --------------------------------------------------------
     def _ok(self, obj):
@@ -240,7 +175,16 @@ class Console:
             return bool(self._provisioning)
         return not _exists(self.root + "/" + PROVISIONED_FILE)
 
+    def keys(self):
+        if self._keystore is None:
+            from .console_keys import default_keys
+
+            self._keystore = default_keys(self.root)
+        return self._keystore
+
     def _identity(self, key):
+        if self._known is not None:
+            return self._known
         from . import keccak, secp256k1
 
         if self._pub is None:
@@ -257,7 +201,7 @@ class Console:
 
     # -- commands ---------------------------------------------------------
     def cmd_info(self, args):
-        key = self.keys.load()
+        key = True if self._known is not None else self.keys().load()
         out = {"proto": 1, "fw": self.fw_version, "provisioning": self.provisioning}
         if key is None:
             out["addr"] = None
@@ -279,15 +223,15 @@ class Console:
 
     def cmd_keygen(self, args):
         force = "force" in args
-        key = self.keys.load()
+        key = True if self._known is not None and not force else self.keys().load()
         if key is not None and not force:
             # Never overwrite: answer with the existing identity.
             pub, addr = self._identity(key)
             return {"pub": _hex(pub), "addr": _hex(addr), "created": False}
         if key is not None and not self.provisioning:
             raise ConsoleError("DENIED", "replacing a key needs provisioning mode")
-        self._pub = None
-        key = self.keys.create()
+        self._pub = self._known = None
+        key = self.keys().create()
         pub, addr = self._identity(key)
         return {"pub": _hex(pub), "addr": _hex(addr), "created": True}
 
@@ -322,118 +266,12 @@ class Console:
             raise ConsoleError("BAD_ARGS", "config-set <base64 json>")
         return self._store_config(_b64(args[0]))
 
-    def cmd_config_begin(self, args):
-        self._config_buf = bytearray()
-        return {}
-
-    def cmd_config_chunk(self, args):
-        if self._config_buf is None:
-            raise ConsoleError("BAD_STATE", "config-begin first")
-        if len(args) != 1:
-            raise ConsoleError("BAD_ARGS", "config-chunk <base64>")
-        chunk = _b64(args[0])
-        if len(self._config_buf) + len(chunk) > _MAX_CONFIG:
-            self._config_buf = None
-            raise ConsoleError("TOO_LONG", "config larger than %d bytes" % _MAX_CONFIG)
-        self._config_buf.extend(chunk)
-        return {"size": len(self._config_buf)}
-
-    def cmd_config_end(self, args):
-        buf = self._config_buf
-        self._config_buf = None
-        if buf is None:
-            raise ConsoleError("BAD_STATE", "config-begin first")
-        raw = bytes(buf)
-        if len(args) != 1 or _hex(hashlib.sha256(raw).digest()) != args[0].lower():
-            raise ConsoleError("BAD_CHECKSUM", "config sha256 does not match; nothing written")
-        return self._store_config(raw)
-
-    def cmd_sign_digest(self, args):
-        if len(args) != 2:
-            raise ConsoleError("BAD_ARGS", "sign-digest <hex32> <purpose>")
-        purpose = args[1]
-        if purpose not in SIGN_PURPOSES:
-            raise ConsoleError("DENIED", "the board signs digests only for: bind")
-        if not self.provisioning:
-            raise ConsoleError("DENIED", "bind signatures only in provisioning mode")
-        try:
-            digest = binascii.unhexlify(args[0])
-        except ValueError:
-            digest = b""
-        if len(digest) != 32:
-            raise ConsoleError("BAD_ARGS", "digest must be 32 bytes of hex")
-        key = self.keys.load()
-        if key is None:
-            raise ConsoleError("NO_KEY", "no key yet: keygen first")
-        from . import secp256k1
-
-        sig, v = secp256k1.sign_recoverable(key, digest)
-        _, addr = self._identity(key)
-        # r || s || v with v = 27 + recovery id: what ecrecover takes.
-        return {"sig": _hex(sig + bytes((27 + v,))), "addr": _hex(addr), "purpose": purpose}
-
     def cmd_done(self, args):
         with open(self.root + "/" + PROVISIONED_FILE, "w") as f:
             f.write("1")
         if self._provisioning is not None:
             self._provisioning = False
         return {"provisioning": False}
-
-    def cmd_ota_begin(self, args):
-        if len(args) != 1:
-            raise ConsoleError("BAD_ARGS", "ota-begin <size>")
-        size = int(args[0])
-        if size <= 0 or size > _MAX_BUNDLE:
-            raise ConsoleError("TOO_LONG", "bundle size out of range")
-        self._ota_close()
-        f = open(self.root + "/" + _OTA_INCOMING, "wb")
-        self._ota = [f, size, 0]
-        return {}
-
-    def cmd_ota_chunk(self, args):
-        if self._ota is None:
-            raise ConsoleError("BAD_STATE", "ota-begin first")
-        chunk = _b64(args[0]) if len(args) == 1 else b""
-        st = self._ota
-        if st[2] + len(chunk) > st[1]:
-            self._ota_close()
-            raise ConsoleError("TOO_LONG", "more bytes than announced")
-        st[0].write(chunk)
-        st[2] += len(chunk)
-        return {"size": st[2]}
-
-    def cmd_ota_end(self, args):
-        st = self._ota
-        if st is None:
-            raise ConsoleError("BAD_STATE", "ota-begin first")
-        self._ota_close()
-        path = self.root + "/" + _OTA_INCOMING
-        try:
-            if st[2] != st[1]:
-                raise ConsoleError("BAD_ARGS", "bundle truncated")
-            trusted = self.trusted_release
-            if trusted is None:
-                cfg = self._config() or {}
-                trusted = cfg.get("ota_pubkey")
-            if not trusted:
-                raise ConsoleError("NO_KEY", "no trusted release key (config ota_pubkey)")
-            from . import ota
-
-            try:
-                manifest = ota.install(self.root, path, binascii.unhexlify(trusted))
-            except ota.OTAError as e:
-                raise ConsoleError("OTA_REJECTED", str(e))
-        finally:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
-        return {"version": manifest["version"], "release": manifest["release"]}
-
-    def _ota_close(self):
-        if self._ota is not None:
-            self._ota[0].close()
-            self._ota = None
 
     def cmd_reboot(self, args):
         if self.reboot is None:
@@ -449,6 +287,9 @@ def _config_problems(cfg):
         checked = config.validate(cfg)
     except Exception:
         return []
+    finally:
+        # A boot-only module: beside the running app its RAM is needed back.
+        unload(__name__[:-7] + "config")  # __name__ ends in "console"
     if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
         return list(checked[1]) + list(checked[2])
     return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))
@@ -465,14 +306,17 @@ _COMMANDS = {
     "info": Console.cmd_info,
     "keygen": Console.cmd_keygen,
     "config-set": Console.cmd_config_set,
-    "config-begin": Console.cmd_config_begin,
-    "config-chunk": Console.cmd_config_chunk,
-    "config-end": Console.cmd_config_end,
-    "sign-digest": Console.cmd_sign_digest,
     "done": Console.cmd_done,
-    "ota-begin": Console.cmd_ota_begin,
-    "ota-chunk": Console.cmd_ota_chunk,
-    "ota-end": Console.cmd_ota_end,
     "reboot": Console.cmd_reboot,
 }
-
+# Commands a session seldom needs live in console_ops.py, loaded on first use:
+# beside the running app the heap has no room for the whole console.
+_RARE = (
+    "config-begin",
+    "config-chunk",
+    "config-end",
+    "sign-digest",
+    "ota-begin",
+    "ota-chunk",
+    "ota-end",
+)

@@ -15,6 +15,7 @@
 # (it is needed on connect and every status_period_s, not per reading).
 
 import json
+from binascii import unhexlify
 
 FW_VERSION = "0.1.0"
 
@@ -84,6 +85,7 @@ def console_maker(app):
             status=lambda: json.loads(encode(app)),
             fw_version=FW_VERSION,
             config_path=b.config_path,
+            identity=(unhexlify(app.pub_hex), app.addr),
         )
 
     return make

@@ -178,3 +178,44 @@ def test_console_port_costs_nothing_until_a_host_speaks(tmp_path, micropython_ex
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert "console'" not in proc.stdout.decode() and "keystore" not in proc.stdout.decode()
+
+
+def test_console_port_unloads_a_quiet_console(tmp_path, micropython_exe):
+    """A console the host stopped talking to gives its RAM back, and comes back
+    on the next TP1 line."""
+    import subprocess
+    import time
+
+    from terrapin.tools.deploy import DirTarget, deploy
+
+    deploy(DirTarget(tmp_path))
+    code = (
+        "import sys, time; sys.path.insert(0, 'lib')\n"
+        "from terrapin.firmware.consoleport import ConsolePort\n"
+        "def make(write):\n"
+        "    from terrapin.firmware.console import Console\n"
+        "    return Console('.', write)\n"
+        "port = ConsolePort(make, quiet_ms=300)\n"
+        "was = False\n"
+        "while not port.closed:\n"
+        "    port.poll()\n"
+        "    now = 'terrapin.firmware.console' in sys.modules\n"
+        "    if now != was: print('LOADED' if now else 'UNLOADED'); was = now\n"
+        "    time.sleep_ms(5)\n"
+    )
+    proc = subprocess.Popen(
+        [micropython_exe, "-X", "heapsize=100k", "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stdin is not None
+    for _ in range(2):
+        proc.stdin.write(b"TP1 info\n")
+        proc.stdin.flush()
+        time.sleep(1.2)  # well past quiet_ms
+    out, err = proc.communicate(timeout=30)  # closes stdin: the port sees its end
+    assert proc.returncode == 0, err.decode()
+    events = [ln if not ln.startswith("TP1 OK") else "OK" for ln in out.decode().splitlines()]
+    assert events == ["OK", "LOADED", "UNLOADED", "OK", "LOADED", "UNLOADED"]
