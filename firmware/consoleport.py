@@ -2,7 +2,9 @@
 
 Costs almost nothing until a host speaks: firmware/console.py (and the key
 store it may need) is imported only when the first line starting with
-`TP1 ` arrives. Never blocks. Ctrl-C still reaches MicroPython
+`TP1 ` arrives, and unloaded again once the host has been quiet for
+`quiet_ms` (20 s) with no transfer open, so a board whose console was used
+once does not carry it beside the app for good. Never blocks. Ctrl-C still reaches MicroPython
 (KeyboardInterrupt), so the raw REPL that `terrapin device deploy` uses keeps
 working while the app runs.
 
@@ -12,11 +14,15 @@ working while the app runs.
     port.event(status_json)  # whenever the app publishes its status
 """
 
+from .compat import const, ticks_diff, ticks_ms, unload
+
 _PREFIX = b"TP1 "
+_QUIET_MS = const(20000)
+_PACKAGE = __name__.rsplit(".", 1)[0]
 
 
 class ConsolePort:
-    def __init__(self, make_console, stdin=None, stdout=None):
+    def __init__(self, make_console, stdin=None, stdout=None, quiet_ms=_QUIET_MS):
         import select
         import sys
 
@@ -31,6 +37,8 @@ class ConsolePort:
         self._head = bytearray()
         self._skip = False  # rest of a line that is not for the console
         self.closed = False
+        self.quiet_ms = quiet_ms
+        self._heard = 0  # ticks_ms of the last byte the console took
 
     def write(self, data):
         self._out.write(data)
@@ -51,10 +59,23 @@ class ConsolePort:
                 break
             n += 1
             if self.console is not None:
+                self._heard = ticks_ms()
                 self.console.feed(b)
             else:
                 self._sniff(b)
+        if not n and self.console is not None:
+            if ticks_diff(ticks_ms(), self._heard) > self.quiet_ms and self.console.idle():
+                self._release()
         return n
+
+    def _release(self):
+        # The host went quiet: give the console's RAM back to the app.
+        import gc
+
+        self.console = None
+        for name in ("console_ops", "console_keys", "console"):
+            unload(_PACKAGE + "." + name)
+        gc.collect()
 
     def _sniff(self, b):
         if b == b"\n":
@@ -68,6 +89,10 @@ class ConsolePort:
             self._skip = True
             self._head = bytearray()
         elif len(self._head) == len(_PREFIX):
+            import gc
+
+            gc.collect()  # loading the console needs one big block beside the app
             self.console = self._make(self.write)
+            self._heard = ticks_ms()
             self.console.feed(bytes(self._head))
             self._head = bytearray()
