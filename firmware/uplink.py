@@ -109,14 +109,16 @@ class Uplink:
         return max(0, wait)
 
     def _connect(self, now):
-        # Socket, CONNECT, SUBSCRIBE: reconnect-only code, in session.py,
-        # loaded for this and unloaded after.
+        # Socket, CONNECT, SUBSCRIBE: reconnect-only code, in session.py. It
+        # is unloaded once connected; while the broker cannot be reached it
+        # stays (loading it again for every attempt churns the heap).
         from . import session
 
         try:
             session.uplink_connect(self)
         finally:
-            unload(session.__name__)
+            if self.client.connected:
+                unload(session.__name__)
 
     def _lost(self, what, exc):
         self.client.close()
