@@ -173,7 +173,7 @@ def validate(given, board="unix"):
         module = __name__[:-7] + ".seriallink"  # __name__ ends in ".config"
         __import__(module)
         check = getattr(sys.modules[module], "check_config")  # noqa: B009
-        data["serial_uplink"] = serial = check(serial, c, warnings, _merge)
+        data["serial_uplink"] = serial = check(serial, c, warnings, _merge, board)
 
     wifi = data["wifi"]
     if board == "esp32" and serial is None:

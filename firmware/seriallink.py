@@ -13,8 +13,9 @@
 #                   TPX C                   the broker closed the uplink
 #
 # The bytes are forwarded, not re-published: the board's own MQTT session
-# (CONNECT, will, QoS 1) runs end to end with the broker. A line that does not
-# decode drops the uplink, like a reset TCP connection; the outbox resends.
+# (CONNECT, will, QoS 1) runs end to end with the broker. A frame that is not
+# clean base64 (a lost newline merges two, a lost byte breaks the padding)
+# drops the uplink, like a reset TCP connection; the outbox resends.
 #
 # SerialLink is a socket-like stream for mqtt.py, and can be wrapped by ssl.
 # Pure logic: imports nothing from machine or network.
@@ -32,15 +33,18 @@ _POLLOUT = const(4)
 _ECONNREFUSED = const(111)
 _ETIMEDOUT = const(110)
 _ECONNRESET = const(104)
+_STREAM_CLOSE = const(4)  # MP_STREAM_CLOSE: how ssl closes the stream it wraps
+_OPEN_MS = const(8000)  # longer than the bridge's 5 s connect: no stale answers
+_READ_MS = const(10000)  # a blocking read (the TLS handshake) gives up after this
 
 _DEFAULTS = {"uart": 1, "baud": 115200, "tx": None, "rx": None, "rxbuf": 4096}
 
 
-def check_config(given, c, warnings, merge):
+def check_config(given, c, warnings, merge, board="unix"):
     # The config's serial_uplink section with its defaults (config.validate
     # calls this with its checker and merge). UART0 stays the console.
     if not isinstance(given, dict):
-        c.fail('serial_uplink must be an object like {"uart": 1}')
+        c.fail('serial_uplink must be an object like {"uart": 1, "tx": 25, "rx": 26}')
         return given
     s = merge(_DEFAULTS, given, "serial_uplink.", warnings)
     c.int_range(s, "uart", "serial_uplink.uart", 1, 2)
@@ -49,18 +53,28 @@ def check_config(given, c, warnings, merge):
     for pin in ("tx", "rx"):
         if s[pin] is not None:
             c.int_range(s, pin, "serial_uplink." + pin, 0, 48)
+        elif board == "esp32":
+            # UART1's default pins (9, 10) are the flash on ESP32 modules, and
+            # UART2's (16, 17) the PSRAM on WROVER ones: name the wired GPIOs.
+            c.fail("serial_uplink.%s must name the GPIO wired to the host (e.g. 25, 26)" % pin)
     return s
 
 
 class SerialLink(io.IOBase):
-    def __init__(self, rx, tx, host, port, fd=-1, open_ms=5000):
+    def __init__(self, rx, tx, host, port, fd=-1, open_ms=_OPEN_MS, feed=None):
         # rx: a readable stream select.poll accepts (a UART, stdin); tx: where
         # frames are written. fd: rx's file descriptor where it has one (the
         # unix port), so a poll on the link sleeps in the OS; -1 makes poll ask
         # ioctl(MP_STREAM_POLL), as every object is polled on the ESP32.
+        # feed: called while waiting (the board's watchdog).
+        # Blocking (reads wait up to _READ_MS, for a TLS handshake) until
+        # setblocking(False), which the MQTT client sets.
         self.rx_stream = rx
         self.tx = tx
         self.fd = fd
+        self.feed = feed
+        self.blocking = True
+        self.read_ms = _READ_MS
         self.part = b""  # a line cut by a UART read timeout
         self.rx = b""  # MQTT bytes from the broker, not read yet
         self.up = False
@@ -70,6 +84,8 @@ class SerialLink(io.IOBase):
         tx.write(("TPX O %s %d\n" % (host, port)).encode())
         t0 = ticks_ms()
         while ticks_diff(ticks_ms(), t0) < open_ms:
+            if feed is not None:
+                feed()
             line = self._next_line(100)
             if line is None:
                 continue
@@ -83,6 +99,7 @@ class SerialLink(io.IOBase):
             if line.startswith(b"TPX E") or not line:
                 raise OSError(_ECONNREFUSED)
             # anything else belongs to an older uplink
+        tx.write(b"TPX C\n")  # the bridge may still be connecting: let it go
         raise OSError(_ETIMEDOUT)
 
     def _next_line(self, wait_ms):
@@ -111,8 +128,12 @@ class SerialLink(io.IOBase):
             if line is None:
                 return
             if line.startswith(b"TPX D "):
+                frame = line[6:].rstrip()
                 try:
-                    self.rx += a2b_base64(line[6:])
+                    # a2b_base64 skips what is not base64: check the shape.
+                    if len(frame) % 4 or b" " in frame:
+                        raise ValueError
+                    self.rx += a2b_base64(frame)
                 except ValueError:
                     self.up = False  # a damaged frame: drop the uplink
             elif line.startswith(b"TPX C") or not line:
@@ -121,6 +142,8 @@ class SerialLink(io.IOBase):
     def readinto(self, buf):
         if not self.rx:
             self._pump()
+            if self.blocking:
+                self._wait()
         if not self.rx:
             return None if self.up else 0
         n = min(len(buf), len(self.rx))
@@ -135,8 +158,18 @@ class SerialLink(io.IOBase):
         self.tx.write(b2a_base64(data))
         return len(data)
 
+    def _wait(self):
+        t0 = ticks_ms()
+        while not self.rx and self.up:
+            if ticks_diff(ticks_ms(), t0) > self.read_ms:
+                raise OSError(_ETIMEDOUT)
+            if self.feed is not None:
+                self.feed()
+            self.poller.poll(100)
+            self._pump()
+
     def setblocking(self, flag):
-        pass
+        self.blocking = flag
 
     def ioctl(self, req, arg):
         if req == _POLL:
@@ -148,6 +181,9 @@ class SerialLink(io.IOBase):
             return ready
         if req == _GET_FILENO:
             return self.fd
+        if req == _STREAM_CLOSE:
+            self.close()
+            return 0
         return -1
 
     def fileno(self):

@@ -61,7 +61,9 @@ ESP32_MPY = 6 | (3 << 8) | (ARCHES.index("xtensawin") << 10)
 # stream over UART1 to the host bridge, a simulated sensor.
 BENCH_CONFIG = {
     "broker": {"host": "127.0.0.1", "port": 1883},
-    "serial_uplink": {"uart": 1, "baud": 115200},
+    # QEMU routes UART1 to its second -serial whatever the pins; on a real
+    # board they must be the GPIOs wired to the host (docs/FIRMWARE.md).
+    "serial_uplink": {"uart": 1, "baud": 115200, "tx": 25, "rx": 26},
     "sensors": [{"driver": "simulated"}],
     "sample_period_s": 5,
     "status_period_s": 30,

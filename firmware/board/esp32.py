@@ -135,6 +135,8 @@ class Board:
             self.led.value(0)
         if self.wlan is not None:
             self.wlan.active(False)
+        if self.uart is not None:
+            self.uart.flush()  # the uplink's last frames (DISCONNECT, TPX C)
         machine.deepsleep(max(1, ms))
 
     # -- network -------------------------------------------------------------
@@ -182,12 +184,17 @@ class Board:
     def _serial_socket(self, host, port):
         from ..seriallink import SerialLink
 
-        link = SerialLink(self.uart, self.uart, host, port)
-        if link.host_time and not self.time_synced:
-            # No NTP without a network: the bridge's clock, sent with the open.
-            t = time.gmtime(link.host_time - self.offset)
-            machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
-            self.time_synced = True
+        link = SerialLink(self.uart, self.uart, host, port, feed=self.feed)
+        # No NTP without a network: the bridge's clock, sent with every open,
+        # also corrects the RTC's drift over deep sleep. A host whose own clock
+        # is plainly unset (before 2023-11) is not believed.
+        if link.host_time > 1700000000:
+            try:
+                t = time.gmtime(link.host_time - self.offset)
+                machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
+                self.time_synced = True
+            except (OverflowError, ValueError, OSError):
+                pass  # readings keep the time they had; the uplink is fine
         return link
 
     def _tcp_socket(self, host, port):

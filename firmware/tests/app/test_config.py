@@ -128,16 +128,24 @@ def test_any_json_object_gives_messages_not_exceptions(over: dict) -> None:
 
 
 def test_serial_uplink_replaces_wifi_on_esp32() -> None:
-    data, errors, _, warnings = check({"serial_uplink": {"uart": 2, "tx": 17}}, "esp32")
+    data, errors, _, warnings = check({"serial_uplink": {"uart": 2, "tx": 25, "rx": 26}}, "esp32")
     assert errors == [] and warnings == []  # no wifi.ssid needed: the UART is the uplink
-    assert data["serial_uplink"] == {"uart": 2, "baud": 115200, "tx": 17, "rx": None, "rxbuf": 4096}
+    assert data["serial_uplink"] == {"uart": 2, "baud": 115200, "tx": 25, "rx": 26, "rxbuf": 4096}
     assert "serial_uplink" not in check({})[0]  # WiFi (or the unix port's TCP) by default
+
+
+def test_serial_uplink_pins_are_required_on_esp32() -> None:
+    # The default pins are the flash (UART1) or a WROVER's PSRAM (UART2).
+    _, errors, _, _ = check({"serial_uplink": {"uart": 1, "tx": 25}}, "esp32")
+    assert errors == ["serial_uplink.rx must name the GPIO wired to the host (e.g. 25, 26)"]
+    _, errors, _, _ = check({"serial_uplink": {"uart": 1}})  # the unix port has no pins
+    assert errors == []
 
 
 @pytest.mark.parametrize(
     ("uplink", "message"),
     [
-        ("uart1", 'serial_uplink must be an object like {"uart": 1}'),
+        ("uart1", 'serial_uplink must be an object like {"uart": 1, "tx": 25, "rx": 26}'),
         ({"uart": 0}, "serial_uplink.uart must be a whole number from 1 to 2 (got 0)"),
         ({"baud": 300}, "serial_uplink.baud must be a whole number from 9600 to 2000000 (got 300)"),
         ({"rx": 99}, "serial_uplink.rx must be a whole number from 0 to 48 (got 99)"),
@@ -145,10 +153,13 @@ def test_serial_uplink_replaces_wifi_on_esp32() -> None:
     ],
 )
 def test_serial_uplink_errors_are_named(uplink: object, message: str) -> None:
+    if isinstance(uplink, dict):
+        uplink = {"tx": 25, "rx": 26, **uplink}
     _, errors, _, _ = check({"serial_uplink": uplink}, "esp32")
     assert message in errors
 
 
 def test_serial_uplink_unknown_key_is_a_warning() -> None:
-    _, errors, _, warnings = check({"serial_uplink": {"uart": 1, "buad": 9600}}, "esp32")
+    uplink = {"uart": 1, "tx": 25, "rx": 26, "buad": 9600}
+    _, errors, _, warnings = check({"serial_uplink": uplink}, "esp32")
     assert errors == [] and warnings == ["unknown key serial_uplink.buad ignored (typo?)"]

@@ -95,10 +95,32 @@ def test_open_refused_and_open_timeout_are_oserrors(line) -> None:
     with pytest.raises(OSError) as timeout:
         SerialLink(line.rx, line.tx, "gw.local", 1883, open_ms=300)
     assert timeout.value.args[0] == 110 and 0.25 < time.monotonic() - t0 < 2
+    assert line.tx.getvalue().endswith(b"TPX C\n")  # a late answer must not open it
+
+
+def test_open_feeds_the_watchdog(line) -> None:
+    fed = []
+    with pytest.raises(OSError):
+        SerialLink(line.rx, line.tx, "gw.local", 1883, open_ms=300, feed=lambda: fed.append(1))
+    assert len(fed) >= 2
+
+
+def test_blocking_reads_wait_for_data_then_give_up(line) -> None:
+    # Until the MQTT client makes it non-blocking (a TLS handshake reads first).
+    link = opened(line)
+    link.read_ms = 300
+    threading.Timer(0.15, line.host, (b"TPX D AQID\n",)).start()
+    buf = bytearray(8)
+    assert link.readinto(buf) == 3 and bytes(buf[:3]) == b"\x01\x02\x03"
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as timeout:
+        link.readinto(buf)  # the host went quiet: no hanging forever
+    assert timeout.value.args[0] == 110 and 0.25 < time.monotonic() - t0 < 2
 
 
 def test_frames_in_and_out(line) -> None:
     link = opened(line)
+    link.setblocking(False)  # as the MQTT client sets it
     payload = bytes(range(200))
     frame = b"TPX D " + base64.b64encode(payload) + b"\n"
     buf = bytearray(64)
@@ -130,10 +152,25 @@ def test_poll_readiness_for_an_object_with_no_file_descriptor(line) -> None:
         link.write(b"x")
 
 
-def test_a_damaged_frame_drops_the_uplink(line) -> None:
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"TPX D AAA\n",  # bad padding: bytes were lost on the wire
+        b"TPX D QUJDTPX D QUJD\n",  # a lost newline merged two frames
+        b"TPX D QU!D\n",  # a corrupted character
+    ],
+)
+def test_a_damaged_frame_drops_the_uplink(line, frame) -> None:
     link = opened(line)
-    line.host(b"TPX D AAA\n")  # bad padding: bytes were lost on the wire
+    line.host(frame)
     assert link.readinto(bytearray(8)) == 0 and not link.up
+
+
+def test_close_through_ioctl_as_ssl_does(line) -> None:
+    # ssl closes the stream it wraps with ioctl(MP_STREAM_CLOSE), not close().
+    link = opened(line)
+    assert link.ioctl(4, 0) == 0
+    assert line.tx.getvalue().endswith(b"TPX C\n") and not link.up
 
 
 def test_close_says_so_once(line) -> None:
@@ -211,3 +248,31 @@ def test_mqtt_over_the_serial_link_through_the_bridge(tmp_path) -> None:
         board.close()
         server.close()
         broker.stop()
+
+
+def test_ssl_over_the_link_closes_it_on_micropython(micropython_exe) -> None:
+    """MicroPython's ssl closes the wrapped stream with ioctl(MP_STREAM_CLOSE): the
+    host must still see TPX C (else the bridge keeps the broker connection)."""
+    import subprocess
+    from pathlib import Path
+
+    code = (
+        "import sys, ssl\n"
+        "sys.path.insert(0, '.')\n"
+        "from firmware.seriallink import SerialLink\n"
+        "link = SerialLink(sys.stdin.buffer, sys.stdout, 'gw.local', 8883)\n"
+        "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+        "ctx.verify_mode = ssl.CERT_NONE\n"
+        "s = ctx.wrap_socket(link, server_hostname='gw.local', do_handshake_on_connect=False)\n"
+        "s.close()\n"
+        "print('up', link.up)\n"
+    )
+    out = subprocess.run(
+        [micropython_exe, "-X", "heapsize=100k", "-c", code],
+        input=b"TPX K 1800000000\n",
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().splitlines() == ["TPX O gw.local 8883", "TPX C", "up False"]
