@@ -150,6 +150,14 @@ class Console:
         """True when no line, chunked config or OTA transfer is half done."""
         return not self._line and self._config_buf is None and self._ota is None
 
+    def abandon(self):
+        """The host went away mid-transfer: close what it left open."""
+        if self._ota is not None:
+            self._ota[0].close()
+            self._ota = None
+        self._config_buf = None
+        self._line = bytearray()
+
     # -- bytes out --------------------------------------------------------
     def _ok(self, obj):
         self.write(PREFIX + b"OK " + json.dumps(obj).encode() + b"\n")

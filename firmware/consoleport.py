@@ -2,9 +2,11 @@
 
 Costs almost nothing until a host speaks: firmware/console.py (and the key
 store it may need) is imported only when the first line starting with
-`TP1 ` arrives, and unloaded again once the host has been quiet for
-`quiet_ms` (20 s) with no transfer open, so a board whose console was used
-once does not carry it beside the app for good. Never blocks. Ctrl-C still reaches MicroPython
+`TP1 ` arrives, and unloaded again (with the key store and curve code it
+pulled in) once the host has been quiet for `quiet_ms` (20 s) with no
+transfer open, or 6 x `quiet_ms` with one left half done: a board whose
+console was used once does not carry it beside the app for good. Never
+blocks. Ctrl-C still reaches MicroPython
 (KeyboardInterrupt), so the raw REPL that `terrapin device deploy` uses keeps
 working while the app runs.
 
@@ -14,17 +16,21 @@ working while the app runs.
     port.event(status_json)  # whenever the app publishes its status
 """
 
+import gc
+import sys
+
 from .compat import const, ticks_diff, ticks_ms, unload
 
 _PREFIX = b"TP1 "
 _QUIET_MS = const(20000)
 _PACKAGE = __name__.rsplit(".", 1)[0]
+# What a console session may import; released with it unless the app had it.
+_SESSION_MODULES = ("console", "console_ops", "console_keys", "keystore", "secp256k1", "keccak")
 
 
 class ConsolePort:
     def __init__(self, make_console, stdin=None, stdout=None, quiet_ms=_QUIET_MS):
         import select
-        import sys
 
         stdin = stdin or sys.stdin
         stdout = stdout or sys.stdout
@@ -38,6 +44,7 @@ class ConsolePort:
         self._skip = False  # rest of a line that is not for the console
         self.closed = False
         self.quiet_ms = quiet_ms
+        self._had = ()  # of _SESSION_MODULES, those loaded before the console
         self._heard = 0  # ticks_ms of the last byte the console took
 
     def write(self, data):
@@ -64,17 +71,21 @@ class ConsolePort:
             else:
                 self._sniff(b)
         if not n and self.console is not None:
-            if ticks_diff(ticks_ms(), self._heard) > self.quiet_ms and self.console.idle():
+            quiet = ticks_diff(ticks_ms(), self._heard)
+            if quiet > self.quiet_ms and self.console.idle():
+                self._release()
+            elif quiet > 6 * self.quiet_ms:
+                self.console.abandon()  # a host that left mid-transfer
                 self._release()
         return n
 
     def _release(self):
         # The host went quiet: give the console's RAM back to the app.
-        import gc
-
         self.console = None
-        for name in ("console_ops", "console_keys", "console"):
-            unload(_PACKAGE + "." + name)
+        for name in _SESSION_MODULES:
+            if name not in self._had:
+                unload(_PACKAGE + "." + name)
+        self._had = ()
         gc.collect()
 
     def _sniff(self, b):
@@ -89,9 +100,8 @@ class ConsolePort:
             self._skip = True
             self._head = bytearray()
         elif len(self._head) == len(_PREFIX):
-            import gc
-
             gc.collect()  # loading the console needs one big block beside the app
+            self._had = [m for m in _SESSION_MODULES if _PACKAGE + "." + m in sys.modules]
             self.console = self._make(self.write)
             self._heard = ticks_ms()
             self.console.feed(bytes(self._head))

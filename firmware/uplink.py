@@ -116,9 +116,11 @@ class Uplink:
 
         try:
             session.uplink_connect(self)
-        finally:
-            if self.client.connected:
-                unload(session.__name__)
+        except MemoryError:
+            unload(session.__name__)  # the app's handler needs its RAM back
+            raise
+        if self.client.connected:
+            unload(session.__name__)
 
     def _lost(self, what, exc):
         self.client.close()

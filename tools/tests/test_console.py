@@ -181,8 +181,9 @@ def test_console_port_costs_nothing_until_a_host_speaks(tmp_path, micropython_ex
 
 
 def test_console_port_unloads_a_quiet_console(tmp_path, micropython_exe):
-    """A console the host stopped talking to gives its RAM back, and comes back
-    on the next TP1 line."""
+    """A console the host stopped talking to gives its RAM back (with the key store
+    it pulled in), comes back on the next TP1 line, and a transfer the host left
+    half done is abandoned after 6 x quiet_ms."""
     import subprocess
     import time
 
@@ -196,11 +197,16 @@ def test_console_port_unloads_a_quiet_console(tmp_path, micropython_exe):
         "    from terrapin.firmware.console import Console\n"
         "    return Console('.', write)\n"
         "port = ConsolePort(make, quiet_ms=300)\n"
-        "was = False\n"
+        "def state():\n"
+        "    m = sys.modules\n"
+        "    return ('console' if 'terrapin.firmware.console' in m else '-') + ' ' + (\n"
+        "        'keys' if 'terrapin.firmware.keystore' in m else '-')\n"
+        "was = state(); t0 = time.ticks_ms()\n"
         "while not port.closed:\n"
         "    port.poll()\n"
-        "    now = 'terrapin.firmware.console' in sys.modules\n"
-        "    if now != was: print('LOADED' if now else 'UNLOADED'); was = now\n"
+        "    now = state()\n"
+        "    if now != was:\n"
+        "        print('%d %s' % (time.ticks_diff(time.ticks_ms(), t0), now)); was = now\n"
         "    time.sleep_ms(5)\n"
     )
     proc = subprocess.Popen(
@@ -211,11 +217,17 @@ def test_console_port_unloads_a_quiet_console(tmp_path, micropython_exe):
         cwd=tmp_path,
     )
     assert proc.stdin is not None
-    for _ in range(2):
-        proc.stdin.write(b"TP1 info\n")
+    for line, pause in ((b"TP1 keygen\n", 1.2), (b"TP1 info\n", 1.2), (b"TP1 config-begin\n", 2.6)):
+        proc.stdin.write(line)
         proc.stdin.flush()
-        time.sleep(1.2)  # well past quiet_ms
+        time.sleep(pause)  # well past quiet_ms (and 6 x quiet_ms for the last)
     out, err = proc.communicate(timeout=30)  # closes stdin: the port sees its end
     assert proc.returncode == 0, err.decode()
-    events = [ln if not ln.startswith("TP1 OK") else "OK" for ln in out.decode().splitlines()]
-    assert events == ["OK", "LOADED", "UNLOADED", "OK", "LOADED", "UNLOADED"]
+    lines = out.decode().splitlines()
+    answers = [ln.split()[1] for ln in lines if ln.startswith("TP1 ")]
+    assert answers == ["OK", "OK", "OK"], lines
+    states = [ln.split(" ", 1)[1] for ln in lines if not ln.startswith("TP1 ")]
+    # info without the app's identity reads the key store too
+    assert states == ["console keys", "- -", "console keys", "- -", "console -", "- -"], lines
+    released = [int(ln.split()[0]) for ln in lines if ln.endswith("- -")]
+    assert released[2] - released[1] > 1800  # the open config transfer held it for 6 x 300 ms
