@@ -92,18 +92,22 @@ class QemuBoard(SerialBoard):
         log = open(self.dir / "qemu.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         log.close()
-        for port in (console, uplink, self.monitor_port):
-            _wait_listening(port, self.proc, 30)
-        self.port = f"socket://127.0.0.1:{console}"
-        self._open()
-        self.bridge = SerialBridge(f"socket://127.0.0.1:{uplink}", self.dir / "uplink.log").start()
+        try:
+            for port in (console, uplink, self.monitor_port):
+                _wait_listening(port, self.proc, 30)
+            self.port = f"socket://127.0.0.1:{console}"
+            self._open()
+            self.bridge = SerialBridge(f"socket://127.0.0.1:{uplink}", self.dir / "uplink.log")
+            self.bridge.start()
+        except BaseException:
+            self._power_off()  # no QEMU left running behind a failed start
+            raise
 
     def _power_off(self) -> None:
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge = None
-        super().stop()  # the console's serial socket
-        time.sleep(0.3)  # its reader thread (0.1 s reads) ends before a new one starts
+        super().stop()  # the console's serial socket and its reader thread
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
@@ -124,6 +128,7 @@ class QemuBoard(SerialBoard):
     def reset(self, *args: str) -> None:
         self._monitor("system_reset")
         self.boots += 1
+        self.wait_console(timeout=60)  # the emulated boot is slow
         self.start(*args)
 
     def read_file(self, path: str) -> bytes:

@@ -44,6 +44,7 @@ class SerialBoard(BoardBase):
         self._answers: list[bytes] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
         self._hold = threading.Event()  # the raw REPL has the line: the reader waits
         self._held = threading.Event()
         self.sampling_until: int | None = None  # stop after this many signed
@@ -62,19 +63,24 @@ class SerialBoard(BoardBase):
         from terrapin.tools.serialconsole import open_port
 
         self.ser = open_port(self.port, timeout=0.1)
-        self._stop.clear()
-        threading.Thread(target=self._read, daemon=True, name="serialboard").start()
+        # Each opening gets its own reader, bound to that port and stop event:
+        # one left over from an earlier opening can never read the new port.
+        self._stop = threading.Event()
+        self._reader = threading.Thread(
+            target=self._read, args=(self.ser, self._stop), daemon=True, name="serialboard"
+        )
+        self._reader.start()
 
-    def _read(self) -> None:
+    def _read(self, ser, stop: threading.Event) -> None:
         buf = b""
         with open(self.console_path, "ab") as log:
-            while not self._stop.is_set() and self.ser is not None:
+            while not stop.is_set():
                 if self._hold.is_set():
                     self._held.set()
                     time.sleep(0.02)
                     continue
                 try:
-                    data = self.ser.read(4096)
+                    data = ser.read(4096)
                 except Exception:  # the port went away (board unplugged or reset)
                     time.sleep(0.1)
                     continue
@@ -257,10 +263,14 @@ class SerialBoard(BoardBase):
             repl = RawRepl(Link(self.ser))
             repl.enter()
             try:
+                # In 3 KB pieces: the stopped app's objects still fill the heap.
                 out = repl.exec(
                     "import binascii\n"
                     f"with open({path.lstrip('/')!r}, 'rb') as f:\n"
-                    " print(binascii.b2a_base64(f.read()).decode(), end='')"
+                    " while True:\n"
+                    "  b = f.read(3072)\n"
+                    "  if not b: break\n"
+                    "  print(binascii.b2a_base64(b).decode(), end='')"
                 )
             except Exception as exc:
                 problem = f"{self.name}: cannot read {path} on the board: {exc}"
@@ -275,6 +285,9 @@ class SerialBoard(BoardBase):
 
     def stop(self) -> None:
         self._stop.set()
+        if self._reader is not None:
+            self._reader.join(2)
+            self._reader = None
         if self.ser is not None:
             with contextlib.suppress(Exception):
                 self.ser.close()
