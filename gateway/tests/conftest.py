@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -150,7 +151,42 @@ def gw_board(gw_home: Home, gw_broker: Mosquitto):
         board.stop()
 
 
+def wait_settled(boards, published: dict, timeout: float = 60.0) -> None:
+    """Until every board has every reading it published acked (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(b.settled(published[b.address]) for b in boards):
+            return
+        time.sleep(0.5)
+
+
+def check_exactly_once(db_path, boards, published: dict, log_text: str = "") -> None:
+    """Every reading each board published is stored once and acked; none rejected."""
+    db = sqlite3.connect(db_path)
+    try:
+        for b in boards:
+            want = published[b.address]
+            found = db.execute("SELECT seq FROM readings WHERE device=?", (b.address,))
+            rows = [r[0] for r in found]
+            missing = sorted(want - set(rows))
+            assert not missing, (
+                f"board {b.hex}: {len(missing)} readings lost, e.g. {missing[:10]}\n"
+                + log_text[-2000:]
+            )
+            assert len(rows) == len(set(rows)) == len(want), f"board {b.hex}: stored twice or extra"
+            unacked = sorted(want - b.acked)
+            assert not unacked, f"board {b.hex}: {len(unacked)} never acked, e.g. {unacked[:10]}"
+            assert not b.rejected, f"board {b.hex}: rejected {list(b.rejected.items())[:5]}"
+    finally:
+        db.close()
+
+
 @pytest.fixture
 def gw_tools():
     """Helpers for tests (conftest itself is not importable under importlib mode)."""
-    return SimpleNamespace(RunningGateway=RunningGateway, reload_broker=reload_broker)
+    return SimpleNamespace(
+        RunningGateway=RunningGateway,
+        reload_broker=reload_broker,
+        wait_settled=wait_settled,
+        check_exactly_once=check_exactly_once,
+    )

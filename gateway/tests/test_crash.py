@@ -66,11 +66,7 @@ def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, g
         # No board re-sends anything here: PUBACK-after-commit alone must bring
         # every reading to the store and every ACK back (a board's outbox would
         # re-send after a timeout; that would hide a lost reading).
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all(b.settled(published[b.address]) for b in boards):
-                break
-            time.sleep(0.5)
+        gw_tools.wait_settled(boards, published)
         code = gw.stop()
         assert code == 0, f"gateway exit code {code} on SIGTERM (-9: ignored it)\n{gw.log_tail()}"
     finally:
@@ -79,21 +75,10 @@ def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, g
         for b in boards:
             b.stop()
 
-    db = sqlite3.connect(gw_home.config.store.path)
     total = sum(len(s) for s in published.values())
     assert total > ROUNDS * 100
-    for b in boards:
-        want = published[b.address]
-        rows = [r[0] for r in db.execute("SELECT seq FROM readings WHERE device=?", (b.address,))]
-        missing = sorted(want - set(rows))
-        assert not missing, (
-            f"board {b.hex}: {len(missing)} readings lost, e.g. {missing[:10]}\n"
-            + log.read_text()[-2000:]
-        )
-        assert len(rows) == len(set(rows)) == len(want), f"board {b.hex}: stored twice or extra"
-        unacked = sorted(want - b.acked)
-        assert not unacked, f"board {b.hex}: {len(unacked)} never acked, e.g. {unacked[:10]}"
-        assert not b.rejected, f"board {b.hex}: rejected {list(b.rejected.items())[:5]}"
+    gw_tools.check_exactly_once(gw_home.config.store.path, boards, published, log.read_text())
+    db = sqlite3.connect(gw_home.config.store.path)
     (dups,) = db.execute(
         "SELECT COUNT(*) FROM"
         " (SELECT device, seq FROM readings GROUP BY device, seq HAVING COUNT(*) > 1)"

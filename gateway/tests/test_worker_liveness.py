@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -91,11 +90,7 @@ def test_a_killed_idle_worker_stops_the_gateway_under_load(gw_home, gw_broker, g
         for t in threads:
             t.join(10)
         # PUBACK after commit alone brings every reading back; no board re-sends.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all(b.settled(published[b.address]) for b in boards):
-                break
-            time.sleep(0.5)
+        gw_tools.wait_settled(boards, published)
         code = gw.stop()
         assert code == 0, f"exit code {code} on SIGTERM\n{gw.log_tail()}"
     finally:
@@ -105,17 +100,7 @@ def test_a_killed_idle_worker_stops_the_gateway_under_load(gw_home, gw_broker, g
             b.stop()
 
     print(f"idle worker's death noticed in {noticed:.2f} s under {BOARDS * RATE} readings/s")
-    db = sqlite3.connect(gw_home.config.store.path)
-    for b in boards:
-        want = published[b.address]
-        rows = [r[0] for r in db.execute("SELECT seq FROM readings WHERE device=?", (b.address,))]
-        missing = sorted(want - set(rows))
-        assert not missing, f"board {b.hex}: {len(missing)} lost, e.g. {missing[:10]}"
-        assert len(rows) == len(set(rows)) == len(want), f"board {b.hex}: stored twice or extra"
-        unacked = sorted(want - b.acked)
-        assert not unacked, f"board {b.hex}: {len(unacked)} never acked, e.g. {unacked[:10]}"
-        assert not b.rejected, f"board {b.hex}: rejected {list(b.rejected.items())[:5]}"
-    db.close()
+    gw_tools.check_exactly_once(gw_home.config.store.path, boards, published)
 
 
 def run_gateway(config_path) -> subprocess.CompletedProcess[str]:
