@@ -23,7 +23,7 @@ from .compat import const
 _MAX_ITEMS = const(256)
 _MAX_SIZE = const(4096)
 
-# Reason codes 1..14 (same numbers as terrapin.gateway.reasons.Reason), one
+# Reason codes 1..14 (same numbers as terrapin.gateway.protocol.reasons.Reason), one
 # string rather than a dict: it costs the board far less RAM.
 _NAMES = (
     "MALFORMED_CBOR OVERSIZE BAD_ENVELOPE UNSUPPORTED_ALG BAD_KID TOPIC_MISMATCH "

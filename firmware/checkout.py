@@ -14,7 +14,7 @@
 # <repo>/.cache/mpy-<abi>/ (only files whose source or compile options
 # changed), and run from there. TERRAPIN_SOURCE=1 runs the sources instead
 # (needs -X heapsize=120k). Modules are compiled with -O3 like a deploy
-# (tools/deploy.py): no line numbers in tracebacks, less RAM.
+# (tools/board/deploy.py): no line numbers in tracebacks, less RAM.
 #
 # MicroPython only (os.ilistdir, sys.implementation._mpy).
 

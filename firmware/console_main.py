@@ -8,7 +8,7 @@ Runs in the board's flash directory (the working directory plays the ESP32's
 - Ctrl-C stops "the app" and gives a `>>> ` prompt, Ctrl-A enters the raw
   REPL (the protocol mpremote and `terrapin device deploy` speak), Ctrl-B
   leaves it, Ctrl-D soft-reboots (the process exits with code 3 and
-  tools/virtualboard.py starts it again, as a board resets);
+  tools/devkit/virtualboard.py starts it again, as a board resets);
 - every S seconds a `TP1 EV {...}` status line.
 
 It boots through firmware/ota.py, so an OTA-installed image is what runs,

@@ -17,7 +17,7 @@ _MAX_NAME = const(32)  # bytes of UTF-8
 _MAX_UNIT = const(16)  # bytes of UTF-8
 _MAX_UINT = const(0x7FFFFFFFFFFFFFFF)  # seq and time: the gateway stores SQLite INTEGERs
 
-# Reason codes (wire protocol v1; terrapin.gateway.reasons.Reason has the same numbers).
+# Reason codes (wire protocol v1; terrapin.gateway.protocol.reasons.Reason has the same numbers).
 MALFORMED_CBOR = const(1)
 OVERSIZE = const(2)
 BAD_ENVELOPE = const(3)

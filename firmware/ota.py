@@ -1,6 +1,6 @@
 """Board side of firmware updates: verify a signed bundle, stage it, switch, confirm or roll back.
 
-Bundle (written by tools/ota.py), all integers big-endian:
+Bundle (written by tools/board/ota.py), all integers big-endian:
 
     b"TPOTA1\\n"                   magic and format version (7 bytes)
     u32 manifest length            at most MAX_MANIFEST

@@ -43,7 +43,7 @@ _TIMEOUT_MS = const(2000)  # no chunk: ask again
 _TRIES = const(6)  # asked this often for one offset without an answer: give up
 _PKG = __name__.rsplit(".", 1)[0]
 
-# Report codes (board -> publisher); the same numbers in tools/ota_publish.py.
+# Report codes (board -> publisher); the same numbers in tools/board/ota_publish.py.
 FETCHED = const(1)  # all here, SHA-256 is the offer's: rebooting to install
 ROLLED_BACK = const(2)  # this release was booted on trial and rolled back
 REFUSED_HASH = const(3)  # the bundle's SHA-256 is not the offer's

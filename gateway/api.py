@@ -74,8 +74,8 @@ def db_rewards_view(db_path: str | Path, chain_view: RewardsView | None = None) 
     address and UnknownOwner for an owner the rewards data does not know."""
 
     def view(owner: str | None = None) -> dict[str, Any]:
-        from terrapin.gateway import rewards_store
-        from terrapin.gateway.rewards import RewardsError, normalise_address
+        from terrapin.gateway.rewards import tables as rewards_store
+        from terrapin.gateway.rewards.rule import RewardsError, normalise_address
 
         if owner is not None:
             try:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .envelope import EnvelopeError, decode_envelope, decode_payload, peek_seq
-from .policy import Policy
-from .reasons import Reason
-from .store import Pending, Rejected
-from .verify import Verifier
+from terrapin.gateway.policy import Policy
+from terrapin.gateway.protocol.envelope import (
+    EnvelopeError,
+    decode_envelope,
+    decode_payload,
+    peek_seq,
+)
+from terrapin.gateway.protocol.reasons import Reason
+from terrapin.gateway.protocol.signature import Verifier
+from terrapin.gateway.store import Pending, Rejected
 
 
 class Checker:

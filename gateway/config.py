@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from terrapin.tools.errors import ConfigError
+from terrapin.gateway.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/terrapin/gateway.toml")
 ENV_PATH = "TERRAPIN_GATEWAY_CONFIG"
@@ -277,7 +277,7 @@ def render_config(overrides: dict[str, dict[str, Any]] | None = None) -> str:
         "# trees, anchor one root per batch, settle reward epochs. To turn them on, set",
         '#   [pipeline] stages = ["terrapin.gateway.chain.stage:batcher",',
         '#                        "terrapin.gateway.chain.stage:anchorer",',
-        '#                        "terrapin.gateway.chain.rewards_stage:rewards"]',
+        '#                        "terrapin.gateway.rewards.stage:rewards"]',
         "# and add a [chain] section (the embedded chain, or a JSON-RPC URL with a keystore).",
     ]
     return "\n".join(lines) + "\n"

@@ -37,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .inbox import Inbox
+from terrapin.gateway.inbox import Inbox
 
 log = logging.getLogger("terrapin.gateway.ingest")
 

@@ -13,14 +13,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from .ack import AckBuilder
-from .check import Checker
-from .config import GatewayConfig
-from .logs import RateLimitedLog
-from .policy import DEFAULT_RANGES, Policy, PolicyConfig
-from .reasons import Reason, reason_text
-from .store import DUPLICATE, STORED, Pending, Rejected, Store
-from .verify import Verifier
+from terrapin.gateway.ack import AckBuilder
+from terrapin.gateway.check import Checker
+from terrapin.gateway.config import GatewayConfig
+from terrapin.gateway.logs import RateLimitedLog
+from terrapin.gateway.policy import DEFAULT_RANGES, Policy, PolicyConfig
+from terrapin.gateway.protocol.reasons import Reason, reason_text
+from terrapin.gateway.protocol.signature import Verifier
+from terrapin.gateway.store import DUPLICATE, STORED, Pending, Rejected, Store
 
 log = logging.getLogger("terrapin.gateway.pipeline")
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .envelope import Reading
-from .reasons import Flag
+from terrapin.gateway.protocol.envelope import Reading
+from terrapin.gateway.protocol.reasons import Flag
 
 EPOCH_2020 = 1577836800
 

@@ -26,17 +26,16 @@ import threading
 import time
 from collections import deque
 
-from terrapin.tools.errors import TerrapinError
-
-from .api import Api
-from .config import GatewayConfig
-from .inbox import Inbox
-from .ingest import Ingest, Message
-from .pipeline import BatchResult
-from .sdnotify import notify, watchdog_interval
-from .stats import Stats
-from .store import Store
-from .worker import LocalProcessor, ProcessorPool, WorkerDied
+from terrapin.gateway.api import Api
+from terrapin.gateway.config import GatewayConfig
+from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.inbox import Inbox
+from terrapin.gateway.ingest import Ingest, Message
+from terrapin.gateway.pipeline import BatchResult
+from terrapin.gateway.sdnotify import notify, watchdog_interval
+from terrapin.gateway.stats import Stats
+from terrapin.gateway.store import Store
+from terrapin.gateway.worker import LocalProcessor, ProcessorPool, WorkerDied
 
 log = logging.getLogger("terrapin.gateway")
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import Counter
 
-from .reasons import Reason
+from terrapin.gateway.protocol.reasons import Reason
 
 
 class Stats:

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .policy import Sequence, sequence_outcome
-from .reasons import Flag, Reason
+from terrapin.gateway.policy import Sequence, sequence_outcome
+from terrapin.gateway.protocol.reasons import Flag, Reason
 
 SCHEMA_VERSION = 1
 MAX_REJECTED_BYTES = 2048  # rejected envelopes are kept for audit, cut to this size

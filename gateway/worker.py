@@ -17,8 +17,8 @@ import signal
 import traceback
 from collections import deque
 
-from .config import GatewayConfig
-from .pipeline import BatchResult, Item, Processor
+from terrapin.gateway.config import GatewayConfig
+from terrapin.gateway.pipeline import BatchResult, Item, Processor
 
 log = logging.getLogger("terrapin.gateway.worker")
 
@@ -60,7 +60,7 @@ def _child(conn, cfg: GatewayConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    from .logs import setup_logging
+    from terrapin.gateway.logs import setup_logging
 
     setup_logging(cfg.log.level, cfg.log.format)
     try:

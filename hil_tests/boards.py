@@ -26,9 +26,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from terrapin.tools.devkit.gatewayhome import REPO, GatewayHome, reload_broker
 from terrapin.tools.micropython import micropython_command
-
-from .bench import REPO, GatewayHome, reload_broker
 
 MAIN = REPO / "firmware" / "main.py"
 SERIAL_MAIN = Path(__file__).resolve().parent / "mp_serial_board.py"
@@ -208,9 +207,8 @@ class SocketBoard(BoardBase):
         self.console_path = self.dir / "console.log"
 
     def start(self, *args: str) -> None:
-        from terrapin.tools.virtualboard import VirtualBoard
-
-        from .serialbridge import SerialBridge
+        from terrapin.hil.serialbridge import SerialBridge
+        from terrapin.tools.devkit.virtualboard import VirtualBoard
 
         compile_firmware()
         self.boots += 1

@@ -19,13 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.hil.bench import GatewayHome, GatewayProcess, chain_section, start_broker
 from terrapin.hil.boards import BoardBase, SocketBoard, UnixBoard
 from terrapin.hil.endstate import Result, check, wait_anchored
 from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import record_hil_result
 from terrapin.hil.qemuboard import QemuBoard
 from terrapin.hil.serialboard import SerialBoard
+from terrapin.tools.devkit.gatewayhome import (
+    GatewayHome,
+    GatewayProcess,
+    chain_section,
+    start_broker,
+)
 
 QEMU_IMAGE = Path(__file__).resolve().parent.parent / ".cache" / "qemu" / "esp32-flash.bin"
 
@@ -81,7 +86,7 @@ def chain(request, tmp_path_factory) -> Iterator[ChainSpec]:
     if request.node.get_closest_marker("anvil") is None:
         yield ChainSpec("embedded", chain_section())
         return
-    from terrapin.gateway.chain.testkit import ANVIL_KEY, Anvil, deploy_on_rpc
+    from terrapin.tools.devkit.chainkit import ANVIL_KEY, Anvil, deploy_on_rpc
 
     anvil = Anvil(request.getfixturevalue("anvil_exe"), tmp_path_factory.mktemp("anvil")).start()
     proxy = NetProxy(("127.0.0.1", anvil.port)).start()

@@ -21,7 +21,7 @@ from pathlib import Path
 import cbor2
 import coincurve
 
-from terrapin.gateway.reasons import Flag
+from terrapin.gateway.protocol.reasons import Flag
 
 ANCHORED = ("anchored", "confirmed")
 

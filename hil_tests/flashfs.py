@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .partition_table import (
+from terrapin.hil.partition_table import (
     TABLE_MAX,
     TABLE_OFFSET,
     FlashImageError,

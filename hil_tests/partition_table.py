@@ -14,7 +14,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from terrapin.tools.errors import TerrapinError
+from terrapin.gateway.errors import TerrapinError
 
 TABLE_OFFSET = 0x8000
 TABLE_MAX = 0xC00  # the bootloader reads at most this much of the table

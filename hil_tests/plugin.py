@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.tools.broker import Mosquitto, find_mosquitto
+from terrapin.tools.devkit.broker import Mosquitto, find_mosquitto
 from terrapin.tools.micropython import find_micropython
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

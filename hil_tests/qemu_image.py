@@ -27,7 +27,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from terrapin.tools.deploy import (
+from terrapin.gateway.errors import TerrapinError
+from terrapin.hil.flashfs import BLOCK_SIZE, flash_path, make_littlefs
+from terrapin.hil.partition_table import (
+    TABLE_OFFSET,
+    TYPE_APP,
+    FlashImageError,
+    Partition,
+    find_partition,
+    parse_partition_table,
+)
+from terrapin.tools.board.deploy import (
     ARCHES,
     FIRMWARE_DIR,
     MANIFEST,
@@ -36,18 +46,7 @@ from terrapin.tools.deploy import (
     find_mpy_cross,
     plan,
 )
-from terrapin.tools.errors import TerrapinError
-from terrapin.tools.flash import BOARDS, cache_dir, find_image
-
-from .flashfs import BLOCK_SIZE, flash_path, make_littlefs
-from .partition_table import (
-    TABLE_OFFSET,
-    TYPE_APP,
-    FlashImageError,
-    Partition,
-    find_partition,
-    parse_partition_table,
-)
+from terrapin.tools.board.flash import BOARDS, cache_dir, find_image
 
 BOARD = "esp32"
 IMAGE_OFFSET = BOARDS[BOARD].offset  # 0x1000: where the merged .bin goes on a classic ESP32

@@ -27,10 +27,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from terrapin.tools.broker import free_port
-
-from .flashfs import read_flash_file
-from .serialboard import SerialBoard
+from terrapin.hil.flashfs import read_flash_file
+from terrapin.hil.serialboard import SerialBoard
+from terrapin.tools.devkit.broker import free_port
 
 UPLINK_UART = 1  # the config's serial_uplink.uart (qemu_image.BENCH_CONFIG)
 
@@ -85,7 +84,7 @@ class QemuBoard(SerialBoard):
 
     # -- the emulator ------------------------------------------------------------------
     def _power_on(self) -> None:
-        from .serialbridge import SerialBridge
+        from terrapin.hil.serialbridge import SerialBridge
 
         console, uplink, self.monitor_port = free_port(), free_port(), free_port()
         cmd = qemu_command(self.qemu_bin, self.flash_image, console, uplink, self.monitor_port)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from .bench import GatewayHome, reload_broker
-from .boards import _STORED, BOARD_PASSWORD, BoardBase
+from terrapin.hil.boards import _STORED, BOARD_PASSWORD, BoardBase
+from terrapin.tools.devkit.gatewayhome import GatewayHome, reload_broker
 
 
 class SerialBoard(BoardBase):
@@ -60,7 +60,7 @@ class SerialBoard(BoardBase):
     def _open(self) -> None:
         if self.ser is not None:
             return
-        from terrapin.tools.serialconsole import open_port
+        from terrapin.tools.board.serialconsole import open_port
 
         self.ser = open_port(self.port, timeout=0.1)
         # Each opening gets its own reader, bound to that port and stop event:
@@ -252,7 +252,7 @@ class SerialBoard(BoardBase):
         base64, then a soft reset starts the app again, so this counts as a boot."""
         import base64
 
-        from terrapin.tools.serialconsole import Link, RawRepl
+        from terrapin.tools.board.serialconsole import Link, RawRepl
 
         self._open()
         assert self.ser is not None

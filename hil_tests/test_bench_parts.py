@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from terrapin.gateway.chain.testkit import Board, make_db
 from terrapin.hil.endstate import Result, check, seq_ranges
 from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import hil_targets
+from terrapin.tools.devkit.chainkit import Board, make_db
 
 # -- the end-state check ---------------------------------------------------------------
 

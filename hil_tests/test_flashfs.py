@@ -26,7 +26,7 @@ from terrapin.hil.partition_table import (
     find_partition,
     parse_partition_table,
 )
-from terrapin.tools.deploy import MANIFEST
+from terrapin.tools.board.deploy import MANIFEST
 from terrapin.tools.micropython import run_micropython
 
 MiB = 1 << 20

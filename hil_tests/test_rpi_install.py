@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.tools.broker import free_port
+from terrapin.tools.devkit.broker import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,7 @@ def wheel_server(tmp_path: Path):
 
 
 def test_gateway_installs_and_runs_on_debian_arm64(vm, wheel_server):
-    from terrapin.gateway.loadgen import SimBoard, board_address, new_key
+    from terrapin.tools.devkit.simboard import SimBoard, board_address, new_key
 
     shell, _api_port, mqtt_port = vm
     t0 = time.monotonic()

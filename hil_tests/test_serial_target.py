@@ -11,11 +11,16 @@ import time
 
 import pytest
 
-from terrapin.hil.bench import GatewayHome, GatewayProcess, chain_section, start_broker
 from terrapin.hil.endstate import Result, check, wait_anchored
 from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import record_hil_result
 from terrapin.hil.serialboard import SerialBoard
+from terrapin.tools.devkit.gatewayhome import (
+    GatewayHome,
+    GatewayProcess,
+    chain_section,
+    start_broker,
+)
 
 CONSOLE_HEAP = "100k"
 
@@ -23,7 +28,7 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.micropython]
 
 
 def test_serial_target_on_a_virtual_app_board(request, tmp_path, micropython_exe, mosquitto_exe):
-    from terrapin.tools.virtualboard import VirtualBoard
+    from terrapin.tools.devkit.virtualboard import VirtualBoard
 
     t0 = time.monotonic()
     home = GatewayHome(tmp_path / "gateway", chain_section())
@@ -69,7 +74,7 @@ def test_serial_target_on_a_virtual_app_board(request, tmp_path, micropython_exe
 
 def test_serial_board_reads_flash_files_over_the_raw_repl(tmp_path, micropython_exe):
     """read_file on a board behind a serial line: Ctrl-C, raw REPL, base64, soft reset."""
-    from terrapin.tools.virtualboard import VirtualBoard
+    from terrapin.tools.devkit.virtualboard import VirtualBoard
 
     flash = tmp_path / "flash"
     flash.mkdir()

@@ -29,7 +29,7 @@ def find_micropython() -> str | None:
 def micropython_command(*args: str, heapsize: str = ESP32_HEAP) -> list[str]:
     exe = find_micropython()
     if exe is None:
-        from terrapin.tools.errors import TerrapinError
+        from terrapin.gateway.errors import TerrapinError
 
         raise TerrapinError(
             "the MicroPython unix port is not installed",

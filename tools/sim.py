@@ -2,7 +2,7 @@
 
     terrapin sim --boards 200 --rate 2 --duration 60 [--churn 0.2] [--kind auto] [--json]
 
-It sets up what the HIL bench uses (hil_tests/bench.py): a gateway folder from
+It sets up what the HIL bench uses (tools/devkit/gatewayhome.py): a gateway folder from
 `terrapin gateway init`, Mosquitto with its passwords and ACL, the real
 `terrapin gateway run` process with the chain stages (embedded chain, small
 batches). Boards are either
@@ -37,7 +37,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from terrapin.tools.errors import TerrapinError
+from terrapin.gateway.errors import TerrapinError
 
 FIRMWARE_MAX_AUTO = 8
 CHURN_EVERY_S = 2.0
@@ -48,7 +48,7 @@ CHURN_EVERY_S = 2.0
 
 def _cpython_worker(args: tuple) -> dict:
     """Run a slice of boards; returns {addr_hex: {seq: sample wall time}} and counters."""
-    from terrapin.gateway.loadgen import SimBoard
+    from terrapin.tools.devkit.simboard import SimBoard
 
     creds, port, rate, duration, churn, seed, settle = args
     rng = random.Random(seed)
@@ -188,7 +188,12 @@ def run_sim(
     workdir: Path,
     progress=None,
 ) -> dict:
-    from terrapin.hil.bench import GatewayHome, GatewayProcess, chain_section, start_broker
+    from terrapin.tools.devkit.gatewayhome import (
+        GatewayHome,
+        GatewayProcess,
+        chain_section,
+        start_broker,
+    )
     from terrapin.tools.micropython import find_micropython
 
     say = progress or (lambda msg: None)
@@ -254,8 +259,8 @@ def run_sim(
 
 
 def _run_cpython(home, broker, n, rate, duration, churn) -> dict:
-    from terrapin.gateway.loadgen import board_address, new_key
-    from terrapin.hil.bench import reload_broker
+    from terrapin.tools.devkit.gatewayhome import reload_broker
+    from terrapin.tools.devkit.simboard import board_address, new_key
 
     creds = []
     for _ in range(n):

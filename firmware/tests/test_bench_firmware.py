@@ -8,8 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from terrapin.tools import bench_firmware
-from terrapin.tools.bench_firmware import BenchContext, firmware, register
+from terrapin.tools.bench import firmware as bench_firmware
+from terrapin.tools.bench.firmware import BenchContext, firmware, register
 
 KEYS = (
     "mp_sign_ms",

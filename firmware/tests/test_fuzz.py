@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from terrapin.firmware import cbor, cose, cose_check
-from terrapin.tools.vectors import load
+from terrapin.tools.cli.vectors import load
 
 ENVELOPES = [bytes.fromhex(v["envelope"]) for v in load("valid")]
 PUB = {bytes.fromhex(v["envelope"]): bytes.fromhex(v["public_key"]) for v in load("valid")}

@@ -187,7 +187,7 @@ def test_signing_path_peak_heap_within_32k(micropython_exe, tmp_path):
     """The issue's heap budget, with the bench's own probe: encode_payload +
     sign1 (first sign, table fill included) with what a board holds to sign,
     as .mpy files, <= 32 KB above the heap in use before the imports."""
-    from terrapin.tools.bench_firmware import HEAP_TARGET, compile_core, peak_heap
+    from terrapin.tools.bench.firmware import HEAP_TARGET, compile_core, peak_heap
 
     root = compile_core(tmp_path)
     if root is None:

@@ -1,6 +1,6 @@
 """Every protocol test vector through the firmware crypto core, on CPython and
 on the MicroPython unix port (heapsize 100k). The vectors come from
-tools/vectors.py, which is built on cbor2 + python-ecdsa + pycryptodome only."""
+tools/cli/vectors.py, which is built on cbor2 + python-ecdsa + pycryptodome only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from terrapin.firmware import cbor, cose, cose_check, secp256k1
-from terrapin.tools.vectors import load, render, vectors
+from terrapin.tools.cli.vectors import load, render, vectors
 
 VALID = load("valid")
 INVALID = load("invalid")

@@ -34,8 +34,9 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from . import store, txlog
-from .node import GWEI, Chain, ChainError, fees
+from terrapin.gateway.chain import tables as store
+from terrapin.gateway.chain import txlog
+from terrapin.gateway.chain.node import GWEI, Chain, ChainError, fees
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import merkle, store
+from terrapin.gateway.chain import merkle
+from terrapin.gateway.chain import tables as store
 
 log = logging.getLogger(__name__)
 

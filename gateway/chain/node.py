@@ -21,7 +21,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
-from terrapin.tools.errors import ConfigError, TerrapinError
+from terrapin.gateway.errors import ConfigError, TerrapinError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .anchorer import Anchorer
-from .batcher import Batcher
-from .node import Chain, ChainConfig
+from terrapin.gateway.chain.anchorer import Anchorer
+from terrapin.gateway.chain.batcher import Batcher
+from terrapin.gateway.chain.node import Chain, ChainConfig
 
 _chains: dict[str, Chain] = {}
 _lock = threading.Lock()

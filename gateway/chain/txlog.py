@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from . import store
+from terrapin.gateway.chain import tables as store
 
 
 @contextmanager

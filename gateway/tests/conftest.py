@@ -16,11 +16,11 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from terrapin.gateway.cli import gateway as gateway_cli
 from terrapin.gateway.config import GatewayConfig, load_config
-from terrapin.gateway.loadgen import SimBoard, new_key
 from terrapin.gateway.server import Gateway
-from terrapin.tools.broker import Mosquitto, free_port
+from terrapin.tools.cli.gateway import gateway as gateway_cli
+from terrapin.tools.devkit.broker import Mosquitto, free_port
+from terrapin.tools.devkit.simboard import SimBoard, new_key
 
 
 def run_cli(*args: str) -> str:
@@ -43,7 +43,7 @@ class Home:
     def add_board(self, key: bytes | None = None, **kw) -> tuple[bytes, str]:
         """Allow a new (or given) board key; returns (key, broker password)."""
         key = key or new_key()
-        from terrapin.gateway.loadgen import board_address
+        from terrapin.tools.devkit.simboard import board_address
 
         out = run_cli(
             "device", "add", board_address(key).hex(), "--json", "--config", str(self.config_path)

@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from terrapin.gateway import mosquitto_conf as mc
-from terrapin.tools.broker import Mosquitto
+from terrapin.tools.devkit.broker import Mosquitto
 
 VICTIM = "11" * 20
 OTHER = "22" * 20

@@ -10,8 +10,9 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
-from terrapin.gateway import distribution, rewards_store
 from terrapin.gateway.api import Api, db_rewards_view
+from terrapin.gateway.rewards import distribution
+from terrapin.gateway.rewards import tables as rewards_store
 
 OWNER_A = "0x" + "a1" * 20  # two boards, earned
 OWNER_B = "0x" + "b2" * 20  # a board bound, nothing earned yet

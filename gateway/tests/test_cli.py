@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from terrapin.gateway import mosquitto_conf
-from terrapin.gateway.cli import gateway
-from terrapin.gateway.loadgen import board_address, new_key
-from terrapin.gateway.process import run_command
-from terrapin.tools.cli import main
-from terrapin.tools.errors import TerrapinError
+from terrapin.gateway.errors import TerrapinError
+from terrapin.tools.cli.gateway import gateway
+from terrapin.tools.cli.main import main
+from terrapin.tools.devkit.gatewayproc import run_command
+from terrapin.tools.devkit.simboard import board_address, new_key
 
 
 def invoke(*args):
@@ -81,7 +81,7 @@ def test_status_when_nothing_runs(gw_home, capsys):
 
 
 def test_bench_smoke(mosquitto_exe, tmp_path):
-    from terrapin.gateway.bench import run_bench
+    from terrapin.tools.bench.gateway import run_bench
 
     r = run_bench(2, 200, 20, 200.0, tmp_path, repeat=1)
     for key in (

@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from terrapin.gateway.config import SCHEMA, load_config, render_config, validate
-from terrapin.tools.errors import ConfigError
+from terrapin.gateway.errors import ConfigError
 
 
 def test_defaults_and_rendered_file_round_trip(tmp_path):

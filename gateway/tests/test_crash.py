@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from terrapin.gateway.loadgen import SimBoard
-from terrapin.gateway.process import GatewayProcess
+from terrapin.tools.devkit.gatewayproc import GatewayProcess
+from terrapin.tools.devkit.simboard import SimBoard
 
 pytestmark = pytest.mark.mosquitto
 

@@ -14,9 +14,10 @@ from cbor2 import CBORTag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from terrapin.gateway import envelope as E
 from terrapin.gateway.check import Checker
-from terrapin.gateway.envelope import (
+from terrapin.gateway.policy import Policy
+from terrapin.gateway.protocol import envelope as E
+from terrapin.gateway.protocol.envelope import (
     PROTECTED,
     EnvelopeError,
     assemble,
@@ -26,10 +27,9 @@ from terrapin.gateway.envelope import (
     digest,
     sig_structure,
 )
-from terrapin.gateway.policy import Policy
-from terrapin.gateway.reasons import Reason
+from terrapin.gateway.protocol.reasons import Reason
+from terrapin.gateway.protocol.signature import HALF_N, N, Verifier, address, sign_digest
 from terrapin.gateway.store import Pending, Rejected
-from terrapin.gateway.verify import HALF_N, N, Verifier, address, sign_digest
 
 VECTORS = Path(__file__).resolve().parents[2] / "docs" / "vectors"
 KEY = bytes.fromhex("11" * 32)

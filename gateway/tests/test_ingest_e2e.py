@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
-from terrapin.gateway.cli import gateway as gateway_cli
-from terrapin.gateway.envelope import assemble, digest, encode_payload
-from terrapin.gateway.loadgen import SimBoard
-from terrapin.gateway.reasons import Reason
+from terrapin.gateway.protocol.envelope import assemble, digest, encode_payload
+from terrapin.gateway.protocol.reasons import Reason
+from terrapin.gateway.protocol.signature import sign_digest
 from terrapin.gateway.store import Store
-from terrapin.gateway.verify import sign_digest
+from terrapin.tools.cli.gateway import gateway as gateway_cli
+from terrapin.tools.devkit.simboard import SimBoard
 
 
 def _api(home, path="/api/status"):

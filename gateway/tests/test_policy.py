@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from terrapin.gateway.envelope import Reading
 from terrapin.gateway.policy import Policy, PolicyConfig, Sequence, sequence_outcome
-from terrapin.gateway.reasons import Flag, flag_names, reason_text
+from terrapin.gateway.protocol.envelope import Reading
+from terrapin.gateway.protocol.reasons import Flag, flag_names, reason_text
 
 D1, D2 = b"\x01" * 32, b"\x02" * 32
 
@@ -69,11 +69,11 @@ def test_reason_text():
 
 def test_rate_limited_readings_are_rejected_after_the_signature_check():
     from terrapin.gateway.check import Checker
-    from terrapin.gateway.envelope import build_envelope
-    from terrapin.gateway.loadgen import board_address, new_key
-    from terrapin.gateway.reasons import Reason
+    from terrapin.gateway.protocol.envelope import build_envelope
+    from terrapin.gateway.protocol.reasons import Reason
+    from terrapin.gateway.protocol.signature import Verifier
     from terrapin.gateway.store import Pending, Rejected
-    from terrapin.gateway.verify import Verifier
+    from terrapin.tools.devkit.simboard import board_address, new_key
 
     key = new_key()
     addr = board_address(key)

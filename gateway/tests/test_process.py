@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.gateway.process import GatewayProcess, GatewayProcessError
+from terrapin.tools.devkit.gatewayproc import GatewayProcess, GatewayProcessError
 
 
 def test_connects_survives_kill_9_and_stops_cleanly(gw_home, gw_broker, tmp_path):

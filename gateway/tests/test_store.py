@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from terrapin.gateway.reasons import Flag, Reason
+from terrapin.gateway.protocol.reasons import Flag, Reason
 from terrapin.gateway.store import DUPLICATE, REJECTED, STORED, Pending, Rejected, Store
 
 A, B = b"\xaa" * 20, b"\xbb" * 20

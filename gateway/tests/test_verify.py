@@ -7,9 +7,14 @@ import os
 import pytest
 from coincurve import PrivateKey
 
-from terrapin.gateway.envelope import EnvelopeError, build_envelope, decode_envelope, digest
-from terrapin.gateway.reasons import Reason
-from terrapin.gateway.verify import BACKENDS, N, Verifier, address, sign_digest
+from terrapin.gateway.protocol.envelope import (
+    EnvelopeError,
+    build_envelope,
+    decode_envelope,
+    digest,
+)
+from terrapin.gateway.protocol.reasons import Reason
+from terrapin.gateway.protocol.signature import BACKENDS, N, Verifier, address, sign_digest
 
 
 def _board():

@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from terrapin.gateway.loadgen import SimBoard, board_address, new_key
-from terrapin.gateway.process import GatewayProcess, run_command
 from terrapin.gateway.worker import shard_of
+from terrapin.tools.devkit.gatewayproc import GatewayProcess, run_command
+from terrapin.tools.devkit.simboard import SimBoard, board_address, new_key
 
 BOARDS = 3
 RATE = 150  # readings per second per board: a steady stream, never idle

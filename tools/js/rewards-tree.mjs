@@ -1,4 +1,4 @@
-// Cross-check for gateway/distribution.py: build reward distribution trees with
+// Cross-check for gateway/rewards/distribution.py: build reward distribution trees with
 // @openzeppelin/merkle-tree (leaf encoding ["address", "uint256"]) and print roots and proofs.
 //
 // stdin:  {"cases": [{"values": [["0x<owner>", "<cumulative amount>"], ...]}, ...]}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.tools.serialconsole import BoardConsole, Link, open_port
-from terrapin.tools.virtualboard import VirtualBoard
+from terrapin.tools.board.serialconsole import BoardConsole, Link, open_port
+from terrapin.tools.devkit.virtualboard import VirtualBoard
 
 
 class Board:

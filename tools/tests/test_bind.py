@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from terrapin.gateway import rewards_binding
-from terrapin.tools.cli import main
+from terrapin.gateway.rewards import binding as rewards_binding
+from terrapin.tools.cli.main import main
 
 OWNER = "0x" + "ab" * 20
 OWNER2 = "0x" + "ef" * 20
@@ -35,9 +35,9 @@ def test_device_bind_on_anvil(start_board, anvil_exe, tmp_path, capsys, monkeypa
     from web3 import Web3
 
     from terrapin.firmware import keystore, secp256k1
-    from terrapin.gateway.chain import testkit
     from terrapin.gateway.chain.node import ChainError
-    from terrapin.gateway.rewards_chain import bind_board, binding_contract
+    from terrapin.gateway.rewards.onchain import bind_board, binding_contract
+    from terrapin.tools.devkit import chainkit as testkit
 
     node = testkit.Anvil(anvil_exe, tmp_path).start()
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from terrapin.tools.broker import Mosquitto
-from terrapin.tools.cli import main
+from terrapin.tools.cli.main import main
+from terrapin.tools.devkit.broker import Mosquitto
 
 
 def test_help_lists_commands(capsys):
@@ -17,7 +17,7 @@ def test_help_lists_commands(capsys):
 
 def test_unknown_command_is_an_error_not_a_traceback():
     proc = subprocess.run(
-        [sys.executable, "-m", "terrapin.tools.cli", "no-such-command"],
+        [sys.executable, "-m", "terrapin.tools.cli.main", "no-such-command"],
         capture_output=True,
         text=True,
     )

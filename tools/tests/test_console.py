@@ -11,7 +11,7 @@ import pytest
 
 from terrapin.firmware import console as fwconsole
 from terrapin.firmware import keystore, secp256k1
-from terrapin.tools.serialconsole import BoardError
+from terrapin.tools.board.serialconsole import BoardError
 
 
 class Host:
@@ -122,7 +122,7 @@ def test_console_port_feeds_the_console_on_the_unix_port(tmp_path, micropython_e
     console module is imported only when the first TP1 line arrives."""
     import subprocess
 
-    from terrapin.tools.deploy import DirTarget, deploy
+    from terrapin.tools.board.deploy import DirTarget, deploy
 
     deploy(DirTarget(tmp_path))
     code = (
@@ -159,7 +159,7 @@ def test_console_port_feeds_the_console_on_the_unix_port(tmp_path, micropython_e
 def test_console_port_costs_nothing_until_a_host_speaks(tmp_path, micropython_exe):
     import subprocess
 
-    from terrapin.tools.deploy import DirTarget, deploy
+    from terrapin.tools.board.deploy import DirTarget, deploy
 
     deploy(DirTarget(tmp_path))
     code = (
@@ -187,7 +187,7 @@ def test_console_port_unloads_a_quiet_console(tmp_path, micropython_exe):
     import subprocess
     import time
 
-    from terrapin.tools.deploy import DirTarget, deploy
+    from terrapin.tools.board.deploy import DirTarget, deploy
 
     deploy(DirTarget(tmp_path))
     code = (

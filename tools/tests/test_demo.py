@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.tools.broker import free_port
+from terrapin.tools.devkit.broker import free_port
 
-TERRAPIN = [sys.executable, "-m", "terrapin.tools.cli"]
+TERRAPIN = [sys.executable, "-m", "terrapin.tools.cli.main"]
 ANVIL_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -120,7 +120,7 @@ def test_demo_on_the_embedded_chain(micropython_exe, mosquitto_exe, tmp_path):
 def test_demo_against_anvil_then_verify_after_exit(
     micropython_exe, mosquitto_exe, anvil_exe, tmp_path
 ):
-    from terrapin.gateway.chain.testkit import Anvil
+    from terrapin.tools.devkit.chainkit import Anvil
 
     node = Anvil(anvil_exe, tmp_path).start()
     out = tmp_path / "demo"
@@ -175,8 +175,8 @@ def test_demo_without_a_key_for_rpc_says_which_variable(mosquitto_exe, tmp_path)
 def test_demo_without_mosquitto_stops_with_the_apt_hint(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
-    from terrapin.tools import demo_net
-    from terrapin.tools.demo import demo
+    from terrapin.tools.demo import net as demo_net
+    from terrapin.tools.demo.run import demo
 
     monkeypatch.setattr(demo_net, "find_mosquitto", lambda: None)
     result = CliRunner().invoke(demo, ["--out", str(tmp_path / "d")])

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.tools import deploy as dep
-from terrapin.tools.cli import main
+from terrapin.tools.board import deploy as dep
+from terrapin.tools.board.serialconsole import BoardConsole, RawRepl
+from terrapin.tools.cli.main import main
+from terrapin.tools.devkit.virtualboard import VirtualBoard
 from terrapin.tools.micropython import run_micropython
-from terrapin.tools.serialconsole import BoardConsole, RawRepl
-from terrapin.tools.virtualboard import VirtualBoard
 
 PKG = "lib/terrapin/firmware/"
 

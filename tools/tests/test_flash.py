@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import serial
 
-from terrapin.tools import flash as flasher
-from terrapin.tools.cli import main
-from terrapin.tools.errors import TerrapinError
+from terrapin.gateway.errors import TerrapinError
+from terrapin.tools.board import flash as flasher
+from terrapin.tools.cli.main import main
 
 
 @pytest.fixture
@@ -67,7 +67,15 @@ def test_no_permission(image, tmp_path):
     device = tmp_path / "ttyUSB0"
     device.write_bytes(b"")
     device.chmod(0o600)
-    cmd = [sys.executable, "-m", "terrapin.tools.cli", "device", "flash", "--port", str(device)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "terrapin.tools.cli.main",
+        "device",
+        "flash",
+        "--port",
+        str(device),
+    ]
     cmd += ["--image", str(image)]
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from terrapin.tools.cli import main
-from terrapin.tools.monitor import decode_line, describe, monitor
+from terrapin.tools.board.monitor import decode_line, describe, monitor
+from terrapin.tools.cli.main import main
 
 STATUS = {
     "state": "online",

@@ -10,11 +10,11 @@ import time
 import pytest
 from coincurve import PrivateKey
 
-from terrapin.tools import ota as host
-from terrapin.tools.cli import main
-from terrapin.tools.deploy import FIRMWARE_DIR, DirTarget
-from terrapin.tools.provision import send_config
-from terrapin.tools.serialconsole import BoardError
+from terrapin.tools.board import ota as host
+from terrapin.tools.board.deploy import FIRMWARE_DIR, DirTarget
+from terrapin.tools.board.provision import send_config
+from terrapin.tools.board.serialconsole import BoardError
+from terrapin.tools.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The pure parts of firmware updates over MQTT: the board's chunk assembler and
 offer parser (firmware/ota_mqtt.py) against the publisher's encoder
-(tools/ota_publish.py), on CPython and on the MicroPython unix port."""
+(tools/board/ota_publish.py), on CPython and on the MicroPython unix port."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from terrapin.firmware.ota_mqtt import MAX_CHUNK, Assembler, parse_offer
-from terrapin.tools import ota_publish
+from terrapin.tools.board import ota_publish
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,7 +175,7 @@ def test_assembler_on_the_micropython_unix_port(micropython_exe):
 def test_all_boards_come_from_the_gateway_allow_list(tmp_path):
     import sqlite3
 
-    from terrapin.tools.errors import TerrapinError
+    from terrapin.gateway.errors import TerrapinError
 
     db = tmp_path / "gw.db"
     con = sqlite3.connect(db)
@@ -189,8 +189,8 @@ def test_all_boards_come_from_the_gateway_allow_list(tmp_path):
 
 
 def test_publish_command_needs_boards_a_bundle_and_a_broker(tmp_path, capsys):
-    from terrapin.tools.broker import free_port
-    from terrapin.tools.cli import main
+    from terrapin.tools.cli.main import main
+    from terrapin.tools.devkit.broker import free_port
 
     toml = tmp_path / "gateway.toml"
     toml.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n')

@@ -2,7 +2,7 @@
 
 A virtual board (the real firmware as .mpy on the MicroPython unix port, 100 KB
 heap) logs in to a real Mosquitto with the generated password file and ACL;
-`terrapin device ota publish` (tools/ota_publish.py, as the gateway user)
+`terrapin device ota publish` (tools/board/ota_publish.py, as the gateway user)
 offers bundles. A good bundle is fetched in chunks, verified, booted on trial
 and reported; tampered and foreign-signed bundles are refused with nothing
 switched while readings keep flowing; a bundle that crashes at boot is rolled
@@ -25,12 +25,12 @@ from coincurve import PrivateKey
 
 from terrapin.firmware.cose import address
 from terrapin.gateway import mosquitto_conf as mc
-from terrapin.tools import ota as host
-from terrapin.tools import ota_publish
-from terrapin.tools.broker import Mosquitto
-from terrapin.tools.cli import main
-from terrapin.tools.deploy import FIRMWARE_DIR, DirTarget, deploy
-from terrapin.tools.virtualboard import VirtualBoard
+from terrapin.tools.board import ota as host
+from terrapin.tools.board import ota_publish
+from terrapin.tools.board.deploy import FIRMWARE_DIR, DirTarget, deploy
+from terrapin.tools.cli.main import main
+from terrapin.tools.devkit.broker import Mosquitto
+from terrapin.tools.devkit.virtualboard import VirtualBoard
 
 SRC = FIRMWARE_DIR
 
@@ -41,7 +41,7 @@ ENTRY = """\
 import sys
 from terrapin.firmware import ota
 def reset():
-    raise SystemExit(3)  # like machine.reset(): tools/virtualboard.py starts it again
+    raise SystemExit(3)  # like machine.reset(): tools/devkit/virtualboard.py starts it again
 info = ota.boot(".", reset=reset)
 print("[info] firmware image %s" % info)
 sys.modules.pop("terrapin.firmware.ota", None)

@@ -9,10 +9,10 @@ import json
 import pytest
 
 from terrapin.firmware import keystore, secp256k1
-from terrapin.gateway import rewards_binding
+from terrapin.gateway.rewards import binding as rewards_binding
 from terrapin.gateway.store import Store
-from terrapin.tools.cli import main
-from terrapin.tools.serialconsole import BoardError
+from terrapin.tools.board.serialconsole import BoardError
+from terrapin.tools.cli.main import main
 
 OWNER = "0x" + "ab" * 20
 REGISTRY = "0x" + "cd" * 20
@@ -110,7 +110,8 @@ def binding_registry(node_exe: str, url: str) -> str:
 
     from eth_account import Account
 
-    from terrapin.gateway.chain import node, testkit
+    from terrapin.gateway.chain import node
+    from terrapin.tools.devkit import chainkit as testkit
 
     if any(item.get("name") == "bindBoard" for item in node.artifact("TerrapinRegistry")["abi"]):
         return testkit.deploy_on_rpc(url).registry
@@ -140,8 +141,8 @@ def test_provision_binds_the_board_on_chain(
 ):
     from web3 import Web3
 
-    from terrapin.gateway.chain import testkit
-    from terrapin.gateway.rewards_chain import binding_contract
+    from terrapin.gateway.rewards.onchain import binding_contract
+    from terrapin.tools.devkit import chainkit as testkit
 
     node = testkit.Anvil(anvil_exe, tmp_path).start()
     try:
@@ -170,7 +171,7 @@ def test_provision_binds_the_board_on_chain(
 def test_secrets_typed_at_the_prompt_are_not_echoed(board, tmp_path):
     from click.testing import CliRunner
 
-    from terrapin.tools.cli import cli
+    from terrapin.tools.cli.main import cli
 
     secret_wifi, secret_mqtt = "typed-wifi-secret-1", "typed-mqtt-secret-2"
     args = ["device", "provision", "--port", board.port, "--wifi-ssid", "home"]

@@ -7,10 +7,10 @@ import json
 import time
 
 from terrapin.gateway.api import Api
-from terrapin.gateway.reasons import Reason
+from terrapin.gateway.protocol.reasons import Reason
 from terrapin.gateway.stats import Stats
 from terrapin.gateway.store import Pending, Rejected, Store
-from terrapin.tools.cli import main
+from terrapin.tools.cli.main import main
 
 BOARD = bytes.fromhex("4b62683727b68dce2ae023e62a98b98268e89e55")
 PUB = bytes.fromhex("04" + "11" * 64)

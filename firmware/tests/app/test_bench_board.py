@@ -22,7 +22,7 @@ CRYPTO_KEYS = ("mp_sign_ms", "mp_sign1_ms", "mp_sign_peak_heap_bytes", "cpython_
 
 
 def test_bench_firmware_merges_the_board_figures(micropython_exe, mosquitto_exe) -> None:
-    from terrapin.tools.bench_firmware import firmware
+    from terrapin.tools.bench.firmware import firmware
 
     args = ["--json", "--runs", "3", "--naive-runs", "1", "--readings", "20"]
     result = CliRunner().invoke(firmware, args)
@@ -40,7 +40,7 @@ def test_bench_firmware_merges_the_board_figures(micropython_exe, mosquitto_exe)
 
 
 def test_bench_firmware_table_shows_the_reading_beside_its_baseline() -> None:
-    from terrapin.tools.bench_firmware_report import figures_table as _table
+    from terrapin.tools.bench.firmware_report import figures_table as _table
 
     figures = {
         "cpython_" + k: 1.0

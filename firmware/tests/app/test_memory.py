@@ -2,7 +2,7 @@
 
 Readings are signed at a 3 ms period and acknowledged by a local test
 gateway (no signature checks, for speed) through a Mosquitto (TCP_NODELAY
-set by tools/broker.py), so the run stays around 40 s. TERRAPIN_MEMORY_READINGS
+set by tools/devkit/broker.py), so the run stays around 40 s. TERRAPIN_MEMORY_READINGS
 changes the count.
 """
 
@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from terrapin.tools.broker import Mosquitto
+from terrapin.tools.devkit.broker import Mosquitto
 
 pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 

@@ -12,7 +12,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from terrapin.firmware.mqtt import MQTTClient, MQTTConnectError, MQTTError, MQTTTimeout
-from terrapin.tools.broker import Mosquitto
+from terrapin.tools.devkit.broker import Mosquitto
 
 
 def connected(broker, client_id="fw-test", **kw) -> MQTTClient:  # type: ignore[no-untyped-def]
@@ -80,7 +80,7 @@ def test_publish_subscribe_puback_and_last_will(mosquitto) -> None:
 def test_bad_password_is_a_typed_error(mosquitto_exe, tmp_path) -> None:
     pw = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "board", "right"], check=True)
-    # (As root, tools/broker.py itself keeps mosquitto from dropping to its own user.)
+    # (As root, tools/devkit/broker.py itself keeps mosquitto from dropping to its own user.)
     broker = Mosquitto(tmp_path / "mq", password_file=pw).start()
     try:
         with pytest.raises(MQTTConnectError) as err:

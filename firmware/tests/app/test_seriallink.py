@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from terrapin.firmware.mqtt import MQTTClient
 from terrapin.firmware.seriallink import SerialLink
 from terrapin.hil.serialbridge import SerialBridge
-from terrapin.tools.broker import Mosquitto
+from terrapin.tools.devkit.broker import Mosquitto
 
 POLLIN, POLLOUT, MP_STREAM_POLL = 1, 4, 3
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from terrapin.tools.broker import Mosquitto, free_port
+from terrapin.tools.devkit.broker import Mosquitto, free_port
 
 pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 

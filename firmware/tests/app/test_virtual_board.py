@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.tools.broker import Mosquitto, free_port
+from terrapin.tools.devkit.broker import Mosquitto, free_port
 
 pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 

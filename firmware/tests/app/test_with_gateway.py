@@ -18,13 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from terrapin.firmware import keystore
-from terrapin.tools.broker import Mosquitto, free_port
+from terrapin.tools.devkit.broker import Mosquitto, free_port
 
 pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 
 
 def cli(*args: str) -> str:
-    from terrapin.gateway.cli import gateway
+    from terrapin.tools.cli.gateway import gateway
 
     result = CliRunner().invoke(gateway, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output

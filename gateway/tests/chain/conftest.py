@@ -1,4 +1,4 @@
-"""Fixtures for the chain tests; the helpers live in terrapin.gateway.chain.testkit."""
+"""Fixtures for the chain tests; the helpers live in terrapin.tools.devkit.chainkit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.gateway.chain.testkit import Anvil
+from terrapin.tools.devkit.chainkit import Anvil
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from terrapin.gateway.chain import store
+from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainError, transact
-from terrapin.gateway.chain.testkit import (
+from terrapin.tools.devkit.chainkit import (
     ANVIL_KEY,
     Board,
     TcpProxy,

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.gateway.chain import merkle, store
+from terrapin.gateway.chain import merkle
+from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig
-from terrapin.gateway.chain.testkit import Board, add_readings, make_db
+from terrapin.tools.devkit.chainkit import Board, add_readings, make_db
 
 
 class Clock:

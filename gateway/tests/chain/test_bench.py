@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from terrapin.tools.cli import main
+from terrapin.tools.cli.main import main
 
 
 def test_bench_chain_json_smoke(capsys) -> None:

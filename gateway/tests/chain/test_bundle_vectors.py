@@ -7,7 +7,7 @@ import json
 import pytest
 
 from terrapin.gateway.chain import bundle
-from terrapin.gateway.chain.testkit import REPO
+from terrapin.tools.devkit.chainkit import REPO
 
 VECTORS = json.loads((REPO / "docs" / "vectors" / "valid.json").read_text())["vectors"]
 

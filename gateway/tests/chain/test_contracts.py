@@ -14,7 +14,7 @@ from web3.exceptions import ContractLogicError
 
 from terrapin.gateway.chain import bundle, merkle
 from terrapin.gateway.chain.node import BUILD_DIR, Chain, ChainConfig, transact
-from terrapin.gateway.chain.testkit import ANVIL_KEY, REPO, Board, deploy_on_rpc
+from terrapin.tools.devkit.chainkit import ANVIL_KEY, REPO, Board, deploy_on_rpc
 
 GAS_TARGET = 60_000
 # web3 turns anvil's revert into ContractLogicError; eth-tester's custom errors surface raw.

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from terrapin.gateway.chain import merkle
-from terrapin.gateway.chain.testkit import run_node
+from terrapin.tools.devkit.chainkit import run_node
 
 SIZES = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 100, 257, 1000, 10_000]
 

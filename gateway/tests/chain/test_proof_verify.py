@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.gateway.chain import store
+from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain
-from terrapin.gateway.chain.testkit import ANVIL_KEY, Board, add_readings, deploy_on_rpc, make_db
-from terrapin.tools.cli import main
+from terrapin.tools.cli.main import main
+from terrapin.tools.devkit.chainkit import ANVIL_KEY, Board, add_readings, deploy_on_rpc, make_db
 
 pytestmark = pytest.mark.anvil
 

@@ -16,10 +16,10 @@ from eth_account import Account
 
 from terrapin.gateway.chain.node import Chain, ChainConfig
 from terrapin.gateway.chain.stage import stages
-from terrapin.gateway.chain.testkit import ANVIL_KEY, Board, add_readings, make_db
-from terrapin.gateway.proofcmd import make_bundle
-from terrapin.tools.errors import ConfigError
-from terrapin.tools.verify import run_checks
+from terrapin.gateway.errors import ConfigError
+from terrapin.tools.cli.proof import make_bundle
+from terrapin.tools.devkit.chainkit import ANVIL_KEY, Board, add_readings, make_db
+from terrapin.tools.verifier import run_checks
 
 
 def test_demo_path_on_the_embedded_chain(tmp_path: Path, caplog, monkeypatch) -> None:
@@ -57,7 +57,7 @@ def test_config_mistakes_say_what_to_fix(section: dict, words: str) -> None:
 
 def _deploy(url: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "terrapin.gateway.chain.deploycmd", "--rpc", url, *args],
+        [sys.executable, "-m", "terrapin.tools.cli.chain", "--rpc", url, *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -137,7 +137,7 @@ ZERO = "0x" + "00" * 20
 
 def _independent_rule(readings, bindings, through, budget, cap, epoch_seconds=86_400):
     """docs/REWARDS.md's rule written again from the document, sharing no code with
-    gateway/rewards.py: readings (board, seq, flags, epoch), bindings (board, owner,
+    gateway/rewards/rule.py: readings (board, seq, flags, epoch), bindings (board, owner,
     timestamp) in chain order. Returns {epoch: {owner: amount}}, cumulative {owner: amount}."""
     first: dict = {}
     for board, seq, flags, epoch in readings:

@@ -9,7 +9,7 @@ from eth_account.messages import encode_typed_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from terrapin.gateway.rewards_binding import (
+from terrapin.gateway.rewards.binding import (
     BindingError,
     bind_digest,
     check_binding,

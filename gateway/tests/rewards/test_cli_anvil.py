@@ -8,13 +8,13 @@ import random
 from eth_account import Account
 from web3 import Web3
 
-from terrapin.gateway import rewards_chain
-from terrapin.gateway.chain import testkit
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, transact
-from terrapin.gateway.rewards_binding import bind_digest, pack_signature
-from terrapin.tools.cli import main
+from terrapin.gateway.rewards import onchain as rewards_chain
+from terrapin.gateway.rewards.binding import bind_digest, pack_signature
+from terrapin.tools.cli.main import main
+from terrapin.tools.devkit import chainkit as testkit
 
 DAY = 86_400
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from terrapin.gateway.rewardscmd import tokens
-from terrapin.tools.cli import main
+from terrapin.tools.cli.main import main
+from terrapin.tools.cli.rewards import tokens
 
 
 def test_no_database_is_a_config_error(tmp_path, monkeypatch, capsys):
@@ -49,7 +49,7 @@ def test_token_amounts_are_shown_exactly():
 
 
 def test_publish_on_the_embedded_chain_explains_why_not(tmp_path, capsys):
-    from terrapin.gateway import distribution
+    from terrapin.gateway.rewards import distribution
 
     db = tmp_path / "g.db"
     sqlite3.connect(db).close()

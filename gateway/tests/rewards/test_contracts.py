@@ -11,9 +11,10 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
-from terrapin.gateway import distribution, rewards_chain
 from terrapin.gateway.chain.node import ChainError
-from terrapin.gateway.rewards_binding import bind_digest, pack_signature
+from terrapin.gateway.rewards import distribution
+from terrapin.gateway.rewards import onchain as rewards_chain
+from terrapin.gateway.rewards.binding import bind_digest, pack_signature
 
 BOARD_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 BOARD = "0x" + Web3.keccak(coincurve.PrivateKey(BOARD_KEY).public_key.format(False)[1:])[-20:].hex()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.gateway import distribution
-from terrapin.gateway.distribution import DistributionError
+from terrapin.gateway.rewards import distribution
+from terrapin.gateway.rewards.distribution import DistributionError
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "tools" / "js" / "rewards-tree.mjs"

@@ -13,13 +13,17 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from terrapin.gateway import distribution, rewards_chain, rewards_store
-from terrapin.gateway.chain import bundle, store, testkit
+from terrapin.gateway.chain import bundle
+from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig, ChainError
-from terrapin.gateway.rewards_binding import bind_digest, pack_signature
-from terrapin.tools.cli import main
+from terrapin.gateway.rewards import distribution
+from terrapin.gateway.rewards import onchain as rewards_chain
+from terrapin.gateway.rewards import tables as rewards_store
+from terrapin.gateway.rewards.binding import bind_digest, pack_signature
+from terrapin.tools.cli.main import main
+from terrapin.tools.devkit import chainkit as testkit
 
 REPO = Path(__file__).resolve().parents[3]
 DAY = 86_400

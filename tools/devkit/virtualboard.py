@@ -1,0 +1,252 @@
+"""A virtual board: the firmware on the MicroPython unix port behind a serial line.
+
+The board process gets a pseudo-terminal as its UART (stdin, stdout and
+stderr). A bridge thread copies bytes between that UART and what a host tool
+opens:
+
+- a second pseudo-terminal, whose device path (/dev/pts/N) pyserial opens
+  like a USB serial adapter (`--port /dev/pts/N`);
+- a TCP server socket on 127.0.0.1, the same thing QEMU's
+  `-serial tcp::PORT,server` gives (`--port socket://127.0.0.1:PORT`).
+
+Like a UART without flow control, output nobody reads is dropped, and
+everything the board prints goes to a log file. When the firmware exits
+(reboot, crash) the bridge starts it again, as a board resets.
+
+By default the checkout's firmware is first deployed into the flash
+directory (`terrapin device deploy --target unix`), so the board runs the
+same .mpy files a real board would; `deploy=False` gives a bare board that
+only has the REPL (the state after `terrapin device flash`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import selectors
+import socket
+import subprocess
+import threading
+import time
+import tty
+from pathlib import Path
+
+from terrapin.tools.micropython import ESP32_HEAP, micropython_command
+
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+CONSOLE_MAIN = FIRMWARE_DIR / "console_main.py"
+
+
+def _pty_pair() -> tuple[int, int]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    return master, slave
+
+
+class VirtualBoard:
+    """One virtual board. `flash_dir` is its file system; `start()` boots it."""
+
+    def __init__(
+        self,
+        flash_dir: str | Path,
+        *,
+        script: str | Path | None = None,
+        args: tuple[str, ...] = (),
+        tcp_port: int | None = 0,
+        heapsize: str = ESP32_HEAP,
+        log_path: str | Path | None = None,
+        restart: bool = True,
+        deploy: bool = True,
+    ):
+        self.flash_dir = Path(flash_dir)
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self.script = Path(script) if script else CONSOLE_MAIN
+        self.args = args
+        self.heapsize = heapsize
+        self.log_path = (
+            Path(log_path)
+            if log_path
+            else self.flash_dir.parent / (self.flash_dir.name + ".console.log")
+        )
+        self.restart = restart
+        self.deploy = deploy
+        self._tcp_wanted = tcp_port
+        self.tcp_port: int | None = None
+        self.pty_path: str | None = None
+        self.boots = 0
+        self.exit_codes: list[int] = []
+        self.proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    # -- life cycle -----------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"socket://127.0.0.1:{self.tcp_port}"
+
+    def start(self) -> VirtualBoard:
+        self._uart_m, self._uart_s = _pty_pair()
+        self._host_m, self._host_s = _pty_pair()
+        self.pty_path = os.ttyname(self._host_s)
+        self._server = None
+        if self._tcp_wanted is not None:
+            self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._server.bind(("127.0.0.1", self._tcp_wanted))
+            self._server.listen(1)
+            self._server.setblocking(False)
+            self.tcp_port = self._server.getsockname()[1]
+        if self.deploy:
+            # Like a board that was flashed and deployed: the firmware runs as .mpy
+            # from lib/terrapin/firmware (only changed files are copied).
+            from terrapin.tools.board.deploy import DirTarget, deploy
+
+            deploy(DirTarget(self.flash_dir))
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._spawn()
+        self._thread = threading.Thread(target=self._bridge, name="virtualboard", daemon=True)
+        self._thread.start()
+        return self
+
+    def _spawn(self) -> None:
+        cmd = micropython_command(str(self.script), *self.args, heapsize=self.heapsize)
+        # The ESP32 port's sys.path is ['', '.frozen', '/lib']; the unix port's
+        # is not, so say it: `micropython main.py` then finds lib/terrapin.
+        env = {**os.environ, "MICROPYPATH": ".frozen:lib"}
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=self._uart_s,
+            stdout=self._uart_s,
+            stderr=self._uart_s,
+            cwd=self.flash_dir,
+            close_fds=True,
+        )
+        self.boots += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        for fd in (self._uart_m, self._uart_s, self._host_m, self._host_s):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._client is not None:
+            self._client.close()
+        if self._server is not None:
+            self._server.close()
+        self._log.close()
+
+    def __enter__(self) -> VirtualBoard:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def console_log(self) -> str:
+        """What the board printed so far (for test failure messages)."""
+        self._log.flush()
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+    def wait_boots(self, n: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.boots < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"board booted {self.boots} times, expected {n}")
+            time.sleep(0.05)
+
+    # -- the bridge -----------------------------------------------------------
+    def _to_host(self, data: bytes) -> None:
+        self._log.write(data)
+        self._log.flush()
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._host_m, data)  # dropped when nobody reads the pty
+        client = self._client
+        if client is not None:
+            try:
+                client.sendall(data)
+            except OSError:
+                self._drop_client()
+
+    def _to_board(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._uart_m, view)
+                view = view[n:]
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                return
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                self._sel.unregister(client)
+            client.close()
+
+    def _bridge(self) -> None:
+        sel = self._sel = selectors.DefaultSelector()
+        sel.register(self._uart_m, selectors.EVENT_READ, "uart")
+        sel.register(self._host_m, selectors.EVENT_READ, "pty")
+        if self._server is not None:
+            sel.register(self._server, selectors.EVENT_READ, "accept")
+        while not self._stop.is_set():
+            for key, _ in sel.select(timeout=0.05):
+                if key.data == "uart":
+                    data = self._read(self._uart_m)
+                    if data:
+                        self._to_host(data)
+                elif key.data == "pty":
+                    data = self._read(self._host_m)
+                    if data:
+                        self._to_board(data)
+                elif key.data == "accept":
+                    conn, _ = self._server.accept()
+                    conn.setblocking(True)
+                    # Small request/answer exchanges: no Nagle delay (QEMU sets it too).
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self._drop_client()  # one client at a time, like QEMU
+                    self._client = conn
+                    sel.register(conn, selectors.EVENT_READ, "client")
+                elif key.data == "client":
+                    try:
+                        data = key.fileobj.recv(4096)
+                    except OSError:
+                        data = b""
+                    if data:
+                        self._to_board(data)
+                    else:
+                        self._drop_client()
+            proc = self.proc
+            if proc is not None and proc.poll() is not None and not self._stop.is_set():
+                self.exit_codes.append(proc.returncode)
+                # Bytes still in the UART belong to the old boot.
+                data = self._read(self._uart_m)
+                if data:
+                    self._to_host(data)
+                if self.restart:
+                    time.sleep(0.2)
+                    self._spawn()
+                else:
+                    self.proc = None
+        sel.close()
+
+    @staticmethod
+    def _read(fd: int) -> bytes:
+        try:
+            return os.read(fd, 4096)
+        except BlockingIOError:
+            return b""
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return b""
+            raise
