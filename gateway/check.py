@@ -1,7 +1,7 @@
 """The check stage: one received envelope -> a Pending reading or a Rejected one.
 
-decode (envelope.py) -> topic/kid match -> allow-list (policy) -> signature
-(verify.py) -> payload (envelope.py) -> rate limit and flags (policy). Pure
+decode (protocol/envelope.py) -> topic/kid match -> allow-list (policy) -> signature
+(protocol/signature.py) -> payload (envelope.py) -> rate limit and flags (policy). Pure
 CPU work, no I/O except asking `on_new_key` to remember a recovered key.
 """
 

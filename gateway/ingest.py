@@ -38,12 +38,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from terrapin.gateway.inbox import Inbox
+from terrapin.gateway.protocol.topics import READING_FILTER, STATUS_FILTER, topic_address
 
 log = logging.getLogger("terrapin.gateway.ingest")
 
-READING_FILTER = "terrapin/v1/+/reading"
-STATUS_FILTER = "terrapin/v1/+/status"
-_HEX = frozenset("0123456789abcdef")
 _PUBACK = struct.Struct("!BBH")
 
 
@@ -56,17 +54,6 @@ class Message:
     qos: int
     generation: int
     received_at: float
-
-
-def topic_address(topic: str) -> tuple[bytes | None, str]:
-    """'terrapin/v1/<40 hex>/reading' -> (address, 'reading'); (None, kind) if malformed."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "terrapin" or parts[1] != "v1":
-        return None, ""
-    addr = parts[2]
-    if len(addr) != 40 or not _HEX.issuperset(addr):
-        return None, parts[3]
-    return bytes.fromhex(addr), parts[3]
 
 
 class Ingest:

@@ -10,7 +10,7 @@ Checks, in order (the same order and reasons as firmware/cose.py): size
 (before decoding), strict CBOR with caps (depth 4, tags kept raw, no NaN),
 canonical re-encoding of the whole envelope, tag and shape, field types,
 unknown headers, protected header, kid. The server then checks topic/kid,
-the allow-list and the signature (verify.py: length, high S, verify), and
+the allow-list and the signature (signature.py: length, high S, verify), and
 only then the payload (`decode_payload`): strict CBOR, deterministic
 encoding, schema.
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import cbor2
 from cbor2 import CBORTag
 
+from terrapin.gateway.protocol.errors import EnvelopeError
 from terrapin.gateway.protocol.reasons import Reason
 
 MAX_ENVELOPE = 1024
@@ -56,17 +57,6 @@ def _raw_tag(tag: int):
 
 _SEMANTIC = {t: _raw_tag(t) for t in _RAW_TAGS}
 _SIG_PREFIX = b"\x84\x6aSignature1" + b"\x44" + PROTECTED + b"\x40"
-
-
-class EnvelopeError(ValueError):
-    """A reading that is rejected; `reason` goes into the ACK and the counters."""
-
-    def __init__(self, reason: Reason, detail: str = "", *, kid: bytes | None = None):
-        super().__init__(f"{reason.name}: {detail}" if detail else reason.name)
-        self.reason = reason
-        self.detail = detail
-        self.kid = kid
-        self.seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from terrapin.firmware import ack as fw_ack
-from terrapin.gateway.ack import AckBuilder, acked_seqs, decode_ack, encode_ack, seq_ranges
+from terrapin.gateway.ack import AckBuilder
+from terrapin.gateway.protocol.ack import acked_seqs, decode_ack, encode_ack, seq_ranges
 
 
 def test_ranges():

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 from coincurve import PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from terrapin.gateway.ack import decode_ack
+from terrapin.gateway.protocol.ack import decode_ack
 from terrapin.gateway.protocol.envelope import build_envelope
 from terrapin.gateway.protocol.signature import address
 
