@@ -14,40 +14,44 @@ from enum import IntEnum, IntFlag
 
 
 class Reason(IntEnum):
-    MALFORMED_CBOR = (
-        1  # not CBOR, indefinite length, trailing bytes, too deep, non-canonical envelope
-    )
-    OVERSIZE = 2  # envelope > 1024 bytes
-    BAD_ENVELOPE = 3  # not tag 18, not a 4-array, wrong field types, unknown headers
-    UNSUPPORTED_ALG = 4  # protected header is not exactly {1: -47}
-    BAD_KID = 5  # kid missing or not 20 bytes
-    TOPIC_MISMATCH = 6  # kid does not match the address in the topic
-    BAD_SIGNATURE = 7  # signature not 64 bytes, or does not verify for kid
-    HIGH_S = 8  # s > n/2 (malleable signature)
-    NON_CANONICAL = 9  # payload bytes are not deterministic CBOR
-    BAD_PAYLOAD = 10  # payload schema: keys, types, record count, bad record
-    UNKNOWN_BOARD = 11  # kid not on the allow-list
-    EQUIVOCATION = 12  # same (board, seq) stored with a different digest
-    STALE_SEQUENCE = 13  # seq below the board's replay window and not stored
-    RATE_LIMITED = 14  # board exceeded its configured rate
+    """The one table of reason codes: number, name and a line for a person.
+
+    docs/PROTOCOL.md section 8 and the firmware's copies (firmware/ack.py,
+    firmware/cose_check.py) are tied to it by gateway/tests/test_protocol_core.py.
+    """
+
+    def __new__(cls, code: int, text: str):
+        member = int.__new__(cls, code)
+        member._value_ = code
+        member.text = text
+        return member
+
+    # not CBOR, indefinite length, trailing bytes, too deep, non-canonical envelope
+    MALFORMED_CBOR = 1, "not valid, canonical CBOR"
+    OVERSIZE = 2, "envelope larger than 1024 bytes"
+    # not tag 18, not a 4-array, wrong field types, unknown headers
+    BAD_ENVELOPE = 3, "not a COSE_Sign1 envelope of the expected shape"
+    UNSUPPORTED_ALG = 4, "protected header is not {1: -47} (ES256K)"
+    BAD_KID = 5, "kid missing or not 20 bytes"
+    TOPIC_MISMATCH = 6, "kid does not match the board address in the topic"
+    # signature not 64 bytes, or does not verify for kid
+    BAD_SIGNATURE = 7, "signature does not verify for the board"
+    HIGH_S = 8, "signature has a high S value (malleable)"
+    NON_CANONICAL = 9, "payload is not deterministic CBOR"
+    # keys, types, record count, bad record
+    BAD_PAYLOAD = 10, "payload does not follow the reading schema"
+    UNKNOWN_BOARD = 11, "board is not on the allow-list"
+    EQUIVOCATION = 12, "sequence number already stored with a different digest"
+    STALE_SEQUENCE = 13, "sequence number below the replay window"
+    RATE_LIMITED = 14, "board exceeded its reading rate"
 
 
-_TEXT = {
-    Reason.MALFORMED_CBOR: "not valid, canonical CBOR",
-    Reason.OVERSIZE: "envelope larger than 1024 bytes",
-    Reason.BAD_ENVELOPE: "not a COSE_Sign1 envelope of the expected shape",
-    Reason.UNSUPPORTED_ALG: "protected header is not {1: -47} (ES256K)",
-    Reason.BAD_KID: "kid missing or not 20 bytes",
-    Reason.TOPIC_MISMATCH: "kid does not match the board address in the topic",
-    Reason.BAD_SIGNATURE: "signature does not verify for the board",
-    Reason.HIGH_S: "signature has a high S value (malleable)",
-    Reason.NON_CANONICAL: "payload is not deterministic CBOR",
-    Reason.BAD_PAYLOAD: "payload does not follow the reading schema",
-    Reason.UNKNOWN_BOARD: "board is not on the allow-list",
-    Reason.EQUIVOCATION: "sequence number already stored with a different digest",
-    Reason.STALE_SEQUENCE: "sequence number below the replay window",
-    Reason.RATE_LIMITED: "board exceeded its reading rate",
-}
+def reason_name(code: int) -> str:
+    """The name of a reason code, or the number itself when it is not one."""
+    try:
+        return Reason(code).name
+    except ValueError:
+        return str(code)
 
 
 def reason_text(reason: int) -> str:
@@ -56,7 +60,7 @@ def reason_text(reason: int) -> str:
         r = Reason(reason)
     except ValueError:
         return f"unknown reason {reason}"
-    return f"{r.name} ({int(r)}): {_TEXT[r]}"
+    return f"{r.name} ({int(r)}): {r.text}"
 
 
 class Flag(IntFlag):

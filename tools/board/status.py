@@ -28,7 +28,7 @@ def parse_address(text: str) -> bytes:
 
 
 def from_store(db: Path, addr: bytes) -> dict:
-    from terrapin.gateway.protocol.reasons import Reason
+    from terrapin.gateway.protocol.reasons import reason_name
     from terrapin.gateway.store import Store
 
     if not Path(db).exists():
@@ -56,16 +56,9 @@ def from_store(db: Path, addr: bytes) -> dict:
         "highest_seq": top,
         "last_reading_time": last.get("time") if last else None,
         "last_received_at": last.get("received_at") if last else None,
-        "rejections": {_reason_name(Reason, r): n for r, n in rows},
+        "rejections": {reason_name(r): n for r, n in rows},
         "rewards": rewards,
     }
-
-
-def _reason_name(reason_enum, code: int) -> str:
-    try:
-        return reason_enum(code).name
-    except ValueError:
-        return str(code)
 
 
 def _rewards(conn: sqlite3.Connection, addr: bytes) -> dict | None:
