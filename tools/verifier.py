@@ -1,4 +1,5 @@
-"""`terrapin verify BUNDLE [--rpc URL]`: check a proof bundle without the gateway.
+"""The bundle verifier: check a proof bundle without the gateway (the library behind
+`terrapin verify BUNDLE [--rpc URL]`, whose command is tools/cli/verify.py).
 
 Offline: the envelope parses as COSE_Sign1/ES256K, the public key is the board's
 address and the envelope's kid, the payload's sequence number is the bundle's, the
@@ -8,21 +9,22 @@ With --rpc, on that chain: the chain id, the anchoring transaction (succeeded, s
 the contract, in the stated block), its Anchored event (batch, root), and the
 contract's own views (rootOf, verifyReading, verifyReadingSigned).
 
-Every check prints a tick or the reason it failed; the exit code is 0 only if all pass.
+Each check records a pass and its detail, or the reason it failed. The envelope is
+decoded, hashed and checked by the protocol core (terrapin.gateway.protocol).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import click
 from web3 import Web3
 
 from terrapin.gateway.chain import bundle, merkle
-from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.envelope import EnvelopeError, decode_payload
+from terrapin.gateway.protocol.errors import PublicKeyError
+from terrapin.gateway.protocol.reasons import Reason
+from terrapin.gateway.protocol.signature import address, recover_signer, verify_digest
 
 
 @dataclass
@@ -61,6 +63,18 @@ def _require(condition: bool, reason: str) -> None:
         raise CheckFailed(reason)
 
 
+def _require_signature(pubkey: bytes, digest: bytes, signature: bytes) -> None:
+    """CheckFailed with the reason unless `pubkey` made `signature` (low-S) over `digest`."""
+    try:
+        verify_digest(pubkey, digest, signature)
+    except EnvelopeError as exc:
+        if exc.reason == Reason.HIGH_S:
+            raise CheckFailed("high-S signature (malleable)") from None
+        raise CheckFailed("signature does not verify for this public key") from None
+    except PublicKeyError as exc:
+        raise CheckFailed(f"signature does not parse ({exc})") from None
+
+
 def check_offline(data: object, checks: Checks) -> bundle.Bundle | None:
     try:
         b = bundle.load(data)
@@ -77,17 +91,17 @@ def check_offline(data: object, checks: Checks) -> bundle.Bundle | None:
 
     def board() -> str:
         try:
-            from_key = bundle.address(b.pubkey)
-        except bundle.BundleError as exc:
-            raise CheckFailed(str(exc)) from None
+            from_key = address(b.pubkey)
+        except PublicKeyError:
+            raise CheckFailed("pubkey: must be 65 bytes 04||X||Y") from None
         _require(from_key == b.device, f"pubkey is address 0x{from_key.hex()}, not the device")
         _require(env.kid == b.device, f"envelope kid 0x{env.kid.hex()} is not the device")
         return f"0x{b.device.hex()} (pubkey, kid)"
 
     def sequence() -> str:
         try:
-            seq = env.seq()
-        except Exception as exc:
+            seq = decode_payload(env.payload).seq
+        except EnvelopeError as exc:
             raise CheckFailed(f"payload does not parse: {exc}") from None
         _require(seq == b.seq, f"payload says seq {seq}, bundle says {b.seq}")
         return str(seq)
@@ -97,8 +111,7 @@ def check_offline(data: object, checks: Checks) -> bundle.Bundle | None:
         return "SHA-256 of the Sig_structure"
 
     def signature() -> str:
-        why = bundle.verify_signature(b.pubkey, env.digest, env.signature)
-        _require(why is None, why or "")
+        _require_signature(b.pubkey, env.digest, env.signature)
         return "secp256k1, low-S"
 
     def leaf() -> str:
@@ -175,7 +188,7 @@ def check_chain(b: bundle.Bundle, w3: Web3, checks: Checks) -> None:
         ok = contract.functions.verifyReading(b.batch, board, b.seq, b.digest, b.proof).call()
         _require(ok, "verifyReading says no")
         env = bundle.parse_envelope(b.envelope)
-        found = bundle.recover(b.digest, env.signature, b.device)
+        found = recover_signer(b.digest, env.signature, b.device)
         if found is None:
             raise CheckFailed("the signature does not recover to the device")
         signed = contract.functions.verifyReadingSigned(
@@ -197,27 +210,3 @@ def run_checks(data: object, rpc: str | None = None, w3: Web3 | None = None) -> 
     if b is not None and w3 is not None and checks.ok:
         check_chain(b, w3, checks)
     return checks
-
-
-@click.command()
-@click.argument("bundle_file", metavar="BUNDLE", type=click.Path(exists=True, dir_okay=False))
-@click.option("--rpc", help="JSON-RPC URL of the chain the bundle names: also check the anchor.")
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def verify(bundle_file: str, rpc: str | None, as_json: bool) -> None:
-    """Check a proof bundle: signature, digest, leaf, proof and (with --rpc) the anchor."""
-    try:
-        data = json.loads(Path(bundle_file).read_text())
-    except (OSError, ValueError) as exc:
-        raise TerrapinError(f"cannot read {bundle_file} as JSON: {exc}") from None
-    checks = run_checks(data, rpc)
-    if as_json:
-        click.echo(json.dumps([c.__dict__ for c in checks.items], indent=2))
-    else:
-        for c in checks.items:
-            mark = click.style("✓", fg="green") if c.ok else click.style("✗", fg="red")
-            click.echo(f"{mark} {c.name}: {c.detail}")
-        if not rpc:
-            click.echo("  (offline: pass --rpc URL to check the anchor on chain)")
-    failed = [c.name for c in checks.items if not c.ok]
-    if failed:
-        raise TerrapinError(f"bundle does not verify: {', '.join(failed)}")

@@ -6,29 +6,26 @@ where its batch root is anchored. Written by `terrapin proof`, checked by `terra
      "proof": ["0x<32 bytes>", ...], "root": "0x<32 bytes>", "batch": N,
      "chain_id": N, "contract": "0x<20 bytes>", "tx": "0x<32 bytes>", "block": N}
 
-Also the envelope helpers a verifier needs (cbor2 + coincurve only): parse the
-COSE_Sign1, the signed digest (SHA-256 of the Sig_structure), address and public-key
-recovery.
+The envelope inside is decoded, hashed and checked by the protocol core
+(terrapin.gateway.protocol): this module only knows the bundle's own format.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cbor2
-import coincurve
-import sha3
+from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.envelope import (
+    MAX_ENVELOPE,
+    Envelope,
+    EnvelopeError,
+    decode_envelope,
+)
 
 VERSION = 1
-MAX_ENVELOPE = 1024
 MAX_PROOF = 64  # a proof longer than this would need a tree of more than 2**64 leaves
-COSE_SIGN1_TAG = 18
-PROTECTED_ES256K = bytes.fromhex("a101382e")  # {1: -47}
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 FIELDS = (
     "version",
@@ -48,7 +45,7 @@ FIELDS = (
 )
 
 
-class BundleError(ValueError):
+class BundleError(TerrapinError, ValueError):
     """A bundle or envelope that is not well formed; `field` names the culprit."""
 
     def __init__(self, field: str, message: str):
@@ -155,91 +152,14 @@ def load(data: Any) -> Bundle:
     )
 
 
-@dataclass(frozen=True)
-class Envelope:
-    protected: bytes
-    kid: bytes
-    payload: bytes
-    signature: bytes
-
-    @property
-    def digest(self) -> bytes:
-        """SHA-256 of the COSE Sig_structure ["Signature1", protected, h'', payload]."""
-        return hashlib.sha256(
-            cbor2.dumps(["Signature1", self.protected, b"", self.payload])
-        ).digest()
-
-    def seq(self) -> int:
-        payload = cbor2.loads(self.payload)
-        if not isinstance(payload, Mapping) or not isinstance(payload.get(1), int):
-            raise BundleError("envelope", "payload has no integer sequence number (key 1)")
-        return payload[1]
-
-
 def parse_envelope(envelope: bytes) -> Envelope:
-    """COSE_Sign1 with ES256K and a 20-byte kid; BundleError('envelope', ...) otherwise."""
+    """The bundle's envelope, decoded by the protocol core (strict COSE_Sign1, ES256K,
+    20-byte kid); BundleError('envelope', ...) otherwise. A bundle's reading was stored,
+    so its signature must be the 64 bytes r||s."""
     try:
-        obj = cbor2.loads(envelope)
-    except Exception as exc:
-        raise BundleError("envelope", f"not CBOR ({exc})") from None
-    if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
-        raise BundleError("envelope", "not a COSE_Sign1 (tag 18)")
-    value = obj.value
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        raise BundleError("envelope", "COSE_Sign1 must be a 4-element array")
-    protected, unprotected, payload, signature = value
-    if protected != PROTECTED_ES256K:
-        raise BundleError("envelope", "protected header is not {1: -47} (ES256K)")
-    if not isinstance(unprotected, Mapping) or not isinstance(unprotected.get(4), bytes):
-        raise BundleError("envelope", "no kid in the unprotected header")
-    if len(unprotected[4]) != 20:
-        raise BundleError("envelope", "kid must be the 20-byte board address")
-    if not isinstance(payload, bytes) or not isinstance(signature, bytes) or len(signature) != 64:
-        raise BundleError("envelope", "payload or 64-byte signature missing")
-    return Envelope(protected, unprotected[4], payload, signature)
-
-
-def address(pubkey: bytes) -> bytes:
-    """Ethereum address of an uncompressed public key (04||X||Y)."""
-    if len(pubkey) != 65 or pubkey[0] != 4:
-        raise BundleError("pubkey", "must be 65 bytes 04||X||Y")
-    return sha3.keccak_256(pubkey[1:]).digest()[12:]
-
-
-def verify_signature(pubkey: bytes, digest: bytes, signature: bytes) -> str | None:
-    """None if `signature` (r||s, low-S) by `pubkey` over `digest` is valid, else why not."""
-    s = int.from_bytes(signature[32:], "big")
-    if s > SECP256K1_N // 2:
-        return "high-S signature (malleable)"
-    try:
-        key = coincurve.PublicKey(pubkey)
-        ok = key.verify(_to_der(signature), digest, hasher=None)
-    except Exception as exc:
-        return f"signature does not parse ({exc})"
-    return None if ok else "signature does not verify for this public key"
-
-
-def _to_der(signature: bytes) -> bytes:
-    def integer(raw: bytes) -> bytes:
-        raw = raw.lstrip(b"\0") or b"\0"
-        if raw[0] & 0x80:
-            raw = b"\0" + raw
-        return b"\x02" + bytes([len(raw)]) + raw
-
-    body = integer(signature[:32]) + integer(signature[32:])
-    return b"\x30" + bytes([len(body)]) + body
-
-
-def recover(digest: bytes, signature: bytes, board: bytes) -> tuple[bytes, int] | None:
-    """(uncompressed public key, recovery id v in {0, 1}) of the board that signed."""
-    for v in (0, 1):
-        try:
-            key = coincurve.PublicKey.from_signature_and_message(
-                signature + bytes([v]), digest, hasher=None
-            )
-        except Exception:
-            continue
-        pub = key.format(compressed=False)
-        if address(pub) == board:
-            return pub, v
-    return None
+        env = decode_envelope(envelope)
+    except EnvelopeError as exc:
+        raise BundleError("envelope", str(exc)) from None
+    if len(env.signature) != 64:
+        raise BundleError("envelope", "signature must be 64 bytes r||s")
+    return env

@@ -8,9 +8,9 @@ leaves sorted by hash, the tree a flat array of 2n-1 nodes with node i's childre
 sibling of each node on the way up, which is what OpenZeppelin's MerkleProof and the JS
 library's getProof produce and accept.
 
-Pure logic: no files, no sockets. The hash is safe-pysha3's keccak_256 (C, ~10x less
-per-call set-up than pycryptodome's); `build_tree(..., keccak=pycryptodome_keccak)` is the
-baseline the benchmark measures beside it.
+Pure logic: no files, no sockets. The hash is the protocol core's keccak256 (safe-pysha3's
+keccak_256: C, ~10x less per-call set-up than pycryptodome's);
+`build_tree(..., keccak=pycryptodome_keccak)` is the baseline the benchmark measures beside it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 
 import sha3
 from Crypto.Hash import keccak as _cd_keccak
+
+from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.address import keccak256
 
 LEAF_ENCODING = ("address", "uint64", "bytes32")
 HASH_SIZE = 32
@@ -32,12 +35,8 @@ _LEAF_WORDS = struct.Struct(">12x20s24xQ32s")  # abi.encode(address, uint64, byt
 Keccak = Callable[[bytes], bytes]
 
 
-class MerkleError(ValueError):
+class MerkleError(TerrapinError, ValueError):
     """A value, proof or stored tree that is not well formed."""
-
-
-def keccak256(data: bytes) -> bytes:
-    return sha3.keccak_256(data).digest()
 
 
 def pycryptodome_keccak(data: bytes) -> bytes:

@@ -5,6 +5,7 @@ TerrapinError
     EnvelopeError        a rejected reading; carries the wire `Reason`
     AckError             an ACK payload that is not one
     PublicKeyError       not an uncompressed secp256k1 public key
+    SignatureError       a signature from which no public key recovers
 """
 
 from __future__ import annotations
@@ -41,3 +42,7 @@ class AckError(ProtocolError):
 
 class PublicKeyError(ProtocolError):
     """A public key that is not 65 bytes 0x04||X||Y."""
+
+
+class SignatureError(ProtocolError):
+    """A signature (r||s, v) from which no public key can be recovered."""

@@ -13,12 +13,13 @@ as a cross-check.
 
 from __future__ import annotations
 
-import sha3
 from coincurve import PrivateKey, PublicKey
 from coincurve.context import GLOBAL_CONTEXT
 from coincurve.ecdsa import deserialize_compact
 
-from terrapin.gateway.protocol.envelope import Envelope, EnvelopeError
+from terrapin.gateway.protocol.address import address
+from terrapin.gateway.protocol.envelope import Envelope
+from terrapin.gateway.protocol.errors import EnvelopeError, PublicKeyError, SignatureError
 from terrapin.gateway.protocol.reasons import Reason
 
 try:  # the flat C bindings: skip coincurve's DER round trip in the hot path
@@ -31,15 +32,19 @@ HALF_N = N // 2
 BACKENDS = ("coincurve", "ecdsa")
 
 
-def keccak256(data: bytes) -> bytes:
-    return sha3.keccak_256(data).digest()
-
-
-def address(pub65: bytes) -> bytes:
-    """Board address: last 20 bytes of keccak256(X || Y)."""
-    if len(pub65) != 65 or pub65[0] != 4:
-        raise ValueError("need an uncompressed public key (65 bytes, 0x04...)")
-    return keccak256(pub65[1:])[-20:]
+__all__ = [
+    "BACKENDS",
+    "HALF_N",
+    "N",
+    "Verifier",
+    "address",
+    "check_scalars",
+    "private_key",
+    "recover_public_key",
+    "recover_signer",
+    "sign_digest",
+    "verify_digest",
+]
 
 
 def private_key(key) -> PrivateKey:
@@ -63,6 +68,45 @@ def check_scalars(sig: bytes) -> None:
         raise EnvelopeError(Reason.BAD_SIGNATURE, "r or s out of range")
 
 
+def recover_public_key(digest32: bytes, sig: bytes, v: int) -> bytes:
+    """The uncompressed public key that made r||s (64 bytes) with recovery id v (0 or 1)."""
+    try:
+        pub = PublicKey.from_signature_and_message(bytes(sig) + bytes((v,)), digest32, hasher=None)
+    except Exception as exc:  # coincurve raises plain Exception on bad points
+        raise SignatureError(str(exc)) from None
+    return pub.format(compressed=False)
+
+
+def _candidates(digest32: bytes, sig: bytes) -> list[tuple[bytes, int]]:
+    out = []
+    for v in (0, 1):
+        try:
+            out.append((recover_public_key(digest32, sig, v), v))
+        except SignatureError:
+            continue
+    return out
+
+
+def recover_signer(digest32: bytes, sig: bytes, kid: bytes) -> tuple[bytes, int] | None:
+    """(public key, recovery id v) of board `kid` if it made `sig` over `digest32`, else None."""
+    for pub, v in _candidates(digest32, sig):
+        if address(pub) == kid:
+            return pub, v
+    return None
+
+
+def verify_digest(pub65: bytes, digest32: bytes, sig: bytes) -> None:
+    """Raise EnvelopeError(BAD_SIGNATURE | HIGH_S) unless `pub65` signed `digest32`;
+    PublicKeyError when `pub65` is not a point on the curve."""
+    check_scalars(sig)
+    try:
+        key = PublicKey(bytes(pub65))
+    except Exception as exc:
+        raise PublicKeyError(f"not a secp256k1 public key ({exc})") from None
+    if not _Coincurve().verify(key, digest32, sig):
+        raise EnvelopeError(Reason.BAD_SIGNATURE, "does not verify")
+
+
 class _Coincurve:
     def load(self, pub65: bytes):
         return PublicKey(pub65)
@@ -76,14 +120,7 @@ class _Coincurve:
         return key.verify(_der(sig), digest32, hasher=None)  # pragma: no cover
 
     def recover(self, digest32: bytes, sig: bytes) -> list[bytes]:
-        out = []
-        for v in (0, 1):
-            try:
-                pub = PublicKey.from_signature_and_message(sig + bytes((v,)), digest32, hasher=None)
-            except Exception:
-                continue
-            out.append(pub.format(compressed=False))
-        return out
+        return [pub for pub, _ in _candidates(digest32, sig)]
 
 
 class _Ecdsa:

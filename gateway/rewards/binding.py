@@ -14,8 +14,11 @@ signature cannot double as some other message; wallets can display it.
 
 from __future__ import annotations
 
-from coincurve import PublicKey
 from eth_utils import keccak
+
+from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.errors import SignatureError
+from terrapin.gateway.protocol.signature import HALF_N, address, recover_public_key
 
 DOMAIN_NAME = "Terrapin"
 DOMAIN_VERSION = "1"
@@ -23,10 +26,9 @@ DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address v
 BIND_TYPE = "BindBoard(address owner,uint256 nonce)"
 DOMAIN_TYPEHASH = keccak(DOMAIN_TYPE.encode())
 BIND_TYPEHASH = keccak(BIND_TYPE.encode())
-_SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 
 
-class BindingError(ValueError):
+class BindingError(TerrapinError, ValueError):
     """A binding signature that is malformed or not made by the board."""
 
 
@@ -93,7 +95,7 @@ def pack_signature(sig64: bytes, v: int) -> bytes:
     """r||s (64 bytes) and v in {0, 1} from the board -> r||s||(v + 27), 65 bytes."""
     if len(sig64) != 64 or v not in (0, 1):
         raise BindingError("the board must return 64 signature bytes and v in {0, 1}")
-    if int.from_bytes(sig64[32:], "big") > _SECP256K1_HALF_N:
+    if int.from_bytes(sig64[32:], "big") > HALF_N:
         raise BindingError("high-s signature (the contract rejects it)")
     return bytes(sig64) + bytes([v + 27])
 
@@ -103,12 +105,10 @@ def recover_signer(digest: bytes, signature: bytes) -> str:
     if len(signature) != 65 or signature[64] not in (27, 28):
         raise BindingError("a binding signature is 65 bytes r||s||v with v 27 or 28")
     try:
-        pub = PublicKey.from_signature_and_message(
-            signature[:64] + bytes([signature[64] - 27]), digest, hasher=None
-        )
-    except Exception as exc:  # coincurve raises plain Exception on bad points
+        pub = recover_public_key(digest, signature[:64], signature[64] - 27)
+    except SignatureError as exc:
         raise BindingError(f"signature does not recover: {exc}") from exc
-    return "0x" + keccak(pub.format(compressed=False)[1:])[-20:].hex()
+    return "0x" + address(pub).hex()
 
 
 def check_binding(

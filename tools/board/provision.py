@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-from eth_utils import keccak
 
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.address import address
+from terrapin.gateway.protocol.errors import PublicKeyError
 from terrapin.tools.board.serialconsole import BoardConsole, BoardError
 
 CONFIG_CHUNK = 240  # raw config bytes per console line (fits a 512-byte UART buffer)
@@ -91,10 +92,10 @@ def build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, interact
 
 
 def address_of(pub_hex: str) -> str:
-    pub = bytes.fromhex(pub_hex)
-    if len(pub) != 65 or pub[0] != 4:
-        raise TerrapinError("the board sent a public key that is not 65 bytes 0x04||X||Y")
-    return keccak(pub[1:])[12:].hex()
+    try:
+        return address(bytes.fromhex(pub_hex)).hex()
+    except PublicKeyError:
+        raise TerrapinError("the board sent a public key that is not 65 bytes 0x04||X||Y") from None
 
 
 def send_config(console: BoardConsole, config: dict) -> dict:

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("terrapin.tools.cli.gateway:gateway", "Set up and run the gateway."),
     "device": ("terrapin.tools.cli.device:device", "Flash, deploy, provision and watch boards."),
     "proof": ("terrapin.tools.cli.proof:proof", "Write a proof bundle for one reading."),
-    "verify": ("terrapin.tools.verifier:verify", "Check a proof bundle without the gateway."),
+    "verify": ("terrapin.tools.cli.verify:verify", "Check a proof bundle without the gateway."),
     "rewards": ("terrapin.tools.cli.rewards:rewards", "Compute, publish and claim rewards."),
     "sim": ("terrapin.tools.sim:sim", "Simulate a fleet of boards."),
     "vectors": ("terrapin.tools.cli.vectors:vectors", "Regenerate or check protocol test vectors."),

@@ -14,6 +14,7 @@ import click
 from terrapin.gateway.chain import bundle
 from terrapin.gateway.chain import tables as store
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.signature import recover_signer
 
 
 def parse_device(text: str) -> bytes:
@@ -92,7 +93,7 @@ def _pubkey(conn: sqlite3.Connection, device: bytes, digest: bytes, envelope: by
         signature = bundle.parse_envelope(envelope).signature
     except bundle.BundleError as exc:
         raise TerrapinError(f"stored envelope does not parse: {exc}") from None
-    recovered = bundle.recover(digest, signature, device)
+    recovered = recover_signer(digest, signature, device)
     if recovered is None:
         raise TerrapinError("cannot recover the board's public key from its signature")
     return recovered[0]

@@ -14,6 +14,7 @@ from web3.exceptions import ContractLogicError
 
 from terrapin.gateway.chain import bundle, merkle
 from terrapin.gateway.chain.node import BUILD_DIR, Chain, ChainConfig, transact
+from terrapin.gateway.protocol.signature import recover_signer
 from terrapin.tools.devkit.chainkit import ANVIL_KEY, REPO, Board, deploy_on_rpc
 
 GAS_TARGET = 60_000
@@ -113,7 +114,7 @@ def test_verify_reading_matches_python_proofs_and_signatures(chain: Chain) -> No
         assert not fn.verifyReading(1, address, seq, digest, proof).call()  # not anchored
         assert not fn.verifyReading(0, address, seq + 1, digest, proof).call()
         sig = bundle.parse_envelope(envelope).signature
-        _, v = bundle.recover(digest, sig, board.address)
+        _, v = recover_signer(digest, sig, board.address)
         assert fn.verifyReadingSigned(0, address, seq, digest, proof, sig, v).call()
         assert fn.verifyReadingSigned(0, address, seq, digest, proof, sig, v + 27).call()
         assert not fn.verifyReadingSigned(0, address, seq, digest, proof, sig, 1 - v).call()
