@@ -31,10 +31,12 @@ import threading
 import time
 from pathlib import Path
 
-import cbor2
 import paho.mqtt.client as mqtt
 
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.ack import encode_ack
+from terrapin.gateway.protocol.envelope import decode_envelope, decode_payload
+from terrapin.gateway.protocol.topics import READING_FILTER, ack_topic, topic_address
 from terrapin.tools.devkit.broker import Mosquitto
 from terrapin.tools.micropython import micropython_command
 
@@ -76,14 +78,13 @@ class _Responder:
         sock = client.socket()
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe("terrapin/v1/+/reading", qos=1)
+        client.subscribe(READING_FILTER, qos=1)
         self.ready.set()
 
     def _on_message(self, client, userdata, msg):  # type: ignore[no-untyped-def]
-        addr = msg.topic.split("/")[2]
-        seq = cbor2.loads(cbor2.loads(msg.payload).value[2])[1]
-        ack = cbor2.dumps({1: [[seq, seq]]}, canonical=True)
-        client.publish(f"terrapin/v1/{addr}/ack", ack, qos=1)
+        addr, _ = topic_address(msg.topic)
+        seq = decode_payload(decode_envelope(msg.payload).payload).seq
+        client.publish(ack_topic(addr), encode_ack([seq]), qos=1)
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -33,6 +33,7 @@ from terrapin.gateway.config import load_config, render_config
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.protocol.envelope import decode_envelope
 from terrapin.gateway.protocol.signature import Verifier
+from terrapin.gateway.protocol.topics import READING_FILTER
 from terrapin.gateway.store import Store, open_db
 from terrapin.tools.devkit.broker import Mosquitto, free_port
 from terrapin.tools.devkit.gatewayproc import GatewayProcess
@@ -101,7 +102,7 @@ class Counter:
             protocol=mqtt.MQTTv311,
         )
         c.username_pw_set(mosquitto_conf.GATEWAY_USER, password)
-        c.on_connect = lambda cl, *a: cl.subscribe("terrapin/v1/+/reading", qos=1)
+        c.on_connect = lambda cl, *a: cl.subscribe(READING_FILTER, qos=1)
         c.on_message = self._on_message
         self.client = c
         self.port = port

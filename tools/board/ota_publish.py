@@ -32,6 +32,7 @@ from pathlib import Path
 import click
 
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.protocol.topics import STATUS_FILTER
 
 MAX_CHUNK = 384  # firmware/ota_mqtt.py: + topic and headers < the board's 512-byte buffer
 REPORT = 0xFFFFFFFF
@@ -206,7 +207,7 @@ class Publisher:
         if sock is not None:  # one small chunk per round trip: no Nagle delay
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe("terrapin/v1/+/ota/get", qos=0)
-        client.subscribe("terrapin/v1/+/status", qos=1)
+        client.subscribe(STATUS_FILTER, qos=1)
         payload = json.dumps(self.offer, sort_keys=True, separators=(",", ":")).encode()
         for addr in self.boards:
             client.publish(f"terrapin/v1/{addr}/ota", payload, qos=1, retain=True)

@@ -19,6 +19,7 @@ from terrapin.gateway import mosquitto_conf
 from terrapin.gateway.config import load_config
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.protocol.signature import address as pub_address
+from terrapin.gateway.protocol.topics import board_topic
 from terrapin.gateway.store import Store
 
 config_option = click.option(
@@ -98,7 +99,7 @@ def add(address, pubkey, label, password, as_json, config_path):
         "mqtt_user": addr.hex(),
         "mqtt_password": password,
         "client_id": "tp-" + addr.hex(),
-        "topic_prefix": f"terrapin/v1/{addr.hex()}/",
+        "topic_prefix": board_topic(addr, ""),
     }
     if as_json:
         click.echo(json.dumps(creds))

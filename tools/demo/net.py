@@ -192,9 +192,9 @@ def inject_bad_envelopes(net: Network, stolen: bytes) -> list[dict[str, str]]:
     """Publish two envelopes the gateway must reject, from a test identity (not a board):
     a forged one (payload changed after signing: BAD_SIGNATURE) and a real board's stored
     envelope replayed under the test identity's own topic (TOPIC_MISMATCH)."""
-    import cbor2
-
     from terrapin.firmware import cose, secp256k1
+    from terrapin.gateway.protocol.envelope import assemble, decode_envelope
+    from terrapin.gateway.protocol.topics import reading_topic
 
     priv = secp256k1.generate_private_key()
     pub = secp256k1.public_key(priv)
@@ -203,9 +203,10 @@ def inject_bad_envelopes(net: Network, stolen: bytes) -> list[dict[str, str]]:
     net.reload()
     now = int(time.time())
     signed = cose.sign1(priv, kid, cose.encode_payload(1, now, [("temperature", "Cel", 21.5)]))
-    fields = list(cbor2.loads(signed).value)
-    fields[2] = cose.encode_payload(1, now, [("temperature", "Cel", 99.5)])
-    forged = cbor2.dumps(cbor2.CBORTag(18, fields), canonical=True)
+    env = decode_envelope(signed)
+    forged = assemble(
+        env.kid, cose.encode_payload(1, now, [("temperature", "Cel", 99.5)]), env.signature
+    )
     sent = [
         {
             "what": "forged: a reading's value changed after it was signed",
@@ -216,7 +217,7 @@ def inject_bad_envelopes(net: Network, stolen: bytes) -> list[dict[str, str]]:
             "expect": "TOPIC_MISMATCH",
         },
     ]
-    topic = f"terrapin/v1/{kid.hex()}/reading"
+    topic = reading_topic(kid)
     client = _connect_injector(net, "tp-" + kid.hex(), creds)
     try:
         for payload in (forged, stolen):

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from terrapin.gateway.protocol.ack import decode_ack
 from terrapin.gateway.protocol.envelope import build_envelope
 from terrapin.gateway.protocol.signature import address
+from terrapin.gateway.protocol.topics import ack_topic, reading_topic
 
 DEFAULT_RECORDS = (("temperature", "Cel", 21.5), ("humidity", "%RH", 48.25))
 
@@ -57,7 +58,7 @@ class SimBoard:
         self.public = self.private.public_key.format(compressed=False)
         self.address = address(self.public)
         self.hex = self.address.hex()
-        self.topic = f"terrapin/v1/{self.hex}/reading"
+        self.topic = reading_topic(self.address)
         self.acked: set[int] = set()
         self.rejected: dict[int, int] = {}
         self.sent_at: dict[int, float] = {}
@@ -98,7 +99,7 @@ class SimBoard:
         sock = client.socket()
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe(f"terrapin/v1/{self.hex}/ack", qos=1)
+        client.subscribe(ack_topic(self.address), qos=1)
         self.connected.set()
 
     def _on_message(self, client, userdata, msg):
