@@ -86,7 +86,7 @@ def _sign_ms() -> float:
     raise TerrapinError("could not time cose.sign1 on the unix port", hint=out.stderr[-800:])
 
 
-def peak_heap(runner: BoardRunner, low: int, patch: str | None = None) -> HeapBracket:
+def run_peak_heap(runner: BoardRunner, low: int, patch: str | None = None) -> HeapBracket:
     """The smallest heap a whole run of `runner` (with `patch` applied, if any)
     succeeds in; `low`: a heapsize expected to fail (e.g. the live heap)."""
     script = None if patch is None else harness(patch)
@@ -115,7 +115,7 @@ def board_figures(readings: int = 1000) -> dict:
             timed = runner.run(FULL_HEAP, harness(TIMING_PATCH))
             if plain is None or timed is None:
                 raise TerrapinError(f"the virtual board ran out of memory in {FULL_HEAP} bytes")
-            heap = peak_heap(runner, plain.stats["live_peak"])
+            heap = run_peak_heap(runner, plain.stats["live_peak"])
         finally:
             runner.close()
         sign_ms = _sign_ms()

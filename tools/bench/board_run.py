@@ -146,7 +146,8 @@ class BoardRunner:
         try:
             self.responder = _Responder(self.broker.host, self.broker.port)
             first = self._prepare(work / "first-boot")
-            self._start(first, 0, 102_400, None, timeout=60)
+            if self._start(first, 0, 102_400, None, timeout=60) is None:
+                raise TerrapinError("the virtual board could not make its key in 100 KB")
             self.snapshot = first / "flash"  # the key is made; the outbox is empty
         except BaseException:
             self.close()

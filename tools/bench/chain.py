@@ -26,6 +26,7 @@ import click
 
 from terrapin.gateway.chain import merkle
 from terrapin.gateway.chain.node import Chain, ChainConfig, transact
+from terrapin.gateway.errors import TerrapinError
 
 SMALL_SIZES = (1, 1_000)  # proof and anchor figures beside the big tree
 TREE_RUNS = 5  # best-of count of both tree builds
@@ -73,7 +74,7 @@ def measure(leaves: int = 100_000, runs: int = TREE_RUNS) -> dict[str, object]:
         proof = tree.proof(size // 2)
         figures[f"proof_bytes_{name}"] = len(proof) * merkle.HASH_SIZE
         if not merkle.verify(tree.root, *values[size // 2], proof):
-            raise RuntimeError(f"proof from the {name} tree does not verify")
+            raise TerrapinError(f"proof from the {name} tree does not verify")
         data = chain.anchor.functions.anchor(batch_id, tree.root, size)._encode_transaction_data()
         receipt = transact(chain.w3, chain.account, {"to": chain.anchor.address, "data": data})
         gas[name] = receipt["gasUsed"]
@@ -95,7 +96,7 @@ def measure(leaves: int = 100_000, runs: int = TREE_RUNS) -> dict[str, object]:
     type=click.IntRange(min=1),
     default=100_000,
     show_default=True,
-    help="Leaves in the big tree (smaller for a smoke run).",
+    help="Leaves in the big tree (smaller for a smoke run; keys name the count used).",
 )
 def chain(as_json: bool, leaves: int) -> None:
     """Merkle tree build time, proof size, gas per anchor, per claim and per epoch root."""

@@ -62,14 +62,14 @@ def test_peak_heap_includes_a_known_transient(micropython_exe, mosquitto_exe, tm
     # The same board, once as is and once holding a 4 KB bytearray while each
     # reading is taken: the peak must grow by at least that; the live heap
     # after gc.collect() (the old mp_peak_heap_bytes) does not see it.
-    from terrapin.tools.bench.board import peak_heap
+    from terrapin.tools.bench.board import run_peak_heap
     from terrapin.tools.bench.board_run import TRANSIENT_PATCH, BoardRunner, harness
 
     transient = 4096
     runner = BoardRunner(tmp_path, 20)
     try:
-        plain = peak_heap(runner, 50_000, "")
-        held = peak_heap(runner, 50_000, TRANSIENT_PATCH % transient)
+        plain = run_peak_heap(runner, 50_000, "")
+        held = run_peak_heap(runner, 50_000, TRANSIENT_PATCH % transient)
         live_plain = runner.run(100 * 1024, harness(""))
         live_held = runner.run(100 * 1024, harness(TRANSIENT_PATCH % transient))
     finally:
