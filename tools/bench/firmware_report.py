@@ -61,7 +61,7 @@ def figures_table(figures: dict[str, Any]) -> Table:
         )
         table.add_row(
             "firmware peak heap over the run, transients included (target 64 KB)",
-            f"{figures['mp_peak_heap_bytes']} B (-{figures['mp_peak_heap_bound_bytes']} B)",
+            f"{figures['mp_peak_heap_bytes']} B (within {figures['mp_peak_heap_bound_bytes']} B)",
             "",
         )
         table.add_row(

@@ -120,6 +120,6 @@ def test_bench_firmware_table_shows_the_reading_beside_its_baseline() -> None:
     console = Console(width=200, record=True)
     console.print(_table(figures))
     text = console.export_text()
-    assert "2.500 ms" in text and "1.250 ms" in text and "75000 B (-640 B)" in text
+    assert "2.500 ms" in text and "1.250 ms" in text and "75000 B (within 640 B)" in text
     assert "60000 B" in text and "76000 B" in text and "median of all 1000" in text
     assert "sampling rate, period 5 ms" in text and "150.0" in text
