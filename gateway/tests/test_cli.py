@@ -93,3 +93,41 @@ def test_bench_smoke(mosquitto_exe, tmp_path):
     ):
         assert r[key] > 0, key
     assert r["exactly_once"] and r["stored"] == r["expected"] == 220
+    assert r["acked"] == 220 and r["acked_not_stored"] == r["published_not_acked"] == 0
+
+
+def test_bench_exactly_once_checks_acks_against_the_database(tmp_path):
+    # rows == expected alone would pass here: seq 3 was acked, seq 4 stored instead.
+    from terrapin.gateway.store import Store, open_db
+    from terrapin.tools.bench.gateway import exactly_once
+    from terrapin.tools.devkit.simboard import SimBoard
+
+    db_path = tmp_path / "gateway.db"
+    Store(db_path).close()  # the schema
+    board = SimBoard("127.0.0.1", 1)  # never connected: only its ACK bookkeeping is used
+    board.acked.update({1, 2, 3})
+    published = {board.address: {1, 2, 3}}
+
+    def store(seqs):
+        db = open_db(db_path)
+        db.execute("DELETE FROM readings")
+        for seq in seqs:
+            db.execute(
+                "INSERT INTO readings (device, seq, digest, envelope, time, received_at)"
+                " VALUES (?, ?, x'00', x'00', 0, 0)",
+                (board.address, seq),
+            )
+        db.commit()
+        db.close()
+
+    store([1, 2, 3])
+    assert exactly_once(db_path, [board], published, 3)["exactly_once"]
+    store([1, 2, 4])
+    once = exactly_once(db_path, [board], published, 3)
+    assert once["stored"] == once["expected"] == 3
+    assert not once["exactly_once"] and once["acked_not_stored"] == 1
+    store([1, 2, 3])
+    board.acked.discard(3)
+    board.rejected[3] = 1  # settled, but by a rejection: not stored exactly once and acked
+    once = exactly_once(db_path, [board], published, 3)
+    assert not once["exactly_once"] and once["published_not_acked"] == 1

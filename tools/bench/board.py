@@ -1,20 +1,29 @@
 """Board figures for `terrapin bench firmware`: the real firmware on the unix port.
 
-`board_figures(runs)` starts a Mosquitto (TCP_NODELAY) and a minimal ack
-responder, runs one virtual board for `runs` readings (period 5 ms) in a
-100 KB heap and reads the board's own `TP-STATS` line:
+`board_figures(readings)` runs one virtual board (tools/bench/board_run.py:
+Mosquitto, an ack responder, a board that has already made its key, period
+5 ms, window 16) several times over, each run booting and taking `readings`
+readings:
 
-- mp_reading_ms: median time of one reading on the board: sample + encode +
-  sign + outbox write + publish (unix port, from the board's ticks_us);
-- mp_reading_sign_only_ms: its baseline, measured in the same run: cose.sign1
-  alone in the same interpreter (named apart from the crypto bench's
-  mp_sign_ms, which is ECDSA alone);
-- mp_peak_heap_bytes: the largest live heap over the run, measured right
-  after the once-per-reading gc.collect() (what the firmware keeps);
-  (Each signature also churns ~300 KB of short-lived big integers, which
-  the collector reclaims several times per reading; that is not "kept".)
-- flash_bytes_per_reading: outbox bytes written per reading, with
-  flash_overhead_bytes_per_reading the part beyond the envelope itself.
+- the plain run, in a 100 KB heap (`mp_heap_bytes`), gives the board's own
+  `TP-STATS` figures: mp_live_heap_bytes (the largest live heap right after
+  the once-per-reading gc.collect(): what the firmware keeps, no transients),
+  mp_live_heap_after_100_bytes, mp_live_heap_last_bytes, mp_mem_errors, and
+  flash_bytes_per_reading / flash_overhead_bytes_per_reading (outbox bytes
+  written per reading, and the part beyond the envelope) / envelope_bytes_mean;
+- the timed run (the same board with TIMING_PATCH, which prints every
+  reading's time): mp_reading_ms, the median over every reading of the run of
+  sample + encode + sign + outbox write + publish (the board's ticks_us), and
+  sampling_readings_per_s, readings per second from the end of the first
+  reading to the end of the last (at most 1000 / sampling_period_ms);
+- the heap runs (tools/bench/board_heap.py): mp_peak_heap_bytes, the true
+  peak over the whole run, transients of signing and publishing included: the
+  capacity of the smallest -X heapsize (`mp_min_heapsize_bytes`, to 1 KB) in
+  which the run still succeeds; the run one step smaller failed, so the peak
+  lies within mp_peak_heap_bound_bytes below it.
+- mp_reading_sign_only_ms: cose.sign1 alone in the same interpreter, median
+  of 60 (the reading's baseline; apart from the crypto bench's mp_sign_ms,
+  which is ECDSA alone).
 
 `terrapin bench firmware` merges these figures beside the crypto core's
 through `provider()` (registered in tools/bench/firmware.py).
@@ -24,24 +33,23 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from terrapin.gateway.errors import TerrapinError
-from terrapin.gateway.protocol.ack import encode_ack
-from terrapin.gateway.protocol.envelope import decode_envelope, decode_payload
-from terrapin.gateway.protocol.topics import READING_FILTER, ack_topic, topic_address
-from terrapin.tools.devkit.broker import Mosquitto
+from terrapin.tools.bench.board_heap import HeapBracket, smallest_heap
+from terrapin.tools.bench.board_run import (
+    PERIOD_MS,
+    REPO,
+    TIMING_PATCH,
+    BoardRun,
+    BoardRunner,
+    harness,
+)
 from terrapin.tools.micropython import micropython_command
 
-REPO = Path(__file__).resolve().parents[2]
-MAIN = REPO / "firmware" / "main.py"
+FULL_HEAP = 100 * 1024  # the ESP32 budget: -X heapsize=100k
 
 _SIGN_SNIPPET = """
 import sys, time
@@ -61,71 +69,6 @@ print("SIGN_US", times[len(times) // 2])
 """
 
 
-class _Responder:
-    """Acks every reading at once (no checks: this measures the board)."""
-
-    def __init__(self, host: str, port: int):
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-acks")
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.ready = threading.Event()
-        self.client.connect(host, port)
-        self.client.loop_start()
-        if not self.ready.wait(10):
-            raise TerrapinError("the bench ack responder could not subscribe")
-
-    def _on_connect(self, client, userdata, flags, reason, props):  # type: ignore[no-untyped-def]
-        sock = client.socket()
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.subscribe(READING_FILTER, qos=1)
-        self.ready.set()
-
-    def _on_message(self, client, userdata, msg):  # type: ignore[no-untyped-def]
-        addr, _ = topic_address(msg.topic)
-        seq = decode_payload(decode_envelope(msg.payload).payload).seq
-        client.publish(ack_topic(addr), encode_ack([seq]), qos=1)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def _run_board(work: Path, port: int, readings: int, heap: str) -> dict:
-    cfg = {
-        "broker": {"host": "127.0.0.1", "port": port},
-        "sample_period_s": 1,
-        "sensors": [{"driver": "simulated"}],
-        "ack_timeout_s": 5,
-        "window": 16,
-        "log": "info",
-    }
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(json.dumps(cfg))
-    cmd = micropython_command(
-        str(MAIN),
-        "--config",
-        str(work / "config.json"),
-        "--max-readings",
-        str(readings),
-        "--exit-when-drained",
-        "--stats",
-        "--period-ms",
-        "5",
-        heapsize=heap,
-    )
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60 + readings / 20)
-    for line in out.stdout.splitlines():
-        if line.startswith("TP-STATS "):
-            stats = json.loads(line[9:])
-            if out.returncode == 0 and stats["readings"] == readings:
-                return stats
-    raise TerrapinError(
-        f"the virtual board did not finish {readings} readings in a {heap} heap",
-        hint=(out.stdout + out.stderr)[-1500:],
-    )
-
-
 def _sign_ms() -> float:
     # The checkout's .mpy cache exists once a board has run (main.py builds it).
     caches = sorted((REPO / ".cache").glob("mpy-*"))
@@ -143,39 +86,62 @@ def _sign_ms() -> float:
     raise TerrapinError("could not time cose.sign1 on the unix port", hint=out.stderr[-800:])
 
 
-def board_figures(runs: int = 1000) -> dict:
-    """Figures of the virtual board over `runs` readings (see the module doc)."""
-    if runs < 10:
+def run_peak_heap(runner: BoardRunner, low: int, patch: str | None = None) -> HeapBracket:
+    """The smallest heap a whole run of `runner` (with `patch` applied, if any)
+    succeeds in; `low`: a heapsize expected to fail (e.g. the live heap)."""
+    script = None if patch is None else harness(patch)
+    return smallest_heap(lambda size: runner.run(size, script) is not None, low, FULL_HEAP)
+
+
+def reading_times(run: BoardRun, readings: int) -> tuple[float, float]:
+    """(median ms of a reading, readings per second) of a TIMING_PATCH run."""
+    rows = run.tagged("TP-T")
+    if len(rows) != readings:
+        raise TerrapinError(f"the timed run printed {len(rows)} reading times of {readings}")
+    times = sorted(int(us) for us, _ in rows)
+    span_us = int(rows[-1][1])
+    return times[len(times) // 2] / 1000, (readings - 1) / max(span_us / 1e6, 1e-9)
+
+
+def board_figures(readings: int = 1000) -> dict:
+    """Figures of the virtual board over runs of `readings` readings (see the module doc)."""
+    if readings < 10:
         raise TerrapinError("the board bench needs at least 10 readings")
     work = Path(tempfile.mkdtemp(prefix="terrapin-bench-board-"))
-    broker = Mosquitto(work / "broker", persistence=False)  # TCP_NODELAY set by tools/broker
-    broker.start()
-    responder = _Responder(broker.host, broker.port)
     try:
-        t0 = time.monotonic()
-        small = _run_board(work / "b100k", broker.port, runs, "100k")
-        wall = time.monotonic() - t0
+        runner = BoardRunner(work, readings)
+        try:
+            plain = runner.run(FULL_HEAP)
+            timed = runner.run(FULL_HEAP, harness(TIMING_PATCH))
+            if plain is None or timed is None:
+                raise TerrapinError(f"the virtual board ran out of memory in {FULL_HEAP} bytes")
+            heap = run_peak_heap(runner, plain.stats["live_peak"])
+        finally:
+            runner.close()
         sign_ms = _sign_ms()
     finally:
-        responder.close()
-        broker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    n = small["readings"]
+    stats, n = plain.stats, readings
+    reading_ms, rate = reading_times(timed, readings)
     return {
-        "mp_reading_ms": small["reading_us_median"] / 1000,
+        "mp_reading_ms": reading_ms,
         "mp_reading_sign_only_ms": sign_ms,
-        "mp_peak_heap_bytes": small["live_peak"],
-        "mp_live_heap_after_100_bytes": small["live_at_100"],
-        "mp_live_heap_last_bytes": small["live_last"],
-        "mp_heap_bytes": 100 * 1024,
-        "mp_mem_errors": small["mem_errors"],
-        "flash_bytes_per_reading": round(small["bytes_written"] / n, 1),
+        "mp_peak_heap_bytes": heap.peak,
+        "mp_peak_heap_bound_bytes": heap.peak - heap.peak_above,
+        "mp_min_heapsize_bytes": heap.heapsize,
+        "mp_live_heap_bytes": stats["live_peak"],
+        "mp_live_heap_after_100_bytes": stats["live_at_100"],
+        "mp_live_heap_last_bytes": stats["live_last"],
+        "mp_heap_bytes": FULL_HEAP,
+        "mp_mem_errors": stats["mem_errors"],
+        "flash_bytes_per_reading": round(stats["bytes_written"] / n, 1),
         "flash_overhead_bytes_per_reading": round(
-            (small["bytes_written"] - small["envelope_bytes"]) / n, 2
+            (stats["bytes_written"] - stats["envelope_bytes"]) / n, 2
         ),
-        "envelope_bytes_mean": round(small["envelope_bytes"] / n, 1),
+        "envelope_bytes_mean": round(stats["envelope_bytes"] / n, 1),
         "readings": n,
-        "readings_per_s": round(n / wall, 1),
+        "sampling_readings_per_s": round(rate, 1),
+        "sampling_period_ms": PERIOD_MS,
     }
 
 

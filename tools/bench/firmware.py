@@ -18,11 +18,14 @@ the ESP32 budget) and CPython, on the same firmware files:
   resident too.
 
 The board figures of the whole firmware (tools/bench/board.py, registered
-below) come in the same JSON: mp_reading_ms (sample + encode + sign + outbox
-write + publish on a virtual board) beside its same-run baseline
-mp_reading_sign_only_ms (cose.sign1 alone), mp_peak_heap_bytes over a
-`--readings` run (default 1,000) and flash_bytes_per_reading; they need
-Mosquitto as well and are left out without it.
+below, which says how each is measured) come in the same JSON:
+mp_reading_ms (sample + encode + sign + outbox write + publish on a virtual
+board, median over every reading of a `--readings` run, default 1,000)
+beside its baseline mp_reading_sign_only_ms (cose.sign1 alone),
+mp_peak_heap_bytes (the true peak of the run, transients included) beside
+mp_live_heap_bytes (what stays live after each reading's gc.collect()),
+sampling_readings_per_s and flash_bytes_per_reading; they need Mosquitto as
+well and are left out without it.
 
 Layout: the scripts measured inside each interpreter are in
 tools/bench/firmware_probes.py, running them (and the .mpy build, the heap
@@ -65,7 +68,7 @@ from terrapin.tools.micropython import ESP32_HEAP, find_micropython
 
 SIGN_TARGET_RATIO = 10  # mp_sign_ms must be <= mp_naive_sign_ms / 10
 HEAP_TARGET = 32 * 1024  # bytes
-BOARD_HEAP_TARGET = 64 * 1024  # mp_peak_heap_bytes of the whole firmware (issue 4)
+BOARD_HEAP_TARGET = 64 * 1024  # mp_peak_heap_bytes (true peak) of the whole firmware
 OUTBOX_OVERHEAD_TARGET = 16  # flash bytes per entry beyond the envelope
 
 
@@ -169,6 +172,7 @@ def collect(runs: int, naive_runs: int, readings: int = 1000) -> dict[str, Any]:
             figures.setdefault("targets", {}).update(
                 {
                     "reading_peak_heap_le_64k": figures["mp_peak_heap_bytes"] <= BOARD_HEAP_TARGET,
+                    "reading_live_heap_le_64k": figures["mp_live_heap_bytes"] <= BOARD_HEAP_TARGET,
                     "outbox_overhead_le_16": figures["flash_overhead_bytes_per_reading"]
                     <= OUTBOX_OVERHEAD_TARGET,
                 }

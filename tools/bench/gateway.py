@@ -9,8 +9,10 @@ persistent session), so the figure is the subscriber's rate, not the
 publishers'; each is run `--repeat` times and the best run counts (other
 load on the machine only ever slows a run down). Then (c) boards publish at
 a steady rate to the running gateway and the publish -> ACK latency is
-measured. The bench checks that every
-reading is stored exactly once and acked; it exits non-zero otherwise.
+measured. The bench checks `exactly_once()`: the database holds every
+reading once (rows == expected, none twice) and every seq the boards were
+acked is stored, none published went unacked or was rejected; it exits
+non-zero otherwise.
 """
 
 from __future__ import annotations
@@ -142,6 +144,38 @@ def wait_stored(gw: GatewayProcess, expected: int, timeout: float) -> dict:
             return st
         time.sleep(0.25)  # the rate comes from the gateway's own timestamps
     raise TerrapinError(f"gateway stored {st['counts']['stored']} of {expected} in time")
+
+
+def exactly_once(db_path: Path, sims: list[SimBoard], published: dict, expected: int) -> dict:
+    """The exactly-once check of a run, from the database and the ACKs the boards got.
+
+    exactly_once holds when the table has `expected` rows, no (board, seq)
+    twice, every published seq acked (none rejected), and every seq a board
+    was acked is stored for that board (an ACK never runs ahead of a commit)."""
+    db = open_db(db_path)
+    try:
+        stored: dict[bytes, set[int]] = {}
+        rows = 0
+        for device, seq in db.execute("SELECT device, seq FROM readings"):
+            stored.setdefault(bytes(device), set()).add(seq)
+            rows += 1
+    finally:
+        db.close()
+    distinct = sum(len(seqs) for seqs in stored.values())
+    acked = sum(len(s.acked) for s in sims)
+    acked_not_stored = sum(len(s.acked - stored.get(s.address, set())) for s in sims)
+    unacked = sum(len(published[s.address] - s.acked) for s in sims)
+    rejected = sum(len(s.rejected) for s in sims)
+    ok = rows == distinct == expected and not (acked_not_stored or unacked or rejected)
+    return {
+        "stored": rows,
+        "expected": expected,
+        "acked": acked,
+        "acked_not_stored": acked_not_stored,
+        "published_not_acked": unacked,
+        "rejected": rejected,
+        "exactly_once": ok,
+    }
 
 
 def run_bench(
@@ -283,13 +317,11 @@ def run_bench(
         p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
         gw.stop()
 
-        # Exactly once: every (board, seq) stored, none twice.
-        db = open_db(cfg.store.path)
-        rows, distinct = db.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT hex(device) || ':' || seq) FROM readings"
-        ).fetchone()
-        db.close()
         expected = repeat * total + n_live
+        published = {
+            s.address: {q for b in [*backlogs, live] for q, _ in b[i]} for i, s in enumerate(sims)
+        }
+        once = exactly_once(cfg.store.path, sims, published, expected)
         result = {
             "boards": boards_n,
             "readings": total,
@@ -306,9 +338,8 @@ def run_bench(
             "gateway_cpu_us_workers": None if cpu_us is None else round(cpu_us[1], 1),
             "p50_ack_latency_ms": round(p50, 2),
             "p99_ack_latency_ms": round(p99, 2),
-            "stored": rows,
-            "expected": expected,
-            "exactly_once": rows == distinct == expected and acked_backlog and acked_live,
+            **once,
+            "settled_in_time": acked_backlog and acked_live,
             "commits": st["counts"]["commits"],
             "workers": load_config(cfg_path).pipeline.workers,
         }
@@ -350,6 +381,9 @@ def gateway(as_json, boards, readings, latency_readings, rate, workers, repeat, 
             click.echo(f"{'work folder':>22}: {workdir}")
     if not result["exactly_once"]:
         raise TerrapinError(
-            f"stored {result['stored']} rows; expected {result['expected']}, exactly once, acked",
+            f"stored {result['stored']} rows of {result['expected']} expected;"
+            f" {result['acked_not_stored']} acked but not stored,"
+            f" {result['published_not_acked']} published but not acked,"
+            f" {result['rejected']} rejected",
             exit_code=3,
         )
