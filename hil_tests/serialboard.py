@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from terrapin.hil.boards import _STORED, BOARD_PASSWORD, BoardBase
+from terrapin.hil.boards import BoardBase
+from terrapin.tools.devkit.appboard import BOARD_PASSWORD
+from terrapin.tools.devkit.appboard import STORED as _STORED
 from terrapin.tools.devkit.gatewayhome import GatewayHome, reload_broker
 
 

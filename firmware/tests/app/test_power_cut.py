@@ -25,7 +25,7 @@ def test_kill_at_random_points(fw, micropython_exe, mosquitto, gateway, tmp_path
     rng = random.Random(int(os.environ.get("TERRAPIN_SEED", "20261130")))
     cfg = fw.board_config(mosquitto.port, sample_period_s=0.02, window=4)
     cfg["outbox"] = {"max_bytes": 65536, "segment_bytes": 2048}  # many segment switches
-    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board = fw.AppBoard(micropython_exe, tmp_path, cfg)
     # Slow, jittery acks so kills also land between publish and ack.
     real_ack = gateway.ack
 
