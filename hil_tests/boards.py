@@ -13,7 +13,7 @@ unix:   the firmware on the MicroPython unix port, one process per boot.
 socket: the same firmware, reached only through a TCP serial socket (what QEMU's
         `-serial tcp::PORT,server` gives); its MQTT stream goes over that serial
         line to the host bridge (serialbridge.py), as a board without WiFi.
-serial: a real ESP32 on --port (serialboard.py: TP1 console, DTR/RTS, --relay-cmd).
+serial: a real ESP32 on --terrapin-port (serialboard.py: TP1 console, DTR/RTS, relay).
 qemu:   Espressif's qemu-system-xtensa -M esp32 with the console on -serial tcp.
 """
 

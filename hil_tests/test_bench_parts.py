@@ -1,6 +1,6 @@
 """The bench's own parts can fail: the end-state check catches every kind of wrong
 end state, the network proxy really delays, blackholes and refuses, the serial
-bridge carries bytes both ways, --target is checked."""
+bridge carries bytes both ways, --terrapin-target is checked."""
 
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def test_proxy_delay_loss_partition_heal(echo):
         proxy.stop()
 
 
-# -- the serial bridge and --target -------------------------------------------------------
+# -- the serial bridge and --terrapin-target----------------------------------------------------
 
 
 def test_serial_bridge_carries_the_uplink(tmp_path, echo):

@@ -1,8 +1,8 @@
 """Fault-injection scenarios: each ends with the exact end state (hil.finish).
 
 Every signed reading stored once and anchored, none duplicated, the boards'
-outboxes empty and sane. Runs on every --target (default: unix and socket).
-Durations and counts scale with --hil-scale (1 in CI; a bench uses more).
+outboxes empty and sane. Runs on every --terrapin-target (default: unix and socket).
+Durations and counts scale with --terrapin-hil-scale (1 in CI; a bench uses more).
 """
 
 from __future__ import annotations
