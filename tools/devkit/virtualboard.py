@@ -85,6 +85,7 @@ class VirtualBoard:
         deploy: bool = True,
         serial: bool = True,
         log_dir: str | Path | None = None,
+        log_prefix: str = "console",
         cwd: str | Path | None = None,
         cpython: bool = False,
         on_line: Callable[[bytes], None] | None = None,
@@ -95,6 +96,7 @@ class VirtualBoard:
         self.args = args
         self.serial = serial
         self.log_dir = Path(log_dir) if log_dir else self.flash_dir.parent
+        self.log_prefix = log_prefix
         self.cwd = Path(cwd) if cwd else self.flash_dir
         self.cpython = cpython
         self.on_line = on_line
@@ -180,7 +182,7 @@ class VirtualBoard:
 
     # -- one process per boot, console to a log file per boot (serial=False) ---------
     def boot_log(self, n: int) -> Path:
-        return self.log_dir / f"console-{n}.log"
+        return self.log_dir / f"{self.log_prefix}-{n}.log"
 
     def _boot(self, extra: tuple[str, ...]) -> None:
         if self.running():
