@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import threading
 import time
@@ -28,7 +27,6 @@ from terrapin.tools.devkit.virtualboard import APP_MAIN, REPO, VirtualBoard, Vir
 
 MAIN = APP_MAIN
 HALF_N = ecdsa.SECP256k1.order // 2
-SCALE = 1 if os.environ.get("CI") else 1  # loops are sized for CI already
 
 
 def board_config(port: int, **over: object) -> dict:
