@@ -43,8 +43,8 @@ bench: $(STAMP)-test npm
 	$(BIN)/terrapin bench chain
 
 hil: check-apt $(STAMP)-test npm $(if $(filter qemu,$(TARGET)),qemu-image)
-	$(BIN)/python -m pytest hil_tests --target $(or $(TARGET),unix) $(if $(PORT),--port $(PORT)) \
-	  $(if $(RELAY),--relay-cmd '$(RELAY)') $(PYTEST_ARGS)
+	$(BIN)/python -m pytest hil_tests --terrapin-target $(or $(TARGET),unix) \
+	  $(if $(PORT),--terrapin-port $(PORT)) $(if $(RELAY),--terrapin-relay-cmd '$(RELAY)') $(PYTEST_ARGS)
 
 # The Raspberry Pi install path: a Debian 12 arm64 image (debootstrap, cached
 # in .cache/) booted in qemu-system-aarch64. Slow: ~35 min to build once,
@@ -61,7 +61,7 @@ $(RPI_IMAGE): hil_tests/rpi/build-image.sh
 rpi-image: $(RPI_IMAGE)
 
 hil-rpi: $(STAMP)-test $(RPI_IMAGE)
-	$(BIN)/python -m pytest hil_tests/test_rpi_install.py --run-slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest hil_tests/test_rpi_install.py --terrapin-run-slow $(PYTEST_ARGS)
 
 # The flash image `make hil TARGET=qemu` boots: MicroPython's ESP32_GENERIC .bin
 # (where `terrapin device flash` looks for it, or MICROPYTHON_BIN=FILE) with the

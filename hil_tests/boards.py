@@ -13,28 +13,24 @@ unix:   the firmware on the MicroPython unix port, one process per boot.
 socket: the same firmware, reached only through a TCP serial socket (what QEMU's
         `-serial tcp::PORT,server` gives); its MQTT stream goes over that serial
         line to the host bridge (serialbridge.py), as a board without WiFi.
-serial: a real ESP32 on --port (serialboard.py: TP1 console, DTR/RTS, --relay-cmd).
+serial: a real ESP32 on --terrapin-port (serialboard.py: TP1 console, DTR/RTS, relay).
 qemu:   Espressif's qemu-system-xtensa -M esp32 with the console on -serial tcp.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+from terrapin.tools.devkit import appboard
 from terrapin.tools.devkit.gatewayhome import REPO, GatewayHome, reload_broker
+from terrapin.tools.devkit.virtualboard import APP_MAIN, VirtualBoard
 from terrapin.tools.micropython import micropython_command
 
-MAIN = REPO / "firmware" / "main.py"
+MAIN = APP_MAIN
 SERIAL_MAIN = Path(__file__).resolve().parent / "mp_serial_board.py"
-_STORED = re.compile(r"^\[debug\] stored seq (\d+) ", re.M)
-_ADDR = re.compile(r"^\[info\] board address ([0-9a-f]{40})", re.M)
-_PUB = re.compile(r"^\[info\] public key (04[0-9a-f]{128})", re.M)
-BOARD_PASSWORD = "hil-bench-board-password"  # the bench's own broker; not a secret
 
 
 class BoardBase:
@@ -57,48 +53,31 @@ class BoardBase:
     # -- config and provisioning ------------------------------------------------
     def write_config(self, **over: object) -> None:
         self.overrides.update(over)
-        cfg: dict = {
-            "broker": {
-                "host": self.broker_host,
-                "port": self.broker_port,
-                "keepalive_s": 10,
-            },
-            "sample_period_s": 0.05,
-            "sensors": [{"driver": "simulated"}],
-            "ack_timeout_s": 2,
-            "backoff_max_s": 2,
-            "status_period_s": 5,
-            "log": "debug",
-        }
-        if self.address:
-            cfg["broker"].update(user=self.address, password=BOARD_PASSWORD)
-        cfg.update(self.overrides)
+        cfg = appboard.app_config(
+            self.broker_host, self.broker_port, self.address, **self.overrides
+        )
         self.config_path.write_text(json.dumps(cfg))
 
     def provision(self, home: GatewayHome, broker) -> None:
         """First boot makes the key on the board; the gateway allow-lists it."""
         self.start("--max-readings", "0", "--exit-when-drained")
         self.wait_exit(30)
-        text = self.console()
-        addr, pub = _ADDR.search(text), _PUB.search(text)
-        if not addr or not pub:
-            raise AssertionError(f"{self.name}: no address on the console:\n{text[-2000:]}")
-        self.address, self.pubkey = addr.group(1), pub.group(1)
-        home.add_board(self.address, self.pubkey, BOARD_PASSWORD)
+        self.address, self.pubkey = appboard.identity(self.console(), self.name)
+        home.add_board(self.address, self.pubkey, appboard.BOARD_PASSWORD)
         reload_broker(broker)
         self.write_config()
 
     # -- what every target derives from the console ------------------------------
     def signed(self) -> list[int]:
         """Every seq the board reported as signed and written to its outbox (all boots)."""
-        return [int(m) for m in _STORED.findall(self.console())]
+        return appboard.signed(self.console())
 
     def stats(self) -> dict:
         """The TP-STATS line of the last boot that printed one."""
-        lines = [ln for ln in self.console().splitlines() if ln.startswith("TP-STATS ")]
-        if not lines:
-            raise AssertionError(f"{self.name}: no TP-STATS line:\n{self.console()[-2000:]}")
-        return json.loads(lines[-1][9:])
+        try:
+            return appboard.last_stats(self.console(), self.name)
+        except appboard.AppConsoleError as exc:
+            raise AssertionError(str(exc)) from None
 
     def read_file(self, path: str) -> bytes:
         return (self.flash / path).read_bytes()
@@ -131,55 +110,46 @@ class BoardBase:
 
 
 class UnixBoard(BoardBase):
-    """The firmware on the MicroPython unix port; one process per boot."""
+    """The firmware on the MicroPython unix port (tools/devkit's VirtualBoard), one
+    process per boot, run from the checkout."""
 
     target = "unix"
     heapsize = "100k"
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _log(self, n: int) -> Path:
-        return self.dir / f"console-{n}.log"
+        self.vb = VirtualBoard(
+            self.flash,
+            script=MAIN,
+            args=("--config", str(self.config_path), "--flash", str(self.flash)),
+            heapsize=self.heapsize,
+            deploy=False,
+            serial=False,
+            log_dir=self.dir,
+            cwd=REPO,
+        )
 
     def start(self, *args: str) -> None:
-        self.boots += 1
-        cmd = micropython_command(
-            str(MAIN), "--config", str(self.config_path), "--flash", str(self.flash), *args,
-            heapsize=self.heapsize,
-        )  # fmt: skip
-        with open(self._log(self.boots), "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        self.vb.start(*args)
+        self.boots = self.vb.boots
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.vb.running()
 
     def power_cut(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        if self.vb.power_cut():
             self.exit_codes.append(-9)
-        self.proc = None
 
     def wait_exit(self, timeout: float) -> int:
-        assert self.proc is not None, "board not started"
         try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name}: still running after {timeout:.0f} s:\n{self.console_tail()}"
-            ) from None
+            code = self.vb.wait_exit(timeout)
+        except Exception as exc:
+            raise AssertionError(f"{self.name}: {exc}") from None
         self.exit_codes.append(code)
-        self.proc = None
         return code
 
     def console(self) -> str:
-        return "".join(
-            self._log(n).read_text(errors="replace")
-            for n in range(1, self.boots + 1)
-            if self._log(n).exists()
-        )
+        return self.vb.console()
 
 
 _MPY_READY = False
@@ -208,7 +178,6 @@ class SocketBoard(BoardBase):
 
     def start(self, *args: str) -> None:
         from terrapin.hil.serialbridge import SerialBridge
-        from terrapin.tools.devkit.virtualboard import VirtualBoard
 
         compile_firmware()
         self.boots += 1
@@ -226,7 +195,7 @@ class SocketBoard(BoardBase):
         self.bridge = SerialBridge(self.vb.url, self.console_path).start()
 
     def running(self) -> bool:
-        return self.vb is not None and self.vb.proc is not None and self.vb.proc.poll() is None
+        return self.vb is not None and self.vb.running()
 
     def _shutdown(self) -> None:
         if self.bridge is not None:
@@ -239,10 +208,7 @@ class SocketBoard(BoardBase):
     def power_cut(self) -> None:
         if self.vb is None:
             return
-        proc = self.vb.proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        if self.vb.power_cut():
             self.exit_codes.append(-9)
         self._shutdown()
 

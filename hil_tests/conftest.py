@@ -3,7 +3,7 @@
 Each test gets its own gateway folder (from `terrapin gateway init`), its own
 Mosquitto with the generated passwords and ACL, the real gateway process with
 the chain stages inside it, a TCP proxy between the boards and the broker
-(the `network` the test hurts), and boards of the selected --target.
+(the `network` the test hurts), and boards of the selected --terrapin-target.
 `hil.finish(...)` drains the boards, waits for the anchors, checks the end
 state exactly and adds a row to the summary table.
 """
@@ -36,7 +36,7 @@ QEMU_IMAGE = Path(__file__).resolve().parent.parent / ".cache" / "qemu" / "esp32
 
 
 def qemu_image(given: str | None) -> Path:
-    """The flash image for --target qemu: --qemu-image, else what `make qemu-image` built."""
+    """The flash image for target qemu: --terrapin-qemu-image, else what `make qemu-image` built."""
     path = Path(given) if given else QEMU_IMAGE
     if not path.is_file():
         pytest.skip(
@@ -51,22 +51,22 @@ def _target_available(request) -> None:
     """Skip a test of a bench-only target before any part is started for it."""
     callspec = getattr(request.node, "callspec", None)
     target = callspec.params.get("target") if callspec else None
-    if target == "serial" and not request.config.getoption("--port"):
-        pytest.skip("target serial: no real board given (--port /dev/ttyUSB0)")
+    if target == "serial" and not request.config.getoption("--terrapin-port"):
+        pytest.skip("target serial: no real board given (--terrapin-port /dev/ttyUSB0)")
     if target == "qemu":
-        qemu = request.config.getoption("--qemu-bin")
+        qemu = request.config.getoption("--terrapin-qemu-bin")
         if shutil.which(qemu) is None:
             pytest.skip(
                 f"target qemu: {qemu} is not on PATH (Espressif's fork, not in Debian or "
                 "PyPI: docs/HIL.md says how to get it)"
             )
-        qemu_image(request.config.getoption("--qemu-image"))
+        qemu_image(request.config.getoption("--terrapin-qemu-image"))
 
 
 @pytest.fixture
 def scale(request) -> float:
-    """Multiplier for durations and counts (--hil-scale, or TERRAPIN_HIL_SCALE)."""
-    given = request.config.getoption("--hil-scale") or os.environ.get("TERRAPIN_HIL_SCALE")
+    """Multiplier for durations and counts (--terrapin-hil-scale, or TERRAPIN_HIL_SCALE)."""
+    given = request.config.getoption("--terrapin-hil-scale") or os.environ.get("TERRAPIN_HIL_SCALE")
     return float(given) if given else 1.0
 
 
@@ -164,7 +164,7 @@ def boards(
     request, target: str, tmp_path: Path, gateway_home, broker, network, bench_ready,
     micropython_exe,
 ):  # fmt: skip
-    """Factory: `boards(name, **config)` -> a provisioned board of the --target."""
+    """Factory: `boards(name, **config)` -> a provisioned board of the --terrapin-target."""
     made: list[BoardBase] = []
     opts = request.config
 
@@ -179,8 +179,8 @@ def boards(
                 name,
                 tmp_path / "boards",
                 where,
-                port=opts.getoption("--port"),
-                relay_cmd=opts.getoption("--relay-cmd"),
+                port=opts.getoption("--terrapin-port"),
+                relay_cmd=opts.getoption("--terrapin-relay-cmd"),
                 **config,
             )
         else:
@@ -188,8 +188,8 @@ def boards(
                 name,
                 tmp_path / "boards",
                 where,
-                qemu_bin=opts.getoption("--qemu-bin"),
-                image=qemu_image(opts.getoption("--qemu-image")),
+                qemu_bin=opts.getoption("--terrapin-qemu-bin"),
+                image=qemu_image(opts.getoption("--terrapin-qemu-image")),
                 **config,
             )
         made.append(b)
@@ -242,7 +242,7 @@ class Hil:
         return name.removeprefix("test_")
 
     def n(self, count: int) -> int:
-        """A count scaled by --hil-scale."""
+        """A count scaled by --terrapin-hil-scale."""
         return max(1, int(count * self.scale))
 
     def seconds(self, s: float) -> float:

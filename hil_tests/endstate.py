@@ -11,7 +11,6 @@ outbox-full policy are the only allowed losses, and they must be the oldest.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import sqlite3
 import time
@@ -21,7 +20,9 @@ from pathlib import Path
 import cbor2
 import coincurve
 
+from terrapin.gateway.protocol.envelope import PROTECTED, digest
 from terrapin.gateway.protocol.reasons import Flag
+from terrapin.gateway.protocol.signature import address
 
 ANCHORED = ("anchored", "confirmed")
 
@@ -74,20 +75,26 @@ class Result:
         }
 
 
-def _verify(envelope: bytes, device: bytes, seq: int, digest: bytes, pub: bytes) -> str | None:
-    """None if the stored envelope is the board's signed reading (seq, digest) else why not."""
+def _verify(
+    envelope: bytes, device: bytes, seq: int, stored_digest: bytes, pub: bytes
+) -> str | None:
+    """None if the stored envelope is the board's signed reading (seq, digest) else why not.
+    Digest and address come from the protocol core; the signature is checked with
+    coincurve directly, not through the gateway's Verifier."""
     try:
         tag = cbor2.loads(envelope)
         protected, unprotected, payload, sig = tag.value
         body = cbor2.loads(payload)
     except Exception as exc:  # reported with the seq
         return f"undecodable ({exc!r})"
-    if tag.tag != 18 or unprotected.get(4) != device:
+    if tag.tag != 18 or unprotected.get(4) != device or address(pub) != device:
         return "not a COSE_Sign1 with this board's kid"
+    if protected != PROTECTED:
+        return f"protected header {protected.hex()} is not {{1: -47}}"
     if body.get(1) != seq:
         return f"payload seq {body.get(1)} != stored seq"
-    want = hashlib.sha256(cbor2.dumps(["Signature1", protected, b"", payload])).digest()
-    if want != digest:
+    want = digest(payload)
+    if want != stored_digest:
         return "stored digest is not the SHA-256 of its Sig_structure"
     der = coincurve.ecdsa.cdata_to_der(coincurve.ecdsa.deserialize_compact(sig))
     if not coincurve.PublicKey(pub).verify(der, want, hasher=None):
@@ -145,9 +152,9 @@ def check(result: Result, boards, db: Path, gateway_status: dict | None = None) 
             result.problems.append(f"{who}: seq went backwards: {backwards[:5]}")
         rows = _rows(db, device)
         stored: dict[int, int] = {}
-        for _id, seq, digest, envelope, _t, _flags, status in rows:
+        for _id, seq, stored_digest, envelope, _t, _flags, status in rows:
             stored[seq] = stored.get(seq, 0) + 1
-            why = _verify(bytes(envelope), device, seq, bytes(digest), pub)
+            why = _verify(bytes(envelope), device, seq, bytes(stored_digest), pub)
             if why:
                 result.problems.append(f"{who}: stored seq {seq}: {why}")
             if status not in ANCHORED:

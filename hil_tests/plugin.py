@@ -1,9 +1,18 @@
-"""pytest plugin shared by every Terrapin test suite (registered in pyproject.toml).
+"""pytest plugin shared by every Terrapin test suite.
+
+Loaded only by this project's own runs (`-p terrapin.hil.plugin` in
+pyproject.toml's [tool.pytest.ini_options]), never through an entry point: a
+project that merely has terrapin installed sees none of its options, fixtures
+or skips. Every option it adds starts with --terrapin-.
 
 Fixtures here start real parts (Mosquitto, the MicroPython unix port, anvil)
-on free 127.0.0.1 ports and stop them afterwards. A missing binary skips the
-test with a clear reason on a developer machine; under CI (CI=true) it fails,
-so a skip can never stand in for a feature that did not run.
+on free 127.0.0.1 ports and stop them afterwards.
+
+The one skip rule (docs/HIL.md, "Skips"): on a developer machine a test that
+cannot run skips with its reason; under CI (CI=true) any skip fails the test,
+unless the test is marked `hardware` (a real board or Espressif's QEMU, which
+CI cannot have) or `slow` (opt-in, e.g. the Raspberry Pi image test). So a
+skip can never stand in for a feature that did not run in CI.
 """
 
 from __future__ import annotations
@@ -22,10 +31,35 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _missing(what: str, how: str) -> None:
-    message = f"{what} is not available here ({how})"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI requires it: {message}", pytrace=False)
-    pytest.skip(message)
+    """Skip: `what` is not installed (under CI the skip rule turns it into a failure)."""
+    pytest.skip(f"{what} is not available here ({how})")
+
+
+# -- the one skip rule ----------------------------------------------------------------
+
+CI_MAY_SKIP = ("hardware", "slow")  # markers of tests CI cannot or need not run
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def ci_forbids_skip(item: pytest.Item) -> bool:
+    """Under CI a skip is a failure unless the test needs hardware or is opt-in slow."""
+    return in_ci() and not any(item.get_closest_marker(m) for m in CI_MAY_SKIP)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and not hasattr(rep, "wasxfail") and ci_forbids_skip(item):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (
+            f"CI=true forbids this skip (only tests marked {' or '.join(CI_MAY_SKIP)} may "
+            f"skip in CI; docs/HIL.md): {reason}"
+        )
 
 
 def find_node_bin(name: str) -> str | None:
@@ -79,65 +113,81 @@ def mosquitto(mosquitto_exe: str, tmp_path: Path) -> Iterator[Mosquitto]:
         broker.stop()
 
 
-# -- the HIL bench: --target and friends, slow tests, the summary table ---------------
+# -- the HIL bench: --terrapin-target and friends, slow tests, the summary table ---------
 
 VIRTUAL_TARGETS = ("unix", "socket")
-TARGETS = ("unix", "socket", "serial", "qemu")
+HARDWARE_TARGETS = ("serial", "qemu")
+TARGETS = VIRTUAL_TARGETS + HARDWARE_TARGETS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("terrapin-hil", "Terrapin hardware-in-the-loop bench (hil_tests/)")
     g.addoption(
-        "--target",
+        "--terrapin-target",
         default=None,
         help="board target(s), comma separated: unix, socket, serial, qemu "
         "(default: unix,socket, the two that run anywhere)",
     )
-    g.addoption("--port", default=None, help="serial port of a real board (--target serial)")
     g.addoption(
-        "--relay-cmd",
+        "--terrapin-port",
+        default=None,
+        help="serial port of a real board (--terrapin-target serial)",
+    )
+    g.addoption(
+        "--terrapin-relay-cmd",
         default=None,
         help="shell command that switches the board's supply; {state} becomes on/off",
     )
-    g.addoption("--qemu-bin", default="qemu-system-xtensa", help="Espressif's QEMU (--target qemu)")
     g.addoption(
-        "--qemu-image",
-        default=None,
-        help="ESP32 flash image (MicroPython + the firmware) for --target qemu",
+        "--terrapin-qemu-bin",
+        default="qemu-system-xtensa",
+        help="Espressif's QEMU (--terrapin-target qemu)",
     )
     g.addoption(
-        "--hil-scale",
+        "--terrapin-qemu-image",
+        default=None,
+        help="ESP32 flash image (MicroPython + the firmware) for --terrapin-target qemu",
+    )
+    g.addoption(
+        "--terrapin-hil-scale",
         type=float,
         default=None,
         help="multiply scenario durations and counts (default 1, or $TERRAPIN_HIL_SCALE; a "
         "bench uses e.g. 30 for a partition of two minutes)",
     )
     g.addoption(
-        "--hil-report",
+        "--terrapin-hil-report",
         default=str(REPO_ROOT / ".cache" / "hil"),
         help="folder for the summary table (summary.md, results.json)",
     )
-    g.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+    g.addoption("--terrapin-run-slow", action="store_true", help="also run tests marked slow")
 
 
 def hil_targets(config: pytest.Config) -> list[str]:
-    raw = config.getoption("--target", default=None)
+    raw = config.getoption("--terrapin-target", default=None)
     targets = [t.strip() for t in raw.split(",")] if raw else list(VIRTUAL_TARGETS)
     for t in targets:
         if t not in TARGETS:
-            raise pytest.UsageError(f"--target {t!r}: choose from {', '.join(TARGETS)}")
+            raise pytest.UsageError(f"--terrapin-target {t!r}: choose from {', '.join(TARGETS)}")
     return targets
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
-        metafunc.parametrize("target", hil_targets(metafunc.config))
+        # A real board and Espressif's QEMU are hardware CI cannot have (the skip rule).
+        params = [
+            pytest.param(t, marks=pytest.mark.hardware) if t in HARDWARE_TARGETS else t
+            for t in hil_targets(metafunc.config)
+        ]
+        metafunc.parametrize("target", params)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-slow", default=False):
+    if config.getoption("--terrapin-run-slow", default=False):
         return
-    skip = pytest.mark.skip(reason="slow: not in the default run; use --run-slow (docs/HIL.md)")
+    skip = pytest.mark.skip(
+        reason="slow: not in the default run; use --terrapin-run-slow (docs/HIL.md)"
+    )
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
@@ -146,9 +196,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config._terrapin_hil_results = []  # type: ignore[attr-defined]
-    # `make hil` (an explicit --target) always leaves JUnit XML beside the summary.
-    if config.getoption("--target", default=None) and not getattr(config.option, "xmlpath", None):
-        config.option.xmlpath = str(Path(config.getoption("--hil-report")) / "junit.xml")
+    # `make hil` (an explicit target) always leaves JUnit XML beside the summary.
+    explicit = config.getoption("--terrapin-target", default=None)
+    if explicit and not getattr(config.option, "xmlpath", None):
+        report = Path(config.getoption("--terrapin-hil-report"))
+        config.option.xmlpath = str(report / "junit.xml")
 
 
 def record_hil_result(config: pytest.Config, row: dict) -> None:
@@ -163,7 +215,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
 
     from terrapin.hil.report import markdown_table, rich_table
 
-    out = Path(config.getoption("--hil-report"))
+    out = Path(config.getoption("--terrapin-hil-report"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "summary.md").write_text(markdown_table(rows))

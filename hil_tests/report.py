@@ -1,7 +1,7 @@
 """The summary table of a bench run: one row per scenario and target.
 
 Printed at the end of pytest (rich), written as Markdown (summary.md) and JSON
-(results.json) in --hil-report; the same figures go into the JUnit XML as
+(results.json) in --terrapin-hil-report; the same figures go into the JUnit XML as
 properties of each test case.
 """
 

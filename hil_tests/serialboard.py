@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from terrapin.hil.boards import _STORED, BOARD_PASSWORD, BoardBase
+from terrapin.hil.boards import BoardBase
+from terrapin.tools.devkit.appboard import BOARD_PASSWORD
+from terrapin.tools.devkit.appboard import STORED as _STORED
 from terrapin.tools.devkit.gatewayhome import GatewayHome, reload_broker
 
 
@@ -28,7 +30,7 @@ class SerialBoard(BoardBase):
                switched off again (config-set + reboot: a real board has no
                --max-readings).
     wait_exit: until a `TP1 EV` status line after that says the outbox is empty.
-    power_cut: --relay-cmd off / on; reset: EN pulsed through RTS.
+    power_cut: --terrapin-relay-cmd off / on; reset: EN pulsed through RTS.
     --no-clock (unix only) is skipped: a real board's clock comes from NTP.
     """
 
@@ -226,7 +228,9 @@ class SerialBoard(BoardBase):
 
     def power_cut(self) -> None:
         if not self.relay_cmd:
-            pytest.skip("target serial: a power cut needs --relay-cmd (a relay on the supply)")
+            pytest.skip(
+                "target serial: a power cut needs --terrapin-relay-cmd (a relay on the supply)"
+            )
         subprocess.run(self.relay_cmd.format(state="off"), shell=True, check=True)
         time.sleep(0.5)
         subprocess.run(self.relay_cmd.format(state="on"), shell=True, check=True)

@@ -1,6 +1,6 @@
 """The bench's own parts can fail: the end-state check catches every kind of wrong
 end state, the network proxy really delays, blackholes and refuses, the serial
-bridge carries bytes both ways, --target is checked."""
+bridge carries bytes both ways, --terrapin-target is checked."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import pytest
 from terrapin.hil.endstate import Result, check, seq_ranges
 from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import hil_targets
-from terrapin.tools.devkit.chainkit import Board, make_db
+from terrapin.tools.devkit.chainkit import make_db
+from terrapin.tools.devkit.simboard import SimBoard
 
 # -- the end-state check ---------------------------------------------------------------
 
@@ -24,7 +25,7 @@ from terrapin.tools.devkit.chainkit import Board, make_db
 class FakeBoard:
     """What check() reads from a board: its console's signed seqs and final stats."""
 
-    def __init__(self, key: Board, signed: list[int], stats: dict | None = None):
+    def __init__(self, key: SimBoard, signed: list[int], stats: dict | None = None):
         self.name = "fake"
         self.address = key.address.hex()
         self.pubkey = key.pubkey.hex()
@@ -41,7 +42,7 @@ class FakeBoard:
         return self._stats
 
 
-def _db(tmp_path, key: Board, seqs, anchored=True, tamper: int | None = None):
+def _db(tmp_path, key: SimBoard, seqs, anchored=True, tamper: int | None = None):
     db = tmp_path / "gw.db"
     con = make_db(db)
     con.executescript(
@@ -50,7 +51,7 @@ def _db(tmp_path, key: Board, seqs, anchored=True, tamper: int | None = None):
         f"INSERT INTO batches VALUES (0, '{'confirmed' if anchored else 'pending'}');"
     )
     for seq in seqs:
-        envelope, digest = key.envelope(seq)
+        envelope, digest = key.signed_reading(seq)
         if seq == tamper:
             envelope = envelope[:-1] + bytes([envelope[-1] ^ 1])  # flip a signature bit
         cur = con.execute(
@@ -64,8 +65,8 @@ def _db(tmp_path, key: Board, seqs, anchored=True, tamper: int | None = None):
 
 
 @pytest.fixture
-def key() -> Board:
-    return Board.make(random.Random(7))
+def key() -> SimBoard:
+    return SimBoard.make(random.Random(7))
 
 
 def test_clean_end_state_passes(tmp_path, key):
@@ -176,7 +177,7 @@ def test_proxy_delay_loss_partition_heal(echo):
         proxy.stop()
 
 
-# -- the serial bridge and --target -------------------------------------------------------
+# -- the serial bridge and --terrapin-target----------------------------------------------------
 
 
 def test_serial_bridge_carries_the_uplink(tmp_path, echo):

@@ -35,8 +35,8 @@ def test_image_config_and_board_agree_on_the_uplink_uart() -> None:
 def run_qemu_target(tmp_path: Path, *opts: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "hil_tests/test_scenarios.py", "-k", "baseline",
-         "--target", "qemu", "-rs", "-p", "no:cacheprovider",
-         "--hil-report", str(tmp_path / "report"), *opts],
+         "--terrapin-target", "qemu", "-rs", "-p", "no:cacheprovider",
+         "--terrapin-hil-report", str(tmp_path / "report"), *opts],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
@@ -44,11 +44,15 @@ def run_qemu_target(tmp_path: Path, *opts: str) -> str:
 
 
 def test_missing_emulator_or_image_is_a_clear_skip(tmp_path) -> None:
-    text = run_qemu_target(tmp_path, "--qemu-bin", str(tmp_path / "no-such-qemu"))
+    text = run_qemu_target(tmp_path, "--terrapin-qemu-bin", str(tmp_path / "no-such-qemu"))
     assert "1 skipped" in text
     assert f"target qemu: {tmp_path / 'no-such-qemu'} is not on PATH" in text
     text = run_qemu_target(
-        tmp_path, "--qemu-bin", sys.executable, "--qemu-image", str(tmp_path / "none.bin")
+        tmp_path,
+        "--terrapin-qemu-bin",
+        sys.executable,
+        "--terrapin-qemu-image",
+        str(tmp_path / "none.bin"),
     )
     assert "1 skipped" in text
     assert f"no flash image at {tmp_path / 'none.bin'}" in text

@@ -27,9 +27,7 @@ import multiprocessing as mp
 import os
 import random
 import sqlite3
-import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -112,36 +110,54 @@ def _back_online(board) -> None:
 
 
 class _TimedBoard:
-    """A UnixBoard whose console lines are timestamped on the host as they arrive."""
+    """A firmware board (tools/devkit's VirtualBoard, one process per boot) whose
+    console lines are timestamped on the host as they arrive."""
 
-    def __init__(self, board):
-        self.board = board
+    def __init__(self, name: str, root: Path, port: int, rate: float):
+        from terrapin.tools.devkit.virtualboard import APP_MAIN, REPO, VirtualBoard
+
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.dir / "config.json"
+        self.port, self.rate = port, rate
+        self.address = ""
         self.samples: dict[int, float] = {}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, *args: str) -> None:
-        from terrapin.hil.boards import MAIN, REPO
-        from terrapin.tools.micropython import micropython_command
-
-        b = self.board
-        b.boots += 1
-        cmd = micropython_command(
-            str(MAIN), "--config", str(b.config_path), "--flash", str(b.flash), *args
+        self.vb = VirtualBoard(
+            self.dir / "flash",
+            script=APP_MAIN,
+            args=("--config", str(self.config_path), "--flash", str(self.dir / "flash")),
+            deploy=False,
+            serial=False,
+            log_dir=self.dir,
+            cwd=REPO,
+            on_line=self._line,
         )
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
-        )
-        b.proc = self.proc
-        threading.Thread(target=self._read, args=(self.proc, b._log(b.boots)), daemon=True).start()
+        self.write_config()
 
-    def _read(self, proc, log_path: Path) -> None:
-        with open(log_path, "wb") as log:
-            for line in proc.stdout:
-                now = time.time()
-                log.write(line)
-                log.flush()
-                if line.startswith(b"[debug] stored seq "):
-                    self.samples.setdefault(int(line.split()[3]), now)
+    def write_config(self) -> None:
+        from terrapin.tools.devkit.appboard import app_config
+
+        cfg = app_config(
+            "127.0.0.1", self.port, self.address, sample_period_s=1.0 / self.rate, log="debug"
+        )
+        self.config_path.write_text(json.dumps(cfg))
+
+    def provision(self, home, broker) -> None:
+        """First boot makes the key on the board; the gateway allow-lists it."""
+        from terrapin.tools.devkit.appboard import BOARD_PASSWORD, identity
+        from terrapin.tools.devkit.gatewayhome import reload_broker
+
+        self.vb.start("--max-readings", "0", "--exit-when-drained")
+        self.vb.wait_exit(30)
+        self.address, pubkey = identity(self.vb.console(), self.name)
+        home.add_board(self.address, pubkey, BOARD_PASSWORD)
+        reload_broker(broker)
+        self.write_config()
+
+    def _line(self, line: bytes) -> None:
+        if line.startswith(b"[debug] stored seq "):
+            self.samples.setdefault(int(line.split()[3]), time.time())
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -228,7 +244,7 @@ def run_sim(
         status = gateway.status()
     finally:
         for t in timed:
-            t.board.stop()
+            t.vb.stop()
         if gateway is not None:
             gateway.stop()
         broker.stop()
@@ -292,21 +308,13 @@ def _run_cpython(home, broker, n, rate, duration, churn) -> dict:
 
 
 def _run_firmware(home, broker, n, rate, duration, churn, workdir, timed) -> dict:
-    from terrapin.hil.boards import UnixBoard
-
     rng = random.Random()
     for i in range(n):
-        b = UnixBoard(
-            f"board{i}",
-            workdir / "boards",
-            ("127.0.0.1", home.mqtt_port),
-            sample_period_s=1.0 / rate,
-            log="debug",
-        )
-        b.provision(home, broker)
-        timed.append(_TimedBoard(b))
+        t = _TimedBoard(f"board{i}", workdir / "boards", home.mqtt_port, rate)
+        t.provision(home, broker)
+        timed.append(t)
     for t in timed:
-        t.start("--stats")
+        t.vb.start("--stats")
     t0 = time.monotonic()
     churned = 0
     next_churn = t0 + CHURN_EVERY_S
@@ -317,21 +325,21 @@ def _run_firmware(home, broker, n, rate, duration, churn, workdir, timed) -> dic
             next_churn += CHURN_EVERY_S
             for i, t in enumerate(timed):
                 if i not in down and rng.random() < churn / 5:
-                    t.board.power_cut()
+                    t.vb.power_cut()
                     down[i] = now + rng.uniform(1.0, 3.0)
                     churned += 1
         for i, back in list(down.items()):
             if now >= back:
                 del down[i]
-                timed[i].start("--stats")
+                timed[i].vb.start("--stats")
         time.sleep(0.05)
     # Stop sampling: a power cut, then a boot that only drains the outbox.
     for t in timed:
-        t.board.power_cut()
-        t.start("--max-readings", "0", "--exit-when-drained", "--stats")
+        t.vb.power_cut()
+        t.vb.start("--max-readings", "0", "--exit-when-drained", "--stats")
     for t in timed:
-        t.board.wait_exit(60 + duration)
-    samples = {(t.board.address, s): at for t in timed for s, at in t.samples.items()}
+        t.vb.wait_exit(60 + duration)
+    samples = {(t.address, s): at for t in timed for s, at in t.samples.items()}
     return {"samples": samples, "churned": churned}
 
 

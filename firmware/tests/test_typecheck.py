@@ -64,10 +64,8 @@ STUBS = Path(os.environ.get("TERRAPIN_MPSTUBS", Path(sys.prefix) / "mpstubs"))
 
 def _mypy(*paths: str) -> list[str]:
     if not (STUBS / "machine.pyi").exists():
-        message = f"MicroPython stubs not found in {STUBS} (make test installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        # Under CI the plugin's one skip rule turns this into a failure (docs/HIL.md).
+        pytest.skip(f"MicroPython stubs not found in {STUBS} (make test installs them)")
     proc = subprocess.run(
         [
             sys.executable,

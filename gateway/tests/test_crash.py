@@ -24,7 +24,7 @@ ROUNDS = 6 if os.environ.get("CI") else 4
 
 def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, gw_tools, tmp_path):
     rng = random.Random(int(os.environ.get("TERRAPIN_SEED", "0")) or None)
-    creds = [gw_home.add_board() for _ in range(BOARDS)]
+    creds = [gw_home.add_sim_board() for _ in range(BOARDS)]
     gw_tools.reload_broker(gw_broker)
     boards = [SimBoard("127.0.0.1", gw_home.mqtt_port, k, password=pw).start() for k, pw in creds]
     published: dict[bytes, set[int]] = {b.address: set() for b in boards}

@@ -65,10 +65,10 @@ def test_readings_are_stored_once_and_acked(gw_home, gw_running, gw_board):
 
 
 def test_worker_processes_sharded_by_board(gw_home, gw_broker, gw_board, gw_tools):
-    key, pw = gw_home.add_board()
+    key, pw = gw_home.add_sim_board()
     gw_tools.reload_broker(gw_broker)
     other = SimBoard("127.0.0.1", gw_home.mqtt_port, key, password=pw).start()
-    running = gw_tools.RunningGateway(gw_home.config, workers=2).start()
+    running = gw_tools.GatewayThread(gw_home.config, workers=2).start()
     try:
         for s in range(1, 21):
             gw_board.publish(gw_board.envelope(s), s)
@@ -95,7 +95,7 @@ def _client(home, user, password, client_id):
 def test_acl_a_board_cannot_publish_or_read_for_another(
     gw_home, gw_broker, gw_running, gw_board, gw_tools
 ):
-    key_b, pw_b = gw_home.add_board()
+    key_b, pw_b = gw_home.add_sim_board()
     gw_tools.reload_broker(gw_broker)
     other = SimBoard("127.0.0.1", gw_home.mqtt_port, key_b, password=pw_b).start()
     try:
@@ -182,7 +182,7 @@ def test_every_rejection_over_mqtt_then_the_gateway_keeps_working(gw_home, gw_ru
     )
     _wait(lambda: _api(gw_home)["board_status"].get(b.hex, {}).get("state") == "online")
     # Back on the allow-list: the gateway stored nothing wrong and still works.
-    gw_home.add_board(b.key)
+    gw_home.add_sim_board(b.key)
     gw_running.gateway.request_reload()
     time.sleep(0.5)
     b.publish(b.envelope(20_001), 20_001)

@@ -40,7 +40,7 @@ def keys_on_shard(shard: int, workers: int, n: int) -> list[bytes]:
 def test_a_killed_idle_worker_stops_the_gateway_under_load(gw_home, gw_broker, gw_tools, tmp_path):
     workers = gw_home.config.pipeline.workers
     assert workers >= 2, "needs a worker that no board is sharded to"
-    creds = [gw_home.add_board(k) for k in keys_on_shard(0, workers, BOARDS)]
+    creds = [gw_home.add_sim_board(k) for k in keys_on_shard(0, workers, BOARDS)]
     gw_tools.reload_broker(gw_broker)
     boards = [SimBoard("127.0.0.1", gw_home.mqtt_port, k, password=pw).start() for k, pw in creds]
     published: dict[bytes, set[int]] = {b.address: set() for b in boards}

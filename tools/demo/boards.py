@@ -16,17 +16,12 @@ Without the micropython binary both scripts run on CPython from the checkout
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from terrapin.gateway.errors import TerrapinError
-from terrapin.tools.devkit.virtualboard import FIRMWARE_DIR, VirtualBoard
+from terrapin.tools.devkit import appboard
+from terrapin.tools.devkit.virtualboard import FIRMWARE_DIR, VirtualBoard, VirtualBoardError
 from terrapin.tools.micropython import ESP32_HEAP, find_micropython
 
 APP_HEAP = ESP32_HEAP
@@ -38,24 +33,9 @@ def runtime_label() -> str:
     return "CPython (fallback: the micropython binary was not found)"
 
 
-class _CPythonVirtualBoard(VirtualBoard):
-    """The console board's script on CPython (no micropython binary here)."""
-
-    def _spawn(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", str(self.script), *self.args],
-            stdin=self._uart_s,
-            stdout=self._uart_s,
-            stderr=self._uart_s,
-            cwd=self.flash_dir,
-            close_fds=True,
-            start_new_session=True,
-        )
-        self.boots += 1
-
-
 class DemoBoard:
-    """One virtual board of the demo: its folder, console logs and app process."""
+    """One board of the demo: its folder, provisioned over its console, then its app
+    run from its flash (both tools/devkit's VirtualBoard)."""
 
     def __init__(self, index: int, root: Path, *, period_s: float = 0.2):
         self.index = index
@@ -68,8 +48,19 @@ class DemoBoard:
         self.pubkey = ""
         self.owner = ""
         self.binding: dict[str, Any] | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
+        # Booted from its flash like a board: main.py + lib/terrapin/firmware (.mpy);
+        # on CPython, the checkout's firmware/main.py on the same flash folder.
+        self.app = VirtualBoard(
+            self.flash,
+            script="main.py" if self.mp else FIRMWARE_DIR / "main.py",
+            args=("--config", "config.json", "--flash", "."),
+            heapsize=APP_HEAP,
+            deploy=False,
+            serial=False,
+            log_dir=self.dir,
+            log_prefix="app",
+            cpython=not self.mp,
+        )
 
     # -- provisioning over the console ------------------------------------------------
     def provision(self, register, binding, submit) -> dict[str, Any]:
@@ -77,13 +68,13 @@ class DemoBoard:
         from terrapin.tools.board.provision import provision
         from terrapin.tools.board.serialconsole import BoardConsole, Link, open_port
 
-        cls = VirtualBoard if self.mp else _CPythonVirtualBoard
-        vb = cls(
+        vb = VirtualBoard(
             self.flash,
             tcp_port=None,
             log_path=self.dir / "provision-console.log",
             restart=False,
             deploy=self.mp,
+            cpython=not self.mp,
         )
         config = {
             "sample_period_s": self.period_s,
@@ -122,56 +113,32 @@ class DemoBoard:
         return result.as_dict()
 
     # -- the application --------------------------------------------------------------
-    def command(self, *args: str) -> list[str]:
-        opts = ["--config", "config.json", "--flash", ".", *args]
-        if self.mp:
-            # Booted from its flash like a board: main.py + lib/terrapin/firmware (.mpy).
-            return [
-                find_micropython() or "micropython",
-                "-X",
-                f"heapsize={APP_HEAP}",
-                "main.py",
-                *opts,
-            ]
-        return [sys.executable, str(FIRMWARE_DIR / "main.py"), *opts]
-
     @property
     def log_path(self) -> Path:
-        return self.dir / f"app-{self.runs}.log"
+        return self.app.boot_log(self.app.boots)
 
     def start(self, readings: int | None, *extra: str) -> None:
         """Boot the app; with `readings`, sign that many and exit once all are acked."""
         args = ["--stats", *extra]
         if readings is not None:
             args = ["--max-readings", str(readings), "--exit-when-drained", *args]
-        self.runs += 1
-        env = {**os.environ, "MICROPYPATH": ".frozen:lib"}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.command(*args),
-                cwd=self.flash,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: killed as one
-            )
+        self.app.start(*args)
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.app.running()
 
     def wait(self, timeout: float) -> dict[str, Any]:
         """The board's TP-STATS once it exited; raises with its console tail."""
-        if self.proc is None:
+        if self.app.proc is None:
             raise TerrapinError(f"{self.name} was not started")
         try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            code = self.app.wait_exit(timeout)
+        except VirtualBoardError:
             self.kill()
             raise TerrapinError(
                 f"{self.name}: readings not all acknowledged after {timeout:.0f} s",
                 hint=f"its console: {self.log_path}\n{self.tail()}",
             ) from None
-        self.proc = None
         if code != 0:
             raise TerrapinError(
                 f"{self.name} exited with code {code}", hint=f"{self.log_path}\n{self.tail()}"
@@ -179,37 +146,19 @@ class DemoBoard:
         return self.stats()
 
     def stats(self) -> dict[str, Any]:
-        lines = [
-            ln for ln in self.log_path.read_text(errors="replace").splitlines()
-            if ln.startswith("TP-STATS ")
-        ]  # fmt: skip
-        if not lines:
-            raise TerrapinError(f"{self.name} printed no TP-STATS line", hint=self.tail())
-        return json.loads(lines[-1][len("TP-STATS ") :])
+        try:
+            return appboard.last_stats(self.app.console(all_boots=False), self.name)
+        except appboard.AppConsoleError:
+            raise TerrapinError(f"{self.name} printed no TP-STATS line", hint=self.tail()) from None
 
     def tail(self, n: int = 15) -> str:
         if not self.log_path.exists():
             return "(no console log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        return "\n".join(self.app.console(all_boots=False).splitlines()[-n:])
 
     def kill(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        self.app.power_cut()
 
     def stop(self) -> None:
         """A clean stop (SIGTERM: the board says goodbye), then the power."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            self.proc = None
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(3)
-            self.proc = None
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.app.terminate()

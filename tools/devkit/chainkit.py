@@ -1,64 +1,29 @@
 """Test kit for the chain tests: a gateway database with the store's own tables,
-boards that sign real COSE_Sign1 envelopes (coincurve), the node cross-check
-scripts, anvil on a free port. Not used by the gateway itself."""
+filled with readings signed by simulated boards (tools/devkit/simboard.py), the
+node cross-check scripts, anvil on a free port. Not used by the gateway itself."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import random
 import socket
 import sqlite3
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import cbor2
-import coincurve
-import sha3
 from web3 import Web3
 
 from terrapin.gateway.store import SCHEMA
 from terrapin.tools.devkit.broker import free_port
+from terrapin.tools.devkit.simboard import FIXED_TIME, SimBoard
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 # Anvil's first default account (public test key).
 ANVIL_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-
-
-@dataclass
-class Board:
-    key: coincurve.PrivateKey
-
-    @classmethod
-    def make(cls, rng: random.Random) -> Board:
-        return cls(coincurve.PrivateKey(rng.randbytes(32)))
-
-    @property
-    def pubkey(self) -> bytes:
-        return self.key.public_key.format(compressed=False)
-
-    @property
-    def address(self) -> bytes:
-        return sha3.keccak_256(self.pubkey[1:]).digest()[12:]
-
-    def envelope(self, seq: int, t: int = 1_790_000_000) -> tuple[bytes, bytes]:
-        """(COSE_Sign1 envelope, signed digest) for one reading."""
-        protected = cbor2.dumps({1: -47})
-        payload = cbor2.dumps(
-            {1: seq, 2: t, 3: [{0: "temperature", 1: "Cel", 2: 21.5}]}, canonical=True
-        )
-        digest = hashlib.sha256(cbor2.dumps(["Signature1", protected, b"", payload])).digest()
-        signature = self.key.sign_recoverable(digest, hasher=None)[:64]
-        envelope = cbor2.dumps(
-            cbor2.CBORTag(18, [protected, {4: self.address}, payload, signature])
-        )
-        return envelope, digest
 
 
 def make_db(path: Path) -> sqlite3.Connection:
@@ -70,12 +35,12 @@ def make_db(path: Path) -> sqlite3.Connection:
 
 def add_readings(
     conn: sqlite3.Connection,
-    boards: list[Board],
+    boards: list[SimBoard],
     count: int,
     *,
     received_at: float | None = None,
     register: bool = True,
-) -> list[tuple[int, Board, int]]:
+) -> list[tuple[int, SimBoard, int]]:
     """Insert `count` signed readings round-robin over `boards`; returns (id, board, seq)."""
     now = time.time() if received_at is None else received_at
     out = []
@@ -94,11 +59,11 @@ def add_readings(
             ).fetchone()[0]
             + 1
         )
-        envelope, digest = board.envelope(seq)
+        envelope, digest = board.signed_reading(seq)
         cur = conn.execute(
             "INSERT INTO readings(device, seq, digest, envelope, time, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (board.address, seq, digest, envelope, 1_790_000_000, now),
+            (board.address, seq, digest, envelope, FIXED_TIME, now),
         )
         out.append((cur.lastrowid, board, seq))
     conn.execute("COMMIT")

@@ -1,10 +1,13 @@
-"""The bench's real parts: a gateway home, its Mosquitto, the gateway process, the chain.
+"""The one test gateway's home: a gateway folder, its Mosquitto, the gateway process.
+
+Used by the gateway tests, the HIL bench and `terrapin sim` alike.
 
 Everything runs as it would on a Raspberry Pi: `terrapin gateway init` writes
 the config, the Mosquitto files (passwords + ACL) and the database; Mosquitto
 runs with those files; the gateway is the real `terrapin gateway run` process
-(its own DB, the chain stages inside it); boards get broker credentials from
-`terrapin gateway device add`. Only ports and folders differ (free ports on
+(its own DB, the chain stages inside it when asked), or the same Gateway in a
+thread of the test (gatewayproc.GatewayThread); boards get broker credentials
+from `terrapin gateway device add`. Only ports and folders differ (free ports on
 127.0.0.1, one folder per test).
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from terrapin.gateway.config import GatewayConfig, load_config
 from terrapin.tools.devkit.broker import Mosquitto, free_port
 from terrapin.tools.devkit.gatewayproc import RUN_COMMAND
 from terrapin.tools.devkit.gatewayproc import (
@@ -39,9 +43,10 @@ def gateway_cli(*args: str) -> str:
 
 
 class GatewayHome:
-    """A folder made by `terrapin gateway init`, with the chain stages switched on."""
+    """A folder made by `terrapin gateway init`; with `chain`, the chain stages switched
+    on and that [chain] section (chain_section())."""
 
-    def __init__(self, root: Path, chain: dict[str, object]):
+    def __init__(self, root: Path, chain: dict[str, object] | None = None):
         self.dir = root
         self.mqtt_port, self.api_port = free_port(), free_port()
         gateway_cli(
@@ -54,27 +59,40 @@ class GatewayHome:
             str(self.api_port),
         )
         self.config_path = root / "gateway.toml"
+        self.db_path = root / "gateway.db"
+        if chain is None:
+            return
         text = self.config_path.read_text()
         if "stages = []" not in text:
             raise RuntimeError("gateway.toml from `gateway init` has no `stages = []` to replace")
         text = text.replace("stages = []", f"stages = {CHAIN_STAGES}", 1)
         text += "\n[chain]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in chain.items())
         self.config_path.write_text(text)
-        self.db_path = root / "gateway.db"
 
-    def add_board(self, address: str, pubkey: str, password: str) -> None:
-        gateway_cli(
-            "device",
-            "add",
-            address,
-            "--pubkey",
-            pubkey,
-            "--password",
-            password,
-            "--json",
-            "--config",
-            str(self.config_path),
-        )
+    @property
+    def config(self) -> GatewayConfig:
+        return load_config(self.config_path)
+
+    def gateway_password(self) -> str:
+        return (self.dir / "gateway.secret").read_text().strip()
+
+    def add_board(
+        self, address: str, pubkey: str | None = None, password: str | None = None
+    ) -> str:
+        """`terrapin gateway device add`: allow-list a board; returns its broker password."""
+        args = ["device", "add", address, "--json", "--config", str(self.config_path)]
+        if pubkey:
+            args += ["--pubkey", pubkey]
+        if password:
+            args += ["--password", password]
+        return json.loads(gateway_cli(*args))["mqtt_password"]
+
+    def add_sim_board(self, key: bytes | None = None) -> tuple[bytes, str]:
+        """Allow a simulated board (a new key, or `key`); returns (key, broker password)."""
+        from terrapin.tools.devkit.simboard import board_address, new_key
+
+        key = key or new_key()
+        return key, self.add_board(board_address(key).hex())
 
 
 def _toml(v: object) -> str:
@@ -85,7 +103,7 @@ def _toml(v: object) -> str:
     return repr(v)
 
 
-def start_broker(home: GatewayHome) -> Mosquitto:
+def start_broker(home: GatewayHome, extra_config: str = "") -> Mosquitto:
     """Mosquitto with the password file and ACL `gateway init` wrote; persistence on."""
     mq = home.dir / "mosquitto"
     return Mosquitto(
@@ -94,6 +112,7 @@ def start_broker(home: GatewayHome) -> Mosquitto:
         password_file=mq / "passwd",
         acl_file=mq / "acl",
         persistence=True,
+        extra_config=extra_config,
     ).start()
 
 
@@ -101,7 +120,7 @@ def reload_broker(broker: Mosquitto) -> None:
     """SIGHUP: Mosquitto re-reads the password file (a board was added)."""
     if broker.process is not None:
         broker.process.send_signal(signal.SIGHUP)
-        time.sleep(0.2)
+        time.sleep(0.3)
 
 
 def chain_section(network: str = "embedded", **extra: object) -> dict[str, object]:

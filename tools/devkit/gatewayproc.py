@@ -1,4 +1,5 @@
-"""`terrapin gateway run` as a child process, for benches and tests.
+"""The test gateway run for benches and tests: `terrapin gateway run` as a child
+process (GatewayProcess), or the same Gateway in a thread (GatewayThread).
 
 Start it, wait until its status API says it is connected to the broker, read
 that status, kill -9 it (or one of its verify workers), stop it. Used by
@@ -20,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -219,3 +221,43 @@ def _cpu_ticks(pid: int) -> int:
     """utime + stime of a process in clock ticks (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
+
+
+class GatewayThread:
+    """The same gateway in a thread of this process (no process start per test):
+    `Gateway(config).run(shutdown)`, workers 0 (check and store in-thread) unless given."""
+
+    def __init__(self, cfg, workers: int | None = 0):
+        from terrapin.gateway.server import Gateway
+
+        if workers is not None:
+            cfg.pipeline.workers = workers
+        self.gateway = Gateway(cfg)
+        self.shutdown = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name="gateway")
+
+    def _run(self) -> None:
+        try:
+            self.gateway.run(self.shutdown)
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self, timeout: float = 10.0) -> GatewayThread:
+        self.thread.start()
+        if not self.gateway.ingest.connected.wait(timeout):
+            raise GatewayProcessError("the gateway thread did not connect to the broker")
+        time.sleep(0.2)  # let the SUBACK arrive
+        return self
+
+    def stop(self) -> None:
+        self.shutdown.set()
+        self.thread.join(15)
+        if self.thread.is_alive():
+            raise GatewayProcessError("the gateway thread did not stop")
+        if self.error:
+            raise self.error
+
+    @property
+    def counts(self) -> dict:
+        return self.gateway.stats.snapshot()["counts"]

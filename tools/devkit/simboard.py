@@ -1,13 +1,18 @@
-"""Simulated boards on CPython for tests and the bench: sign, publish, collect ACKs.
+"""The simulated board on CPython (the one every test, bench and `terrapin sim` uses):
+sign, publish, collect ACKs.
 
 A `SimBoard` behaves like the firmware's outbox on the wire: it publishes
 signed envelopes QoS 1 on its reading topic, listens on its ack topic, and
-`resend_unacked()` publishes again whatever has not been acked yet.
+`resend_unacked()` publishes again whatever has not been acked yet. Without
+`start()` it is only a signer (the chain tests put its readings straight into a
+gateway database). Envelopes, digests and addresses come from the gateway's
+protocol core (terrapin.gateway.protocol), never a copy.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 import time
@@ -17,11 +22,12 @@ from coincurve import PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from terrapin.gateway.protocol.ack import decode_ack
-from terrapin.gateway.protocol.envelope import build_envelope
+from terrapin.gateway.protocol.envelope import build_envelope, decode_envelope
 from terrapin.gateway.protocol.signature import address
 from terrapin.gateway.protocol.topics import ack_topic, reading_topic
 
 DEFAULT_RECORDS = (("temperature", "Cel", 21.5), ("humidity", "%RH", 48.25))
+FIXED_TIME = 1_790_000_000  # readings with a known time (chain tests, vectors)
 
 
 def new_key() -> bytes:
@@ -45,8 +51,8 @@ def sign_range(key: bytes, seqs, t0: int | None = None) -> list[tuple[int, bytes
 class SimBoard:
     def __init__(
         self,
-        host: str,
-        port: int,
+        host: str = "127.0.0.1",
+        port: int = 0,
         key: bytes | None = None,
         *,
         password: str | None = None,
@@ -81,6 +87,15 @@ class SimBoard:
         c.reconnect_delay_set(0.2, 2)
         self.client = c
         self.host, self.port = host, port
+
+    @classmethod
+    def make(cls, rng: random.Random) -> SimBoard:
+        """A board with a key from `rng` (reproducible tests); not connected."""
+        return cls(key=rng.randbytes(32))
+
+    @property
+    def pubkey(self) -> bytes:
+        return self.public
 
     def start(self, timeout: float = 10.0) -> SimBoard:
         self.client.connect_async(self.host, self.port, keepalive=30)
@@ -122,6 +137,11 @@ class SimBoard:
 
     def envelope(self, seq: int, t: int | None = None, records=DEFAULT_RECORDS) -> bytes:
         return build_envelope(self.private, seq, int(time.time()) if t is None else t, records)
+
+    def signed_reading(self, seq: int, t: int = FIXED_TIME) -> tuple[bytes, bytes]:
+        """(COSE_Sign1 envelope, signed digest) of one temperature reading."""
+        env = build_envelope(self.private, seq, t, (("temperature", "Cel", 21.5),))
+        return env, decode_envelope(env).digest
 
     def publish(self, payload: bytes, seq: int | None = None, *, topic: str | None = None):
         if seq is not None:

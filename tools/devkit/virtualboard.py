@@ -1,6 +1,15 @@
-"""A virtual board: the firmware on the MicroPython unix port behind a serial line.
+"""A virtual board: the firmware on the MicroPython unix port (the one runner every
+test, bench, demo and `terrapin sim` uses).
 
-The board process gets a pseudo-terminal as its UART (stdin, stdout and
+Two ways to wire its console:
+
+- `serial=False`: one process per boot, its console written to a log file per
+  boot (console-N.log); the host drives boots itself: start(*args),
+  power_cut() (kill -9), wait_exit(). `on_line` sees each console line as it
+  arrives (e.g. to timestamp readings).
+- `serial=True` (default): behind a serial line, described below.
+
+Behind a serial line, the board process gets a pseudo-terminal as its UART (stdin, stdout and
 stderr). A bridge thread copies bytes between that UART and what a host tool
 opens:
 
@@ -25,17 +34,27 @@ import contextlib
 import errno
 import os
 import selectors
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 
+from terrapin.gateway.errors import TerrapinError
 from terrapin.tools.micropython import ESP32_HEAP, micropython_command
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+REPO = Path(__file__).resolve().parents[2]
+FIRMWARE_DIR = REPO / "firmware"
 CONSOLE_MAIN = FIRMWARE_DIR / "console_main.py"
+APP_MAIN = FIRMWARE_DIR / "main.py"
+
+
+class VirtualBoardError(TerrapinError):
+    """A virtual board did not exit in time or was not started; ends with its console."""
 
 
 def _pty_pair() -> tuple[int, int]:
@@ -46,7 +65,12 @@ def _pty_pair() -> tuple[int, int]:
 
 
 class VirtualBoard:
-    """One virtual board. `flash_dir` is its file system; `start()` boots it."""
+    """One virtual board. `flash_dir` is its file system; `start()` boots it.
+
+    `cwd` is where the process runs (default the flash folder, as a board boots
+    from its flash; the checkout for firmware/main.py run from source).
+    `cpython` runs the script on this CPython instead (no micropython binary).
+    """
 
     def __init__(
         self,
@@ -59,11 +83,23 @@ class VirtualBoard:
         log_path: str | Path | None = None,
         restart: bool = True,
         deploy: bool = True,
+        serial: bool = True,
+        log_dir: str | Path | None = None,
+        log_prefix: str = "console",
+        cwd: str | Path | None = None,
+        cpython: bool = False,
+        on_line: Callable[[bytes], None] | None = None,
     ):
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self.script = Path(script) if script else CONSOLE_MAIN
         self.args = args
+        self.serial = serial
+        self.log_dir = Path(log_dir) if log_dir else self.flash_dir.parent
+        self.log_prefix = log_prefix
+        self.cwd = Path(cwd) if cwd else self.flash_dir
+        self.cpython = cpython
+        self.on_line = on_line
         self.heapsize = heapsize
         self.log_path = (
             Path(log_path)
@@ -88,7 +124,13 @@ class VirtualBoard:
     def url(self) -> str:
         return f"socket://127.0.0.1:{self.tcp_port}"
 
-    def start(self) -> VirtualBoard:
+    def start(self, *extra: str) -> VirtualBoard:
+        """Boot: with a serial line, the line and the board (restarted as it resets);
+        without, one boot with `extra` options after `args`."""
+        if not self.serial:
+            self._boot(extra)
+            return self
+        self.args = (*self.args, *extra)
         self._uart_m, self._uart_s = _pty_pair()
         self._host_m, self._host_s = _pty_pair()
         self.pty_path = os.ttyname(self._host_s)
@@ -112,23 +154,125 @@ class VirtualBoard:
         self._thread.start()
         return self
 
-    def _spawn(self) -> None:
-        cmd = micropython_command(str(self.script), *self.args, heapsize=self.heapsize)
+    def _command(self, *extra: str) -> list[str]:
+        if self.cpython:
+            return [sys.executable, "-u", str(self.script), *self.args, *extra]
+        return micropython_command(str(self.script), *self.args, *extra, heapsize=self.heapsize)
+
+    def _env(self) -> dict[str, str]:
         # The ESP32 port's sys.path is ['', '.frozen', '/lib']; the unix port's
-        # is not, so say it: `micropython main.py` then finds lib/terrapin.
-        env = {**os.environ, "MICROPYPATH": ".frozen:lib"}
+        # is not, so say it: `micropython main.py` then finds lib/terrapin. Run
+        # from the checkout (cwd elsewhere), the firmware finds its own modules.
+        if self.cwd != self.flash_dir:
+            return dict(os.environ)
+        return {**os.environ, "MICROPYPATH": ".frozen:lib"}
+
+    def _spawn(self) -> None:
         self.proc = subprocess.Popen(
-            cmd,
-            env=env,
+            self._command(),
+            env=self._env(),
             stdin=self._uart_s,
             stdout=self._uart_s,
             stderr=self._uart_s,
-            cwd=self.flash_dir,
+            cwd=self.cwd,
             close_fds=True,
+            start_new_session=self.cpython,
         )
         self.boots += 1
 
+    # -- one process per boot, console to a log file per boot (serial=False) ---------
+    def boot_log(self, n: int) -> Path:
+        return self.log_dir / f"{self.log_prefix}-{n}.log"
+
+    def _boot(self, extra: tuple[str, ...]) -> None:
+        if self.running():
+            raise VirtualBoardError(f"{self.flash_dir}: already running; power_cut() first")
+        self.boots += 1
+        log = self.boot_log(self.boots)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                self._command(*extra),
+                env=self._env(),
+                stdout=subprocess.PIPE if self.on_line else out,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                start_new_session=True,  # its own process group: the power goes for all
+            )
+        if self.on_line:
+            threading.Thread(target=self._tee, args=(self.proc, log), daemon=True).start()
+
+    def _tee(self, proc: subprocess.Popen, log: Path) -> None:
+        with open(log, "ab") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                self.on_line(line)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def power_cut(self) -> bool:
+        """kill -9 this boot, wherever it was (True if it was running). Behind a
+        serial line the bridge notes the exit code (and boots it again if `restart`)."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            if self.serial:
+                proc.send_signal(signal.SIGKILL)
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if not self.serial:
+            self.exit_codes.append(-9)
+            self.proc = None
+        return True
+
+    def terminate(self, timeout: float = 3.0) -> None:
+        """SIGTERM (the firmware says goodbye), then the power if it is still on."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                self.exit_codes.append(proc.wait(timeout))
+                self.proc = None
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.power_cut()
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code of this boot; VirtualBoardError (with the console) on timeout."""
+        proc = self.proc
+        if proc is None:
+            raise VirtualBoardError(f"{self.flash_dir}: not started")
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise VirtualBoardError(
+                f"{self.flash_dir}: still running after {timeout:.0f} s:\n{self.console_tail()}"
+            ) from None
+        self.exit_codes.append(code)
+        self.proc = None
+        return code
+
+    def console(self, all_boots: bool = True) -> str:
+        """What the board printed: every boot, or only the last one."""
+        if self.serial:
+            return self.console_log()
+        first = 1 if all_boots else self.boots
+        logs = (self.boot_log(n) for n in range(max(first, 1), self.boots + 1))
+        return "".join(p.read_text(errors="replace") for p in logs if p.exists())
+
+    def console_tail(self, n: int = 30) -> str:
+        return "\n".join(self.console().splitlines()[-n:])
+
     def stop(self) -> None:
+        if not self.serial:
+            self.power_cut()
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -12,8 +12,8 @@ from terrapin.tools.board.serialconsole import BoardConsole, Link, open_port
 from terrapin.tools.devkit.virtualboard import VirtualBoard
 
 
-class Board:
-    """A started virtual board and the port string a host tool would be given."""
+class BoardOnPort:
+    """A started VirtualBoard and the port a host tool is given (a pty or socket:// URL)."""
 
     def __init__(self, vb: VirtualBoard, kind: str):
         self.vb = vb
@@ -34,15 +34,15 @@ class Board:
 
 @pytest.fixture
 def start_board(micropython_exe: str, tmp_path: Path) -> Iterator:
-    """start_board(kind, *args, name=, deploy=) -> Board; all stopped after the test."""
+    """start_board(kind, *args, name=, deploy=) -> BoardOnPort; all stopped after the test."""
     started: list[VirtualBoard] = []
 
-    def start(kind: str, *args: str, name: str = "flash", deploy: bool = True) -> Board:
+    def start(kind: str, *args: str, name: str = "flash", deploy: bool = True) -> BoardOnPort:
         vb = VirtualBoard(
             tmp_path / name, args=args, tcp_port=0 if kind == "tcp" else None, deploy=deploy
         )
         started.append(vb.start())
-        return Board(vb, kind)
+        return BoardOnPort(vb, kind)
 
     try:
         yield start
@@ -52,6 +52,6 @@ def start_board(micropython_exe: str, tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture(params=["pty", "tcp"])
-def board(request, start_board) -> Board:
+def board(request, start_board) -> BoardOnPort:
     """A provisioning-mode virtual board, once behind a pty and once behind TCP."""
     return start_board(request.param)

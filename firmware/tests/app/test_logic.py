@@ -40,7 +40,7 @@ def test_ack_decode_rejects_bad_payloads(payload: bytes) -> None:
 
 
 def test_reason_names_match_the_gateway() -> None:
-    reasons = pytest.importorskip("terrapin.gateway.protocol.reasons")
+    from terrapin.gateway.protocol import reasons
     for reason in reasons.Reason:
         assert ack.reason_name(int(reason)) == reason.name
 

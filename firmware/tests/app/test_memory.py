@@ -24,7 +24,7 @@ def test_ten_thousand_readings_in_100k_heap(fw, micropython_exe, mosquitto_exe, 
     gw = fw.TestGateway(broker.host, broker.port, verify=False)
     try:
         cfg = fw.board_config(broker.port, window=16, log="info", ack_timeout_s=5)
-        board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+        board = fw.AppBoard(micropython_exe, tmp_path, cfg)
         board.start(
             "--max-readings", str(READINGS), "--exit-when-drained", "--stats", "--period-ms", "3"
         )

@@ -41,7 +41,7 @@ def test_tls_with_ca_file(fw, micropython_exe, mosquitto_exe, tmp_path):
     try:
         cfg = fw.board_config(broker.port)
         cfg["broker"].update({"tls": True, "ca_file": str(cert)})
-        board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+        board = fw.AppBoard(micropython_exe, tmp_path, cfg)
         board.start("--max-readings", "5", "--exit-when-drained", "--stats", heap="256k")
         assert board.wait(60) == 0, board.console()
         assert gw.seqs(board.address()) == set(range(1, 6))
@@ -51,7 +51,7 @@ def test_tls_with_ca_file(fw, micropython_exe, mosquitto_exe, tmp_path):
         other.mkdir()
         _k2, wrong = make_cert(other)
         cfg["broker"]["ca_file"] = str(wrong)
-        bad = fw.VirtualBoard(micropython_exe, tmp_path, cfg, "untrusting")
+        bad = fw.AppBoard(micropython_exe, tmp_path, cfg, "untrusting")
         bad.start("--max-readings", "1", "--exit-when-drained", heap="256k")
         fw.wait_for(lambda: "unreachable" in bad.console(), 20, "a TLS failure", bad.console)
         bad.kill()

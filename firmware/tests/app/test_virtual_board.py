@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 
 
 def test_one_board_publishes_and_drains(fw, micropython_exe, mosquitto, gateway, tmp_path: Path):
-    board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port))
+    board = fw.AppBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port))
     board.start("--max-readings", "20", "--exit-when-drained", "--stats")
     assert board.wait(30) == 0, board.console()
     addr = board.address()
@@ -27,7 +27,7 @@ def test_one_board_publishes_and_drains(fw, micropython_exe, mosquitto, gateway,
 
 def test_several_boards_publish_and_drain(fw, micropython_exe, mosquitto, gateway, tmp_path):
     boards = [
-        fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port), f"b{i}")
+        fw.AppBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port), f"b{i}")
         for i in range(3)
     ]
     for i, b in enumerate(boards):
@@ -45,7 +45,7 @@ def test_gateway_rejection_removes_entry_and_is_logged(
     fw, micropython_exe, mosquitto, gateway, tmp_path
 ):
     gateway.reject = {3: 7, 5: 12}
-    board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port))
+    board = fw.AppBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port))
     board.start("--max-readings", "8", "--exit-when-drained", "--stats")
     assert board.wait(30) == 0, board.console()
     stats = board.stats()
@@ -56,7 +56,7 @@ def test_gateway_rejection_removes_entry_and_is_logged(
 
 
 def test_broker_restart_backlog_drains_in_order(fw, micropython_exe, mosquitto, gateway, tmp_path):
-    board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port))
+    board = fw.AppBoard(micropython_exe, tmp_path, fw.board_config(mosquitto.port))
     board.start("--max-readings", "100", "--exit-when-drained", "--stats")
     fw.wait_for(lambda: gateway.received >= 10, 20, "first readings", board.console)
     addr = board.address()
@@ -81,7 +81,7 @@ def test_readings_missed_after_a_restart_are_resent_before_newer_ones(
     # restart are lost (as if the gateway were not subscribed yet). The board
     # must get its oldest entry through before it sends anything newer.
     cfg = fw.board_config(mosquitto.port, ack_timeout_s=0.4, window=8)
-    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board = fw.AppBoard(micropython_exe, tmp_path, cfg)
     board.start("--max-readings", "60", "--exit-when-drained", "--stats")
     fw.wait_for(lambda: gateway.received >= 10, 20, "first readings", board.console)
     addr = board.address()
@@ -100,7 +100,7 @@ def test_readings_missed_after_a_restart_are_resent_before_newer_ones(
 
 def test_broker_unreachable_at_boot(fw, micropython_exe, mosquitto_exe, tmp_path):
     port = free_port()
-    board = fw.VirtualBoard(micropython_exe, tmp_path, fw.board_config(port))
+    board = fw.AppBoard(micropython_exe, tmp_path, fw.board_config(port))
     board.start("--max-readings", "30", "--exit-when-drained", "--stats")
     fw.wait_for(lambda: "unreachable" in board.console(), 30, "a failed connect", board.console)
     time.sleep(1.0)  # readings pile up in the outbox meanwhile
@@ -120,7 +120,7 @@ def test_deep_sleep_keeps_the_sequence_and_a_power_cut_skips_the_block(
     fw, micropython_exe, mosquitto, gateway, tmp_path
 ):
     cfg = fw.board_config(mosquitto.port, deep_sleep=True, awake_s=10, sample_period_s=30)
-    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board = fw.AppBoard(micropython_exe, tmp_path, cfg)
     for _wake in range(5):
         board.start("--deep-sleep-sim")
         assert board.wait(30) == 4, board.console()  # 4 = went to deep sleep
@@ -143,7 +143,7 @@ def test_full_outbox_drops_oldest_counts_and_reports(
     gateway.ack_enabled = False  # the gateway stores nothing for a while
     cfg = fw.board_config(mosquitto.port, sample_period_s=0.02, ack_timeout_s=0.5)
     cfg["outbox"] = {"max_bytes": 8192, "segment_bytes": 2048}
-    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
+    board = fw.AppBoard(micropython_exe, tmp_path, cfg)
     board.start("--max-readings", "90", "--exit-when-drained", "--stats")
     fw.wait_for(lambda: len(board.stored_seqs()) == 90, 30, "90 readings", board.console)
     addr = board.address()

@@ -40,8 +40,8 @@ def test_virtual_board_with_the_real_gateway(fw, micropython_exe, mosquitto_exe,
     cli("init", "--dir", str(home), "--mqtt-port", str(mqtt_port), "--api-port", str(api_port))
     # The board's key is made on "its flash" first (as on first boot), then allow-listed.
     cfg = fw.board_config(mqtt_port)
-    board = fw.VirtualBoard(micropython_exe, tmp_path, cfg)
-    board.flash.mkdir(parents=True)
+    board = fw.AppBoard(micropython_exe, tmp_path, cfg)
+    board.flash.mkdir(parents=True, exist_ok=True)
     _priv, _pub, addr, _new = keystore.identity(str(board.flash))
     added = json.loads(
         cli("device", "add", addr.hex(), "--json", "--config", str(home / "gateway.toml"))

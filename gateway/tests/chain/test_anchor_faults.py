@@ -20,12 +20,12 @@ from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainError, transact
 from terrapin.tools.devkit.chainkit import (
     ANVIL_KEY,
-    Board,
     TcpProxy,
     add_readings,
     deploy_on_rpc,
     make_db,
 )
+from terrapin.tools.devkit.simboard import SimBoard
 
 pytestmark = pytest.mark.anvil
 
@@ -60,7 +60,7 @@ def setup(anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TERRAPIN_CHAIN_KEY", ANVIL_KEY)
     db = tmp_path / "gw.db"
     conn = make_db(db)
-    boards = [Board.make(random.Random(21)) for _ in range(2)]
+    boards = [SimBoard.make(random.Random(21)) for _ in range(2)]
     add_readings(conn, boards, 12)
     Batcher(db, batch_size=4).close_due()  # batches 0, 1, 2
     config = deploy_on_rpc(anvil.url)

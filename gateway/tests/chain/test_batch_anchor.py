@@ -12,7 +12,8 @@ from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig
-from terrapin.tools.devkit.chainkit import Board, add_readings, make_db
+from terrapin.tools.devkit.chainkit import add_readings, make_db
+from terrapin.tools.devkit.simboard import SimBoard
 
 
 class Clock:
@@ -27,7 +28,7 @@ def test_batches_close_at_size_or_age_in_reading_id_order(tmp_path: Path) -> Non
     db = tmp_path / "gw.db"
     conn = make_db(db)
     rng = random.Random(1)
-    boards = [Board.make(rng) for _ in range(3)]
+    boards = [SimBoard.make(rng) for _ in range(3)]
     clock = Clock()
     batcher = Batcher(db, batch_size=10, batch_seconds=30, clock=clock)
     readings = add_readings(conn, boards, 25, received_at=clock.now)
@@ -64,7 +65,7 @@ def test_batches_close_at_size_or_age_in_reading_id_order(tmp_path: Path) -> Non
 
 def test_force_closes_what_is_waiting(tmp_path: Path) -> None:
     conn = make_db(tmp_path / "gw.db")
-    add_readings(conn, [Board.make(random.Random(2))], 3)
+    add_readings(conn, [SimBoard.make(random.Random(2))], 3)
     batcher = Batcher(tmp_path / "gw.db", batch_size=100, batch_seconds=3600)
     assert batcher.close_due() == []
     assert [b.count for b in batcher.close_due(force=True)] == [3]
@@ -76,7 +77,7 @@ def test_anchor_pending_anchors_each_batch_once_in_order(
 ) -> None:
     db = tmp_path / "gw.db"
     conn = make_db(db)
-    add_readings(conn, [Board.make(random.Random(3)) for _ in range(2)], 23)
+    add_readings(conn, [SimBoard.make(random.Random(3)) for _ in range(2)], 23)
     Batcher(db, batch_size=5).close_due(force=True)
     chain = Chain.connect(ChainConfig(confirmations=confirmations))
     anchorer = Anchorer(db, chain)
@@ -100,7 +101,7 @@ def test_a_new_chain_gets_every_batch_again(tmp_path: Path) -> None:
     """The embedded chain lives in the process: after a restart the batches are anchored
     on the new chain rather than trusted from the old one."""
     db = tmp_path / "gw.db"
-    add_readings(make_db(db), [Board.make(random.Random(4))], 4)
+    add_readings(make_db(db), [SimBoard.make(random.Random(4))], 4)
     Batcher(db, batch_size=2).close_due()
     Anchorer(db, Chain.connect()).anchor_pending()
     chain = Chain.connect()

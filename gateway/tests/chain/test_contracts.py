@@ -15,7 +15,8 @@ from web3.exceptions import ContractLogicError
 from terrapin.gateway.chain import bundle, merkle
 from terrapin.gateway.chain.node import BUILD_DIR, Chain, ChainConfig, transact
 from terrapin.gateway.protocol.signature import recover_signer
-from terrapin.tools.devkit.chainkit import ANVIL_KEY, REPO, Board, deploy_on_rpc
+from terrapin.tools.devkit.chainkit import ANVIL_KEY, REPO, deploy_on_rpc
+from terrapin.tools.devkit.simboard import SimBoard
 
 GAS_TARGET = 60_000
 # web3 turns anvil's revert into ContractLogicError; eth-tester's custom errors surface raw.
@@ -97,11 +98,11 @@ def test_batches_are_strictly_sequential_and_never_anchored_twice(chain: Chain) 
 
 def test_verify_reading_matches_python_proofs_and_signatures(chain: Chain) -> None:
     rng = random.Random(7)
-    boards = [Board.make(rng) for _ in range(3)]
+    boards = [SimBoard.make(rng) for _ in range(3)]
     readings = []
     for i in range(37):
         board = boards[i % 3]
-        envelope, digest = board.envelope(i + 1)
+        envelope, digest = board.signed_reading(i + 1)
         readings.append((board, i + 1, digest, envelope))
     tree = merkle.build_tree([(b.address, s, d) for b, s, d, _ in readings])
     _anchor(chain, chain.account, 0, tree.root, len(readings))

@@ -13,7 +13,8 @@ from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain
 from terrapin.tools.cli.main import main
-from terrapin.tools.devkit.chainkit import ANVIL_KEY, Board, add_readings, deploy_on_rpc, make_db
+from terrapin.tools.devkit.chainkit import ANVIL_KEY, add_readings, deploy_on_rpc, make_db
+from terrapin.tools.devkit.simboard import SimBoard
 
 pytestmark = pytest.mark.anvil
 
@@ -25,17 +26,17 @@ def anchored(anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     db = tmp_path / "gw.db"
     conn = make_db(db)
     rng = random.Random(11)
-    boards = [Board.make(rng) for _ in range(3)]
+    boards = [SimBoard.make(rng) for _ in range(3)]
     readings = add_readings(conn, boards, 20)
     # One board whose public key the devices table does not know: recovered from its signature.
-    readings += add_readings(conn, [Board.make(rng)], 3, register=False)
+    readings += add_readings(conn, [SimBoard.make(rng)], 3, register=False)
     Batcher(db, batch_size=9).close_due(force=True)
     anchorer = Anchorer(db, Chain.connect(deploy_on_rpc(anvil.url)))
     anchorer.anchor_pending()
     return db, readings, anvil
 
 
-def _proof(db: Path, board: Board, seq: int, out: Path) -> dict:
+def _proof(db: Path, board: SimBoard, seq: int, out: Path) -> dict:
     code = main(["proof", "0x" + board.address.hex(), str(seq), "--db", str(db), "--out", str(out)])
     assert code == 0
     return json.loads(out.read_text())

@@ -18,7 +18,8 @@ from terrapin.gateway.chain.node import Chain, ChainConfig
 from terrapin.gateway.chain.stage import stages
 from terrapin.gateway.errors import ConfigError
 from terrapin.tools.cli.proof import make_bundle
-from terrapin.tools.devkit.chainkit import ANVIL_KEY, Board, add_readings, make_db
+from terrapin.tools.devkit.chainkit import ANVIL_KEY, add_readings, make_db
+from terrapin.tools.devkit.simboard import SimBoard
 from terrapin.tools.verifier import run_checks
 
 
@@ -27,7 +28,7 @@ def test_demo_path_on_the_embedded_chain(tmp_path: Path, caplog, monkeypatch) ->
     monkeypatch.setenv("TERRAPIN_CHAIN_KEY", key)
     caplog.set_level(logging.DEBUG)
     db = tmp_path / "gw.db"
-    readings = add_readings(make_db(db), [Board.make(random.Random(5))], 7)
+    readings = add_readings(make_db(db), [SimBoard.make(random.Random(5))], 7)
     batcher, anchorer = stages(db, {"batch_size": 4, "confirmations": 2})
     assert [b.count for b in batcher.close_due(force=True)] == [4, 3]
     anchorer.anchor_pending(until="confirmed")
@@ -94,7 +95,7 @@ def test_server_factories_share_one_chain_and_report_status(tmp_path: Path) -> N
     from terrapin.gateway.chain import stage
 
     db = tmp_path / "gw.db"
-    add_readings(make_db(db), [Board.make(random.Random(8))], 3)
+    add_readings(make_db(db), [SimBoard.make(random.Random(8))], 3)
     cfg = SimpleNamespace(
         store=SimpleNamespace(path=str(db)), sections={"chain": {"batch_size": 2}}
     )

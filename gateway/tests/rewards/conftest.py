@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +15,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from terrapin.gateway.chain.node import transact
+from terrapin.tools.devkit.chainkit import Anvil
 
 REPO = Path(__file__).resolve().parents[3]
 HARNESS = "gateway/tests/rewards/BoardBindingHarness.sol"
@@ -41,12 +38,6 @@ def compiled(node_exe: str) -> dict[str, dict]:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["contracts"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -100,31 +91,12 @@ def embedded() -> Net:
 
 @pytest.fixture
 def anvil(anvil_exe: str, tmp_path: Path) -> Iterator[Net]:
-    port = _free_port()
-    log = (tmp_path / "anvil.log").open("w")
-    proc = subprocess.Popen(
-        [anvil_exe, "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    node = Anvil(anvil_exe, tmp_path, "--chain-id", "31337").start()
     try:
-        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 10}))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if w3.is_connected() and w3.eth.block_number >= 0:
-                    break
-            except Exception:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"anvil did not start: {(tmp_path / 'anvil.log').read_text()}")
-            time.sleep(0.1)
+        w3 = Web3(Web3.HTTPProvider(node.url, request_kwargs={"timeout": 10}))
         yield Net("anvil", w3, _fund(w3, 6))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-        log.close()
+        node.stop()
 
 
 @pytest.fixture(params=["embedded", "anvil"])

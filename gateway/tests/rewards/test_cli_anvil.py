@@ -15,6 +15,7 @@ from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards.binding import bind_digest, pack_signature
 from terrapin.tools.cli.main import main
 from terrapin.tools.devkit import chainkit as testkit
+from terrapin.tools.devkit.simboard import SimBoard
 
 DAY = 86_400
 
@@ -39,11 +40,11 @@ def test_compute_publish_claim_on_anvil(anvil, compiled, tmp_path, monkeypatch, 
     token = rewards_chain.deploy_rewards(w3, oracle)
 
     rng = random.Random(5)
-    boards = [testkit.Board.make(rng) for _ in range(2)]
+    boards = [SimBoard.make(rng) for _ in range(2)]
     day = w3.eth.get_block("latest")["timestamp"] // DAY + 3
     w3.provider.make_request("evm_setNextBlockTimestamp", [day * DAY + 60])
     for board, owner in zip(boards, (alice, bob), strict=True):
-        sig = board.key.sign_recoverable(
+        sig = board.private.sign_recoverable(
             bind_digest(owner.address, 0, w3.eth.chain_id, binder.address), hasher=None
         )
         address = Web3.to_checksum_address(board.address)

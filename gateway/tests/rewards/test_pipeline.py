@@ -24,6 +24,7 @@ from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.binding import bind_digest, pack_signature
 from terrapin.tools.cli.main import main
 from terrapin.tools.devkit import chainkit as testkit
+from terrapin.tools.devkit.simboard import SimBoard
 
 REPO = Path(__file__).resolve().parents[3]
 DAY = 86_400
@@ -31,11 +32,9 @@ ALICE, BOB = "0x" + "a1" * 20, "0x" + "b0" * 20
 PARAMS = rewards_store.Params(budget=1_000_000, cap=3)
 
 
-def sign_binding(
-    board: testkit.Board, owner: str, nonce: int, chain_id: int, contract: str
-) -> bytes:
+def sign_binding(board: SimBoard, owner: str, nonce: int, chain_id: int, contract: str) -> bytes:
     """The board's console answer to "sign this digest" (sign_recoverable), packed."""
-    sig = board.key.sign_recoverable(bind_digest(owner, nonce, chain_id, contract), hasher=None)
+    sig = board.private.sign_recoverable(bind_digest(owner, nonce, chain_id, contract), hasher=None)
     return pack_signature(sig[:64], sig[64])
 
 
@@ -110,7 +109,7 @@ def test_three_epochs_bind_compute_publish_claim_and_recompute(
     rng = random.Random(42)
     db = tmp_path / "gateway.sqlite"
     conn = testkit.make_db(db)
-    boards = [testkit.Board.make(rng) for _ in range(3)]
+    boards = [SimBoard.make(rng) for _ in range(3)]
     chain = Chain.connect(ChainConfig())
     w3, tester = chain.w3, chain.tester
     binder = binding_contract(chain, compiled)
