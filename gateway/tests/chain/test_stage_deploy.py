@@ -98,7 +98,7 @@ def test_server_factories_share_one_chain_and_report_status(tmp_path: Path) -> N
     cfg = SimpleNamespace(
         store=SimpleNamespace(path=str(db)), sections={"chain": {"batch_size": 2}}
     )
-    batcher, anchorer = stage.batcher(cfg, None), stage.anchorer(cfg, None)
+    batcher, anchorer = stage.batcher(cfg), stage.anchorer(cfg)
     assert stage.chain_for(cfg) is anchorer.chain  # the rewards stage gets the same chain
     assert batcher.status()["waiting"] == 3
     batcher.close_due()
