@@ -15,9 +15,9 @@ import pytest
 from eth_account import Account
 
 from terrapin.gateway.chain.node import Chain, ChainConfig
+from terrapin.gateway.chain.proof import make_bundle
 from terrapin.gateway.chain.stage import stages
 from terrapin.gateway.errors import ConfigError
-from terrapin.tools.cli.proof import make_bundle
 from terrapin.tools.devkit.chainkit import ANVIL_KEY, Board, add_readings, make_db
 from terrapin.tools.verifier import run_checks
 
@@ -57,7 +57,7 @@ def test_config_mistakes_say_what_to_fix(section: dict, words: str) -> None:
 
 def _deploy(url: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "terrapin.tools.cli.chain", "--rpc", url, *args],
+        [sys.executable, "-m", "terrapin.tools.cli.main", "chain", "deploy", "--rpc", url, *args],
         capture_output=True,
         text=True,
         timeout=60,
