@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import sha3
 from Crypto.Hash import keccak as _cd_keccak
 
+from terrapin.gateway.errors import TerrapinError
+
 LEAF_ENCODING = ("address", "uint64", "bytes32")
 HASH_SIZE = 32
 _ZERO12 = bytes(12)
@@ -32,7 +34,7 @@ _LEAF_WORDS = struct.Struct(">12x20s24xQ32s")  # abi.encode(address, uint64, byt
 Keccak = Callable[[bytes], bytes]
 
 
-class MerkleError(ValueError):
+class MerkleError(TerrapinError, ValueError):
     """A value, proof or stored tree that is not well formed."""
 
 

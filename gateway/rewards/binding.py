@@ -17,6 +17,8 @@ from __future__ import annotations
 from coincurve import PublicKey
 from eth_utils import keccak
 
+from terrapin.gateway.errors import TerrapinError
+
 DOMAIN_NAME = "Terrapin"
 DOMAIN_VERSION = "1"
 DOMAIN_TYPE = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -26,7 +28,7 @@ BIND_TYPEHASH = keccak(BIND_TYPE.encode())
 _SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 
 
-class BindingError(ValueError):
+class BindingError(TerrapinError, ValueError):
     """A binding signature that is malformed or not made by the board."""
 
 
