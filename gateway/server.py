@@ -102,6 +102,10 @@ class Gateway:
         self.ingest.ack_many(batch)
 
     def run(self, shutdown: threading.Event) -> None:
+        """Start every stage, serve until `shutdown`, stop them all.
+
+        ingest (paho's thread) -> self.queue -> check -> store -> ack (self.processor)
+        -> ACKs and PUBACKs (this thread); batch, anchor, rewards: a thread each."""
         cfg = self.cfg
         workers = cfg.pipeline.workers
         self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)
@@ -118,40 +122,9 @@ class Gateway:
             t.start()
         self.ingest.start()
         notify("READY=1")
-        ping = watchdog_interval()
-        next_ping = time.monotonic()
         log.info("gateway running", extra={"fields": {"db": str(cfg.store.path)}})
-        inflight: deque[list[Message]] = deque()  # submitted, oldest first
-        next_check = time.monotonic() + LIVENESS_INTERVAL
         try:
-            while not shutdown.is_set():
-                batch = self._next_batch(0.005 if inflight else 0.2)
-                if batch:
-                    self.processor.submit(
-                        [(m.topic, m.address, m.payload, m.received_at) for m in batch]
-                    )
-                    inflight.append(batch)
-                # Finish what is done. Wait for the oldest batch when the pipeline is
-                # full, or when nothing new came in (then waiting costs no throughput
-                # and answers the boards sooner).
-                while inflight and (
-                    len(inflight) >= PIPELINE_DEPTH or not batch or self.processor.ready()
-                ):
-                    self._finish(inflight.popleft(), self.processor.result())
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self.processor.reload()
-                # Periodic work, on the clock whatever the load (one clock read per
-                # batch, not per reading).
-                now = time.monotonic()
-                if now >= next_check:
-                    self.processor.check_alive()  # every worker, busy or not
-                    next_check = now + LIVENESS_INTERVAL
-                if ping and now >= next_ping:
-                    notify("WATCHDOG=1")
-                    next_ping = now + ping
-            while inflight:  # finish the transactions under way, ack them
-                self._finish(inflight.popleft(), self.processor.result())
+            self._serve(shutdown)
             if self._failed is not None:
                 raise self._failed
         except WorkerDied as exc:
@@ -169,6 +142,38 @@ class Gateway:
             if self.api is not None:
                 self.api.stop()
             self.processor.close()
+
+    def _serve(self, shutdown: threading.Event) -> None:
+        """Queue -> processor -> ACK + PUBACK until `shutdown`, then finish what is in flight."""
+        processor = self.processor
+        ping = watchdog_interval()
+        next_ping = time.monotonic()
+        inflight: deque[list[Message]] = deque()  # submitted, oldest first
+        next_check = time.monotonic() + LIVENESS_INTERVAL
+        while not shutdown.is_set():
+            batch = self._next_batch(0.005 if inflight else 0.2)
+            if batch:
+                processor.submit([(m.topic, m.address, m.payload, m.received_at) for m in batch])
+                inflight.append(batch)
+            # Finish what is done. Wait for the oldest batch when the pipeline is
+            # full, or when nothing new came in (then waiting costs no throughput
+            # and answers the boards sooner).
+            while inflight and (len(inflight) >= PIPELINE_DEPTH or not batch or processor.ready()):
+                self._finish(inflight.popleft(), processor.result())
+            if self._reload.is_set():
+                self._reload.clear()
+                processor.reload()
+            # Periodic work, on the clock whatever the load (one clock read per
+            # batch, not per reading).
+            now = time.monotonic()
+            if now >= next_check:
+                processor.check_alive()  # every worker, busy or not
+                next_check = now + LIVENESS_INTERVAL
+            if ping and now >= next_ping:
+                notify("WATCHDOG=1")
+                next_ping = now + ping
+        while inflight:  # finish the transactions under way, ack them
+            self._finish(inflight.popleft(), processor.result())
 
 
 def chain_stages(cfg: GatewayConfig) -> list:
