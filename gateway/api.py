@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from terrapin.gateway.errors import TerrapinError
+
 log = logging.getLogger("terrapin.gateway.api")
 
 
@@ -55,11 +57,11 @@ def prometheus(status: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-class RewardsUnavailable(LookupError):
+class RewardsUnavailable(TerrapinError, LookupError):
     """This gateway has no rewards data to show (no database, no rewards stage)."""
 
 
-class UnknownOwner(LookupError):
+class UnknownOwner(TerrapinError, LookupError):
     """No board is bound to this owner and it has earned nothing."""
 
 

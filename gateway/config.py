@@ -14,6 +14,7 @@ to validate.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import tomllib
 from dataclasses import dataclass
@@ -25,6 +26,18 @@ from terrapin.gateway.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/terrapin/gateway.toml")
 ENV_PATH = "TERRAPIN_GATEWAY_CONFIG"
+
+# The stages [pipeline] stages can switch on, in the order the server builds them.
+STAGES = ("batch", "anchor", "rewards")
+# What gateway.toml files written before stages had names list instead.
+OLD_STAGE_ENTRIES = {
+    "terrapin.gateway.chain.stage:batcher": "batch",
+    "terrapin.gateway.chain.stage:anchorer": "anchor",
+    "terrapin.gateway.rewards.stage:rewards": "rewards",
+    "terrapin.gateway.chain.rewards_stage:rewards": "rewards",
+}
+
+log = logging.getLogger("terrapin.gateway.config")
 
 
 @dataclass(frozen=True)
@@ -47,11 +60,32 @@ def _one_of(*choices):
     return lambda v: None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
 
 
-def _factories(v):
-    for item in v:
-        if not isinstance(item, str) or item.count(":") != 1:
-            return f'entries must be "module:function" texts, not {item!r}'
-    return None
+def _stage_names(value: list, where: str) -> list[str]:
+    """[pipeline] stages as stage names; old "module:function" entries mapped, once logged."""
+    names: list[str] = []
+    old = []
+    for item in value:
+        if isinstance(item, str) and item in OLD_STAGE_ENTRIES:
+            old.append(item)
+            item = OLD_STAGE_ENTRIES[item]
+        if not isinstance(item, str):
+            raise ConfigError(f"pipeline.stages{where} entries must be stage names, not {item!r}")
+        if item not in STAGES:
+            close = difflib.get_close_matches(item, STAGES, n=1)
+            raise ConfigError(
+                f"pipeline.stages{where}: unknown stage {item!r}",
+                hint=f"did you mean {close[0]!r}?" if close else f"stages: {', '.join(STAGES)}",
+            )
+        if item in names:
+            raise ConfigError(f"pipeline.stages{where} lists stage {item!r} twice")
+        names.append(item)
+    if old:
+        log.warning(
+            "pipeline.stages%s: module entries are deprecated, write stages = %s",
+            where,
+            _toml_value(names),
+        )
+    return names
 
 
 def _ranges(v):
@@ -119,7 +153,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "processes that check and store (sharded by board); 0: in-thread",
             _one_of(*range(9)),
         ),
-        "stages": Key(list, [], 'extra stages, "module:function" factories', _factories),
+        "stages": Key(list, [], "chain stages to run: batch, anchor, rewards"),
     },
     "api": {
         "enabled": Key(bool, True, "serve /api/status and /metrics"),
@@ -169,6 +203,7 @@ def _type_name(t) -> str:
         str: "a text",
         bool: "true or false",
         dict: "a table",
+        list: "a list",
     }
     if isinstance(t, tuple):
         return "a number"
@@ -208,6 +243,7 @@ def validate(data: dict[str, Any], path: Path | None = None) -> GatewayConfig:
                     raise ConfigError(f"{name}.{key}{where} {problem} (got {value!r})")
             out[key] = value
         values[name] = out
+    values["pipeline"]["stages"] = _stage_names(values["pipeline"]["stages"], where)
     # A relative store path is relative to the config file.
     store_path = Path(values["store"]["path"])
     if path is not None and not store_path.is_absolute():
@@ -275,9 +311,8 @@ def render_config(overrides: dict[str, dict[str, Any]] | None = None) -> str:
         "",
         "# On-chain stages (docs/CHAIN.md, docs/REWARDS.md): batch readings into Merkle",
         "# trees, anchor one root per batch, settle reward epochs. To turn them on, set",
-        '#   [pipeline] stages = ["terrapin.gateway.chain.stage:batcher",',
-        '#                        "terrapin.gateway.chain.stage:anchorer",',
-        '#                        "terrapin.gateway.rewards.stage:rewards"]',
-        "# and add a [chain] section (the embedded chain, or a JSON-RPC URL with a keystore).",
+        '#   [pipeline] stages = ["batch", "anchor", "rewards"]',
+        "# and add a [chain] section (the embedded chain, or a JSON-RPC URL with a keystore)",
+        "# and, for rewards, a [rewards] section.",
     ]
     return "\n".join(lines) + "\n"

@@ -9,19 +9,21 @@ keeping up to PIPELINE_DEPTH batches in flight. When a batch's result comes
 back (in order) it publishes one ACK per board and only then PUBACKs the
 batch's messages, so the broker redelivers anything not committed.
 
-Other stages (batcher, anchor, rewards, ...) plug in as objects with
-`run(shutdown: threading.Event)` and optionally `status() -> dict`; list
-their factories as "module:function" in [pipeline] stages. Each factory is
-called as `factory(config, gateway)` and returns a stage or None; each stage
-runs in its own thread and its status appears under "stages" in /api/status.
+The chain stages are named in [pipeline] stages and built by `chain_stages`
+below, in this order:
+
+    stored readings -> batch (Merkle trees) -> anchor (one tx per batch)
+                    -> rewards (one distribution per ended epoch)
+
+Each is an object with `run(shutdown: threading.Event)` and `status() -> dict`,
+runs in its own thread, and shows its status under "stages" in /api/status. A
+stage whose run() raises stops the gateway with exit code 1 (systemd restarts it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -58,15 +60,8 @@ class Gateway:
         self.processor: LocalProcessor | ProcessorPool | None = None
         self.api: Api | None = None
         self._reload = threading.Event()
-        self.stages = self._load_stages()
-
-    def _load_stages(self) -> list:
-        stages = []
-        for target in self.cfg.pipeline.stages:
-            stage = stage_factory(target, self.cfg.path)(self.cfg, self)
-            if stage is not None:
-                stages.append(stage)
-        return stages
+        self.stages = chain_stages(cfg)
+        self._failed: StageFailed | None = None  # the first stage whose run() raised
 
     def snapshot(self) -> dict:
         snap = self.stats.snapshot()
@@ -82,6 +77,20 @@ class Gateway:
         """Re-read the allow-list soon (SIGHUP; it is also re-read every 5 s)."""
         self._reload.set()
 
+    def _run_stage(self, stage, shutdown: threading.Event) -> None:
+        """A stage's thread: an error in it stops the whole gateway (exit code 1)."""
+        name = type(stage).__name__
+        try:
+            stage.run(shutdown)
+        except Exception as exc:
+            reason = f"stage {name} failed: {type(exc).__name__}: {_first_line(exc)}"
+            log.error("%s; stopping (exit code 1) so that the supervisor restarts it", reason)
+            if self._failed is None:
+                self._failed = StageFailed(
+                    reason, hint="see the log lines above; systemd restarts the gateway"
+                )
+            shutdown.set()
+
     def _next_batch(self, timeout: float) -> list[Message]:
         return self.queue.get_batch(timeout, self.cfg.pipeline.max_batch)
 
@@ -93,6 +102,10 @@ class Gateway:
         self.ingest.ack_many(batch)
 
     def run(self, shutdown: threading.Event) -> None:
+        """Start every stage, serve until `shutdown`, stop them all.
+
+        ingest (paho's thread) -> self.queue -> check -> store -> ack (self.processor)
+        -> ACKs and PUBACKs (this thread); batch, anchor, rewards: a thread each."""
         cfg = self.cfg
         workers = cfg.pipeline.workers
         self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)
@@ -100,47 +113,20 @@ class Gateway:
             self.api = Api(cfg.api.host, cfg.api.port, self.snapshot).start()
             log.info("status API on http://%s:%s/api/status", *self.api.address)
         threads = [
-            threading.Thread(target=s.run, args=(shutdown,), name=type(s).__name__, daemon=True)
+            threading.Thread(
+                target=self._run_stage, args=(s, shutdown), name=type(s).__name__, daemon=True
+            )
             for s in self.stages
         ]
         for t in threads:
             t.start()
         self.ingest.start()
         notify("READY=1")
-        ping = watchdog_interval()
-        next_ping = time.monotonic()
         log.info("gateway running", extra={"fields": {"db": str(cfg.store.path)}})
-        inflight: deque[list[Message]] = deque()  # submitted, oldest first
-        next_check = time.monotonic() + LIVENESS_INTERVAL
         try:
-            while not shutdown.is_set():
-                batch = self._next_batch(0.005 if inflight else 0.2)
-                if batch:
-                    self.processor.submit(
-                        [(m.topic, m.address, m.payload, m.received_at) for m in batch]
-                    )
-                    inflight.append(batch)
-                # Finish what is done. Wait for the oldest batch when the pipeline is
-                # full, or when nothing new came in (then waiting costs no throughput
-                # and answers the boards sooner).
-                while inflight and (
-                    len(inflight) >= PIPELINE_DEPTH or not batch or self.processor.ready()
-                ):
-                    self._finish(inflight.popleft(), self.processor.result())
-                if self._reload.is_set():
-                    self._reload.clear()
-                    self.processor.reload()
-                # Periodic work, on the clock whatever the load (one clock read per
-                # batch, not per reading).
-                now = time.monotonic()
-                if now >= next_check:
-                    self.processor.check_alive()  # every worker, busy or not
-                    next_check = now + LIVENESS_INTERVAL
-                if ping and now >= next_ping:
-                    notify("WATCHDOG=1")
-                    next_ping = now + ping
-            while inflight:  # finish the transactions under way, ack them
-                self._finish(inflight.popleft(), self.processor.result())
+            self._serve(shutdown)
+            if self._failed is not None:
+                raise self._failed
         except WorkerDied as exc:
             # Nothing of the batches in flight is PUBACKed: the broker redelivers them
             # to the restarted gateway; what a live worker already committed comes back
@@ -157,36 +143,67 @@ class Gateway:
                 self.api.stop()
             self.processor.close()
 
+    def _serve(self, shutdown: threading.Event) -> None:
+        """Queue -> processor -> ACK + PUBACK until `shutdown`, then finish what is in flight."""
+        processor = self.processor
+        ping = watchdog_interval()
+        next_ping = time.monotonic()
+        inflight: deque[list[Message]] = deque()  # submitted, oldest first
+        next_check = time.monotonic() + LIVENESS_INTERVAL
+        while not shutdown.is_set():
+            batch = self._next_batch(0.005 if inflight else 0.2)
+            if batch:
+                processor.submit([(m.topic, m.address, m.payload, m.received_at) for m in batch])
+                inflight.append(batch)
+            # Finish what is done. Wait for the oldest batch when the pipeline is
+            # full, or when nothing new came in (then waiting costs no throughput
+            # and answers the boards sooner).
+            while inflight and (len(inflight) >= PIPELINE_DEPTH or not batch or processor.ready()):
+                self._finish(inflight.popleft(), processor.result())
+            if self._reload.is_set():
+                self._reload.clear()
+                processor.reload()
+            # Periodic work, on the clock whatever the load (one clock read per
+            # batch, not per reading).
+            now = time.monotonic()
+            if now >= next_check:
+                processor.check_alive()  # every worker, busy or not
+                next_check = now + LIVENESS_INTERVAL
+            if ping and now >= next_ping:
+                notify("WATCHDOG=1")
+                next_ping = now + ping
+        while inflight:  # finish the transactions under way, ack them
+            self._finish(inflight.popleft(), processor.result())
 
-def stage_factory(target: str, config_path=None):
-    """The factory a [pipeline] stages entry ("module:function") names.
 
-    Raises TerrapinError (one line, with the reason) when the module does not
-    import or has no such function; config.py has already checked the form."""
-    module, _, attr = target.partition(":")
-    where = f"[pipeline] stages entry {target!r}" + (f" in {config_path}" if config_path else "")
-    try:
-        mod = importlib.import_module(module)
-    except Exception as exc:  # ImportError, or whatever the module raised while importing
-        raise TerrapinError(
-            f"{where}: cannot import {module}: {_reason(exc)}",
-            hint=f"is it installed for {sys.executable}? entries are "
-            '"module:function" (e.g. "terrapin.gateway.chain.stage:batcher")',
-        ) from None
-    factory = getattr(mod, attr, None)
-    if factory is None:
-        raise TerrapinError(f"{where}: {module} has no function {attr}")
-    if not callable(factory):
-        raise TerrapinError(
-            f"{where}: {module}.{attr} is not a function ({type(factory).__name__})"
-        )
-    return factory
+def chain_stages(cfg: GatewayConfig) -> list:
+    """The stages [pipeline] stages switches on, built from their config sections.
+
+    Imported only when switched on: web3 and py-evm take seconds to import."""
+    names = cfg.pipeline.stages
+    stages: list = []
+    if "batch" in names:
+        from terrapin.gateway.chain.stage import batcher
+
+        stages.append(batcher(cfg))
+    if "anchor" in names:
+        from terrapin.gateway.chain.stage import anchorer
+
+        stages.append(anchorer(cfg))
+    if "rewards" in names:
+        from terrapin.gateway.rewards.stage import rewards
+
+        stages.append(rewards(cfg))
+    return stages
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ImportError) and exc.msg:
-        return str(exc.msg)
-    return f"{type(exc).__name__}: {exc}"
+class StageFailed(TerrapinError):
+    """A stage's run() raised: the gateway stops so that its supervisor restarts it."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def _size(path) -> int:

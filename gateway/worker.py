@@ -18,12 +18,13 @@ import traceback
 from collections import deque
 
 from terrapin.gateway.config import GatewayConfig
+from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.pipeline import BatchResult, Item, Processor
 
 log = logging.getLogger("terrapin.gateway.worker")
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(TerrapinError, RuntimeError):
     pass
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from terrapin.gateway.chain import merkle
 from terrapin.gateway.chain import tables as store
+from terrapin.gateway.errors import TerrapinError
 
 log = logging.getLogger(__name__)
 
 
-class BatchError(RuntimeError):
+class BatchError(TerrapinError, RuntimeError):
     """The batches table changed under the batcher (two batchers on one database)."""
 
 

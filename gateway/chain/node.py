@@ -258,3 +258,23 @@ def grant_gateway(w3: Web3, admin: LocalAccount, registry: Contract, gateway: st
     role = registry.functions.GATEWAY_ROLE().call()
     data = registry.functions.grantRole(role, gateway)._encode_transaction_data()
     transact(w3, admin, {"to": registry.address, "data": data})
+
+
+def deploy_contracts(
+    rpc: str, config: ChainConfig, *, admin: str | None = None, gateways: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Deploy registry + anchor on the JSON-RPC chain `rpc` with the configured key.
+
+    The deployer is the registry admin (or `admin`); when it is, it grants GATEWAY_ROLE
+    to `gateways` (default: itself). Returns the gateway's [chain] addresses."""
+    account = load_account(config)
+    if account is None:
+        raise TerrapinError(
+            "no deployer key", hint=f"use --keystore or set ${config.key_env} in the environment"
+        )
+    w3 = rpc_web3(rpc, timeout=config.rpc_timeout, poa=config.poa)
+    registry, anchor = deploy(w3, account, admin)
+    if admin is None or Web3.to_checksum_address(admin) == account.address:
+        for gateway in gateways or (account.address,):
+            grant_gateway(w3, account, registry, Web3.to_checksum_address(gateway))
+    return {"network": rpc, "registry": registry.address, "anchor": anchor.address}

@@ -1,12 +1,12 @@
-"""Wiring for the gateway server and the demo: the chain stages from the [chain] section.
+"""The batch and anchor stages built from the gateway config's [chain] section.
 
-In the gateway config:
+Switched on in the gateway config by name:
 
     [pipeline]
-    stages = ["terrapin.gateway.chain.stage:batcher", "terrapin.gateway.chain.stage:anchorer"]
+    stages = ["batch", "anchor"]
 
-Each factory is called as `factory(cfg, gateway)` (gateway/server.py) and returns an
-object with `run(shutdown)` and `status()`. `chain_for(cfg)` gives every stage of one
+gateway/server.py calls `batcher(cfg)` and `anchorer(cfg)`; each returns an object
+with `run(shutdown)` and `status()`. `chain_for(cfg)` gives every stage of one
 process the same connection, which matters on the embedded chain: it lives in this
 process, so the rewards stage must use the very chain the anchorer deployed to.
 
@@ -41,12 +41,12 @@ def chain_for(cfg: Any) -> Chain:
         return _chains[key]
 
 
-def batcher(cfg: Any, gateway: Any = None) -> Batcher:
+def batcher(cfg: Any) -> Batcher:
     config = ChainConfig.from_mapping(_section(cfg))
     return Batcher(cfg.store.path, batch_size=config.batch_size, batch_seconds=config.batch_seconds)
 
 
-def anchorer(cfg: Any, gateway: Any = None) -> Anchorer:
+def anchorer(cfg: Any) -> Anchorer:
     return Anchorer(cfg.store.path, chain_for(cfg))
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from terrapin.gateway.chain.merkle import build_from_leaves, keccak256, process_proof
+from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.rewards.rule import RewardsError, normalise_address
 
 VERSION = 1
@@ -37,7 +38,7 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 _UINT256_MAX = (1 << 256) - 1
 
 
-class DistributionError(ValueError):
+class DistributionError(TerrapinError, ValueError):
     """A distribution that cannot be built, or a file that is not a valid distribution."""
 
 

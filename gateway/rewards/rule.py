@@ -27,13 +27,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from terrapin.gateway.errors import TerrapinError
+
 EPOCH_SECONDS = 86_400  # one UTC day
 DEFAULT_CAP = 1_440  # one counted reading a minute per board per day
 DEFAULT_BUDGET = 1_000 * 10**18  # 1,000 tokens (18 decimals) per epoch
 ZERO_ADDRESS = "0x" + "00" * 20
 
 
-class RewardsError(ValueError):
+class RewardsError(TerrapinError, ValueError):
     """Input the reward rule cannot accept (bad epoch, budget, cap or address)."""
 
 

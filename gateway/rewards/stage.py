@@ -1,8 +1,7 @@
 """The rewards stage of the gateway: settle each reward epoch once, after it has ended.
 
     [pipeline]
-    stages = ["terrapin.gateway.chain.stage:batcher", "terrapin.gateway.chain.stage:anchorer",
-              "terrapin.gateway.rewards.stage:rewards"]
+    stages = ["batch", "anchor", "rewards"]
 
 Input: the chain stages' confirmed batches and their anchoring blocks' timestamps (an
 epoch is `timestamp // epoch_seconds`, docs/REWARDS.md). Output: per epoch, the
@@ -39,6 +38,7 @@ from terrapin.gateway.errors import ConfigError
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.rule import RewardsError
+from terrapin.gateway.rewards.settings import rule_params
 
 log = logging.getLogger("terrapin.gateway.rewards.rule")
 
@@ -307,22 +307,12 @@ class RewardsStage:
         return base
 
 
-def rewards(cfg: Any, gateway: Any = None) -> RewardsStage:
-    """Stage factory for `[pipeline] stages` (called as factory(cfg, gateway))."""
+def rewards(cfg: Any) -> RewardsStage:
+    """The rewards stage from the gateway config's [rewards] section (gateway/server.py)."""
     from terrapin.gateway.chain.stage import chain_for
-    from terrapin.tools.cli.rewards import REWARDS_KEYS
 
     section = dict(cfg.sections.get("rewards", {}))
-    unknown = sorted(set(section) - REWARDS_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown [rewards] key(s): {', '.join(unknown)}",
-            hint=f"known keys: {', '.join(sorted(REWARDS_KEYS))}",
-        )
-    try:
-        params = rewards_store.Params.from_mapping(section)
-    except (RewardsError, ValueError) as exc:
-        raise ConfigError(f"[rewards]: {exc}") from None
+    params = rule_params(section)
     poll = section.get("poll_seconds", DEFAULT_POLL)
     if isinstance(poll, bool) or not isinstance(poll, int | float) or poll <= 0:
         raise ConfigError("[rewards] poll_seconds must be a positive number")

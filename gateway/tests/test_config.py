@@ -38,7 +38,11 @@ def test_other_stages_sections_pass_through():
         ({"policy": {"replay_window": -1}}, "policy.replay_window must be at least 0"),
         ({"policy": {"ranges": {"Cel": [10, 0]}}}, "needs [low, high]"),
         ({"api": {"enabled": "yes"}}, "api.enabled must be true or false"),
-        ({"pipeline": {"stages": ["nocolon"]}}, '"module:function"'),
+        ({"pipeline": {"stages": ["bach"]}}, "unknown stage 'bach'"),
+        ({"pipeline": {"stages": ["my.module:factory"]}}, "unknown stage 'my.module:factory'"),
+        ({"pipeline": {"stages": [5]}}, "entries must be stage names, not 5"),
+        ({"pipeline": {"stages": ["batch", "batch"]}}, "lists stage 'batch' twice"),
+        ({"pipeline": {"stages": "batch"}}, "pipeline.stages must be a list"),
         ({"pipeline": {"workers": 9}}, "pipeline.workers must be one of"),
         ({"log": {"level": "loud"}}, "log.level must be one of"),
         ({"store": 5}, "must be a [store] section"),
@@ -74,3 +78,47 @@ def test_relative_paths_are_relative_to_the_file(tmp_path):
     cfg = load_config(p)
     assert cfg.store.path == str(tmp_path / "db" / "x.db")
     assert cfg.mqtt.password_file == str(tmp_path / "s")
+
+
+def test_a_misspelled_stage_suggests_the_close_one():
+    with pytest.raises(ConfigError) as err:
+        validate({"pipeline": {"stages": ["batch", "ancor"]}})
+    assert err.value.hint == "did you mean 'anchor'?"
+    with pytest.raises(ConfigError) as err:
+        validate({"pipeline": {"stages": ["zzz"]}})
+    assert err.value.hint == "stages: batch, anchor, rewards"
+
+
+def test_stage_names_switch_stages_on():
+    assert validate({}).pipeline.stages == []
+    cfg = validate({"pipeline": {"stages": ["rewards", "batch"]}})
+    assert cfg.pipeline.stages == ["rewards", "batch"]
+
+
+def test_old_module_entries_become_names_with_one_warning(caplog):
+    old = [
+        "terrapin.gateway.chain.stage:batcher",
+        "terrapin.gateway.chain.stage:anchorer",
+        "terrapin.gateway.chain.rewards_stage:rewards",
+    ]
+    with caplog.at_level("WARNING", logger="terrapin.gateway.config"):
+        cfg = validate({"pipeline": {"stages": old}})
+    assert cfg.pipeline.stages == ["batch", "anchor", "rewards"]
+    assert len(caplog.records) == 1, caplog.text
+    assert 'stages = ["batch", "anchor", "rewards"]' in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="terrapin.gateway.config"):
+        moved = validate({"pipeline": {"stages": ["terrapin.gateway.rewards.stage:rewards"]}})
+    assert moved.pipeline.stages == ["rewards"] and len(caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="terrapin.gateway.config"):
+        validate({"pipeline": {"stages": ["batch", "anchor"]}})
+    assert not caplog.records
+
+
+def test_the_rendered_stages_comment_is_a_valid_setting():
+    text = render_config()
+    line = next(x for x in text.splitlines() if "[pipeline] stages =" in x)
+    setting = line.removeprefix("#").strip().removeprefix("[pipeline]").strip()
+    cfg = validate({"pipeline": tomllib.loads(setting)})
+    assert cfg.pipeline.stages == ["batch", "anchor", "rewards"]

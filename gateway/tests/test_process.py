@@ -37,12 +37,12 @@ def test_connects_survives_kill_9_and_stops_cleanly(gw_home, gw_broker, tmp_path
 
 
 def test_an_exit_before_connecting_names_the_code_and_the_log(gw_home):
-    text = gw_home.config_path.read_text().replace("stages = []", 'stages = ["no_such_mod:f"]')
-    gw_home.config_path.write_text(text)
+    text = gw_home.config_path.read_text().replace("stages = []", 'stages = ["batch"]')
+    gw_home.config_path.write_text(text + "\n[chain]\nno_such_key = 1\n")  # checked in the child
     gw = GatewayProcess(gw_home.config_path)
-    with pytest.raises(GatewayProcessError, match=r"exited \(code 1\)") as err:
+    with pytest.raises(GatewayProcessError, match=r"exited \(code 2\)") as err:
         gw.start(timeout=60)
-    assert "no_such_mod" in str(err.value) and str(gw.log_path) in str(err.value)
+    assert "no_such_key" in str(err.value) and str(gw.log_path) in str(err.value)
     assert not gw.running()
 
 

@@ -316,33 +316,27 @@ def register_in_store(db: Path) -> Callable[[str, str], dict]:
 
 
 def register_with_gateway(config_path: str | None, label: str = "") -> Callable[[str, str], dict]:
-    """What `terrapin device add` does (tools/cli/gateway_device.py), then the credentials
+    """What `terrapin device add` does (terrapin.gateway.allowlist), then the credentials
     go into the board's config instead of onto the terminal."""
 
     def register(addr: str, pub: str) -> dict:
-        from terrapin.gateway import mosquitto_conf
-        from terrapin.tools.cli import gateway_device as devicecmd
+        from terrapin.gateway import allowlist
 
-        cfg, store = devicecmd._open(config_path)
-        try:
-            added = store.add_device(bytes.fromhex(addr), bytes.fromhex(pub), label)
-        finally:
-            store.close()
-        password = mosquitto_conf.random_password()
+        added = allowlist.add_board(config_path, bytes.fromhex(addr), bytes.fromhex(pub), label)
+        cfg = added.cfg
         broker = {
             "host": cfg.broker.public_host or cfg.mqtt.host,
             "port": cfg.mqtt.port,
             "user": addr,
-            "password": password,
+            "password": added.password,
         }
-        if cfg.broker.password_file:
-            mosquitto_conf.set_user(cfg.broker.password_file, addr, password)
-            text = "allowed, broker user created (" + devicecmd._reload_hint(cfg) + ")"
+        if added.broker_user:
+            text = "allowed, broker user created (" + allowlist.reload_hint(cfg) + ")"
         else:
             broker.pop("user")
             broker.pop("password")
-            text = "allowed; " + devicecmd._reload_hint(cfg)
-        if not added:
+            text = "allowed; " + allowlist.reload_hint(cfg)
+        if not added.new:
             text = "already allowed; " + text
         return {"text": text, "config": {"broker": broker}}
 

@@ -1,47 +1,36 @@
-"""Deploy TerrapinRegistry + TerrapinAnchor on a real chain and print the [chain] section.
+"""`terrapin chain deploy`: deploy TerrapinRegistry + TerrapinAnchor on a real chain
+and print the gateway's [chain] section.
 
-    TERRAPIN_KEYSTORE_PASSWORD=... python -m terrapin.tools.cli.chain \\
+    TERRAPIN_KEYSTORE_PASSWORD=... terrapin chain deploy \\
         --rpc https://sepolia.example --keystore ~/.terrapin/deployer.json [--gateway 0x..]
 
 The key comes from --keystore (password in $TERRAPIN_KEYSTORE_PASSWORD) or from
 $TERRAPIN_CHAIN_KEY; never from the command line. The deployer is the registry admin
 (or --admin) and is granted GATEWAY_ROLE unless --gateway names other addresses.
+`python -m terrapin.tools.cli.chain OPTIONS` still runs `terrapin chain deploy OPTIONS`.
 """
 
 from __future__ import annotations
 
+import sys
+
 import click
-from web3 import Web3
 
-from terrapin.gateway.chain.node import ChainConfig, deploy, grant_gateway, load_account, rpc_web3
-from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.chain.node import ChainConfig, deploy_contracts
 
 
-def deploy_contracts(
-    rpc: str, config: ChainConfig, *, admin: str | None = None, gateways: tuple[str, ...] = ()
-) -> dict[str, str]:
-    account = load_account(config)
-    if account is None:
-        raise TerrapinError(
-            "no deployer key", hint=f"use --keystore or set ${config.key_env} in the environment"
-        )
-    w3 = rpc_web3(rpc, timeout=config.rpc_timeout, poa=config.poa)
-    registry, anchor = deploy(w3, account, admin)
-    if admin is None or Web3.to_checksum_address(admin) == account.address:
-        for gateway in gateways or (account.address,):
-            grant_gateway(w3, account, registry, Web3.to_checksum_address(gateway))
-    return {"network": rpc, "registry": registry.address, "anchor": anchor.address}
+@click.group()
+def chain() -> None:
+    """Deploy the contracts a gateway anchors to (docs/CHAIN.md)."""
 
 
-@click.command()
+@chain.command()
 @click.option("--rpc", required=True, help="JSON-RPC URL of the chain.")
 @click.option("--keystore", type=click.Path(exists=True, dir_okay=False), help="Deployer keystore.")
 @click.option("--admin", help="Registry admin (default: the deployer).")
 @click.option("--gateway", "gateways", multiple=True, help="Address to grant GATEWAY_ROLE.")
 @click.option("--poa", is_flag=True, help="The chain needs the PoA extraData middleware.")
-def deploy_cmd(
-    rpc: str, keystore: str | None, admin: str | None, gateways: tuple, poa: bool
-) -> None:
+def deploy(rpc: str, keystore: str | None, admin: str | None, gateways: tuple, poa: bool) -> None:
     """Deploy the registry and the anchor; print the gateway's [chain] section."""
     config = ChainConfig(network=rpc, keystore=keystore, poa=poa, registry="-", anchor="-")
     out = deploy_contracts(rpc, config, admin=admin, gateways=gateways)
@@ -52,19 +41,7 @@ def deploy_cmd(
         click.echo(f'keystore = "{keystore}"')
 
 
-def main() -> int:
-    try:
-        deploy_cmd(standalone_mode=False)
-    except TerrapinError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from terrapin.tools.cli.main import main
+
+    sys.exit(main(["chain", "deploy", *sys.argv[1:]]))

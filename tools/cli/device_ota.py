@@ -1,8 +1,8 @@
 """`terrapin device ota ...`: release key, signed bundles, pushing a bundle to a board.
 
 keygen, build and push (over the serial console, or straight into a virtual
-board's flash) are here, on top of tools/board/ota.py; publish (over MQTT) is in
-tools/board/ota_publish.py and joins the group below.
+board's flash) on top of tools/board/ota.py; publish (over MQTT) on top of
+tools/board/ota_publish.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from pathlib import Path
 import click
 
 from terrapin.gateway.errors import TerrapinError
-from terrapin.tools.board.ota_publish import ota_publish  # over MQTT (docs/PROTOCOL.md 13)
+from terrapin.tools.board.ota_publish import (  # over MQTT (docs/PROTOCOL.md 13)
+    OK_RESULTS,
+    BoardUpdate,
+    all_boards,
+    offer_for,
+    publish,
+)
 from terrapin.tools.cli.device_common import (
     check_target,
     emit,
@@ -105,4 +111,71 @@ def ota_push(port, target, flash_dir, bundle, pubkey, no_reboot, as_json) -> Non
     )
 
 
-ota.add_command(ota_publish)
+@ota.command("publish")
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--address", "addresses", multiple=True, help="Board address (repeat for more).")
+@click.option("--all", "all_", is_flag=True, help="Every board on the gateway's allow-list.")
+@click.option("--config", "config_path", help="Gateway config (default: the gateway's own).")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for boards.")
+@click.option("--json", "as_json", is_flag=True)
+def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
+    """Offer a signed bundle to boards over MQTT and serve it until they report.
+
+    Logs in with the gateway's broker user; each board fetches the bundle in
+    small chunks, verifies it, reboots into it on trial and reports the new
+    version in its status. Exits non-zero unless every board is updated.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from terrapin.gateway.config import load_config
+
+    cfg = load_config(config_path)
+    targets = list(addresses)
+    if all_:
+        targets += all_boards(cfg.store.path)
+    if not targets:
+        raise TerrapinError("which boards? pass --address ADDR (repeatable) or --all")
+    data = bundle.read_bytes()
+    offer = offer_for(data)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[state]}"),
+        disable=as_json,
+        transient=True,
+    ) as bar:
+        tasks = {}
+        for a in targets:
+            addr = a.lower().removeprefix("0x")
+            tasks[addr] = bar.add_task(addr[:10], total=len(data), state="waiting")
+
+        def progress(b: BoardUpdate) -> None:
+            bar.update(tasks[b.address], completed=b.served, state=b.result)
+
+        result = publish(
+            data,
+            targets,
+            host=cfg.mqtt.host,
+            port=cfg.mqtt.port,
+            username=cfg.mqtt.username,
+            password=cfg.mqtt_password(),
+            tls_ca=cfg.mqtt.tls_ca or None,
+            timeout=timeout,
+            on_progress=progress,
+        )
+    failed = [b for b in result["boards"] if b["result"] not in OK_RESULTS]
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        click.echo(
+            f"offered {offer['version']} (release {offer['release']}, {offer['size']} bytes)"
+        )
+        for b in result["boards"]:
+            took = f", {b['transfer_s']} s transfer" if b["transfer_s"] is not None else ""
+            click.echo(f"{b['address']}: {b['result']}{took}  {b['text']}".rstrip())
+    if failed:
+        raise TerrapinError(
+            f"{len(failed)} of {len(result['boards'])} boards not updated: "
+            + ", ".join(f"{b['address'][:10]} {b['result']}" for b in failed)
+        )

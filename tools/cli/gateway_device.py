@@ -1,9 +1,9 @@
 """`device add|list|remove`: the gateway's allow-list and the boards' broker users.
 
-Mounted as `terrapin gateway device ...` (and meant for `terrapin device ...`).
-A board's broker user name is its address in hex; its password is printed
-once by `add` (or set with --password) and only its hash is kept, in the
-Mosquitto password file named by [broker] password_file.
+Mounted as `terrapin gateway device ...` (and meant for `terrapin device ...`),
+over terrapin.gateway.allowlist. A board's broker user name is its address in
+hex; its password is printed once by `add` (or set with --password) and only
+its hash is kept, in the Mosquitto password file named by [broker] password_file.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import click
 from rich.console import Console
 from rich.table import Column, Table
 
-from terrapin.gateway import mosquitto_conf
-from terrapin.gateway.config import load_config
-from terrapin.gateway.errors import TerrapinError
-from terrapin.gateway.protocol.signature import address as pub_address
+from terrapin.gateway import allowlist
+from terrapin.gateway.allowlist import parse_address, reload_hint
 from terrapin.gateway.protocol.topics import board_topic
-from terrapin.gateway.store import Store
 
 config_option = click.option(
     "--config",
@@ -29,34 +26,6 @@ config_option = click.option(
     default=None,
     help="gateway config (default /etc/terrapin/gateway.toml or $TERRAPIN_GATEWAY_CONFIG)",
 )
-
-
-def parse_address(text: str) -> bytes:
-    t = text.strip().lower()
-    t = t[2:] if t.startswith("0x") else t
-    try:
-        raw = bytes.fromhex(t)
-    except ValueError:
-        raw = b""
-    if len(raw) != 20:
-        raise TerrapinError(
-            f"{text!r} is not a board address", hint="give 40 hex characters, with or without 0x"
-        )
-    return raw
-
-
-def _open(config_path):
-    cfg = load_config(config_path)
-    return cfg, Store(cfg.store.path, replay_window=cfg.policy.replay_window)
-
-
-def _reload_hint(cfg) -> str:
-    return (
-        "reload Mosquitto so it reads the password file: `systemctl reload mosquitto` "
-        "(or send it SIGHUP); the gateway picks up the allow-list within 5 s"
-        if cfg.broker.password_file
-        else "no [broker] password_file in the config: add the board's user to Mosquitto yourself"
-    )
 
 
 @click.group()
@@ -74,23 +43,9 @@ def device() -> None:
 def add(address, pubkey, label, password, as_json, config_path):
     """Allow ADDRESS and create its broker user; prints the board's credentials."""
     addr = parse_address(address)
-    pub = None
-    if pubkey:
-        try:
-            pub = bytes.fromhex(pubkey.lower().removeprefix("0x"))
-            ok = pub_address(pub) == addr
-        except ValueError:
-            ok = False
-        if not ok:
-            raise TerrapinError("--pubkey does not belong to ADDRESS", hint="check both values")
-    cfg, store = _open(config_path)
-    try:
-        new = store.add_device(addr, pub, label)
-    finally:
-        store.close()
-    password = password or mosquitto_conf.random_password()
-    if cfg.broker.password_file:
-        mosquitto_conf.set_user(cfg.broker.password_file, addr.hex(), password)
+    pub = allowlist.parse_pubkey(pubkey, addr) if pubkey else None
+    added = allowlist.add_board(config_path, addr, pub, label, password)
+    cfg, new, password = added.cfg, added.new, added.password
     creds = {
         "address": addr.hex(),
         "new": new,
@@ -108,7 +63,7 @@ def add(address, pubkey, label, password, as_json, config_path):
     for key in ("mqtt_host", "mqtt_port", "mqtt_user", "mqtt_password", "client_id"):
         click.echo(f"  {key}: {creds[key]}")
     click.echo("keep the password: it is shown only now.")
-    click.echo(_reload_hint(cfg))
+    click.echo(reload_hint(cfg))
 
 
 @device.command("list")
@@ -116,7 +71,7 @@ def add(address, pubkey, label, password, as_json, config_path):
 @config_option
 def list_(as_json, config_path):
     """Allowed boards, with reading counts."""
-    _cfg, store = _open(config_path)
+    _cfg, store = allowlist.open_store(config_path)
     try:
         rows = [
             (d, store.count_readings(d.address), store.highest_seq(d.address))
@@ -168,14 +123,6 @@ def list_(as_json, config_path):
 def remove(address, config_path):
     """Stop accepting ADDRESS and delete its broker user (its readings stay)."""
     addr = parse_address(address)
-    cfg, store = _open(config_path)
-    try:
-        removed = store.remove_device(addr)
-    finally:
-        store.close()
-    if cfg.broker.password_file:
-        mosquitto_conf.remove_user(cfg.broker.password_file, addr.hex())
-    if not removed:
-        raise TerrapinError(f"{addr.hex()} is not on the allow-list", hint="see `device list`")
+    cfg = allowlist.remove_board(config_path, addr)
     click.echo(f"removed {addr.hex()}; its stored readings are kept")
-    click.echo(_reload_hint(cfg))
+    click.echo(reload_hint(cfg))

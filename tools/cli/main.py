@@ -14,11 +14,12 @@ from terrapin.gateway.errors import TerrapinError
 from terrapin.tools.cli.lazy import LazyGroup
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("terrapin.tools.demo.run:demo", "Run the whole network locally and prove a reading."),
+    "demo": ("terrapin.tools.cli.demo:demo", "Run the whole network locally and prove a reading."),
     "bench": ("terrapin.tools.cli.bench:bench", "Benchmarks that print measured figures."),
     "gateway": ("terrapin.tools.cli.gateway:gateway", "Set up and run the gateway."),
     "device": ("terrapin.tools.cli.device:device", "Flash, deploy, provision and watch boards."),
     "proof": ("terrapin.tools.cli.proof:proof", "Write a proof bundle for one reading."),
+    "chain": ("terrapin.tools.cli.chain:chain", "Deploy the contracts a gateway anchors to."),
     "verify": ("terrapin.tools.cli.verify:verify", "Check a proof bundle without the gateway."),
     "rewards": ("terrapin.tools.cli.rewards:rewards", "Compute, publish and claim rewards."),
     "sim": ("terrapin.tools.sim:sim", "Simulate a fleet of boards."),

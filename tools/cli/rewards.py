@@ -4,12 +4,10 @@
     terrapin rewards publish --epoch E [--config FILE]
     terrapin rewards claim --owner ADDR [--keystore FILE] [--config FILE]
 
-The [rewards] section of the gateway config holds the rule's parameters
-(epoch_seconds, budget, cap), the reward contract's address (contract), the
-contract whose BoardBound events say who owns a board (binding; default: the
-[chain] registry) and where distribution files go (out_dir; default:
-`rewards/` beside the database). With a JSON-RPC chain, compute first syncs
-block times and bindings from the chain into the database.
+The [rewards] section of the gateway config (terrapin.gateway.rewards.settings)
+holds the rule's parameters, the reward contract's address and where
+distribution files go. With a JSON-RPC chain, compute first syncs block times
+and bindings from the chain into the database.
 publish and claim need a JSON-RPC chain: the embedded chain lives inside the
 gateway process, which publishes there itself (see `terrapin demo`).
 Keys never come from the command line: publish signs with the gateway's chain
@@ -29,22 +27,15 @@ from rich.console import Console
 from rich.table import Table
 
 from terrapin.gateway.errors import ConfigError, TerrapinError
-from terrapin.gateway.rewards import distribution
 from terrapin.gateway.rewards import tables as rewards_store
-from terrapin.gateway.rewards.distribution import DistributionError
 from terrapin.gateway.rewards.rule import RewardsError, normalise_address
+from terrapin.gateway.rewards.settings import (
+    Settings,
+    compute_epoch,
+    load_distribution,
+    owner_account,
+)
 
-REWARDS_KEYS = {
-    "epoch_seconds",
-    "budget",
-    "cap",
-    "contract",
-    "binding",
-    "from_block",
-    "out_dir",
-    "poll_seconds",  # the rewards stage's loop period (gateway/rewards/stage.py)
-}
-OWNER_KEY_ENV = "TERRAPIN_OWNER_KEY"
 DECIMALS = 18
 
 
@@ -54,70 +45,6 @@ def tokens(amount: int) -> str:
     text = f"{whole:,}"
     frac_text = f"{frac:0{DECIMALS}d}".rstrip("0")
     return f"{text}.{frac_text}" if frac_text else text
-
-
-class Settings:
-    """What the commands need from the config file and the options."""
-
-    def __init__(self, config_path: str | None, db: str | None, out: str | None):
-        from terrapin.gateway.config import default_path, load_config
-
-        self.config = None
-        path = Path(config_path) if config_path else default_path()
-        if config_path or (db is None and path.exists()):
-            self.config = load_config(path)
-        section = dict(self.config.section("rewards")) if self.config else {}
-        unknown = sorted(set(section) - REWARDS_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"unknown [rewards] key(s): {', '.join(unknown)}",
-                hint=f"known keys: {', '.join(sorted(REWARDS_KEYS))}",
-            )
-        try:
-            self.params = rewards_store.Params.from_mapping(section)
-        except (RewardsError, ValueError) as exc:
-            raise ConfigError(f"[rewards]: {exc}") from None
-        if db is None and self.config is None:
-            raise ConfigError(
-                "no database: pass --db PATH or --config FILE",
-                hint="the gateway config's [store] path is the database",
-            )
-        self.db = Path(db) if db else Path(self.config.store.path)
-        self.contract = section.get("contract")
-        self.chain = dict(self.config.section("chain")) if self.config else {}
-        # Where BoardBound events come from: the registry (it inherits BoardBinding).
-        self.binding = section.get("binding") or self.chain.get("registry")
-        self.from_block = section.get("from_block", 0)
-        if not isinstance(self.from_block, int) or self.from_block < 0:
-            raise ConfigError("[rewards] from_block must be a block number >= 0")
-        default_out = self.db.parent / "rewards"
-        self.out_dir = Path(out or section.get("out_dir") or default_out)
-
-    def chain_config(self):
-        from terrapin.gateway.chain.node import ChainConfig
-
-        return ChainConfig.from_mapping(self.chain)
-
-    def rpc(self):
-        """web3 for the configured JSON-RPC chain, or None for the embedded one."""
-        from terrapin.gateway.chain.node import EMBEDDED, rpc_web3
-
-        config = self.chain_config()
-        if config.network == EMBEDDED:
-            return None, config
-        return rpc_web3(config.network, timeout=config.rpc_timeout, poa=config.poa), config
-
-    def need_rpc(self, what: str):
-        w3, config = self.rpc()
-        if w3 is None:
-            raise TerrapinError(
-                f"{what} needs a JSON-RPC chain, and [chain] network is the embedded one",
-                hint="the embedded chain lives inside the gateway process; "
-                "set [chain] network to an http(s) URL",
-            )
-        if not self.contract:
-            raise ConfigError(f"{what} needs [rewards] contract (the TerrapinRewards address)")
-        return w3, config
 
 
 common = [
@@ -148,36 +75,7 @@ def rewards() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def compute(epoch: int, config_path, db, out, as_json: bool) -> None:
     """Apply the reward rule through EPOCH and write the cumulative distribution file."""
-    settings = Settings(config_path, db, out)
-    if not settings.db.exists():
-        raise TerrapinError(f"no database at {settings.db}")
-    conn = rewards_store.connect(settings.db)
-    try:
-        w3, _config = settings.rpc() if settings.config else (None, None)
-        chain_id = None
-        if w3 is not None:
-            from terrapin.gateway.rewards import onchain as rewards_chain
-
-            binding = settings.binding
-            reg = rewards_chain.binding_contract(w3, binding) if binding else None
-            rewards_store.sync(conn, w3, reg, settings.from_block)
-            chain_id = w3.eth.chain_id
-        try:
-            result = rewards_store.compute(
-                conn, epoch, settings.params, chain_id=chain_id, contract=settings.contract
-            )
-        except rewards_store.MissingChainData as exc:
-            raise TerrapinError(
-                str(exc), hint="run the gateway (it syncs) or set [chain] network to a URL"
-            ) from None
-        path = None
-        if result.distribution is not None:
-            path = distribution.write(
-                result.distribution, rewards_store.distribution_path(settings.out_dir, epoch)
-            )
-            rewards_store.record(conn, result.distribution, path)
-    finally:
-        conn.close()
+    result, path = compute_epoch(Settings(config_path, db, out), epoch)
     if as_json:
         click.echo(json.dumps(compute_json(result, path), indent=2))
     else:
@@ -246,27 +144,6 @@ def print_compute(result: rewards_store.Computed, path: Path | None) -> None:
         console.print(f"wrote {path}")
 
 
-def _load_distribution(settings: Settings, epoch: int | None) -> distribution.Distribution:
-    if epoch is None:
-        files = sorted(
-            settings.out_dir.glob("epoch-*.json"),
-            key=lambda p: int(p.stem.split("-")[1]) if p.stem.split("-")[1].isdigit() else -1,
-        )
-        if not files:
-            raise TerrapinError(
-                f"no distribution in {settings.out_dir}", hint="run rewards compute"
-            )
-        path = files[-1]
-    else:
-        path = rewards_store.distribution_path(settings.out_dir, epoch)
-    try:
-        return distribution.load(path)
-    except DistributionError as exc:
-        raise TerrapinError(
-            str(exc), hint="run `terrapin rewards compute --epoch E` first"
-        ) from None
-
-
 @rewards.command()
 @click.option("--epoch", type=click.IntRange(min=0), required=True)
 @with_common
@@ -276,7 +153,7 @@ def publish(epoch: int, config_path, db, out) -> None:
     from terrapin.gateway.rewards import onchain as rewards_chain
 
     settings = Settings(config_path, db, out)
-    dist = _load_distribution(settings, epoch)
+    dist = load_distribution(settings, epoch)
     w3, config = settings.need_rpc("publish")
     account = load_account(config)
     if account is None:
@@ -294,19 +171,6 @@ def publish(epoch: int, config_path, db, out) -> None:
     )
 
 
-def owner_account(keystore: str | None):
-    from terrapin.gateway.chain.node import ChainConfig, load_account
-
-    account = load_account(ChainConfig(keystore=keystore, key_env=OWNER_KEY_ENV))
-    if account is None:
-        raise ConfigError(
-            f"no owner key: pass --keystore FILE (password in $TERRAPIN_KEYSTORE_PASSWORD) "
-            f"or set ${OWNER_KEY_ENV}",
-            hint="keys are never taken from the command line",
-        )
-    return account
-
-
 @rewards.command()
 @click.option("--owner", required=True, help="Owner address (0x...): tokens go there.")
 @click.option("--epoch", type=click.IntRange(min=0), help="Distribution to use (default latest).")
@@ -321,7 +185,7 @@ def claim(owner: str, epoch: int | None, keystore, config_path, db, out) -> None
     except RewardsError as exc:
         raise TerrapinError(str(exc)) from None
     settings = Settings(config_path, db, out)
-    dist = _load_distribution(settings, epoch)
+    dist = load_distribution(settings, epoch)
     if owner not in dist.claims:
         raise TerrapinError(f"{owner} has nothing in the distribution of epoch {dist.epoch}")
     w3, _config = settings.need_rpc("claim")

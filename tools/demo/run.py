@@ -1,4 +1,5 @@
-"""`terrapin demo`: the whole Terrapin network on this machine, in about a minute.
+"""The demo (`terrapin demo`, tools/cli/demo.py): the whole Terrapin network on this
+machine, in about a minute.
 
     terrapin demo [--boards N] [--readings N] [--out DIR] [--rpc URL --key-env VAR]
                   [--keep-running]
@@ -37,7 +38,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 from rich.console import Console
 
 from terrapin.gateway.errors import TerrapinError
@@ -217,7 +217,7 @@ class Demo:
             return {bytes(d).hex(): n for d, n in rows}
 
     def _bundles(self, step) -> list[dict[str, Any]]:
-        from terrapin.tools.cli.proof import make_bundle
+        from terrapin.gateway.chain.proof import make_bundle
         from terrapin.tools.verifier import run_checks
 
         folder = self.out / "bundles"
@@ -346,19 +346,15 @@ class Demo:
             view.close()
 
 
-@click.command()
-@click.option("--boards", "n_boards", default=3, show_default=True, type=click.IntRange(1, 16),
-              help="Virtual boards (the firmware on the MicroPython unix port).")  # fmt: skip
-@click.option("--readings", default=10, show_default=True, type=click.IntRange(1, 1000),
-              help="Readings each board signs and publishes.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the proof bundles, the rewards file and summary.json here.")  # fmt: skip
-@click.option("--rpc", help="JSON-RPC URL (e.g. anvil) instead of the embedded chain.")
-@click.option("--key-env", default="TERRAPIN_CHAIN_KEY", show_default=True,
-              help="With --rpc: the variable holding the funded gateway key.")  # fmt: skip
-@click.option("--keep-running", is_flag=True, help="Leave the network up until Ctrl-C.")
-def demo(n_boards, readings, out, rpc, key_env, keep_running) -> None:
-    """Run the whole network locally: boards, Mosquitto, gateway, chain, rewards."""
+def run_demo(
+    n_boards: int = 3,
+    readings: int = 10,
+    out: Path | None = None,
+    rpc: str | None = None,
+    key_env: str = "TERRAPIN_CHAIN_KEY",
+    keep_running: bool = False,
+) -> None:
+    """Run the whole network, print the summary, write OUT/summary.json (also on failure)."""
     from terrapin.tools.demo import net as demo_net
     from terrapin.tools.demo import report as demo_report
 

@@ -29,7 +29,7 @@ from terrapin.tools.devkit.gatewayproc import (
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY_RUN = RUN_COMMAND
-CHAIN_STAGES = '["terrapin.gateway.chain.stage:batcher", "terrapin.gateway.chain.stage:anchorer"]'
+CHAIN_STAGES = '["batch", "anchor"]'
 
 
 def gateway_cli(*args: str) -> str:

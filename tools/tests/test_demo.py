@@ -175,8 +175,8 @@ def test_demo_without_a_key_for_rpc_says_which_variable(mosquitto_exe, tmp_path)
 def test_demo_without_mosquitto_stops_with_the_apt_hint(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
+    from terrapin.tools.cli.demo import demo
     from terrapin.tools.demo import net as demo_net
-    from terrapin.tools.demo.run import demo
 
     monkeypatch.setattr(demo_net, "find_mosquitto", lambda: None)
     result = CliRunner().invoke(demo, ["--out", str(tmp_path / "d")])

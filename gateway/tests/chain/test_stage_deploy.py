@@ -15,9 +15,9 @@ import pytest
 from eth_account import Account
 
 from terrapin.gateway.chain.node import Chain, ChainConfig
+from terrapin.gateway.chain.proof import make_bundle
 from terrapin.gateway.chain.stage import stages
 from terrapin.gateway.errors import ConfigError
-from terrapin.tools.cli.proof import make_bundle
 from terrapin.tools.devkit.chainkit import ANVIL_KEY, add_readings, make_db
 from terrapin.tools.devkit.simboard import SimBoard
 from terrapin.tools.verifier import run_checks
@@ -58,7 +58,7 @@ def test_config_mistakes_say_what_to_fix(section: dict, words: str) -> None:
 
 def _deploy(url: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "terrapin.tools.cli.chain", "--rpc", url, *args],
+        [sys.executable, "-m", "terrapin.tools.cli.main", "chain", "deploy", "--rpc", url, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -99,7 +99,7 @@ def test_server_factories_share_one_chain_and_report_status(tmp_path: Path) -> N
     cfg = SimpleNamespace(
         store=SimpleNamespace(path=str(db)), sections={"chain": {"batch_size": 2}}
     )
-    batcher, anchorer = stage.batcher(cfg, None), stage.anchorer(cfg, None)
+    batcher, anchorer = stage.batcher(cfg), stage.anchorer(cfg)
     assert stage.chain_for(cfg) is anchorer.chain  # the rewards stage gets the same chain
     assert batcher.status()["waiting"] == 3
     batcher.close_due()

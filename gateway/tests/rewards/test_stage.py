@@ -39,11 +39,7 @@ def gateway_config(tmp_path: Path, mqtt_port: int, api_port: int):
             "store": {"path": str(tmp_path / "gw.db")},
             "pipeline": {
                 "workers": 0,
-                "stages": [
-                    "terrapin.gateway.chain.stage:batcher",
-                    "terrapin.gateway.chain.stage:anchorer",
-                    "terrapin.gateway.rewards.stage:rewards",
-                ],
+                "stages": ["batch", "anchor", "rewards"],
             },
             "api": {"port": api_port},
             "log": {"level": "warning"},
