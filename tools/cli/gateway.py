@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Column, Table
 
-from terrapin.gateway import mosquitto_conf
-from terrapin.gateway.config import DEFAULT_PATH, load_config, render_config
+from terrapin.gateway.config import DEFAULT_PATH, load_config
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.home import init_home
 from terrapin.tools.cli.gateway_device import config_option, device
 
 
@@ -42,50 +40,8 @@ gateway.add_command(device)
 @click.option("--force", is_flag=True, help="overwrite an existing gateway.toml")
 def init(directory, mqtt_port, api_port, force):
     """Write a commented config, create the database and the Mosquitto files."""
-    d = Path(directory).resolve()
-    cfg_path = d / "gateway.toml"
-    if cfg_path.exists() and not force:
-        raise TerrapinError(f"{cfg_path} exists", hint="use --force to overwrite it")
-    mq = d / "mosquitto"
-    mq.mkdir(parents=True, exist_ok=True)
-    db = "/var/lib/terrapin/gateway.db" if d == DEFAULT_PATH.parent else "gateway.db"
-    password = mosquitto_conf.random_password()
-    secret = d / "gateway.secret"
-    secret.write_text(password + "\n")
-    os.chmod(secret, 0o600)
-    passwd, acl = mq / "passwd", mq / "acl"
-    users = mosquitto_conf.read_passwd(passwd)
-    users[mosquitto_conf.GATEWAY_USER] = mosquitto_conf.hash_password(password)
-    mosquitto_conf.write_passwd(passwd, users)
-    acl.write_text(mosquitto_conf.render_acl())
-    (mq / "mosquitto.conf").write_text(
-        mosquitto_conf.render_conf(
-            port=mqtt_port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
-        )
-    )
-    (mq / "data").mkdir(exist_ok=True)
-    cfg_path.write_text(
-        render_config(
-            {
-                "mqtt": {"port": mqtt_port, "password_file": "gateway.secret"},
-                "broker": {"password_file": "mosquitto/passwd", "acl_file": "mosquitto/acl"},
-                "store": {"path": db},
-                "api": {"port": api_port},
-            }
-        )
-    )
-    cfg = load_config(cfg_path)
-    from terrapin.gateway.store import Store
-
-    Store(cfg.store.path).close()
-    click.echo(f"wrote {cfg_path}")
-    click.echo(
-        f"wrote {mq}/mosquitto.conf, passwd, acl (gateway user {mosquitto_conf.GATEWAY_USER})"
-    )
-    click.echo(f"created {cfg.store.path}")
-    click.echo(f"next: mosquitto -c {mq}/mosquitto.conf  (or see docs/GATEWAY.md for Debian)")
-    click.echo(f"      terrapin gateway device add ADDRESS --config {cfg_path}")
-    click.echo(f"      terrapin gateway run --config {cfg_path}")
+    for line in init_home(directory, mqtt_port=mqtt_port, api_port=api_port, force=force):
+        click.echo(line)
 
 
 @gateway.command()

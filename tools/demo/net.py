@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from click.testing import CliRunner
-
 from terrapin.gateway.errors import TerrapinError
 from terrapin.tools.devkit.broker import Mosquitto, find_mosquitto, free_port
 
@@ -69,12 +67,9 @@ class Network:
 
     def init_home(self) -> None:
         from terrapin.gateway.config import load_config
-        from terrapin.tools.cli.gateway import gateway
+        from terrapin.gateway.home import init_home
 
-        args = ["init", "--dir", str(self.home), "--mqtt-port", str(self.mqtt_port)]
-        result = CliRunner().invoke(gateway, [*args, "--api-port", str(self.api_port)])
-        if result.exit_code != 0:
-            raise TerrapinError(f"terrapin gateway init failed: {result.output.strip()}")
+        init_home(self.home, mqtt_port=self.mqtt_port, api_port=self.api_port)
         text = self.config_path.read_text()
         if "workers = 2" in text:
             text = text.replace("workers = 2", "workers = 0", 1)

@@ -2,13 +2,14 @@
 
 Used by the gateway tests, the HIL bench and `terrapin sim` alike.
 
-Everything runs as it would on a Raspberry Pi: `terrapin gateway init` writes
-the config, the Mosquitto files (passwords + ACL) and the database; Mosquitto
-runs with those files; the gateway is the real `terrapin gateway run` process
-(its own DB, the chain stages inside it when asked), or the same Gateway in a
-thread of the test (gatewayproc.GatewayThread); boards get broker credentials
-from `terrapin gateway device add`. Only ports and folders differ (free ports on
-127.0.0.1, one folder per test).
+Everything runs as it would on a Raspberry Pi: the code of `terrapin gateway
+init` (gateway.home.init_home) writes the config, the Mosquitto files
+(passwords + ACL) and the database; Mosquitto runs with those files; the
+gateway is the real `terrapin gateway run` process (its own DB, the chain
+stages inside it when asked), or the same Gateway in a thread of the test
+(gatewayproc.GatewayThread); boards get broker credentials from the code of
+`terrapin gateway device add` (gateway.allowlist.add_board). Only ports and
+folders differ (free ports on 127.0.0.1, one folder per test).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import signal
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
-
+from terrapin.gateway.allowlist import add_board, parse_address, parse_pubkey
 from terrapin.gateway.config import GatewayConfig, load_config
+from terrapin.gateway.home import init_home
 from terrapin.tools.devkit.broker import Mosquitto, free_port
 from terrapin.tools.devkit.gatewayproc import RUN_COMMAND
 from terrapin.tools.devkit.gatewayproc import (
@@ -32,16 +33,6 @@ GATEWAY_RUN = RUN_COMMAND
 CHAIN_STAGES = '["batch", "anchor"]'
 
 
-def gateway_cli(*args: str) -> str:
-    """Run `terrapin gateway ARGS` in process; returns its output."""
-    from terrapin.tools.cli.gateway import gateway
-
-    result = CliRunner().invoke(gateway, list(args), catch_exceptions=False)
-    if result.exit_code != 0:
-        raise RuntimeError(f"terrapin gateway {' '.join(args)} failed:\n{result.output}")
-    return result.output
-
-
 class GatewayHome:
     """A folder made by `terrapin gateway init`; with `chain`, the chain stages switched
     on and that [chain] section (chain_section())."""
@@ -49,15 +40,7 @@ class GatewayHome:
     def __init__(self, root: Path, chain: dict[str, object] | None = None):
         self.dir = root
         self.mqtt_port, self.api_port = free_port(), free_port()
-        gateway_cli(
-            "init",
-            "--dir",
-            str(root),
-            "--mqtt-port",
-            str(self.mqtt_port),
-            "--api-port",
-            str(self.api_port),
-        )
+        init_home(root, mqtt_port=self.mqtt_port, api_port=self.api_port)
         self.config_path = root / "gateway.toml"
         self.db_path = root / "gateway.db"
         if chain is None:
@@ -80,12 +63,9 @@ class GatewayHome:
         self, address: str, pubkey: str | None = None, password: str | None = None
     ) -> str:
         """`terrapin gateway device add`: allow-list a board; returns its broker password."""
-        args = ["device", "add", address, "--json", "--config", str(self.config_path)]
-        if pubkey:
-            args += ["--pubkey", pubkey]
-        if password:
-            args += ["--password", password]
-        return json.loads(gateway_cli(*args))["mqtt_password"]
+        addr = parse_address(address)
+        pub = parse_pubkey(pubkey, addr) if pubkey else None
+        return add_board(self.config_path, addr, pub, password=password).password
 
     def add_sim_board(self, key: bytes | None = None) -> tuple[bytes, str]:
         """Allow a simulated board (a new key, or `key`); returns (key, broker password)."""

@@ -1,0 +1,63 @@
+"""A gateway's home folder: gateway.toml, its secret, the database and the Mosquitto files.
+
+`init_home` is what `terrapin gateway init` does; the demo and the test kit call it
+directly. It returns the lines the command prints, so every caller says the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from terrapin.gateway import mosquitto_conf
+from terrapin.gateway.config import DEFAULT_PATH, load_config, render_config
+from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.store import Store
+
+
+def init_home(
+    directory: str | Path, *, mqtt_port: int = 1883, api_port: int = 8377, force: bool = False
+) -> list[str]:
+    """Write a commented config, create the database and the Mosquitto files."""
+    d = Path(directory).resolve()
+    cfg_path = d / "gateway.toml"
+    if cfg_path.exists() and not force:
+        raise TerrapinError(f"{cfg_path} exists", hint="use --force to overwrite it")
+    mq = d / "mosquitto"
+    mq.mkdir(parents=True, exist_ok=True)
+    db = "/var/lib/terrapin/gateway.db" if d == DEFAULT_PATH.parent else "gateway.db"
+    password = mosquitto_conf.random_password()
+    secret = d / "gateway.secret"
+    secret.write_text(password + "\n")
+    os.chmod(secret, 0o600)
+    passwd, acl = mq / "passwd", mq / "acl"
+    users = mosquitto_conf.read_passwd(passwd)
+    users[mosquitto_conf.GATEWAY_USER] = mosquitto_conf.hash_password(password)
+    mosquitto_conf.write_passwd(passwd, users)
+    acl.write_text(mosquitto_conf.render_acl())
+    (mq / "mosquitto.conf").write_text(
+        mosquitto_conf.render_conf(
+            port=mqtt_port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
+        )
+    )
+    (mq / "data").mkdir(exist_ok=True)
+    cfg_path.write_text(
+        render_config(
+            {
+                "mqtt": {"port": mqtt_port, "password_file": "gateway.secret"},
+                "broker": {"password_file": "mosquitto/passwd", "acl_file": "mosquitto/acl"},
+                "store": {"path": db},
+                "api": {"port": api_port},
+            }
+        )
+    )
+    cfg = load_config(cfg_path)
+    Store(cfg.store.path).close()
+    return [
+        f"wrote {cfg_path}",
+        f"wrote {mq}/mosquitto.conf, passwd, acl (gateway user {mosquitto_conf.GATEWAY_USER})",
+        f"created {cfg.store.path}",
+        f"next: mosquitto -c {mq}/mosquitto.conf  (or see docs/GATEWAY.md for Debian)",
+        f"      terrapin gateway device add ADDRESS --config {cfg_path}",
+        f"      terrapin gateway run --config {cfg_path}",
+    ]
