@@ -18,6 +18,7 @@ import traceback
 from collections import deque
 
 from terrapin.gateway.config import GatewayConfig
+from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.pipeline import BatchResult, Item, Processor
 
 log = logging.getLogger("terrapin.gateway.worker")
@@ -81,9 +82,13 @@ def _child(conn, cfg: GatewayConfig) -> None:
                 processor.reload_boards()
             elif kind == "stop":
                 return
-    except Exception:
+    except Exception as exc:
+        # GaveUp and other TerrapinErrors are one line (the retries logged the
+        # traceback); anything else goes with its traceback.
+        why = str(exc) if isinstance(exc, TerrapinError) else traceback.format_exc()
         with contextlib.suppress(OSError):
-            conn.send(("error", traceback.format_exc()))
+            conn.send(("error", why))
+        raise SystemExit(1) from None  # a non-zero exit code, whoever notices first
     finally:
         processor.close()
 
@@ -131,7 +136,7 @@ class ProcessorProcess:
     def result(self) -> BatchResult:
         kind, payload = self._recv()
         if kind != "result":
-            raise WorkerDied(f"verify worker failed:\n{payload}")
+            raise self._failed(payload)
         return payload
 
     def reload(self) -> None:
@@ -146,8 +151,25 @@ class ProcessorProcess:
             raise self._died()
 
     def _died(self) -> WorkerDied:
+        why = self._last_words()
+        if why is not None:
+            return self._failed(why)
         p = self.proc
         return WorkerDied(f"verify worker {p.name} (pid {p.pid}) died: exit code {p.exitcode}")
+
+    def _failed(self, why: str) -> WorkerDied:
+        p = self.proc
+        return WorkerDied(f"verify worker {p.name} (pid {p.pid}) failed: {why.rstrip()}")
+
+    def _last_words(self) -> str | None:
+        """The error an exited worker sent before it went (results still waiting
+        ahead of it are dropped: they are never PUBACKed, the broker resends them)."""
+        with contextlib.suppress(EOFError, OSError):
+            while self._conn.poll(0):
+                kind, payload = self._conn.recv()
+                if kind == "error":
+                    return payload
+        return None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

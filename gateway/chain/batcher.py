@@ -17,6 +17,7 @@ from pathlib import Path
 
 from terrapin.gateway.chain import merkle
 from terrapin.gateway.chain import tables as store
+from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Batcher:
         self.batch_seconds = batch_seconds
         self.clock = clock
         self.conn = store.connect(db_path)
+        self.retry = RetryPolicy(attempts=5, first=1.0, cap=30.0)
 
     def close(self) -> None:
         self.conn.close()
@@ -140,12 +142,19 @@ class Batcher:
         }
 
     def run(self, shutdown: threading.Event, interval: float = 1.0) -> None:
-        """Stage loop: close due batches until `shutdown` is set."""
+        """Stage loop: close due batches until `shutdown` is set. A busy or full
+        database is waited out; any other error is retried `self.retry.attempts`
+        times (a batch is one transaction: all of it or nothing), then GaveUp
+        ends run() and with it the gateway."""
+        failures = Failures("batcher: closing a batch", self.retry, log)
         while not shutdown.is_set():
+            wait = interval
             try:
                 self.close_due()
-            except sqlite3.OperationalError as exc:  # e.g. the store has no readings table yet
-                log.warning("batcher: %s", exc)
-            except Exception:  # e.g. a stored reading that is not (20, uint64, 32) bytes
-                log.exception("batcher: closing a batch failed; retrying")
-            shutdown.wait(interval)
+                failures.succeeded()
+            except Exception as exc:
+                if disk_refuses(exc):
+                    log.warning("batcher: %s; retrying", exc)
+                else:
+                    wait = failures.failed(exc)  # raises GaveUp after the last attempt
+            shutdown.wait(wait)
