@@ -5,7 +5,9 @@ in the same order with `result() -> BatchResult` (`ready()` says whether the
 oldest one is done), so the server keeps a few batches in flight and collects
 the next while they are checked and committed. The worker process ignores SIGINT/SIGTERM (the server
 decides when to stop) and exits when its pipe closes, e.g. when the server
-was killed; an uncommitted batch is simply never PUBACKed.
+was killed; an uncommitted batch is simply never PUBACKed. A worker whose
+commit keeps failing (pipeline.STORE_RETRY) sends the error and exits 1; the
+server gets it as WorkerDied and the gateway exits non-zero.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ class Batcher:
         self.batch_seconds = batch_seconds
         self.clock = clock
         self.conn = store.connect(db_path)
-        self.retry = RetryPolicy(attempts=5, first=1.0, cap=30.0)
+        self.retry = RetryPolicy(attempts=5, first=1.0, cap=30.0)  # a bug
+        self.last_error: str | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -139,6 +140,7 @@ class Batcher:
             "oldest_waiting_s": None if oldest is None else round(self.clock() - oldest, 1),
             "batch_size": self.batch_size,
             "batch_seconds": self.batch_seconds,
+            "error": self.last_error,
         }
 
     def run(self, shutdown: threading.Event, interval: float = 1.0) -> None:
@@ -152,9 +154,15 @@ class Batcher:
             try:
                 self.close_due()
                 failures.succeeded()
+                self.last_error = None
             except Exception as exc:
                 if disk_refuses(exc):
+                    self.last_error = f"database: {exc} (retrying without limit)"
                     log.warning("batcher: %s; retrying", exc)
                 else:
+                    self.last_error = (
+                        f"{type(exc).__name__}: {exc} "
+                        f"(attempt {failures.count + 1} of {self.retry.attempts})"
+                    )
                     wait = failures.failed(exc)  # raises GaveUp after the last attempt
             shutdown.wait(wait)

@@ -105,6 +105,7 @@ def test_batcher_fault_that_goes_away_batches_each_reading_once(db, monkeypatch,
     assert batched_readings(db) == list(range(1, 9))  # readings 9, 10 wait for the next
     ids = [b.id for b in store.batches(batcher.conn)]
     assert ids == [0, 1]
+    assert batcher.status()["error"] is None
     lines = messages(caplog, "batcher: closing a batch failed")
     assert ["attempt 1 of 3" in lines[0], "attempt 2 of 3" in lines[1]] == [True, True], lines
     assert "injected tree fault" in lines[0]
@@ -120,6 +121,7 @@ def test_batcher_fault_that_stays_ends_run_after_the_attempts(db, monkeypatch, c
         batcher.run(threading.Event(), interval=0.01)
     assert fault.raised == 3
     assert len(messages(caplog, "batcher: closing a batch failed")) == 3
+    assert "attempt 3 of 3" in batcher.status()["error"]
     assert batched_readings(db) == []  # each attempt rolled back
 
 
