@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from terrapin.gateway.errors import TerrapinError
 
-# SQLite primary result codes of a disk or lock the gateway waits out: another
-# writer holds the lock past the busy timeout, or the disk is full.
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL = 5, 6, 13
+# SQLite primary result codes the gateway waits out: SQLITE_BUSY and
+# SQLITE_LOCKED (another writer holds the lock past the busy timeout) and
+# SQLITE_FULL (the disk is full).
+_WAITED_OUT = frozenset({5, 6, 13})
 
 
 class GaveUp(TerrapinError):
@@ -80,13 +81,6 @@ class Failures:
 def disk_refuses(exc: BaseException) -> bool:
     """SQLite says the database is busy, locked or full: expected, waited out."""
     code = getattr(exc, "sqlite_errorcode", None)
-    return (
-        isinstance(exc, sqlite3.Error)
-        and code is not None
-        and code & 0xFF
-        in (
-            _SQLITE_BUSY,
-            _SQLITE_LOCKED,
-            _SQLITE_FULL,
-        )
-    )
+    if not isinstance(exc, sqlite3.Error) or code is None:
+        return False
+    return code & 0xFF in _WAITED_OUT  # extended codes carry the primary in the low byte
