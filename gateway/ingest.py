@@ -26,13 +26,11 @@ import json
 import logging
 import queue
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import PUBACK
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -41,8 +39,6 @@ from terrapin.gateway.inbox import Inbox
 from terrapin.gateway.protocol.topics import READING_FILTER, STATUS_FILTER, topic_address
 
 log = logging.getLogger("terrapin.gateway.ingest")
-
-_PUBACK = struct.Struct("!BBH")
 
 
 @dataclass(slots=True)
@@ -170,28 +166,23 @@ class Ingest:
             self.client.ack(m.mid, m.qos)
 
     def ack_many(self, messages: list[Message]) -> None:
-        """PUBACK a committed batch: one write for all of them when paho allows it."""
+        """PUBACK a committed batch (only messages of the current connection).
+
+        paho's public `ack()`, one PUBACK each: paho writes what is queued in
+        order, so these follow the ACK publishes queued before them."""
         gen = self.generation
-        mids = [m.mid for m in messages if m.qos == 1 and m.generation == gen]
-        if not mids:
-            return
-        queue_packet = getattr(self.client, "_packet_queue", None)
-        if queue_packet is None or not self.connected.is_set():
-            for mid in mids:
-                self.client.ack(mid, 1)
-            return
-        # PUBACK: 0x40, remaining length 2, packet id (MQTT 3.1.1; v5 section
-        # 3.4.2.1 allows omitting the success reason code). paho writes
-        # queued packets in order, so these follow the ACK publishes queued before.
-        queue_packet(PUBACK, b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids), 0, 0)
+        ack = self.client.ack
+        for m in messages:
+            if m.qos and m.generation == gen:
+                ack(m.mid, m.qos)
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
 
 
 def _nodelay(client) -> None:
-    """TCP_NODELAY: an ACK or a PUBACK batch is one small write that must not
-    wait for Nagle + the peer's delayed ACK (~40 ms each way)."""
+    """TCP_NODELAY: an ACK or a PUBACK is a small write that must not wait for
+    Nagle + the peer's delayed ACK (~40 ms each way)."""
     sock = client.socket()
     if sock is not None:
         with contextlib.suppress(OSError):  # not TCP (e.g. a websocket wrapper)

@@ -20,9 +20,14 @@ from terrapin.gateway.logs import RateLimitedLog
 from terrapin.gateway.policy import DEFAULT_RANGES, Policy, PolicyConfig
 from terrapin.gateway.protocol.reasons import Reason, reason_text
 from terrapin.gateway.protocol.signature import Verifier
+from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
 from terrapin.gateway.store import DUPLICATE, STORED, Pending, Rejected, Store
 
 log = logging.getLogger("terrapin.gateway.pipeline")
+
+# An unexpected commit failure: 5 tries over ~4-8 s, while nothing is acked.
+STORE_RETRY = RetryPolicy(attempts=5, first=0.5, cap=4.0)
+DISK_WAIT = 1.0  # seconds between commits while the disk is busy, locked or full
 
 # One received envelope: (topic, board address from the topic or None, payload, received_at)
 Item = tuple[str, bytes | None, bytes, float]
@@ -71,6 +76,7 @@ class Processor:
         self.checker = Checker(self.policy, self.verifier, on_new_key=self.store.set_pubkey)
         self.rejection_log = RateLimitedLog(log, float(cfg.log.rejection_interval))
         self._next_reload = 0.0
+        self.retry = STORE_RETRY
 
     def close(self) -> None:
         self.store.close()
@@ -79,8 +85,25 @@ class Processor:
         self.policy.set_boards(self.store.device_addresses())
         self._next_reload = time.monotonic() + 5.0
 
+    def _commit(self, pending: list[Pending], rejected: list[Rejected]):
+        """store.commit, retried: nothing is acked before it returns, and a failed
+        transaction rolled back, so a retry neither loses nor doubles a reading.
+        A busy, locked or full disk is waited out (the watchdog restarts a gateway
+        stuck here); any other error is retried `self.retry.attempts` times, then
+        GaveUp ends the worker and the gateway exits non-zero."""
+        failures = Failures("store commit", self.retry, log)
+        while True:
+            try:
+                return self.store.commit(pending, rejected)
+            except Exception as exc:
+                if disk_refuses(exc):
+                    log.warning("store commit: %s; retrying (nothing acked)", exc)
+                    time.sleep(DISK_WAIT)
+                else:
+                    time.sleep(failures.failed(exc))  # raises GaveUp after the last attempt
+
     def handle(self, batch: list[Item]) -> BatchResult:
-        """Check, commit (retrying while the disk refuses), build the ACKs."""
+        """Check, commit (retrying, see _commit), build the ACKs."""
         if time.monotonic() >= self._next_reload:
             self.reload_boards()
         pending: list[Pending] = []
@@ -89,15 +112,7 @@ class Processor:
         for topic, address, payload, received_at in batch:
             out = check(topic, address, payload, received_at)
             (pending if type(out) is Pending else rejected).append(out)
-        while True:
-            try:
-                outcomes, all_rejected = self.store.commit(pending, rejected)
-                break
-            except Exception:
-                # Disk full, database locked too long, ...: nothing is acked, so
-                # nothing is lost; the watchdog restarts a gateway stuck here.
-                log.exception("store commit failed; retrying in 1 s (nothing acked)")
-                time.sleep(1.0)
+        outcomes, all_rejected = self._commit(pending, rejected)
         acks = AckBuilder()
         result = BatchResult(acks=[])
         boards = result.boards

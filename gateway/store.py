@@ -231,14 +231,19 @@ class Store:
                             for r in rejected
                         ],
                     )
+                since_prune = self._rejections_since_prune + len(rejected)
+                if since_prune > 1000:
+                    self._prune_rejections()
+                    since_prune = 0
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite rolls back by itself on some errors
+                    db.execute("ROLLBACK")
                 raise
+            # Only memory from here on: a commit that raised changed nothing on
+            # disk, so the caller may simply call it again.
             self._highest.update(highest)
-            self._rejections_since_prune += len(rejected)
-            if self._rejections_since_prune > 1000:
-                self._prune_rejections()
+            self._rejections_since_prune = since_prune
         return outcomes, rejected
 
     def _digest_of(self, device: bytes, seq: int) -> bytes | None:
@@ -248,7 +253,6 @@ class Store:
         return row[0] if row else None
 
     def _prune_rejections(self) -> None:
-        self._rejections_since_prune = 0
         self._db.execute(
             "DELETE FROM rejections WHERE id <= (SELECT MAX(id) FROM rejections) - ?",
             (self.max_rejections,),

@@ -5,7 +5,9 @@ in the same order with `result() -> BatchResult` (`ready()` says whether the
 oldest one is done), so the server keeps a few batches in flight and collects
 the next while they are checked and committed. The worker process ignores SIGINT/SIGTERM (the server
 decides when to stop) and exits when its pipe closes, e.g. when the server
-was killed; an uncommitted batch is simply never PUBACKed.
+was killed; an uncommitted batch is simply never PUBACKed. A worker whose
+commit keeps failing (pipeline.STORE_RETRY) sends the error and exits 1; the
+server gets it as WorkerDied and the gateway exits non-zero.
 """
 
 from __future__ import annotations
@@ -82,9 +84,13 @@ def _child(conn, cfg: GatewayConfig) -> None:
                 processor.reload_boards()
             elif kind == "stop":
                 return
-    except Exception:
+    except Exception as exc:
+        # GaveUp and other TerrapinErrors are one line (the retries logged the
+        # traceback); anything else goes with its traceback.
+        why = str(exc) if isinstance(exc, TerrapinError) else traceback.format_exc()
         with contextlib.suppress(OSError):
-            conn.send(("error", traceback.format_exc()))
+            conn.send(("error", why))
+        raise SystemExit(1) from None  # a non-zero exit code, whoever notices first
     finally:
         processor.close()
 
@@ -132,7 +138,7 @@ class ProcessorProcess:
     def result(self) -> BatchResult:
         kind, payload = self._recv()
         if kind != "result":
-            raise WorkerDied(f"verify worker failed:\n{payload}")
+            raise self._failed(payload)
         return payload
 
     def reload(self) -> None:
@@ -147,8 +153,25 @@ class ProcessorProcess:
             raise self._died()
 
     def _died(self) -> WorkerDied:
+        why = self._last_words()
+        if why is not None:
+            return self._failed(why)
         p = self.proc
         return WorkerDied(f"verify worker {p.name} (pid {p.pid}) died: exit code {p.exitcode}")
+
+    def _failed(self, why: str) -> WorkerDied:
+        p = self.proc
+        return WorkerDied(f"verify worker {p.name} (pid {p.pid}) failed: {why.rstrip()}")
+
+    def _last_words(self) -> str | None:
+        """The error an exited worker sent before it went (results still waiting
+        ahead of it are dropped: they are never PUBACKed, the broker resends them)."""
+        with contextlib.suppress(EOFError, OSError):
+            while self._conn.poll(0):
+                kind, payload = self._conn.recv()
+                if kind == "error":
+                    return payload
+        return None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

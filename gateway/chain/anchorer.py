@@ -37,6 +37,7 @@ from web3.exceptions import (
 from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain import txlog
 from terrapin.gateway.chain.node import GWEI, Chain, ChainError, fees
+from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Anchorer:
         self.clock = clock
         self._deployment_checked = False
         self.backoff = (_BACKOFF_MIN, _BACKOFF_MAX)  # while the node is unreachable
+        self.retry = RetryPolicy(attempts=5, first=_BACKOFF_MIN, cap=_BACKOFF_MAX)  # a bug
         self.last_error: str | None = None
 
     def close(self) -> None:
@@ -385,27 +387,45 @@ class Anchorer:
             time.sleep(0 if self.chain.tester is not None else min(0.2, self.config.poll_seconds))
 
     def run(self, shutdown: threading.Event) -> None:
-        """Stage loop: step every poll interval; back off (capped, jittered) while the
-        node is unreachable."""
+        """Stage loop: step every poll interval. Expected conditions are waited out
+        without a limit, and `status()` says so: the node unreachable (capped,
+        jittered backoff) and a ChainError the operator must fix (every minute).
+        Any other error is retried `self.retry.attempts` times (each step acts on
+        what the chain and the database say, so repeating one is safe), then
+        GaveUp ends run() and with it the gateway."""
         low, high = self.backoff
         delay = low
+        failures = Failures("anchor step", self.retry, log)
+        unreachable = 0
         while not shutdown.is_set():
             try:
                 self.step()
                 delay = low
                 wait = self.config.poll_seconds
+                unreachable = 0
+                failures.succeeded()
                 self.last_error = None
             except TRANSIENT as exc:
-                self.last_error = f"chain unreachable: {exc}"
+                unreachable += 1
                 wait = delay * random.uniform(0.5, 1.0)
+                self.last_error = (
+                    f"chain unreachable: {exc} (attempt {unreachable}, retrying without limit)"
+                )
                 log.warning("chain unreachable (%s); retrying in %.1f s", exc, wait)
                 delay = min(delay * 2, high)
             except ChainError as exc:
-                self.last_error = str(exc)
+                self.last_error = f"{exc} (retrying every {high:.0f} s without limit)"
                 wait = high
                 log.error("anchoring stopped: %s", exc)
-            except Exception as exc:  # an unexpected node answer: keep the stage alive
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                wait = high
-                log.exception("anchor step failed")
+            except Exception as exc:  # a bug, or a node answer nobody planned for
+                if disk_refuses(exc):
+                    self.last_error = f"database: {exc} (retrying without limit)"
+                    wait = low
+                    log.warning("anchor step: %s; retrying", exc)
+                else:
+                    self.last_error = (
+                        f"{type(exc).__name__}: {exc} "
+                        f"(attempt {failures.count + 1} of {self.retry.attempts})"
+                    )
+                    wait = failures.failed(exc)  # raises GaveUp after the last attempt
             shutdown.wait(wait)

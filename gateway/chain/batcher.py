@@ -18,6 +18,7 @@ from pathlib import Path
 from terrapin.gateway.chain import merkle
 from terrapin.gateway.chain import tables as store
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class Batcher:
         self.batch_seconds = batch_seconds
         self.clock = clock
         self.conn = store.connect(db_path)
+        self.retry = RetryPolicy(attempts=5, first=1.0, cap=30.0)  # a bug
+        self.last_error: str | None = None
 
     def close(self) -> None:
         self.conn.close()
@@ -138,15 +141,29 @@ class Batcher:
             "oldest_waiting_s": None if oldest is None else round(self.clock() - oldest, 1),
             "batch_size": self.batch_size,
             "batch_seconds": self.batch_seconds,
+            "error": self.last_error,
         }
 
     def run(self, shutdown: threading.Event, interval: float = 1.0) -> None:
-        """Stage loop: close due batches until `shutdown` is set."""
+        """Stage loop: close due batches until `shutdown` is set. A busy or full
+        database is waited out; any other error is retried `self.retry.attempts`
+        times (a batch is one transaction: all of it or nothing), then GaveUp
+        ends run() and with it the gateway."""
+        failures = Failures("batcher: closing a batch", self.retry, log)
         while not shutdown.is_set():
+            wait = interval
             try:
                 self.close_due()
-            except sqlite3.OperationalError as exc:  # e.g. the store has no readings table yet
-                log.warning("batcher: %s", exc)
-            except Exception:  # e.g. a stored reading that is not (20, uint64, 32) bytes
-                log.exception("batcher: closing a batch failed; retrying")
-            shutdown.wait(interval)
+                failures.succeeded()
+                self.last_error = None
+            except Exception as exc:
+                if disk_refuses(exc):
+                    self.last_error = f"database: {exc} (retrying without limit)"
+                    log.warning("batcher: %s; retrying", exc)
+                else:
+                    self.last_error = (
+                        f"{type(exc).__name__}: {exc} "
+                        f"(attempt {failures.count + 1} of {self.retry.attempts})"
+                    )
+                    wait = failures.failed(exc)  # raises GaveUp after the last attempt
+            shutdown.wait(wait)

@@ -33,8 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from web3.exceptions import ProviderConnectionError
+
 from terrapin.gateway.chain.node import Chain, ChainError
 from terrapin.gateway.errors import ConfigError
+from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.rule import RewardsError
@@ -55,6 +58,14 @@ CREATE TABLE IF NOT EXISTS rewards_settled (
 """
 DEFAULT_POLL = 5.0
 MAX_BACKOFF = 60.0
+# Waited out without a limit: the node unreachable (requests' errors are OSErrors),
+# or a ChainError / RewardsError that says what the operator must fix.
+_EXPECTED = (ChainError, RewardsError, OSError, ProviderConnectionError)
+
+
+def _expected(exc: BaseException) -> bool:
+    """A condition the rewards stage waits out rather than a bug."""
+    return isinstance(exc, _EXPECTED) or disk_refuses(exc)
 
 
 class RewardsStage:
@@ -90,6 +101,7 @@ class RewardsStage:
         self.binding = rewards_chain.binding_contract(w3, binding or chain.registry.address)
         self.contract_key = f"{chain.chain_id}:{self.token.address}"
         self.error: str | None = None
+        self.retry = RetryPolicy(attempts=5, first=1.0, cap=MAX_BACKOFF)  # a bug
         self.polls = 0
         self.next_due: int | None = None
         self._summary = self._summarise()
@@ -239,23 +251,33 @@ class RewardsStage:
             return done
 
     def run(self, shutdown: threading.Event) -> None:
+        """Stage loop. Expected conditions are waited out without a limit (capped,
+        jittered backoff; `status()["error"]` names them): the node unreachable, a
+        ChainError or RewardsError the operator must fix, a busy or full database.
+        Any other error is retried `self.retry.attempts` times (settling is
+        recorded per epoch and the contract takes each epoch once, so repeating a
+        step is safe), then GaveUp ends run() and with it the gateway."""
         backoff = 1.0
+        failures = Failures("rewards step", self.retry, log)
         while not shutdown.is_set():
             try:
                 self.step()
                 self.error = None
                 backoff = 1.0
                 wait = self.poll_seconds
-            except (ChainError, RewardsError, sqlite3.Error, OSError, ValueError) as exc:
-                self.error = str(exc)
-                log.warning("rewards: %s; retrying in %.0f s", exc, backoff)
-                wait = backoff * (0.5 + random.random() / 2)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-            except Exception as exc:  # web3/eth-tester errors have no common base
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.warning("rewards: %s; retrying in %.0f s", self.error, backoff)
-                wait = backoff * (0.5 + random.random() / 2)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                failures.succeeded()
+            except Exception as exc:
+                if not _expected(exc):
+                    self.error = (
+                        f"{type(exc).__name__}: {exc} "
+                        f"(attempt {failures.count + 1} of {self.retry.attempts})"
+                    )
+                    wait = failures.failed(exc)  # raises GaveUp after the last attempt
+                else:
+                    wait = backoff * (0.5 + random.random() / 2)
+                    self.error = f"{exc} (retrying without limit)"
+                    log.warning("rewards: %s; retrying in %.0f s", exc, wait)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
             shutdown.wait(wait)
 
     # -- views ----------------------------------------------------------------------

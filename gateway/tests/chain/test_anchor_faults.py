@@ -18,6 +18,7 @@ from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainError, transact
+from terrapin.gateway.retry import RetryPolicy
 from terrapin.tools.devkit.chainkit import (
     ANVIL_KEY,
     TcpProxy,
@@ -121,6 +122,8 @@ def test_rpc_down_for_a_while(setup) -> None:
     config.rpc_timeout = 2
     anchorer = Anchorer(db, Chain.connect(config))
     anchorer.backoff = (0.05, 0.4)
+    # The node away is waited out without a limit: far more failures than a bug gets.
+    anchorer.retry = RetryPolicy(attempts=2, first=0.01, cap=0.01)
     shutdown = threading.Event()
     thread = threading.Thread(target=anchorer.run, args=(shutdown,), daemon=True)
     thread.start()
@@ -131,6 +134,8 @@ def test_rpc_down_for_a_while(setup) -> None:
         Batcher(db, batch_size=4).close_due()  # batches 3, 4 while the node is away
         time.sleep(1.5)
         assert _count(db, store.PENDING, store.SENT) == 2
+        assert thread.is_alive()
+        assert "without limit" in (anchorer.last_error or ""), anchorer.last_error
         proxy.up()
         wait_for(lambda: _count(db, store.ANCHORED, store.CONFIRMED) == 5, "batches after outage")
     finally:
