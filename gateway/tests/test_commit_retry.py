@@ -44,7 +44,7 @@ class FaultAt:
 @pytest.fixture
 def board_and_processor(gw_home):
     key = new_key()
-    gw_home.add_board(key)
+    gw_home.add_sim_board(key)
     processor = Processor(gw_home.config)
     processor.retry = FAST
     try:

@@ -58,7 +58,7 @@ def test_store_faults_under_load_retry_then_exit_and_lose_nothing(
     gw_home, gw_broker, gw_tools, tmp_path
 ):
     db_path = gw_home.config.store.path
-    creds = [gw_home.add_board() for _ in range(BOARDS)]
+    creds = [gw_home.add_sim_board() for _ in range(BOARDS)]
     gw_tools.reload_broker(gw_broker)
     boards = [SimBoard("127.0.0.1", gw_home.mqtt_port, k, password=pw).start() for k, pw in creds]
     published: dict[bytes, set[int]] = {b.address: set() for b in boards}

@@ -23,7 +23,8 @@ from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig, ChainError
 from terrapin.gateway.retry import GaveUp, RetryPolicy
-from terrapin.tools.devkit.chainkit import Board, add_readings, make_db
+from terrapin.tools.devkit.chainkit import add_readings, make_db
+from terrapin.tools.devkit.simboard import SimBoard
 
 FAST = RetryPolicy(attempts=3, first=0.01, cap=0.02)
 
@@ -72,7 +73,7 @@ def messages(caplog, text: str) -> list[str]:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "gw.db"
-    add_readings(make_db(path), [Board.make(random.Random(7)) for _ in range(2)], 10)
+    add_readings(make_db(path), [SimBoard.make(random.Random(7)) for _ in range(2)], 10)
     return path
 
 

@@ -28,7 +28,8 @@ from terrapin.gateway.rewards import stage as stage_module
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.binding import bind_digest, pack_signature
 from terrapin.gateway.rewards.stage import RewardsStage
-from terrapin.tools.devkit.chainkit import Board, add_readings, make_db
+from terrapin.tools.devkit.chainkit import add_readings, make_db
+from terrapin.tools.devkit.simboard import SimBoard
 
 FAST = RetryPolicy(attempts=3, first=0.01, cap=0.02)
 OWNER = "0x" + "a1" * 20
@@ -53,14 +54,14 @@ def anchored(tmp_path: Path) -> tuple[Path, Chain]:
     """Readings of two boards bound to OWNER, batched, anchored and confirmed."""
     db = tmp_path / "gw.db"
     conn = make_db(db)
-    boards = [Board.make(random.Random(9 + i)) for i in range(2)]
+    boards = [SimBoard.make(random.Random(9 + i)) for i in range(2)]
     chain = Chain.connect(ChainConfig())
     registry = rewards_chain.binding_contract(chain.w3, chain.registry.address)
     for board in boards:
         addr = Web3.to_checksum_address("0x" + board.address.hex())
         nonce = registry.functions.bindNonce(addr).call()
         digest = bind_digest(OWNER, nonce, chain.chain_id, registry.address)
-        sig = board.key.sign_recoverable(digest, hasher=None)
+        sig = board.private.sign_recoverable(digest, hasher=None)
         signature = pack_signature(sig[:64], sig[64])
         rewards_chain.bind_board(chain.w3, chain.account, registry, addr, OWNER, signature)
     add_readings(conn, boards, 6)
