@@ -133,28 +133,25 @@ def flash(
         ) from exc
     except OSError as exc:
         raise port_error(port, exc) from exc
-    try:
-        if spec.chip != esp.CHIP_NAME:
-            raise TerrapinError(
-                f"the board on {port} is an {esp.CHIP_NAME}, not an {spec.chip}",
-                hint=f"use --board {_board_for(esp.CHIP_NAME)}",
-            )
-        mac = ":".join(f"{b:02x}" for b in esp.read_mac())
-        esp = esptool.run_stub(esp)
-        esptool.attach_flash(esp)
-        if erase:
-            note("erasing flash")
-            esptool.erase_flash(esp)
-        note(f"writing {path.name} at {spec.offset:#x}")
-        esptool.write_flash(esp, [(spec.offset, str(path))])
-        esptool.reset_chip(esp, "hard-reset")
-    except esptool.FatalError as exc:
-        raise TerrapinError(f"flashing failed: {exc}") from exc
-    finally:
-        port_obj = getattr(esp, "_port", None)
-        if port_obj is not None:
-            port_obj.close()
-    return {"chip": esp.CHIP_NAME, "mac": mac, "image": str(path), "offset": spec.offset}
+    with esp:  # an ESPLoader closes its serial port on leaving (esptool 5)
+        try:
+            if spec.chip != esp.CHIP_NAME:
+                raise TerrapinError(
+                    f"the board on {port} is an {esp.CHIP_NAME}, not an {spec.chip}",
+                    hint=f"use --board {_board_for(esp.CHIP_NAME)}",
+                )
+            mac = ":".join(f"{b:02x}" for b in esp.read_mac())
+            esp = esptool.run_stub(esp)
+            esptool.attach_flash(esp)
+            if erase:
+                note("erasing flash")
+                esptool.erase_flash(esp)
+            note(f"writing {path.name} at {spec.offset:#x}")
+            esptool.write_flash(esp, [(spec.offset, str(path))])
+            esptool.reset_chip(esp, "hard-reset")
+        except esptool.FatalError as exc:
+            raise TerrapinError(f"flashing failed: {exc}") from exc
+        return {"chip": esp.CHIP_NAME, "mac": mac, "image": str(path), "offset": spec.offset}
 
 
 def _board_for(chip: str) -> str:

@@ -80,6 +80,12 @@ def port_error(port: str, exc: BaseException) -> PortError:
     return PortError(f"cannot open serial port {port}: {text}")
 
 
+def _no_delay(fd: int) -> None:
+    """TCP_NODELAY on the socket behind `fd` (a dup of it: the option is the socket's)."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def open_port(port: str, baudrate: int = 115200, timeout: float = 0.2) -> serial.SerialBase:
     """Open a device path or a pyserial URL; raise PortError with a hint."""
     if "://" not in port and not os.path.exists(port):
@@ -87,9 +93,8 @@ def open_port(port: str, baudrate: int = 115200, timeout: float = 0.2) -> serial
     try:
         if "://" in port:
             ser = serial.serial_for_url(port, baudrate=baudrate, timeout=timeout)
-            sock = getattr(ser, "_socket", None)
-            if sock is not None:  # socket://: small exchanges, no Nagle delay
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if port.startswith("socket://"):  # small exchanges: no Nagle delay
+                _no_delay(ser.fileno())
         else:
             ser = serial.Serial(baudrate=baudrate, timeout=timeout, exclusive=True)
             ser.port = port
