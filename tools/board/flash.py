@@ -19,7 +19,7 @@ from terrapin.tools.board.serialconsole import PortError, open_port, port_error
 
 
 @dataclass(frozen=True)
-class Board:
+class BoardModel:
     name: str
     chip: str  # esptool's CHIP_NAME
     offset: int  # where the MicroPython image starts in flash
@@ -27,11 +27,11 @@ class Board:
 
 
 BOARDS = {
-    "esp32": Board("esp32", "ESP32", 0x1000, "https://micropython.org/download/ESP32_GENERIC/"),
-    "esp32s3": Board(
+    "esp32": BoardModel("esp32", "ESP32", 0x1000, "https://micropython.org/download/ESP32_GENERIC/"),
+    "esp32s3": BoardModel(
         "esp32s3", "ESP32-S3", 0x0, "https://micropython.org/download/ESP32_GENERIC_S3/"
     ),
-    "esp32c3": Board(
+    "esp32c3": BoardModel(
         "esp32c3", "ESP32-C3", 0x0, "https://micropython.org/download/ESP32_GENERIC_C3/"
     ),
 }
