@@ -6,8 +6,8 @@ only the ports (free ones on 127.0.0.1) and the folder differ. Mosquitto runs
 with authentication on and that ACL: it is the broker operators run beside
 the gateway, so the demo exercises the same password file, ACL and QoS 1
 session behaviour as a real installation (an embedded Python broker would
-not). The gateway runs in this process (`Gateway(config).run(shutdown)` in a
-thread, `[pipeline] workers = 0`: check and store in-process) so that its
+not). The gateway runs in this process (devkit's GatewayThread: `Gateway(config)
+.run(shutdown)` in a thread, `[pipeline] workers = 0`) so that its
 status API and counters sit next to the embedded chain.
 
 The injected test: an extra identity made by the demo (a host key, labelled
@@ -27,6 +27,7 @@ from typing import Any
 
 from terrapin.gateway.errors import TerrapinError
 from terrapin.tools.devkit.broker import Mosquitto, find_mosquitto, free_port
+from terrapin.tools.devkit.gatewayproc import GatewayProcessError, GatewayThread
 
 MOSQUITTO_HINT = (
     "the demo runs the broker gateway operators run: sudo apt-get install mosquitto "
@@ -51,11 +52,8 @@ class Network:
         self.mqtt_port, self.api_port = free_port(), free_port()
         self.config_path = self.home / "gateway.toml"
         self.broker: Mosquitto | None = None
-        self.gateway: Any = None
         self.cfg: Any = None
-        self._shutdown = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self.running: GatewayThread | None = None
 
     @property
     def db_path(self) -> Path:
@@ -98,28 +96,23 @@ class Network:
             persistence=True,
         ).start()
 
-    def start_gateway(self, timeout: float = 20.0) -> None:
-        from terrapin.gateway.server import Gateway
+    @property
+    def gateway(self) -> Any:
+        return self.running.gateway if self.running is not None else None
 
-        self.gateway = Gateway(self.cfg)
-        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
-        self._thread.start()
-        if not self.gateway.ingest.connected.wait(timeout):
+    def start_gateway(self, timeout: float = 20.0) -> None:
+        try:
+            self.running = GatewayThread(self.cfg, workers=None).start(timeout)
+        except GatewayProcessError:
             raise TerrapinError(
                 "the gateway did not connect to Mosquitto",
                 hint=f"see {self.root / 'demo.log'} and {self.root / 'gateway'} (mosquitto.log)",
-            )
-        time.sleep(0.2)  # its SUBACK: the session exists before any board publishes
-
-    def _run(self) -> None:
-        try:
-            self.gateway.run(self._shutdown)
-        except BaseException as exc:  # reported by check_alive()
-            self._error = exc
+            ) from None
 
     def check_alive(self) -> None:
-        if self._error is not None or (self._thread and not self._thread.is_alive()):
-            raise TerrapinError(f"the gateway stopped: {self._error!r}")
+        running = self.running
+        if running is not None and (running.error is not None or not running.thread.is_alive()):
+            raise TerrapinError(f"the gateway stopped: {running.error!r}")
 
     def reload(self) -> None:
         """New boards: Mosquitto re-reads its password file, the gateway its allow-list."""
@@ -155,9 +148,9 @@ class Network:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        self._shutdown.set()
-        if self._thread is not None:
-            self._thread.join(20)
+        if self.running is not None:
+            self.running.shutdown.set()
+            self.running.thread.join(20)
         if self.broker is not None:
             self.broker.stop()
 
