@@ -19,7 +19,7 @@ from terrapin.gateway.chain.stage import stages
 from terrapin.gateway.errors import ConfigError
 from terrapin.tools.cli.proof import make_bundle
 from terrapin.tools.devkit.chainkit import ANVIL_KEY, Board, add_readings, make_db
-from terrapin.tools.verifier import run_checks
+from terrapin.tools.verifier import Trust, run_checks
 
 
 def test_demo_path_on_the_embedded_chain(tmp_path: Path, caplog, monkeypatch) -> None:
@@ -33,7 +33,8 @@ def test_demo_path_on_the_embedded_chain(tmp_path: Path, caplog, monkeypatch) ->
     anchorer.anchor_pending(until="confirmed")
     _, board, seq = readings[-1]
     bundle = make_bundle(db, board.address, seq)
-    checks = run_checks(bundle.to_json(), w3=anchorer.chain.w3)
+    trust = Trust(anchor=bytes.fromhex(anchorer.chain.anchor.address[2:]))
+    checks = run_checks(bundle.to_json(), w3=anchorer.chain.w3, trust=trust)
     assert checks.ok, [c for c in checks.items if not c.ok]
     assert [c.name for c in checks.items][-1] == "contract views"
     text = caplog.text + "".join(str(r.args) for r in caplog.records)
