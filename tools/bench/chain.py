@@ -111,6 +111,7 @@ def chain(as_json: bool, leaves: int) -> None:
     owners = f"{figures['reward_owners']:,} owners, {figures['claim_proof_hashes']}-hash proof"
     table.add_row("gas per epoch root (later epoch)", f"{figures['gas_per_epoch_root']:,}")
     table.add_row("gas of the first epoch root", f"{figures['gas_first_epoch_root']:,}")
+    table.add_row("gas of the second epoch root", f"{figures['gas_second_epoch_root']:,}")
     table.add_row(f"gas per claim (first, {owners})", f"{figures['gas_per_claim']:,}")
     table.add_row("gas per later claim, same owner", f"{figures['gas_per_repeat_claim']:,}")
     Console().print(table)
