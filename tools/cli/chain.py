@@ -6,9 +6,14 @@
 The key comes from --keystore (password in $TERRAPIN_KEYSTORE_PASSWORD) or from
 $TERRAPIN_CHAIN_KEY; never from the command line. The deployer is the registry admin
 (or --admin) and is granted GATEWAY_ROLE unless --gateway names other addresses.
+--network-file FILE also writes what verifiers pin (`terrapin verify --network FILE`):
+{"chain_id", "anchor", "registry"}, for the network to publish.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 from web3 import Web3
@@ -39,8 +44,18 @@ def deploy_contracts(
 @click.option("--admin", help="Registry admin (default: the deployer).")
 @click.option("--gateway", "gateways", multiple=True, help="Address to grant GATEWAY_ROLE.")
 @click.option("--poa", is_flag=True, help="The chain needs the PoA extraData middleware.")
+@click.option(
+    "--network-file",
+    type=click.Path(dir_okay=False),
+    help="Also write the network file verifiers pin (chain_id, anchor, registry).",
+)
 def deploy_cmd(
-    rpc: str, keystore: str | None, admin: str | None, gateways: tuple, poa: bool
+    rpc: str,
+    keystore: str | None,
+    admin: str | None,
+    gateways: tuple,
+    poa: bool,
+    network_file: str | None,
 ) -> None:
     """Deploy the registry and the anchor; print the gateway's [chain] section."""
     config = ChainConfig(network=rpc, keystore=keystore, poa=poa, registry="-", anchor="-")
@@ -50,6 +65,10 @@ def deploy_cmd(
         click.echo(f'{key} = "{value}"')
     if keystore:
         click.echo(f'keystore = "{keystore}"')
+    if network_file:
+        chain_id = rpc_web3(rpc, timeout=config.rpc_timeout, poa=poa).eth.chain_id
+        trusted = {"chain_id": chain_id, "anchor": out["anchor"], "registry": out["registry"]}
+        Path(network_file).write_text(json.dumps(trusted, indent=2) + "\n")
 
 
 def main() -> int:

@@ -76,7 +76,8 @@ def test_deploy_with_a_keystore_then_connect(anvil, tmp_path: Path, monkeypatch)
     bad = _deploy(anvil.url, "--keystore", str(keystore), env=env)
     assert bad.returncode == 2 and "wrong password" in bad.stderr
     env["TERRAPIN_KEYSTORE_PASSWORD"] = "s3cret"
-    good = _deploy(anvil.url, "--keystore", str(keystore), env=env)
+    network = tmp_path / "network.json"
+    good = _deploy(anvil.url, "--keystore", str(keystore), "--network-file", str(network), env=env)
     assert good.returncode == 0, good.stderr
     assert "s3cret" not in good.stdout + good.stderr
     assert ANVIL_KEY[2:] not in good.stdout + good.stderr
@@ -85,6 +86,12 @@ def test_deploy_with_a_keystore_then_connect(anvil, tmp_path: Path, monkeypatch)
     chain = Chain.connect(ChainConfig.from_mapping({k: v.strip('"') for k, v in lines.items()}))
     assert chain.registry.functions.isGateway(chain.address).call()
     assert chain.anchor.functions.registry().call() == chain.registry.address
+    published = {
+        "chain_id": 31337,
+        "anchor": chain.anchor.address,
+        "registry": chain.registry.address,
+    }
+    assert json.loads(network.read_text()) == published  # what `verify --network` pins
     nokey = _deploy(anvil.url, env={"TERRAPIN_CHAIN_KEY": None})
     assert nokey.returncode == 1 and "no deployer key" in nokey.stderr
 

@@ -167,3 +167,30 @@ def test_exit_codes_a_script_can_use(network, tmp_path: Path, capsys) -> None:
     )
     assert main(["verify", str(good), "--network", str(tmp_path / "net-other.json")]) == 1
     assert "you trust 1" in capsys.readouterr().out
+
+
+def test_a_root_nobody_anchored_never_reads_as_verified(network, tmp_path: Path, capsys) -> None:
+    """A self-consistent bundle whose root was never anchored: exit 3 offline (with
+    words), 1 on chain against the pinned anchor; never 0."""
+    anvil, config, good, _ = network
+    data = json.loads(good.read_text())
+    board = Board.make(random.Random(7))
+    envelope, digest = board.envelope(5)
+    tree = merkle.build_tree([(board.address, 5, digest)])
+    data |= {
+        "envelope": envelope.hex(),
+        "pubkey": board.pubkey.hex(),
+        "device": "0x" + board.address.hex(),
+        "seq": 5,
+        "digest": "0x" + digest.hex(),
+        "leaf": "0x" + tree.leaf(0).hex(),
+        "proof": [],
+        "root": "0x" + tree.root.hex(),
+    }
+    path = tmp_path / "unanchored.json"
+    path.write_text(json.dumps(data))
+    assert main(["verify", str(path)]) == 3
+    out, err = capsys.readouterr()
+    assert "NOTHING was checked on chain" in out and "not verified" in err
+    code, checks, _ = _verify(capsys, str(path), "--rpc", anvil.url, "--anchor", config.anchor)
+    assert code == 1 and not checks["anchoring transaction"]["ok"], checks
