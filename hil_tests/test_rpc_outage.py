@@ -36,6 +36,7 @@ def _check_roots_on_chain(db, rpc_url: str, anchor: str) -> None:
     from web3 import Web3
 
     from terrapin.gateway.chain.node import artifact
+    from terrapin.tools.devkit.chainkit import next_batch_id
 
     w3 = Web3(Web3.HTTPProvider(rpc_url))
     contract = w3.eth.contract(address=anchor, abi=artifact("TerrapinAnchor")["abi"])
@@ -43,6 +44,10 @@ def _check_roots_on_chain(db, rpc_url: str, anchor: str) -> None:
     batches = con.execute("SELECT id, root FROM batches ORDER BY id").fetchall()
     con.close()
     assert batches
+    gateways = {e["args"]["gateway"] for e in contract.events.Anchored().get_logs(from_block=0)}
+    assert len(gateways) == 1, gateways
+    (gateway,) = gateways
     for batch_id, root in batches:
-        assert contract.functions.rootOf(batch_id).call() == bytes(root), f"batch {batch_id}"
-    assert contract.functions.nextBatchId().call() == len(batches)
+        got = contract.functions.rootOf(gateway, batch_id).call()
+        assert got == bytes(root), f"batch {batch_id}"
+    assert next_batch_id(contract, gateway) == len(batches)

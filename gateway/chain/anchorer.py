@@ -1,12 +1,13 @@
 """Anchor stage: closed batches -> one TerrapinAnchor.anchor transaction each.
 
 Rules that keep a batch from being anchored twice or forgotten:
-- The contract accepts only `nextBatchId`, and batches are sent lowest id first, one
-  transaction in flight at a time.
+- The contract keeps each gateway's roots under (gateway, batchId) and refuses a second
+  anchor of the same pair; batches are sent lowest id first, one transaction in flight
+  at a time, so this gateway's ids on chain have no gaps.
 - Every transaction is written to `chain_txs` with its raw signed bytes and committed
   BEFORE it is broadcast. After a crash the recorded bytes are broadcast again (same
   hash, same nonce) unless the chain already has the batch's root.
-- Each step first asks the contract (`rootOf`, `nextBatchId`) and the node (receipts,
+- Each step first asks the contract (`rootOf(gateway, batchId)`) and the node (receipts,
   nonces, mempool), then acts; the database records what the chain says.
 - A transaction not mined after `stuck_after` seconds, or gone from the mempool, is
   replaced with the same nonce and fees raised by `fee_bump` (>= 10%).
@@ -50,7 +51,8 @@ _RECHECK = 16  # newest anchored batches whose roots are re-read at start
 def _foreign_root(batch: store.Batch, root: bytes) -> ChainError:
     return ChainError(
         f"batch {batch.id} on chain holds root 0x{root.hex()}, ours is 0x{batch.root.hex()}",
-        hint="another gateway anchors to this contract: give each gateway its own anchor",
+        hint="another process anchors with this gateway's key (a second gateway sharing "
+        "the key, or a database restored from an older backup): give each gateway its own key",
     )
 
 
@@ -72,7 +74,7 @@ class Anchorer:
 
     # -- chain queries -------------------------------------------------------------
     def _root_on_chain(self, batch_id: int) -> bytes:
-        return bytes(self.chain.anchor.functions.rootOf(batch_id).call())
+        return bytes(self.chain.anchor.functions.rootOf(self.chain.address, batch_id).call())
 
     def _receipt(self, tx_hash: bytes) -> Any | None:
         try:
@@ -122,12 +124,8 @@ class Anchorer:
         # What the database believes anchored but the contract does not have (a reorg
         # deeper than `confirmations`, or one while we were down) goes back in flight.
         # Roots are checked for the newest batches only: older ones cannot change.
-        next_id = self.chain.anchor.functions.nextBatchId().call()
-        for batch in store.batches(self.conn, store.ANCHORED, store.CONFIRMED):
-            gone = batch.id >= next_id or (
-                batch.id >= next_id - _RECHECK and self._root_on_chain(batch.id) != batch.root
-            )
-            if gone:
+        for batch in store.batches(self.conn, store.ANCHORED, store.CONFIRMED)[-_RECHECK:]:
+            if self._root_on_chain(batch.id) != batch.root:
                 self._unanchor(batch, "not in the contract's state at start")
         self._deployment_checked = True
 
@@ -203,11 +201,10 @@ class Anchorer:
             receipt = self._receipt(attempt.tx_hash)
             if receipt is not None and receipt["status"] == 0:
                 txlog.mark_failed(self.conn, batch.id, attempt.id)
-                next_id = self.chain.anchor.functions.nextBatchId().call()
-                allowed = self.chain.registry.functions.isGateway(self.chain.address).call()
+                held = self._root_on_chain(batch.id)
                 raise ChainError(
-                    f"anchoring batch {batch.id} reverted (contract expects batch {next_id}, "
-                    f"gateway authorised: {allowed})"
+                    f"anchoring batch {batch.id} reverted (the contract holds root "
+                    f"0x{held.hex()} for this gateway's batch {batch.id})"
                 )
         log.warning(
             "batch %d: nonce %d used by another transaction; resending",
@@ -221,7 +218,7 @@ class Anchorer:
         root, but none of our recorded transactions: e.g. a database restored from a
         backup older than the anchor)."""
         events = self.chain.anchor.events.Anchored().get_logs(
-            from_block=0, argument_filters={"batchId": batch.id}
+            from_block=0, argument_filters={"batchId": batch.id, "gateway": self.chain.address}
         )
         mine = [e for e in events if bytes(e["args"]["root"]) == batch.root]
         if not mine:
@@ -249,15 +246,12 @@ class Anchorer:
         self._mark_mined(batch, tx_id, receipt)
 
     def _send_new(self, batch: store.Batch) -> None:
-        next_id = self.chain.anchor.functions.nextBatchId().call()
-        if next_id > batch.id:
-            root = self._root_on_chain(batch.id)
+        root = self._root_on_chain(batch.id)
+        if root != bytes(32):
             if root != batch.root:
                 raise _foreign_root(batch, root)
             self._adopt(batch)  # anchored by a transaction this database does not know
             return
-        if next_id < batch.id:
-            raise ChainError(f"contract expects batch {next_id} before batch {batch.id}")
         nonce = self.chain.w3.eth.get_transaction_count(self.chain.address, "pending")
         max_fee, priority = fees(self.chain.w3, self.config)
         self._sign_record_send(batch, nonce, max_fee, priority)

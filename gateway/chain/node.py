@@ -51,7 +51,7 @@ class ChainConfig:
     fee_bump: float = 1.125  # replacement fee factor (>= 1.10: nodes require 10%)
     priority_fee_gwei: float = 1.0  # used when the node has no eth_maxPriorityFeePerGas
     max_fee_gwei: float = 500.0  # never offer more than this per gas
-    gas_limit: int = 120_000  # an anchor uses ~58k
+    gas_limit: int = 120_000  # an anchor uses ~47k
     poll_seconds: float = 2.0
     rpc_timeout: float = 10.0
     poa: bool = False  # inject the extraData middleware (PoA chains, some L2s)

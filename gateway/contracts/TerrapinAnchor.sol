@@ -5,56 +5,50 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {ITerrapinRegistry} from "./ITerrapinRegistry.sol";
 
-/// @title Terrapin anchor: one Merkle root per batch of readings.
-/// @notice Batch ids are strictly sequential (0, 1, 2, ...): `anchor` accepts only
-/// `nextBatchId`, so a batch can never be anchored twice and a gap is impossible.
+/// @title Terrapin anchor: one Merkle root per (gateway, batch) of readings.
+/// @notice Every sender anchors into its own namespace: the root of batch `batchId` sent
+/// by gateway G is stored under (G, batchId) and nothing another sender does can read
+/// as G's, consume G's batch ids or make G's next anchor fail. A (gateway, batchId) is
+/// anchored once; a second anchor of it reverts. The contract does not ask the registry
+/// on each anchor: whether the sender was an authorised gateway is checked by verifiers
+/// at verification time, against `registry` at the anchoring block (docs/CHAIN.md).
 /// Leaves are OpenZeppelin StandardMerkleTree leaves of (address board, uint64 seq,
 /// bytes32 digest): keccak256(bytes.concat(keccak256(abi.encode(board, seq, digest)))).
-/// @dev Gas: one new storage slot per batch (the root) plus one packed slot that is
-/// rewritten each time (next batch id, running reading total, last anchor time). The
-/// batch's count and gateway travel in the Anchored event, which is what a verifier
-/// reads from the anchoring transaction's receipt. Cost is flat in the batch size.
+/// @dev Gas: exactly one storage slot per anchor, created (the root), and one event; no
+/// other storage is read or written, so every anchor costs the same (the first, the
+/// 100th) whatever the batch size. The batch's count and gateway travel in the
+/// Anchored event. There is no running counter or total: each would cost a further
+/// cold slot per anchor (>= 2,100 gas), and a shared one is what let one gateway
+/// consume or overflow another's.
 contract TerrapinAnchor {
+    /// Where verifiers check that an anchor's sender was a gateway. Never read by anchor().
     ITerrapinRegistry public immutable registry;
 
-    /// Packed into one slot: rewritten (not created) on every anchor.
-    uint64 public nextBatchId;
-    uint64 public totalReadings;
-    /// Time of the last anchor (the deployment time until the first one).
-    uint40 public lastAnchoredAt;
-
-    mapping(uint256 batchId => bytes32 root) private _roots;
+    mapping(address gateway => mapping(uint256 batchId => bytes32 root)) private _roots;
 
     event Anchored(uint64 indexed batchId, bytes32 root, uint64 count, address indexed gateway);
 
-    error NotGateway(address caller);
-    error BatchIdMismatch(uint64 expected, uint64 given);
+    error AlreadyAnchored(address gateway, uint64 batchId);
     error EmptyBatch();
     error ZeroRoot();
 
     constructor(ITerrapinRegistry registry_) {
         registry = registry_;
-        // Make the packed slot non-zero now, so the first anchor pays the same as the rest.
-        lastAnchoredAt = uint40(block.timestamp);
     }
 
-    /// @notice Anchor the root of batch `batchId` holding `count` readings.
+    /// @notice Anchor the root of the sender's batch `batchId` holding `count` readings.
     function anchor(uint64 batchId, bytes32 root, uint64 count) external {
-        if (!registry.isGateway(msg.sender)) revert NotGateway(msg.sender);
-        uint64 expected = nextBatchId;
-        if (batchId != expected) revert BatchIdMismatch(expected, batchId);
         if (root == bytes32(0)) revert ZeroRoot();
         if (count == 0) revert EmptyBatch();
-        _roots[batchId] = root;
-        nextBatchId = expected + 1;
-        totalReadings += count;
-        lastAnchoredAt = uint40(block.timestamp);
+        mapping(uint256 => bytes32) storage roots = _roots[msg.sender];
+        if (roots[batchId] != bytes32(0)) revert AlreadyAnchored(msg.sender, batchId);
+        roots[batchId] = root;
         emit Anchored(batchId, root, count, msg.sender);
     }
 
-    /// @return the root anchored for `batchId`, or zero if none.
-    function rootOf(uint64 batchId) external view returns (bytes32) {
-        return _roots[batchId];
+    /// @return the root `gateway` anchored for its batch `batchId`, or zero if none.
+    function rootOf(address gateway, uint64 batchId) external view returns (bytes32) {
+        return _roots[gateway][batchId];
     }
 
     /// @return the StandardMerkleTree leaf of one reading.
@@ -62,22 +56,24 @@ contract TerrapinAnchor {
         return keccak256(bytes.concat(keccak256(abi.encode(board, seq, digest))));
     }
 
-    /// @return true if the reading (board, seq, digest) is in the anchored batch `batchId`.
+    /// @return true if the reading (board, seq, digest) is in `gateway`'s anchored batch `batchId`.
     function verifyReading(
+        address gateway,
         uint64 batchId,
         address board,
         uint64 seq,
         bytes32 digest,
         bytes32[] calldata proof
     ) public view returns (bool) {
-        bytes32 root = _roots[batchId];
+        bytes32 root = _roots[gateway][batchId];
         if (root == bytes32(0)) return false;
         return MerkleProof.verifyCalldata(proof, root, leafHash(board, seq, digest));
     }
 
-    /// @return true if the reading is in batch `batchId` AND `board` signed `digest`:
-    /// `signature` is the COSE r||s (64 bytes, low-S), `v` the recovery id (0/1 or 27/28).
+    /// @return true if the reading is in `gateway`'s batch `batchId` AND `board` signed
+    /// `digest`: `signature` is the COSE r||s (64 bytes, low-S), `v` the recovery id (0/1 or 27/28).
     function verifyReadingSigned(
+        address gateway,
         uint64 batchId,
         address board,
         uint64 seq,
@@ -92,6 +88,6 @@ contract TerrapinAnchor {
         bytes32 s = bytes32(signature[32:64]);
         (address signer, ECDSA.RecoverError err, ) = ECDSA.tryRecover(digest, v, r, s);
         if (err != ECDSA.RecoverError.NoError || signer != board) return false;
-        return verifyReading(batchId, board, seq, digest, proof);
+        return verifyReading(gateway, batchId, board, seq, digest, proof);
     }
 }

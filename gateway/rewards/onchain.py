@@ -3,7 +3,8 @@
 Transactions go through the chain stage's `transact` (EIP-1559 fees, signed
 locally by a LocalAccount): the oracle key publishes, any key may submit a
 claim (tokens always go to the owner in the leaf), any key may submit a
-board's binding signature.
+board's binding signature. The admin key (cap, pause, root replacement, roles) is a
+different key by default and is never needed to publish or claim (docs/REWARDS.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from web3.contract import Contract
 
 from terrapin.gateway.chain.node import ChainError, transact
 from terrapin.gateway.rewards.distribution import Distribution
-from terrapin.gateway.rewards.rule import normalise_address
+from terrapin.gateway.rewards.rule import DEFAULT_BUDGET, EPOCH_SECONDS, normalise_address
 
 BUILD_DIR = Path(__file__).resolve().parent.parent / "contracts" / "build"
 TOKEN_NAME, TOKEN_SYMBOL = "Terrapin Reward", "TRP"
@@ -94,18 +95,29 @@ def deploy_rewards(
     w3: Web3,
     deployer: LocalAccount,
     *,
-    admin: str | None = None,
+    admin: str,
     oracle: str | None = None,
+    epoch_seconds: int = EPOCH_SECONDS,
+    epoch_cap: int = DEFAULT_BUDGET,
+    shared_admin: bool = False,
     artifact: dict | None = None,
 ) -> Contract:
-    """Deploy TerrapinRewards; admin and oracle default to the deployer."""
+    """Deploy TerrapinRewards. `oracle` (default: the deployer) publishes roots; `admin`
+    (required, a different key unless `shared_admin`) sets the per-epoch mint cap
+    `epoch_cap`, pauses, replaces an unclaimed root and manages roles. `epoch_seconds`
+    must be the rewards rule's, so the contract refuses epochs that have not started."""
+    oracle = Web3.to_checksum_address(oracle or deployer.address)
+    admin = Web3.to_checksum_address(admin)
+    if admin == oracle and not shared_admin:
+        raise ChainError(
+            f"the rewards admin and oracle are the same key ({admin})",
+            hint="keep the admin key cold and apart from the gateway's hot oracle key "
+            "(docs/REWARDS.md)",
+        )
     artifact = artifact or rewards_artifact()
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     data = factory.constructor(
-        TOKEN_NAME,
-        TOKEN_SYMBOL,
-        Web3.to_checksum_address(admin or deployer.address),
-        Web3.to_checksum_address(oracle or deployer.address),
+        TOKEN_NAME, TOKEN_SYMBOL, admin, oracle, epoch_seconds, epoch_cap
     ).data_in_transaction
     receipt = transact(w3, deployer, {"data": data, "gas": 3_000_000})
     return rewards_contract(w3, receipt["contractAddress"], artifact)
@@ -140,14 +152,34 @@ def _send(w3: Web3, account: LocalAccount, call: Any) -> Any:
     return transact(w3, account, {"to": call.address, "data": call._encode_transaction_data()})
 
 
+def _carry_forward(w3: Web3, oracle: LocalAccount, contract: Contract, epoch: int) -> None:
+    """Epochs go up by exactly one on chain, and the stage settles only epochs with
+    readings: publish the latest root again (nothing new to mint) for each epoch
+    skipped since, so that `epoch` is the next one."""
+    if contract.functions.merkleRoot().call() == bytes(32):
+        return  # the first publication may name any started epoch
+    latest = int(contract.functions.epoch().call())
+    if latest + 1 >= epoch:
+        return
+    root = bytes(contract.functions.merkleRoot().call())
+    total = int(contract.functions.cumulativeTotal().call())
+    for skipped in range(latest + 1, epoch):
+        _send(w3, oracle, contract.functions.publishRoot(skipped, root, total))
+
+
 def publish_root(w3: Web3, oracle: LocalAccount, contract: Contract, dist: Distribution) -> Any:
-    """Set the distribution's root for its epoch (oracle role only). Returns the receipt."""
+    """Set the distribution's root for its epoch (oracle role only), after carrying the
+    latest root over any skipped epoch. Returns the receipt."""
     call = contract.functions.publishRoot(dist.epoch, dist.root, dist.total)
-    try:
-        call.call({"from": oracle.address})  # a revert reason before spending gas
-    except Exception as exc:
-        reason = revert_reason(exc, contract.abi)
-        raise ChainError(f"publishing epoch {dist.epoch} would revert: {reason}") from exc
+    for attempt in (1, 2):
+        try:
+            call.call({"from": oracle.address})  # a revert reason before spending gas
+            break
+        except Exception as exc:
+            reason = revert_reason(exc, contract.abi)
+            if attempt == 2 or not reason.startswith("EpochNotNext"):
+                raise ChainError(f"publishing epoch {dist.epoch} would revert: {reason}") from exc
+            _carry_forward(w3, oracle, contract, dist.epoch)
     return _send(w3, oracle, call)
 
 
@@ -251,7 +283,9 @@ def gas_figures(owners: int = 1000) -> dict[str, int]:
 
     The distribution has `owners` leaves (the claim's proof has ~log2(owners) hashes).
     gas_per_epoch_root is a later epoch's publication (the first one writes fresh
-    storage slots and costs more: gas_first_epoch_root); gas_per_claim is an owner's
+    storage slots and costs more: gas_first_epoch_root; so does the second, whose
+    previous total and supply snapshot become non-zero: gas_second_epoch_root);
+    gas_per_claim is an owner's
     first claim (fresh balance and claimed slots), gas_per_repeat_claim a later one.
     """
     from eth_account import Account
@@ -266,7 +300,7 @@ def gas_figures(owners: int = 1000) -> dict[str, int]:
         {"from": w3.eth.accounts[0], "to": oracle.address, "value": 10**21}
     )
     w3.eth.wait_for_transaction_receipt(tx)
-    contract = deploy_rewards(w3, oracle)
+    contract = deploy_rewards(w3, oracle, admin=Account.create().address)
     addresses = ["0x" + (i + 1).to_bytes(20, "big").hex() for i in range(max(owners, 1))]
     first = distribution.build(1, {a: 10**18 for a in addresses})
     second = distribution.build(2, {a: 2 * 10**18 for a in addresses})
@@ -274,8 +308,11 @@ def gas_figures(owners: int = 1000) -> dict[str, int]:
     claim1 = claim(w3, oracle, contract, first, addresses[0])
     root2 = publish_root(w3, oracle, contract, second)
     claim2 = claim(w3, oracle, contract, second, addresses[0])
+    third = distribution.build(3, {a: 3 * 10**18 for a in addresses})
+    root3 = publish_root(w3, oracle, contract, third)
     return {
-        "gas_per_epoch_root": int(root2["gasUsed"]),
+        "gas_per_epoch_root": int(root3["gasUsed"]),
+        "gas_second_epoch_root": int(root2["gasUsed"]),
         "gas_first_epoch_root": int(root1["gasUsed"]),
         "gas_per_claim": int(claim1["gasUsed"]),
         "gas_per_repeat_claim": int(claim2["gasUsed"]),

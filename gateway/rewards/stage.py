@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eth_account import Account
 from web3.exceptions import ProviderConnectionError
 
 from terrapin.gateway.chain.node import Chain, ChainError
@@ -115,7 +116,7 @@ class RewardsStage:
     # -- the contract ----------------------------------------------------------
     def _embedded_contract(self) -> str:
         """TerrapinRewards on the embedded chain: the one this database knows, if this
-        very chain holds it, else a new deployment (oracle and admin: the gateway key)."""
+        very chain holds it, else a new deployment (oracle: the gateway key; admin: another)."""
         if self.chain.tester is None:
             raise ConfigError(
                 "the rewards stage needs [rewards] contract (the TerrapinRewards address) "
@@ -125,7 +126,15 @@ class RewardsStage:
         row = self.conn.execute("SELECT value FROM rewards_meta WHERE key = ?", (key,)).fetchone()
         if row and self.chain.w3.eth.get_code(row[0]):
             return row[0]
-        token = rewards_chain.deploy_rewards(self.chain.w3, self.chain.account)
+        # The admin is a throw-away key apart from the oracle (this chain ends with the
+        # process); on a real chain the admin stays cold (docs/REWARDS.md).
+        token = rewards_chain.deploy_rewards(
+            self.chain.w3,
+            self.chain.account,
+            admin=Account.create().address,
+            epoch_seconds=self.params.epoch_seconds,
+            epoch_cap=self.params.budget,
+        )
         with self.conn:
             self.conn.execute(
                 "INSERT OR REPLACE INTO rewards_meta VALUES (?, ?)", (key, token.address)

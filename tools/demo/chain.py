@@ -67,6 +67,7 @@ def start_chain(rpc: str | None, key_env: str) -> DemoChain:
     """Connect (or start the embedded chain), deploy every contract, return the handles."""
     from terrapin.gateway.chain.node import Chain, ChainConfig, deploy, grant_gateway, rpc_web3
     from terrapin.gateway.rewards import onchain as rewards_chain
+    from terrapin.gateway.rewards import tables as rewards_store
 
     section: dict[str, Any] = {"confirmations": 1, "batch_size": 1000, "batch_seconds": 5.0}
     if rpc is None:
@@ -100,7 +101,14 @@ def start_chain(rpc: str | None, key_env: str) -> DemoChain:
             "poll_seconds": 0.2,
         }
         chain = Chain.connect(ChainConfig.from_mapping(section))
-    token = rewards_chain.deploy_rewards(chain.w3, chain.account)
+    params = rewards_store.Params()  # the rule the demo settles with
+    token = rewards_chain.deploy_rewards(
+        chain.w3,
+        chain.account,
+        admin=Account.create().address,  # apart from the oracle; unused in the demo
+        epoch_seconds=params.epoch_seconds,
+        epoch_cap=params.budget,
+    )
     binding = rewards_chain.binding_contract(chain.w3, chain.registry.address)
     return DemoChain(chain, token, binding, rpc, from_block, section)
 

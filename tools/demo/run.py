@@ -218,7 +218,7 @@ class Demo:
 
     def _bundles(self, step) -> list[dict[str, Any]]:
         from terrapin.gateway.chain.proof import make_bundle
-        from terrapin.tools.verifier import run_checks
+        from terrapin.tools.verifier import Trust, run_checks
 
         folder = self.out / "bundles"
         folder.mkdir(parents=True, exist_ok=True)
@@ -236,7 +236,10 @@ class Demo:
                     path = folder / f"{b.name}-seq{seq}.json"
                     path.write_text(bundle.dumps())
                     checks = run_checks(
-                        bundle.to_json(), rpc=self.rpc, w3=None if self.rpc else self.dc.w3
+                        bundle.to_json(),
+                        rpc=self.rpc,
+                        w3=None if self.rpc else self.dc.w3,
+                        trust=Trust(anchor=bytes.fromhex(self.dc.chain.anchor.address[2:])),
                     )
                     failed = [f"{c.name}: {c.detail}" for c in checks.items if not c.ok]
                     if failed:
@@ -258,7 +261,8 @@ class Demo:
         for b in self.boards:
             owner_boards.setdefault(b.owner, []).append(b.name)
         first = bundles[0]["path"]
-        rpc = f" --rpc {self.rpc}" if self.rpc else ""
+        anchor = self.dc.chain.anchor.address
+        rpc = f" --rpc {self.rpc} --anchor {anchor}" if self.rpc else ""
         summary: dict[str, Any] = {
             "version": 1,
             "ok": True,

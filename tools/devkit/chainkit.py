@@ -144,6 +144,15 @@ def deploy_on_rpc(url: str, key: str = ANVIL_KEY, **config: object):
     return ChainConfig(network=url, registry=registry.address, anchor=anchor.address, **config)
 
 
+def next_batch_id(anchor, gateway: str) -> int:
+    """The lowest batch id `gateway` has not anchored on `anchor` (a TerrapinAnchor
+    contract): the count of its batches when they have no gaps, as the anchorer sends them."""
+    batch_id = 0
+    while anchor.functions.rootOf(gateway, batch_id).call() != bytes(32):
+        batch_id += 1
+    return batch_id
+
+
 class TcpProxy:
     """127.0.0.1 TCP relay to a node; down() refuses and cuts connections, up() restores.
     Makes "the RPC is down" without touching the chain behind it."""

@@ -12,7 +12,7 @@ from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig
-from terrapin.tools.devkit.chainkit import add_readings, make_db
+from terrapin.tools.devkit.chainkit import add_readings, make_db, next_batch_id
 from terrapin.tools.devkit.simboard import SimBoard
 
 
@@ -84,9 +84,9 @@ def test_anchor_pending_anchors_each_batch_once_in_order(
     done = anchorer.anchor_pending(until=store.CONFIRMED)
     assert [b.status for b in done] == [store.CONFIRMED] * 5
     fn = chain.anchor.functions
-    assert fn.nextBatchId().call() == 5
+    assert next_batch_id(chain.anchor, chain.address) == 5
     for batch in done:
-        assert fn.rootOf(batch.id).call() == batch.root
+        assert fn.rootOf(chain.address, batch.id).call() == batch.root
         receipt = chain.w3.eth.get_transaction_receipt(batch.tx_hash)
         assert receipt["blockNumber"] == batch.block_number
         assert chain.w3.eth.block_number - batch.block_number + 1 >= confirmations
@@ -107,6 +107,6 @@ def test_a_new_chain_gets_every_batch_again(tmp_path: Path) -> None:
     chain = Chain.connect()
     anchorer = Anchorer(db, chain)
     anchorer.anchor_pending()
-    assert chain.anchor.functions.nextBatchId().call() == 2
+    assert next_batch_id(chain.anchor, chain.address) == 2
     statuses = dict(anchorer.conn.execute("SELECT status, COUNT(*) FROM chain_txs GROUP BY status"))
     assert statuses == {store.ABANDONED: 2, store.MINED: 2}

@@ -31,8 +31,10 @@ def anchored(anvil, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # One board whose public key the devices table does not know: recovered from its signature.
     readings += add_readings(conn, [SimBoard.make(rng)], 3, register=False)
     Batcher(db, batch_size=9).close_due(force=True)
-    anchorer = Anchorer(db, Chain.connect(deploy_on_rpc(anvil.url)))
+    config = deploy_on_rpc(anvil.url)
+    anchorer = Anchorer(db, Chain.connect(config))
     anchorer.anchor_pending()
+    anvil.anchor = config.anchor  # the anchor a verifier is told to trust
     return db, readings, anvil
 
 
@@ -42,8 +44,10 @@ def _proof(db: Path, board: SimBoard, seq: int, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def _verify(path: Path, url: str | None, capsys) -> tuple[int, list[dict]]:
-    args = ["verify", str(path), "--json"] + (["--rpc", url] if url else [])
+def _verify(
+    path: Path, url: str | None, capsys, anchor: str | None = None
+) -> tuple[int, list[dict]]:
+    args = ["verify", str(path), "--json"] + (["--rpc", url, "--anchor", anchor] if url else [])
     code = main(args)
     return code, json.loads(capsys.readouterr().out)
 
@@ -69,11 +73,13 @@ def test_every_reading_proves_and_verifies_on_chain(anchored, tmp_path: Path, ca
             "block",
         ]
         assert data["pubkey"] == board.pubkey.hex()
-        code, checks = _verify(tmp_path / f"r{n}.json", anvil.url, capsys)
+        code, checks = _verify(tmp_path / f"r{n}.json", anvil.url, capsys, anvil.anchor)
         assert code == 0, checks
-        assert [c["name"] for c in checks][-3:] == [
+        assert [c["name"] for c in checks][-5:] == [
+            "trusted anchor",
             "chain id",
             "anchoring transaction",
+            "registered gateway",
             "contract views",
         ]
 
@@ -111,7 +117,7 @@ EXPECTED = {
     "root": ("proof -> root", "proof leads to"),
     "batch": ("anchoring transaction", "it anchored batch"),
     "chain_id": ("chain id", "bundle says"),
-    "contract": ("anchoring transaction", "not the contract"),
+    "contract": ("trusted anchor", "you trust"),
     "tx": ("anchoring transaction", "no transaction"),
     "block": ("anchoring transaction", "bundle says"),
 }
@@ -125,9 +131,9 @@ def test_tampered_bundles_fail_with_the_right_reason(anchored, tmp_path: Path, c
     for field, (check, words) in EXPECTED.items():
         path = tmp_path / f"bad-{field}.json"
         path.write_text(json.dumps(_tamper(data, field, other)))
-        code, checks = _verify(path, anvil.url, capsys)
+        code, checks = _verify(path, anvil.url, capsys, anvil.anchor)
         failed = [c for c in checks if not c["ok"]]
-        assert code != 0 and failed, f"tampered {field} verified: {checks}"
+        assert code == 1 and failed, f"tampered {field} verified: {checks}"
         assert failed[0]["name"] == check, f"tampered {field}: {failed}"
         assert words in failed[0]["detail"], f"tampered {field}: {failed[0]}"
 
@@ -149,12 +155,17 @@ def test_proof_errors_are_actionable(anchored, tmp_path: Path, capsys) -> None:
     assert store.batches(store.connect(db), store.PENDING)
 
 
-def test_offline_verify_passes_without_rpc(anchored, tmp_path: Path, capsys) -> None:
+def test_offline_verify_passes_its_checks_but_never_reads_as_verified(
+    anchored, tmp_path: Path, capsys
+) -> None:
     db, readings, _ = anchored
     _, board, seq = readings[-1]
     _proof(db, board, seq, tmp_path / "b.json")
     code, checks = _verify(tmp_path / "b.json", None, capsys)
-    assert code == 0
+    assert code == 3  # not 0: nothing was checked on chain
+    assert main(["verify", str(tmp_path / "b.json")]) == 3
+    out, err = capsys.readouterr()
+    assert "NOTHING was checked on chain" in out and "not verified" in err
     assert [c["name"] for c in checks] == [
         "bundle format",
         "envelope",

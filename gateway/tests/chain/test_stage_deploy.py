@@ -20,7 +20,7 @@ from terrapin.gateway.chain.stage import stages
 from terrapin.gateway.errors import ConfigError
 from terrapin.tools.devkit.chainkit import ANVIL_KEY, add_readings, make_db
 from terrapin.tools.devkit.simboard import SimBoard
-from terrapin.tools.verifier import run_checks
+from terrapin.tools.verifier import Trust, run_checks
 
 
 def test_demo_path_on_the_embedded_chain(tmp_path: Path, caplog, monkeypatch) -> None:
@@ -34,7 +34,8 @@ def test_demo_path_on_the_embedded_chain(tmp_path: Path, caplog, monkeypatch) ->
     anchorer.anchor_pending(until="confirmed")
     _, board, seq = readings[-1]
     bundle = make_bundle(db, board.address, seq)
-    checks = run_checks(bundle.to_json(), w3=anchorer.chain.w3)
+    trust = Trust(anchor=bytes.fromhex(anchorer.chain.anchor.address[2:]))
+    checks = run_checks(bundle.to_json(), w3=anchorer.chain.w3, trust=trust)
     assert checks.ok, [c for c in checks.items if not c.ok]
     assert [c.name for c in checks.items][-1] == "contract views"
     text = caplog.text + "".join(str(r.args) for r in caplog.records)
@@ -76,7 +77,8 @@ def test_deploy_with_a_keystore_then_connect(anvil, tmp_path: Path, monkeypatch)
     bad = _deploy(anvil.url, "--keystore", str(keystore), env=env)
     assert bad.returncode == 2 and "wrong password" in bad.stderr
     env["TERRAPIN_KEYSTORE_PASSWORD"] = "s3cret"
-    good = _deploy(anvil.url, "--keystore", str(keystore), env=env)
+    network = tmp_path / "network.json"
+    good = _deploy(anvil.url, "--keystore", str(keystore), "--network-file", str(network), env=env)
     assert good.returncode == 0, good.stderr
     assert "s3cret" not in good.stdout + good.stderr
     assert ANVIL_KEY[2:] not in good.stdout + good.stderr
@@ -85,6 +87,12 @@ def test_deploy_with_a_keystore_then_connect(anvil, tmp_path: Path, monkeypatch)
     chain = Chain.connect(ChainConfig.from_mapping({k: v.strip('"') for k, v in lines.items()}))
     assert chain.registry.functions.isGateway(chain.address).call()
     assert chain.anchor.functions.registry().call() == chain.registry.address
+    published = {
+        "chain_id": 31337,
+        "anchor": chain.anchor.address,
+        "registry": chain.registry.address,
+    }
+    assert json.loads(network.read_text()) == published  # what `verify --network` pins
     nokey = _deploy(anvil.url, env={"TERRAPIN_CHAIN_KEY": None})
     assert nokey.returncode == 1 and "no deployer key" in nokey.stderr
 

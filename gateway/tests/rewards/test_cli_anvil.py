@@ -37,7 +37,7 @@ def test_compute_publish_claim_on_anvil(anvil, compiled, tmp_path, monkeypatch, 
         address=transact(w3, oracle, {"data": data, "gas": 2_000_000})["contractAddress"],
         abi=art["abi"],
     )
-    token = rewards_chain.deploy_rewards(w3, oracle)
+    token = rewards_chain.deploy_rewards(w3, oracle, admin=alice.address)
 
     rng = random.Random(5)
     boards = [SimBoard.make(rng) for _ in range(2)]

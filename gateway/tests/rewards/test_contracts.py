@@ -130,9 +130,13 @@ def test_bind_rebind_and_every_forgery(net, compiled):
 # -- reward token and distributor ----------------------------------------------------------
 
 
-def deploy_rewards(net, oracle):
-    """The committed build artifact (gateway/contracts/build/TerrapinRewards.json)."""
-    return rewards_chain.deploy_rewards(net.w3, net.accounts[0], oracle=oracle.address)
+def deploy_rewards(net, oracle, cap: int = 10**6):
+    """The committed build artifact (gateway/contracts/build/TerrapinRewards.json); the
+    admin is accounts[0], a different key from the oracle; daily epochs."""
+    return rewards_chain.deploy_rewards(
+        net.w3, net.accounts[0], admin=net.accounts[0].address, oracle=oracle.address,
+        epoch_cap=cap,
+    )  # fmt: skip
 
 
 def balance(contract, owner: str) -> int:
@@ -180,7 +184,7 @@ def test_publish_and_claim_across_epochs(net):
 
     # Epochs only go forward; totals never shrink.
     d2 = distribution.build(101, {ALICE: 500, BOB: 900, CAROL: 50})
-    reverts(token.functions.publishRoot(100, d2.root, d2.total), oracle, "EpochNotIncreasing")
+    reverts(token.functions.publishRoot(100, d2.root, d2.total), oracle, "EpochNotNext")
     reverts(token.functions.publishRoot(101, d2.root, d1.total - 1), oracle, "TotalDecreased")
     reverts(token.functions.publishRoot(101, b"\0" * 32, d2.total), oracle, "ZeroRoot")
     receipt = rewards_chain.publish_root(w3, oracle, token, d2)
@@ -259,3 +263,119 @@ def test_firmware_signature_binds_on_chain(embedded, compiled):
         embedded.w3, embedded.accounts[0], binding, board, ALICE, pack_signature(sig64, v)
     )
     assert contract.functions.ownerOfBoard(cs(board)).call() == cs(ALICE)
+
+
+# -- a leaked oracle key (issue 14) ----------------------------------------------------------
+# Before: publishRoot took any larger epoch and any total up to 2**192 - 1, and the oracle
+# was also the admin, so one hot key could mint without bound and freeze publishing.
+
+
+def test_leaked_oracle_cannot_jump_epochs_or_freeze_publishing(net):
+    oracle = net.accounts[1]
+    token = deploy_rewards(net, oracle)
+    d = distribution.build(100, {ALICE: 300})
+    top = 2**64 - 1
+    # First publication: any started epoch, never one in the future (2**64 - 1 would freeze).
+    reverts(token.functions.publishRoot(top, d.root, d.total), oracle, "EpochNotStarted")
+    net.send(oracle, token.functions.publishRoot(100, d.root, d.total))
+    # Then exactly the next epoch: no jump to the last epoch, none over a gap.
+    for epoch in (top, 102, 100, 99):
+        reverts(token.functions.publishRoot(epoch, d.root, d.total), oracle, "EpochNotNext")
+    net.send(oracle, token.functions.publishRoot(101, d.root, d.total))  # not frozen
+    assert token.functions.epoch().call() == 101
+
+
+def test_publish_skips_no_epoch_but_carries_the_root_over_empty_ones(net):
+    oracle = net.accounts[1]
+    token = deploy_rewards(net, oracle)
+    rewards_chain.publish_root(net.w3, oracle, token, distribution.build(100, {ALICE: 300}))
+    d = distribution.build(103, {ALICE: 500})
+    receipt = rewards_chain.publish_root(net.w3, oracle, token, d)  # carries 100's root over
+    logs = token.events.RootPublished().get_logs(from_block=0)
+    assert [e["args"]["epoch"] for e in logs] == [100, 101, 102, 103]
+    assert [e["args"]["cumulativeTotal"] for e in logs] == [300, 300, 300, 500]
+    assert logs[-1]["transactionHash"] == receipt["transactionHash"]
+
+
+def test_leaked_oracle_cannot_mint_over_the_epoch_cap(net):
+    admin, oracle = net.accounts[0], net.accounts[1]
+    token = deploy_rewards(net, oracle, cap=1_000)
+    whale = distribution.build(1, {ALICE: 2**192 - 1})
+    reverts(token.functions.publishRoot(1, whale.root, whale.total), oracle, "OverEpochCap")
+    over = distribution.build(1, {ALICE: 1_001})
+    reverts(token.functions.publishRoot(1, over.root, over.total), oracle, "OverEpochCap")
+    # A root whose declared total is within the cap cannot pay more than that total.
+    net.send(oracle, token.functions.publishRoot(1, over.root, 1_000))
+    reverts(
+        token.functions.claim(*rewards_chain.claim_args(over, ALICE)),
+        admin,
+        "ExceedsPublishedTotal",
+    )
+    # The bound is cumulative: each epoch adds at most the cap, and totals never shrink.
+    d2 = distribution.build(2, {ALICE: 2_001})
+    reverts(token.functions.publishRoot(2, d2.root, d2.total), oracle, "OverEpochCap")
+    reverts(token.functions.publishRoot(2, d2.root, 999), oracle, "TotalDecreased")
+    # Only the admin sets the cap.
+    reverts(token.functions.setEpochCap(2**192 - 1), oracle, "AccessControlUnauthorizedAccount")
+    net.send(admin, token.functions.setEpochCap(1_001))
+    net.send(oracle, token.functions.publishRoot(2, d2.root, d2.total))
+    assert token.functions.cumulativeTotal().call() == 2_001
+
+
+def test_admin_replaces_a_bad_root_nobody_claimed_against(net):
+    admin, oracle, relayer = net.accounts[0], net.accounts[1], net.accounts[3]
+    token = deploy_rewards(net, oracle, cap=1_000)
+    d1 = distribution.build(1, {ALICE: 300, BOB: 100})
+    rewards_chain.publish_root(net.w3, oracle, token, d1)
+    rewards_chain.claim(net.w3, relayer, token, d1, ALICE)
+    bad = distribution.build(2, {CAROL: 1_400})  # a leaked oracle pays itself
+    good = distribution.build(2, {ALICE: 500, BOB: 300})
+    rewards_chain.publish_root(net.w3, oracle, token, bad)
+    # The oracle cannot overwrite a root, neither by publishing again nor by replacing.
+    reverts(token.functions.publishRoot(2, good.root, good.total), oracle, "EpochNotNext")
+    reverts(
+        token.functions.replaceRoot(good.root, good.total),
+        oracle,
+        "AccessControlUnauthorizedAccount",
+    )
+    # The admin replaces it within the same bounds (from epoch 1's total).
+    reverts(token.functions.replaceRoot(good.root, 400 + 1_001), admin, "OverEpochCap")
+    reverts(token.functions.replaceRoot(good.root, 399), admin, "TotalDecreased")
+    receipt = net.send(admin, token.functions.replaceRoot(good.root, good.total))
+    (event,) = token.events.RootReplaced().process_receipt(receipt, errors=DISCARD)
+    assert (event["args"]["epoch"], event["args"]["oldRoot"]) == (2, bad.root)
+    assert token.functions.merkleRoot().call() == good.root
+    reverts(token.functions.claim(*rewards_chain.claim_args(bad, CAROL)), relayer, "InvalidProof")
+    rewards_chain.claim(net.w3, relayer, token, good, BOB)
+    # Once someone claimed against the latest root it stays.
+    reverts(token.functions.replaceRoot(bad.root, bad.total), admin, "AlreadyClaimedAgainst")
+    assert balance(token, BOB) == 300 and balance(token, CAROL) == 0
+
+
+def test_paused_stops_claims_and_publishing_until_the_admin_unpauses(net):
+    admin, oracle, relayer = net.accounts[0], net.accounts[1], net.accounts[3]
+    token = deploy_rewards(net, oracle)
+    d1 = distribution.build(1, {ALICE: 300})
+    rewards_chain.publish_root(net.w3, oracle, token, d1)
+    reverts(token.functions.pause(), oracle, "AccessControlUnauthorizedAccount")
+    net.send(admin, token.functions.pause())
+    claim = token.functions.claim(*rewards_chain.claim_args(d1, ALICE))
+    reverts(claim, relayer, "EnforcedPause")
+    d2 = distribution.build(2, {ALICE: 400})
+    reverts(token.functions.publishRoot(2, d2.root, d2.total), oracle, "EnforcedPause")
+    reverts(token.functions.unpause(), oracle, "AccessControlUnauthorizedAccount")
+    net.send(admin, token.functions.unpause())
+    rewards_chain.claim(net.w3, relayer, token, d1, ALICE)
+    assert balance(token, ALICE) == 300
+
+
+def test_deploy_keeps_the_admin_apart_from_the_oracle(embedded):
+    deployer = embedded.accounts[1]
+    with pytest.raises(ChainError, match="same key"):
+        rewards_chain.deploy_rewards(embedded.w3, deployer, admin=deployer.address)
+    token = rewards_chain.deploy_rewards(embedded.w3, deployer, admin=embedded.accounts[0].address)
+    admin_role = token.functions.DEFAULT_ADMIN_ROLE().call()
+    oracle_role = token.functions.ORACLE_ROLE().call()
+    assert not token.functions.hasRole(admin_role, deployer.address).call()
+    assert token.functions.hasRole(oracle_role, deployer.address).call()
+    assert token.functions.hasRole(admin_role, embedded.accounts[0].address).call()

@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 from web3 import Web3
 
 from terrapin.gateway.chain import bundle
@@ -113,7 +114,7 @@ def test_three_epochs_bind_compute_publish_claim_and_recompute(
     chain = Chain.connect(ChainConfig())
     w3, tester = chain.w3, chain.tester
     binder = binding_contract(chain, compiled)
-    token = rewards_chain.deploy_rewards(w3, chain.account)
+    token = rewards_chain.deploy_rewards(w3, chain.account, admin=Account.create().address)
     batcher, anchorer = Batcher(db), Anchorer(db, chain)
     day0 = w3.eth.get_block("latest")["timestamp"] // DAY + 2
     addr = ["0x" + b.address.hex() for b in boards]
