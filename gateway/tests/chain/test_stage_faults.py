@@ -23,7 +23,7 @@ from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig, ChainError
 from terrapin.gateway.retry import GaveUp, RetryPolicy
-from terrapin.tools.devkit.chainkit import add_readings, make_db
+from terrapin.tools.devkit.chainkit import add_readings, make_db, next_batch_id
 from terrapin.tools.devkit.simboard import SimBoard
 
 FAST = RetryPolicy(attempts=3, first=0.01, cap=0.02)
@@ -132,7 +132,7 @@ def test_batcher_fault_that_stays_ends_run_after_the_attempts(db, monkeypatch, c
 def anchored_once(chain: Chain, anchorer: Anchorer, batches: int) -> None:
     events = chain.anchor.events.Anchored().get_logs(from_block=0)
     assert sorted(e["args"]["batchId"] for e in events) == list(range(batches))
-    assert chain.anchor.functions.nextBatchId().call() == batches
+    assert next_batch_id(chain.anchor, chain.account.address) == batches
     mined = anchorer.conn.execute("SELECT COUNT(*) FROM chain_txs WHERE status = ?", ("mined",))
     assert mined.fetchone()[0] == batches
 
@@ -192,7 +192,7 @@ def test_anchor_fault_that_stays_ends_run_and_is_in_the_status(batched, monkeypa
     assert fault.raised == 3
     assert len(messages(caplog, "anchor step failed")) == 3
     assert "attempt 3 of 3" in anchorer.status()["error"]
-    assert chain.anchor.functions.nextBatchId().call() == 0
+    assert next_batch_id(chain.anchor, chain.account.address) == 0
     assert anchorer.conn.execute("SELECT COUNT(*) FROM chain_txs").fetchone()[0] == 0
 
 
