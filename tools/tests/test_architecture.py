@@ -182,3 +182,14 @@ def test_the_rule_checker_sees_a_violation(tmp_path, monkeypatch):
         assert "terrapin.tools.cli" in graph["terrapin.gateway._architecture_probe"]
     finally:
         bad.unlink()
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists packages by hand (package-dir maps the folders): a new
+    subpackage left out of that list would import here but be missing from a wheel."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    assert _known_packages() - listed == set()
