@@ -1,5 +1,6 @@
 # The TP1 console's seldom-used commands, loaded on first use (console.py
-# dispatches here): chunked config, the bind signature, firmware updates.
+# dispatches here): chunked config, the owner-binding signature, firmware
+# updates.
 # Each is `command(console, args)` -> the answer dict, like Console's own.
 
 import binascii
@@ -7,7 +8,7 @@ import hashlib
 import os
 
 from .compat import const
-from .console import _OTA_INCOMING, SIGN_PURPOSES, ConsoleError, _b64, _hex
+from .console import _OTA_INCOMING, ConsoleError, _b64, _hex
 
 _MAX_CONFIG = const(8192)
 _MAX_BUNDLE = const(512 * 1024)
@@ -42,29 +43,48 @@ def config_end(c, args):
     return c._store_config(raw)
 
 
-def sign_digest(c, args):
-    if len(args) != 2:
-        raise ConsoleError("BAD_ARGS", "sign-digest <hex32> <purpose>")
-    purpose = args[1]
-    if purpose not in SIGN_PURPOSES:
-        raise ConsoleError("DENIED", "the board signs digests only for: bind")
+def _hex_address(text):
+    if text[:2] in ("0x", "0X"):
+        text = text[2:]
+    try:
+        raw = binascii.unhexlify(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 20:
+        raise ConsoleError("BAD_ARGS", "an address is 40 hex digits")
+    return raw
+
+
+def _uint(text):
+    if not text.isdigit() or len(text) > 78:
+        raise ConsoleError("BAD_ARGS", "nonce and chain id are decimal whole numbers")
+    return int(text)
+
+
+def sign_bind(c, args):
+    # The board builds the EIP-712 BindBoard digest itself (firmware/bind.py)
+    # and signs nothing else: no host-supplied digest is ever signed.
+    if len(args) != 4:
+        raise ConsoleError("BAD_ARGS", "sign-bind <owner> <nonce> <chain id> <contract>")
+    owner = _hex_address(args[0])
+    nonce = _uint(args[1])
+    chain_id = _uint(args[2])
+    contract = _hex_address(args[3])
     if not c.provisioning:
         raise ConsoleError("DENIED", "bind signatures only in provisioning mode")
-    try:
-        digest = binascii.unhexlify(args[0])
-    except ValueError:
-        digest = b""
-    if len(digest) != 32:
-        raise ConsoleError("BAD_ARGS", "digest must be 32 bytes of hex")
     key = c.keys().load()
     if key is None:
         raise ConsoleError("NO_KEY", "no key yet: keygen first")
-    from . import secp256k1
+    from . import bind, secp256k1
 
+    try:
+        digest = bind.digest(owner, nonce, chain_id, contract)
+    except bind.BindError as e:
+        raise ConsoleError("BAD_ARGS", str(e))
     sig, v = secp256k1.sign_recoverable(key, digest)
     _, addr = c._identity(key)
     # r || s || v with v = 27 + recovery id: what ecrecover takes.
-    return {"sig": _hex(sig + bytes((27 + v,))), "addr": _hex(addr), "purpose": purpose}
+    return {"sig": _hex(sig + bytes((27 + v,))), "addr": _hex(addr), "digest": _hex(digest)}
 
 
 def ota_begin(c, args):

@@ -224,8 +224,12 @@ def publish(net: Net, data: bytes, addr: str, timeout: float = 40.0, tamper=None
 
 
 def ota_state(flash: Path) -> dict | None:
-    path = flash / "ota" / "state.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """The OTA pointer state as the firmware reads it; None before the first install."""
+    from terrapin.firmware import ota_state as board_state
+
+    if not list((flash / "ota").glob("state.*")):
+        return None
+    return board_state.read(str(flash))
 
 
 def test_update_over_mqtt_good_refused_and_rolled_back(
