@@ -11,8 +11,8 @@ on an ESP32 (UART REPL), on the unix port (a pty) and on CPython.
 
 Commands: info, keygen [force], config-set <b64>, config-begin,
 config-chunk <b64>, config-end <sha256-hex>,
-sign-bind <owner> <nonce> <chain-id> <contract>, done, ota-begin <size>,
-ota-chunk <b64>, ota-end, reboot. docs/HOBBYIST.md has the full description.
+sign-bind <owner> <nonce> <chain-id> <contract>, done, wipe <addr>,
+ota-begin <size>, ota-chunk <b64>, ota-end, reboot. docs/HOBBYIST.md has the full description.
 The private key never leaves the board: no command answers with it and no
 error text includes it; config values are never echoed (only key names). The
 board signs only what it builds itself: readings, and the owner binding's
@@ -166,7 +166,7 @@ class Console:
         except Exception as e:  # never let a command kill the app
             return self._err("INTERNAL", type(e).__name__)
         self._ok(answer if answer is not None else {})
-        if name == "reboot" and self.reboot is not None:
+        if name in ("reboot", "wipe") and self.reboot is not None:
             self.reboot()
 
     def idle(self):
@@ -280,7 +280,7 @@ class Console:
                 raise ConsoleError(
                     "LOCKED",
                     "provisioning is closed: %s only change by a signed OTA or by "
-                    "wiping the flash and provisioning again (a new key); nothing written"
+                    "`wipe` and provisioning again (a new key); nothing written"
                     % json.dumps(locked)[:200],
                 )
         cfg = self._config() or {}
@@ -360,4 +360,5 @@ _RARE = (
     "ota-begin",
     "ota-chunk",
     "ota-end",
+    "wipe",
 )

@@ -8,7 +8,7 @@ import hashlib
 import os
 
 from .compat import const
-from .console import _OTA_INCOMING, ConsoleError, _b64, _hex
+from .console import _OTA_INCOMING, PROVISIONED_FILE, ConsoleError, _b64, _hex
 
 _MAX_CONFIG = const(8192)
 _MAX_BUNDLE = const(512 * 1024)
@@ -85,6 +85,32 @@ def sign_bind(c, args):
     _, addr = c._identity(key)
     # r || s || v with v = 27 + recovery id: what ecrecover takes.
     return {"sig": _hex(sig + bytes((27 + v,))), "addr": _hex(addr), "digest": _hex(digest)}
+
+
+def wipe(c, args):
+    # A full re-provision: the key, the config and the `provisioned` marker go,
+    # so the board comes back in provisioning mode and `keygen` makes a NEW
+    # identity. Whoever wipes a board never gets the old one's key or trust.
+    # The OTA state stays: its release floor is not the owner's to lower.
+    try:
+        key = c.keys().load()
+    except Exception:  # a damaged key file: nothing to confirm against, wipe it too
+        key = None
+    addr = _hex(c._identity(key)[1]) if key is not None else None
+    if addr is not None and (len(args) != 1 or args[0].lower() != addr):
+        raise ConsoleError("BAD_ARGS", "wipe <this board's address>: confirms which board")
+    from .seqstore import remove_quiet
+
+    for name in ("key.bin", PROVISIONED_FILE):
+        remove_quiet(c.root + "/" + name)
+        remove_quiet(c.root + "/" + name + ".tmp")
+    remove_quiet(c.config_path)
+    remove_quiet(c.config_path + ".tmp")
+    c._pub = c._known = c._keystore = None
+    if c._provisioning is not None:
+        c._provisioning = True
+    # The running app still holds the old key: `handle` reboots after answering.
+    return {"wiped": addr, "provisioning": True}
 
 
 def ota_begin(c, args):

@@ -174,6 +174,27 @@ def test_config_locked_after_done(tmp_path):
     assert stored["sample_period_s"] == 30 and stored["wifi"] == {"ssid": "new-router"}
 
 
+def test_wipe_is_a_full_reprovision_with_a_new_key(tmp_path):
+    """The way back to provisioning: key, config and marker go together, so whoever
+    re-provisions a finished board gets a new identity, never the old one's."""
+    reboots = []
+    h = Host(tmp_path, reboot=lambda: reboots.append(1))
+    old = h.ask("TP1 keygen")
+    h.ask("TP1 config-set " + b64json({"ota_pubkey": "02" + "11" * 32, "wifi": {"ssid": "x"}}))
+    h.ask("TP1 done")
+    assert h.ask("TP1 wipe")[:2] == ("ERR", "BAD_ARGS")  # names the board it wipes
+    assert h.ask("TP1 wipe " + "00" * 20)[:2] == ("ERR", "BAD_ARGS")
+    assert keystore.load_key(str(tmp_path)) is not None and not reboots
+    assert h.ask("TP1 wipe " + old["addr"]) == {"wiped": old["addr"], "provisioning": True}
+    assert reboots == [1]  # the running app must drop the old key from RAM
+    assert keystore.load_key(str(tmp_path)) is None
+    info = h.ask("TP1 info")
+    assert info["provisioning"] is True and info["addr"] is None and info["config"] is None
+    new = h.ask("TP1 keygen")
+    assert new["created"] and new["addr"] != old["addr"]
+    assert h.ask("TP1 config-set " + b64json({"ota_pubkey": "02" + "66" * 32}))["keys"]
+
+
 def test_bad_lines(tmp_path):
     h = Host(tmp_path)
     assert h.ask("TP1 frobnicate")[:2] == ("ERR", "BAD_COMMAND")
@@ -213,6 +234,12 @@ def test_console_over_serial(board):
         assert con.request("config-set", b64json({"sample_period_s": 30}))["keys"]
         cfg = json.loads((board.flash / "config.json").read_text())
         assert cfg["ota_pubkey"] == "02" + "11" * 32 and cfg["sample_period_s"] == 30
+        boots = board.vb.boots
+        assert con.request("wipe", made["addr"])["provisioning"] is True
+        info = con.wait_ready(30)  # the board resets, then answers again
+        assert board.vb.boots == boots + 1, board.context()
+        assert info["addr"] is None and info["provisioning"] is True, info
+        assert con.request("keygen", timeout=30)["addr"] != made["addr"]
     finally:
         con.link.close()
 
