@@ -12,12 +12,13 @@ on an ESP32 (UART REPL), on the unix port (a pty) and on CPython.
 Commands: info, keygen [force], config-set <b64>, config-begin,
 config-chunk <b64>, config-end <sha256-hex>,
 sign-bind <owner> <nonce> <chain-id> <contract>, done, wipe <addr>,
-ota-begin <size>, ota-chunk <b64>, ota-end, reboot. docs/HOBBYIST.md has the full description.
-The private key never leaves the board: no command answers with it and no
-error text includes it; config values are never echoed (only key names). The
-board signs only what it builds itself: readings, and the owner binding's
-EIP-712 digest (firmware/bind.py); never a digest a host hands it. After
-`done` the keys that decide whom the board trusts are locked (OPEN_KEYS).
+ota-begin <size>, ota-chunk <b64>, ota-end, reboot. docs/HOBBYIST.md has the
+full description. The private key never leaves the board: no command answers
+with it and no error text includes it; config values are never echoed (only
+key names). The board signs only what it builds itself: readings, and the
+owner binding's EIP-712 digest (firmware/bind.py); never a digest a host
+hands it. After `done` the keys that decide whom the board trusts are locked
+(console_ops.OPEN_KEYS).
 """
 
 import binascii
@@ -33,28 +34,6 @@ VERSION = "0.1.0"
 CONFIG_FILE = "config.json"
 PROVISIONED_FILE = "provisioned"
 _OTA_INCOMING = "ota_incoming.bin"
-# Config keys a finished board (after `done`) still takes over the console:
-# they tune sampling, labels and the local network. Every other key decides
-# whom the board trusts (ota_pubkey, broker TLS and CA, NTP) or where its
-# readings go (broker host, port, user, password, serial uplink, outbox), so
-# after `done` it changes only through a signed OTA or a re-provision, which
-# makes a new key (docs/HOBBYIST.md, "A locked-down board").
-OPEN_KEYS = (
-    "name",
-    "sensors",
-    "sample_period_s",
-    "status_period_s",
-    "ack_timeout_s",
-    "window",
-    "awake_s",
-    "deep_sleep",
-    "backoff_max_s",
-    "watchdog_s",
-    "led_pin",
-    "log",
-    "seq_block",
-    "wifi",
-)
 
 
 class ConsoleError(Exception):
@@ -273,16 +252,10 @@ class Console:
             raise ConsoleError("BAD_CONFIG", "not JSON")
         if not isinstance(new, dict):
             raise ConsoleError("BAD_CONFIG", "config must be a JSON object")
-        if not self.provisioning:
-            locked = sorted(k for k in new if k not in OPEN_KEYS)
-            if locked:
-                # json.dumps: a key name cannot break the one-line answer.
-                raise ConsoleError(
-                    "LOCKED",
-                    "provisioning is closed: %s only change by a signed OTA or by "
-                    "`wipe` and provisioning again (a new key); nothing written"
-                    % json.dumps(locked)[:200],
-                )
+        if not self.provisioning:  # the trust config is locked (console_ops.OPEN_KEYS)
+            from .console_ops import check_open
+
+            check_open(new)
         cfg = self._config() or {}
         for k, v in new.items():
             old = cfg.get(k)

@@ -5,6 +5,7 @@
 
 import binascii
 import hashlib
+import json
 import os
 
 from .compat import const
@@ -12,6 +13,41 @@ from .console import _OTA_INCOMING, PROVISIONED_FILE, ConsoleError, _b64, _hex
 
 _MAX_CONFIG = const(8192)
 _MAX_BUNDLE = const(512 * 1024)
+
+# Config keys a finished board (after `done`) still takes over the console:
+# they tune sampling, labels and the local network. Every other key decides
+# whom the board trusts (ota_pubkey, broker TLS and CA, NTP) or where its
+# readings go (broker host, port, user, password, serial uplink, outbox), so
+# after `done` it changes only through a signed OTA or a re-provision, which
+# makes a new key (docs/HOBBYIST.md, "A locked-down board").
+OPEN_KEYS = (
+    "name",
+    "sensors",
+    "sample_period_s",
+    "status_period_s",
+    "ack_timeout_s",
+    "window",
+    "awake_s",
+    "deep_sleep",
+    "backoff_max_s",
+    "watchdog_s",
+    "led_pin",
+    "log",
+    "seq_block",
+    "wifi",
+)
+
+
+def check_open(new):
+    # After `done`: refuse a config change that touches any key but OPEN_KEYS.
+    locked = sorted(k for k in new if k not in OPEN_KEYS)
+    if locked:
+        # json.dumps: a key name cannot break the one-line answer.
+        raise ConsoleError(
+            "LOCKED",
+            "provisioning is closed: %s only change by a signed OTA or by "
+            "`wipe` and provisioning again (a new key); nothing written" % json.dumps(locked)[:200],
+        )
 
 
 def config_begin(c, args):
