@@ -79,17 +79,15 @@ def read(root):
         if a["gen"] == b["gen"] + 1:
             return a  # cut after writing a, before b (a save never writes b first)
         return _damaged("the two copies of the OTA state disagree")
-    if isinstance(a, dict) and b is not None:
-        return a  # b failed its CRC
-    if isinstance(b, dict) and a is not None:
-        return b
-    if isinstance(a, dict) and b is None:
-        return a  # b not written yet (first save cut short)
-    if isinstance(b, dict) and a is None:
+    # At most one copy is whole: the other failed its CRC, or is missing (the
+    # first save was cut short).
+    if isinstance(a, dict):
+        return a
+    if isinstance(b, dict):
         return b
     if a is None and b is None:
         return _legacy(root)
-    return _damaged("the OTA state is damaged (checksum) in every copy")
+    return _damaged("the OTA state is damaged (checksum) and no whole copy is left")
 
 
 def _legacy(root):
