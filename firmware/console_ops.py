@@ -128,10 +128,13 @@ def wipe(c, args):
     # so the board comes back in provisioning mode and `keygen` makes a NEW
     # identity. Whoever wipes a board never gets the old one's key or trust.
     # The OTA state stays: its release floor is not the owner's to lower.
-    try:
-        key = c.keys().load()
-    except Exception:  # a damaged key file: nothing to confirm against, wipe it too
-        key = None
+    if c._known is not None:  # the app's identity: no key store beside the app
+        key = True
+    else:
+        try:
+            key = c.keys().load()
+        except Exception:  # a damaged key file: nothing to confirm against, wipe it too
+            key = None
     addr = _hex(c._identity(key)[1]) if key is not None else None
     if addr is not None and (len(args) != 1 or args[0].lower() != addr):
         raise ConsoleError("BAD_ARGS", "wipe <this board's address>: confirms which board")

@@ -44,11 +44,12 @@ def reset():
     raise SystemExit(3)  # like machine.reset(): tools/devkit/virtualboard.py starts it again
 info = ota.boot(".", reset=reset)
 print("[info] firmware image %s" % info)
-sys.modules.pop("terrapin.firmware.ota", None)
 pkg = sys.modules.get("terrapin.firmware")
-if pkg is not None and "ota" in pkg.__dict__:
-    delattr(pkg, "ota")  # its RAM back
-del ota, pkg
+for mod in ("ota", "ota_state"):
+    sys.modules.pop("terrapin.firmware." + mod, None)
+    if pkg is not None and mod in pkg.__dict__:
+        delattr(pkg, mod)  # their RAM back
+del ota, pkg, mod
 from terrapin.firmware.board import unix
 unix.Board.ota_root = "."
 code = unix.main()
