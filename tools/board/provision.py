@@ -165,8 +165,8 @@ def bind(console: BoardConsole, addr: str, b: Binding) -> dict:
         raise TerrapinError(
             f"the board refused to sign the binding: {exc.text}",
             hint="a board signs bind messages only in provisioning mode (before "
-            "`device provision --finish`); a finished board must have its flash wiped "
-            "and be provisioned again (a new key)",
+            "`device provision --finish`); a finished board must be wiped (TP1 `wipe "
+            "<address>`) and provisioned again, which makes a new key",
         ) from exc
     if answer.get("digest") != digest.hex():
         raise TerrapinError(
