@@ -18,7 +18,7 @@ with it and no error text includes it; config values are never echoed (only
 key names). The board signs only what it builds itself: readings, and the
 owner binding's EIP-712 digest (firmware/bind.py); never a digest a host
 hands it. After `done` the keys that decide whom the board trusts are locked
-(console_ops.OPEN_KEYS).
+(console_trust.OPEN_KEYS).
 """
 
 import binascii
@@ -136,6 +136,10 @@ class Console:
             from . import console_ops
 
             method = getattr(console_ops, name.replace("-", "_"))
+        elif method is None and name in _TRUST:
+            from . import console_trust
+
+            method = getattr(console_trust, name.replace("-", "_"))
         if method is None:
             return self._err("BAD_COMMAND", "unknown command " + name[:32])
         try:
@@ -252,8 +256,8 @@ class Console:
             raise ConsoleError("BAD_CONFIG", "not JSON")
         if not isinstance(new, dict):
             raise ConsoleError("BAD_CONFIG", "config must be a JSON object")
-        if not self.provisioning:  # the trust config is locked (console_ops.OPEN_KEYS)
-            from .console_ops import check_open
+        if not self.provisioning:  # the trust config is locked (console_trust.OPEN_KEYS)
+            from .console_trust import check_open
 
             check_open(new)
         cfg = self._config() or {}
@@ -329,9 +333,9 @@ _RARE = (
     "config-begin",
     "config-chunk",
     "config-end",
-    "sign-bind",
     "ota-begin",
     "ota-chunk",
     "ota-end",
-    "wipe",
 )
+# The identity and trust commands: console_trust.py, loaded the same way.
+_TRUST = ("sign-bind", "wipe")

@@ -28,6 +28,7 @@ _PACKAGE = __name__.rsplit(".", 1)[0]
 _SESSION_MODULES = (
     "console",
     "console_ops",
+    "console_trust",
     "console_keys",
     "keystore",
     "secp256k1",
