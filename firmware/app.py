@@ -221,6 +221,7 @@ class App:
             self.log("error", "ota confirm: %s" % exc)
         finally:
             _unload("ota")
+            _unload("ota_state")
 
 
 def _new(board):

@@ -10,11 +10,15 @@ on an ESP32 (UART REPL), on the unix port (a pty) and on CPython.
     board: TP1 EV <json>\\n   (unsolicited status line, see `event()`)
 
 Commands: info, keygen [force], config-set <b64>, config-begin,
-config-chunk <b64>, config-end <sha256-hex>, sign-digest <hex32> bind, done,
+config-chunk <b64>, config-end <sha256-hex>,
+sign-bind <owner> <nonce> <chain-id> <contract>, done, wipe <addr>,
 ota-begin <size>, ota-chunk <b64>, ota-end, reboot. docs/HOBBYIST.md has the
 full description. The private key never leaves the board: no command answers
 with it and no error text includes it; config values are never echoed (only
-key names).
+key names). The board signs only what it builds itself: readings, and the
+owner binding's EIP-712 digest (firmware/bind.py); never a digest a host
+hands it. After `done` the keys that decide whom the board trusts are locked
+(console_trust.OPEN_KEYS).
 """
 
 import binascii
@@ -30,8 +34,6 @@ VERSION = "0.1.0"
 CONFIG_FILE = "config.json"
 PROVISIONED_FILE = "provisioned"
 _OTA_INCOMING = "ota_incoming.bin"
-# Purposes the board signs a host-supplied digest for; see docs/HOBBYIST.md.
-SIGN_PURPOSES = ("bind",)
 
 
 class ConsoleError(Exception):
@@ -134,6 +136,10 @@ class Console:
             from . import console_ops
 
             method = getattr(console_ops, name.replace("-", "_"))
+        elif method is None and name in _TRUST:
+            from . import console_trust
+
+            method = getattr(console_trust, name.replace("-", "_"))
         if method is None:
             return self._err("BAD_COMMAND", "unknown command " + name[:32])
         try:
@@ -143,7 +149,7 @@ class Console:
         except Exception as e:  # never let a command kill the app
             return self._err("INTERNAL", type(e).__name__)
         self._ok(answer if answer is not None else {})
-        if name == "reboot" and self.reboot is not None:
+        if name in ("reboot", "wipe") and self.reboot is not None:
             self.reboot()
 
     def idle(self):
@@ -250,6 +256,10 @@ class Console:
             raise ConsoleError("BAD_CONFIG", "not JSON")
         if not isinstance(new, dict):
             raise ConsoleError("BAD_CONFIG", "config must be a JSON object")
+        if not self.provisioning:  # the trust config is locked (console_trust.OPEN_KEYS)
+            from .console_trust import check_open
+
+            check_open(new)
         cfg = self._config() or {}
         for k, v in new.items():
             old = cfg.get(k)
@@ -323,8 +333,9 @@ _RARE = (
     "config-begin",
     "config-chunk",
     "config-end",
-    "sign-digest",
     "ota-begin",
     "ota-chunk",
     "ota-end",
 )
+# The identity and trust commands: console_trust.py, loaded the same way.
+_TRUST = ("sign-bind", "wipe")

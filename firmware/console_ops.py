@@ -1,5 +1,7 @@
 # The TP1 console's seldom-used commands, loaded on first use (console.py
-# dispatches here): chunked config, the bind signature, firmware updates.
+# dispatches here): chunked config and firmware updates. The commands about
+# the board's identity and trust (bind signature, wipe, the config lock) are
+# in console_trust.py.
 # Each is `command(console, args)` -> the answer dict, like Console's own.
 
 import binascii
@@ -7,7 +9,7 @@ import hashlib
 import os
 
 from .compat import const
-from .console import _OTA_INCOMING, SIGN_PURPOSES, ConsoleError, _b64, _hex
+from .console import _OTA_INCOMING, ConsoleError, _b64, _hex
 
 _MAX_CONFIG = const(8192)
 _MAX_BUNDLE = const(512 * 1024)
@@ -40,31 +42,6 @@ def config_end(c, args):
     if len(args) != 1 or _hex(hashlib.sha256(raw).digest()) != args[0].lower():
         raise ConsoleError("BAD_CHECKSUM", "config sha256 does not match; nothing written")
     return c._store_config(raw)
-
-
-def sign_digest(c, args):
-    if len(args) != 2:
-        raise ConsoleError("BAD_ARGS", "sign-digest <hex32> <purpose>")
-    purpose = args[1]
-    if purpose not in SIGN_PURPOSES:
-        raise ConsoleError("DENIED", "the board signs digests only for: bind")
-    if not c.provisioning:
-        raise ConsoleError("DENIED", "bind signatures only in provisioning mode")
-    try:
-        digest = binascii.unhexlify(args[0])
-    except ValueError:
-        digest = b""
-    if len(digest) != 32:
-        raise ConsoleError("BAD_ARGS", "digest must be 32 bytes of hex")
-    key = c.keys().load()
-    if key is None:
-        raise ConsoleError("NO_KEY", "no key yet: keygen first")
-    from . import secp256k1
-
-    sig, v = secp256k1.sign_recoverable(key, digest)
-    _, addr = c._identity(key)
-    # r || s || v with v = 27 + recovery id: what ecrecover takes.
-    return {"sig": _hex(sig + bytes((27 + v,))), "addr": _hex(addr), "purpose": purpose}
 
 
 def ota_begin(c, args):

@@ -25,7 +25,16 @@ _PREFIX = b"TP1 "
 _QUIET_MS = const(20000)
 _PACKAGE = __name__.rsplit(".", 1)[0]
 # What a console session may import; released with it unless the app had it.
-_SESSION_MODULES = ("console", "console_ops", "console_keys", "keystore", "secp256k1", "keccak")
+_SESSION_MODULES = (
+    "console",
+    "console_ops",
+    "console_trust",
+    "console_keys",
+    "keystore",
+    "secp256k1",
+    "keccak",
+    "bind",
+)
 
 
 class ConsolePort:

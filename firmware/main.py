@@ -27,10 +27,11 @@ def _ota_boot(name, root, reset):
             print("[info] firmware image %s" % info)
     except Exception as exc:  # a broken OTA state must not brick the board
         print("[error] ota boot: %r" % (exc,))
-    sys.modules.pop(name + ".ota", None)
     pkg = sys.modules.get(name)
-    if pkg is not None and "ota" in pkg.__dict__:
-        delattr(pkg, "ota")  # its RAM back
+    for mod in ("ota", "ota_state"):
+        sys.modules.pop(name + "." + mod, None)
+        if pkg is not None and mod in pkg.__dict__:
+            delattr(pkg, mod)  # its RAM back
 
 
 def _package():

@@ -18,15 +18,19 @@ Flash layout under `root` (the board's file system root):
 
     lib/terrapin/...          factory image, written by `terrapin device deploy`
     ota/a/, ota/b/            two slots, each a full `terrapin/...` tree
-    ota/state.json            the pointer file, replaced atomically
+    ota/state.a, ota/state.b  the pointer state, two copies with a CRC32
+                              (firmware/ota_state.py)
 
 A new bundle goes into the slot that is not active and becomes the *trial*
 slot. `boot()` (called first thing by main.py) counts trial boots; once the
 app has come up and reported it calls `confirm()`, which makes the trial slot
 the active one. A trial that is not confirmed within MAX_TRIAL_BOOTS boots
 (crash at import, watchdog reset, power cut) is dropped: the board boots the
-last confirmed image again (rollback). `release` must grow with every bundle,
-so an old signed bundle cannot be replayed to downgrade a board.
+last confirmed image again (rollback). `release` must grow with every bundle:
+it must be above the highest release the board ever accepted (confirmed, on
+trial or rolled back), so an old signed bundle cannot be replayed to
+downgrade a board, not even over a trial that is not confirmed yet. A damaged
+pointer state boots the factory image and refuses every update (ota_state.py).
 
 Pure logic over a directory: imports no machine/network. This module is
 what every boot and the confirmation need (kept small: the app imports it to
@@ -89,7 +93,7 @@ def _makedirs(path):
             os.mkdir(cur)
 
 
-# -- state ---------------------------------------------------------------
+# -- state (firmware/ota_state.py: two checksummed copies) --------------
 def _json_dict(data):
     try:
         obj = json.loads(data)
@@ -99,23 +103,24 @@ def _json_dict(data):
 
 
 def state(root):
-    """The pointer file as a dict; a missing or broken file means factory image."""
-    from .seqstore import StoreError, read_atomic
+    """The pointer state as a dict: factory image when nothing is installed.
 
-    try:
-        st = read_atomic(root + "/ota/state.json", _json_dict)
-    except (OSError, StoreError):
-        st = None
-    if st is not None:
-        return st
-    return {"active": None, "version": None, "release": 0, "trial": None}
+    A damaged state carries "damaged" (the reason): the factory image boots,
+    updates are refused and the state is never written again.
+    """
+    from .ota_state import read
+
+    return read(root)
 
 
 def _save(root, st):
-    from .seqstore import write_atomic  # old or new content after a power cut, never neither
+    from .ota_state import StateDamaged, save
 
     _makedirs(root + "/ota")
-    write_atomic(root + "/ota/state.json", json.dumps(st).encode())
+    try:
+        save(root, st)
+    except StateDamaged as e:
+        raise OTAError("OTA state damaged, updates refused: %s" % e)
 
 
 def running_version(root):
@@ -162,6 +167,10 @@ def boot(root, max_trials=MAX_TRIAL_BOOTS, reset=None):
             print("[info] ota: %s; reset" % pending)
             reset()
     st = state(root)
+    if st.get("damaged"):
+        # Never rewritten, never reset: the factory image runs and every
+        # update is refused until a person looks at the board.
+        print("[error] ota: %s; factory image, updates refused" % st["damaged"])
     trial = st.get("trial")
     rolled_back = None
     slot = st.get("active")
@@ -193,6 +202,7 @@ def boot(root, max_trials=MAX_TRIAL_BOOTS, reset=None):
         "trial": bool(trial),
         "rolled_back": rolled_back,
         "pending": pending,
+        "damaged": st.get("damaged"),
     }
 
 
@@ -200,7 +210,7 @@ def confirm(root):
     """The app came up and reported: keep the trial image. No-op otherwise."""
     st = state(root)
     trial = st.get("trial")
-    if not trial:
+    if not trial or st.get("damaged"):
         return False
     st["previous"] = {"slot": st.get("active"), "version": st.get("version")}
     st["active"] = trial["slot"]

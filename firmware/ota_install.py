@@ -106,13 +106,20 @@ def install(root, bundle_path, trusted_pub, allow_same_release=False):
 
     Raises OTAError (and leaves the current image untouched) on any problem.
     """
+    from .ota_state import floor
+
     st = state(root)
+    if st.get("damaged"):
+        raise OTAError("OTA state damaged, updates refused: " + st["damaged"])
     with open(bundle_path, "rb") as f:
         man = read_manifest(f, trusted_pub)
-        current = st.get("release") or 0
+        # The floor counts a trial not confirmed yet: a lower release must not
+        # replace it (a downgrade by the back door).
+        current = floor(st)
         if man["release"] < current or (man["release"] == current and not allow_same_release):
             raise ManifestError(
-                "release %d is not newer than the installed %d" % (man["release"], current)
+                "release %d is not newer than %d, the highest this board accepted"
+                % (man["release"], current)
             )
         mpy = man.get("mpy")
         here = getattr(sys.implementation, "_mpy", None)
@@ -130,6 +137,7 @@ def install(root, bundle_path, trusted_pub, allow_same_release=False):
             _rmtree(base)
             raise
     st["trial"] = {"slot": slot, "boots": 0, "version": man["version"], "release": man["release"]}
+    st["floor"] = man["release"]
     _save(root, st)
     return man
 

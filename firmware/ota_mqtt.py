@@ -274,11 +274,12 @@ def on_offer(up, payload):
         up.app.error("ota: bad offer: %s" % exc)
         return
     root = up.board.ota_root
-    # firmware/ota.py's pointer file, read without importing ota.py.
-    try:
-        st = json.loads(_read(root + "/ota/state.json") or "{}") if root is not None else {}
-    except ValueError:
-        st = {}
+    # firmware/ota.py's pointer state, read without importing ota.py.
+    from . import ota_state
+
+    st = ota_state.read(root) if root is not None else ota_state.fresh()
+    high = ota_state.floor(st)
+    unload("ota_state")
     if st.get("trial"):
         return  # a trial image runs: it confirms (or rolls back) first
     rel = o["release"]
@@ -288,10 +289,12 @@ def on_offer(up, payload):
             key = json.load(f).get("ota_pubkey")  # checked by config.py at boot
     except (OSError, ValueError, AttributeError):
         key = None
-    if (st.get("rolled_back") or {}).get("release") == rel:
+    if st.get("damaged"):
+        report(up, o, NO_UPDATES, st["damaged"])
+    elif (st.get("rolled_back") or {}).get("release") == rel:
         report(up, o, ROLLED_BACK, "release %d was rolled back" % rel)
-    elif rel <= (st.get("release") or 0):
-        report(up, o, NOT_NEWER, "release %d is installed" % (st.get("release") or 0))
+    elif rel <= high:
+        report(up, o, NOT_NEWER, "not newer than release %d" % high)
     elif why and why[:64] == o["sha256"]:
         report(up, o, REFUSED_BUNDLE, why[65:])
     elif root is None or not key:
@@ -317,10 +320,10 @@ def on_message(up, topic, payload):
         unload()
 
 
-def unload():
+def unload(name="ota_mqtt"):
     # Give the module's RAM back once no update runs (MicroPython only).
     if IS_MICROPYTHON:
-        sys.modules.pop(_PKG + ".ota_mqtt", None)
+        sys.modules.pop(_PKG + "." + name, None)
         pkg = sys.modules.get(_PKG)
-        if pkg is not None and "ota_mqtt" in pkg.__dict__:
-            delattr(pkg, "ota_mqtt")
+        if pkg is not None and name in pkg.__dict__:
+            delattr(pkg, name)

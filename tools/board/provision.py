@@ -148,22 +148,30 @@ def provision(
 
 
 def bind(console: BoardConsole, addr: str, b: Binding) -> dict:
-    """Ask the board to sign the EIP-712 BindBoard digest; check it recovers to the board."""
+    """Ask the board to build and sign the EIP-712 BindBoard digest (it signs no digest
+    a host hands it); check that the signature recovers to the board."""
     from terrapin.gateway.rewards import binding as rb
 
     nonce = b.read_nonce(addr) if b.read_nonce is not None else (b.nonce or 0)
     digest = rb.bind_digest(b.owner, nonce, b.chain_id, b.contract)
+    owner, contract = b.owner.removeprefix("0x"), b.contract.removeprefix("0x")
     try:
-        answer = console.request("sign-digest", digest.hex(), "bind", timeout=30)
+        answer = console.request(
+            "sign-bind", owner, str(nonce), str(b.chain_id), contract, timeout=60
+        )
     except BoardError as exc:
         if exc.code != "DENIED":
             raise
         raise TerrapinError(
             f"the board refused to sign the binding: {exc.text}",
             hint="a board signs bind messages only in provisioning mode (before "
-            "`device provision --finish`); a finished board must have its flash wiped "
-            "and be provisioned again (a new key)",
+            "`device provision --finish`); a finished board must be wiped (TP1 `wipe "
+            "<address>`) and provisioned again, which makes a new key",
         ) from exc
+    if answer.get("digest") != digest.hex():
+        raise TerrapinError(
+            f"the board built the bind digest {answer.get('digest')}, not {digest.hex()}"
+        )
     signature = bytes.fromhex(answer["sig"])
     try:
         rb.check_binding(addr, b.owner, nonce, b.chain_id, b.contract, signature)

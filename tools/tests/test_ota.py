@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
+import zlib
 
 import pytest
 from coincurve import PrivateKey
@@ -42,7 +44,33 @@ def bundle(tmp_path, board_mpy, key, version, release, crash=False) -> bytes:
 
 
 def ota_state(flash) -> dict:
-    return json.loads((flash / "ota" / "state.json").read_text())
+    """The board's OTA pointer state as the firmware reads it (two checksummed copies)."""
+    from terrapin.firmware import ota_state as board_state
+
+    return board_state.read(str(flash))
+
+
+def small_bundle(key, release, name="x.py") -> bytes:
+    """A one-file bundle (no .mpy ABI): enough for the installer's rules."""
+    files = {f"terrapin/firmware/{name}": b"RELEASE = %d\n" % release}
+    return host.build_bundle(files, version=f"0.{release}.0", release=release, key=key, mpy=None)
+
+
+def boot(board_ota, root: str) -> dict:
+    """firmware/ota.boot on CPython: it puts the slot on sys.path and drops the
+    terrapin modules (a board's fresh start); undo that for this test process."""
+    modules, path = dict(sys.modules), list(sys.path)
+    try:
+        return board_ota.boot(root)
+    finally:
+        sys.path[:] = path
+        for name in [n for n in sys.modules if n not in modules]:
+            del sys.modules[name]
+        sys.modules.update(modules)
+
+
+def state_files(flash) -> dict:
+    return {p.name: p.read_bytes() for p in sorted((flash / "ota").glob("state*"))}
 
 
 def wait_info(con, want, timeout=30.0) -> dict:
@@ -169,14 +197,203 @@ def test_signed_bundle_cannot_write_outside_its_slot(
     assert not (tmp_path / "main.py").exists() and not (flash / "main.py").exists()
 
 
-def test_pointer_file_read_after_a_power_cut(tmp_path):
+def test_pointer_state_read_after_a_power_cut(tmp_path):
+    from terrapin.firmware import ota as board_ota
+    from terrapin.firmware import ota_state as board_state
+
+    (tmp_path / "ota").mkdir()
+    root = str(tmp_path)
+    assert board_ota.state(root)["active"] is None  # nothing installed: factory
+    board_state.save(root, {"active": "b", "version": "0.2.0", "release": 2, "trial": None})
+    old = state_files(tmp_path)
+    board_state.save(root, {**board_ota.state(root), "version": "0.3.0", "release": 3})
+    # Cut after copy a was replaced, before copy b: the newer whole copy counts.
+    (tmp_path / "ota" / "state.b").write_bytes(old["state.b"])
+    assert board_ota.state(root)["release"] == 3
+    # Cut while writing a's temporary file: the torn .tmp is ignored.
+    (tmp_path / "ota" / "state.a.tmp").write_text('{"active": "a", "rel')
+    assert board_ota.state(root)["release"] == 3
+    # A board written by older firmware (plain ota/state.json) keeps its floor.
+    for name in ("state.a", "state.b", "state.a.tmp"):
+        (tmp_path / "ota" / name).unlink()
+    legacy = {"active": "a", "version": "0.7.0", "release": 7, "trial": None}
+    (tmp_path / "ota" / "state.json").write_text(json.dumps(legacy))
+    assert board_state.floor(board_ota.state(root)) == 7
+    board_state.save(root, board_ota.state(root))
+    assert not (tmp_path / "ota" / "state.json").exists()
+    assert board_ota.state(root)["release"] == 7
+
+
+def test_lower_release_over_an_unconfirmed_trial_is_refused(tmp_path, release_key):
+    """The attack: release 3 is on trial (not confirmed), then an older signed
+    release 2 is pushed. Old code compared with the confirmed release (0) only and
+    staged 2 over 3; the trial now counts as the floor."""
     from terrapin.firmware import ota as board_ota
 
     (tmp_path / "ota").mkdir()
-    assert board_ota.state(str(tmp_path))["active"] is None  # nothing installed: factory
-    confirmed = {"active": "b", "version": "0.2.0", "release": 2, "trial": None}
-    # Cut after the new file was written, before the rename: the complete .tmp counts.
-    (tmp_path / "ota" / "state.json.tmp").write_text(json.dumps(confirmed))
-    assert board_ota.state(str(tmp_path)) == confirmed
-    (tmp_path / "ota" / "state.json").write_text('{"active": "a", "rel')  # torn write
-    assert board_ota.state(str(tmp_path)) == confirmed
+    root, pub = str(tmp_path), bytes.fromhex(host.public_hex(release_key))
+    for release in (3, 2):
+        (tmp_path / f"r{release}.tpota").write_bytes(small_bundle(release_key, release))
+    assert board_ota.install(root, str(tmp_path / "r3.tpota"), pub)["release"] == 3
+    with pytest.raises(board_ota.OTAError, match="not newer than 3"):
+        board_ota.install(root, str(tmp_path / "r2.tpota"), pub)
+    st = board_ota.state(root)
+    assert st["trial"]["release"] == 3 and st["trial"]["version"] == "0.3.0"
+    # Rolled back (two failed trial boots), 3 still counts: 2 stays refused.
+    for _ in range(3):
+        boot(board_ota, root)
+    assert board_ota.state(root)["rolled_back"]["release"] == 3
+    with pytest.raises(board_ota.OTAError, match="not newer than 3"):
+        board_ota.install(root, str(tmp_path / "r2.tpota"), pub)
+
+
+def _flip_release_digit(data: bytes) -> bytes:
+    # '5' (0x35) -> '1' (0x31): one flipped bit that still parses as JSON.
+    at = data.index(b'"release": 5') + len(b'"release": ')
+    return data[:at] + bytes([data[at] ^ 0x04]) + data[at + 1 :]
+
+
+CORRUPTIONS = {
+    "release-bit": _flip_release_digit,
+    "first-bit": lambda d: bytes([d[0] ^ 0x01]) + d[1:],
+    "truncated": lambda d: d[: len(d) // 2],
+    "empty": lambda d: b"",
+}
+
+
+@pytest.mark.parametrize("which", ["each", "all"])
+@pytest.mark.parametrize("how", sorted(CORRUPTIONS))
+def test_corrupted_ota_state_never_allows_a_downgrade(tmp_path, release_key, how, which):
+    """The attack: the pointer state is corrupted (bit flip, torn or emptied file)
+    on one copy or on every copy, then an older signed release is offered. Old code
+    read a broken ota/state.json as "factory, release 0" and took any release."""
+    from terrapin.firmware import ota as board_ota
+
+    pub = bytes.fromhex(host.public_hex(release_key))
+    for release in (2, 5, 6):
+        (tmp_path / f"r{release}.tpota").write_bytes(small_bundle(release_key, release))
+
+    def confirmed_5(flash):
+        (flash / "ota").mkdir(parents=True)
+        board_ota.install(str(flash), str(tmp_path / "r5.tpota"), pub)
+        boot(board_ota, str(flash))
+        assert board_ota.confirm(str(flash))
+        return state_files(flash)
+
+    names = sorted(confirmed_5(tmp_path / "probe"))
+    targets = [[n] for n in names] if which == "each" else [names]
+    for i, target in enumerate(targets):
+        flash = tmp_path / f"flash{i}"
+        root = str(flash)
+        before = confirmed_5(flash)
+        for name in target:
+            (flash / "ota" / name).write_bytes(CORRUPTIONS[how](before[name]))
+        damaged = state_files(flash)
+        with pytest.raises(board_ota.OTAError) as refused:
+            board_ota.install(root, str(tmp_path / "r2.tpota"), pub)
+        from terrapin.firmware import ota_state as board_state
+
+        st = board_ota.state(root)
+        if len(target) == len(names):  # nothing whole is left: fail closed
+            assert "damaged" in str(refused.value), refused.value
+            assert st["damaged"], st
+            info = boot(board_ota, root)  # factory image, and the state is not rewritten
+            assert info["slot"] is None and info["damaged"]
+            assert not board_ota.confirm(root)
+            with pytest.raises(board_ota.OTAError, match="damaged"):
+                board_ota.install(root, str(tmp_path / "r6.tpota"), pub)
+            assert state_files(flash) == damaged  # never reset to release 0
+        else:  # the other copy carries the floor
+            assert "not newer than 5" in str(refused.value), refused.value
+            assert board_state.floor(st) == 5 and st["version"] == "0.5.0"
+            assert board_ota.install(root, str(tmp_path / "r6.tpota"), pub)["release"] == 6
+            repaired = state_files(flash)  # the install rewrote both copies whole
+            assert all(board_state.decode(d) is not None for d in repaired.values()), repaired
+
+
+def test_disagreeing_state_copies_fail_closed(tmp_path, release_key):
+    from terrapin.firmware import ota as board_ota
+    from terrapin.firmware import ota_state as board_state
+
+    (tmp_path / "ota").mkdir()
+    root = str(tmp_path)
+    board_state.save(root, {"active": "a", "version": "0.5.0", "release": 5, "trial": None})
+    a = (tmp_path / "ota" / "state.a").read_bytes()
+    # A whole copy (right CRC) with the same generation and a lower release.
+    body = a[: a.index(b"\n")].replace(b'"release": 5', b'"release": 1')
+    (tmp_path / "ota" / "state.b").write_bytes(body + b"\n%08x\n" % zlib.crc32(body))
+    st = board_ota.state(root)
+    assert "disagree" in st["damaged"]
+    (tmp_path / "r2.tpota").write_bytes(small_bundle(release_key, 2))
+    with pytest.raises(board_ota.OTAError, match="damaged"):
+        board_ota.install(
+            root, str(tmp_path / "r2.tpota"), bytes.fromhex(host.public_hex(release_key))
+        )
+
+
+def test_downgrade_attacks_on_the_unix_port(tmp_path, release_key, capsys, micropython_exe):
+    """The same attacks against the firmware on the MicroPython unix port (the CLI
+    runs firmware/ota.install there): a lower release over an unconfirmed trial,
+    then over one and over both corrupted state copies."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    pub = host.public_hex(release_key)
+
+    def push(release):
+        path = tmp_path / f"r{release}.tpota"
+        path.write_bytes(small_bundle(release_key, release))
+        args = ["device", "ota", "push", "--target", "unix", "--dir", str(flash), str(path)]
+        code = main([*args, "--pubkey", pub])
+        return code, capsys.readouterr().err
+
+    assert push(3)[0] == 0
+    code, err = push(2)
+    assert code == 1 and "not newer than 3" in err, err
+    assert ota_state(flash)["trial"]["release"] == 3
+    a = flash / "ota" / "state.a"
+    a.write_bytes(bytes([a.read_bytes()[0] ^ 1]) + a.read_bytes()[1:])
+    code, err = push(2)
+    assert code == 1 and "not newer than 3" in err, err
+    b = flash / "ota" / "state.b"
+    b.write_bytes(b.read_bytes()[:20])
+    damaged = state_files(flash)
+    for release in (2, 4):
+        code, err = push(release)
+        assert code == 1 and "damaged" in err, err
+    assert state_files(flash) == damaged
+
+
+def test_locked_board_refuses_an_attacker_release_key_and_bundle(
+    start_board, tmp_path, release_key
+):
+    """The attack: after provisioning is closed, someone at the serial console sets
+    ota_pubkey to their own key and pushes a bundle signed with it, whose code
+    would read key.bin. Old code took the key and installed the bundle."""
+    attacker = PrivateKey()
+    board = start_board("pty")
+    con = board.console()
+    try:
+        con.wait_ready()
+        send_config(con, {"ota_pubkey": host.public_hex(release_key)})
+        con.request("keygen", timeout=30)
+        con.request("done")
+        with pytest.raises(BoardError) as locked:
+            send_config(con, {"ota_pubkey": host.public_hex(attacker)})
+        assert locked.value.code == "LOCKED", board.context()
+        cfg = json.loads((board.flash / "config.json").read_text())
+        assert cfg["ota_pubkey"] == host.public_hex(release_key)
+        steal = b"print(open('key.bin', 'rb').read())\n"
+        evil = host.build_bundle(
+            {"terrapin/firmware/console.py": steal},
+            version="6.6.6",
+            release=99,
+            key=attacker,
+            mpy=None,
+        )
+        with pytest.raises(BoardError) as refused:
+            host.push_serial(con, evil)
+        assert refused.value.code == "OTA_REJECTED" and "signature" in refused.value.text
+        assert not list((board.flash / "ota").glob("state*"))  # nothing staged
+        assert not list(board.flash.glob("ota/*/terrapin"))
+    finally:
+        con.link.close()

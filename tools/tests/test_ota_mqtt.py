@@ -44,11 +44,12 @@ def reset():
     raise SystemExit(3)  # like machine.reset(): tools/devkit/virtualboard.py starts it again
 info = ota.boot(".", reset=reset)
 print("[info] firmware image %s" % info)
-sys.modules.pop("terrapin.firmware.ota", None)
 pkg = sys.modules.get("terrapin.firmware")
-if pkg is not None and "ota" in pkg.__dict__:
-    delattr(pkg, "ota")  # its RAM back
-del ota, pkg
+for mod in ("ota", "ota_state"):
+    sys.modules.pop("terrapin.firmware." + mod, None)
+    if pkg is not None and mod in pkg.__dict__:
+        delattr(pkg, mod)  # their RAM back
+del ota, pkg, mod
 from terrapin.firmware.board import unix
 unix.Board.ota_root = "."
 code = unix.main()
@@ -146,10 +147,16 @@ def net(tmp_path, mosquitto_exe, board_keys):
         broker.stop()
 
 
-def start_board(net: Net, key: PrivateKey, release_pub: str) -> VirtualBoard:
+def start_board(
+    net: Net, key: PrivateKey, release_pub: str, ota_files: dict | None = None
+) -> VirtualBoard:
     flash = net.tmp / "flash"
     flash.mkdir()
     deploy(DirTarget(flash), src=SRC)
+    if ota_files:
+        (flash / "ota").mkdir()
+        for name, data in ota_files.items():
+            (flash / "ota" / name).write_bytes(data)
     (flash / "key.bin").write_bytes(key.secret)  # a plain 32-byte key file
     addr = addr_of(key)
     (flash / "config.json").write_text(
@@ -224,8 +231,12 @@ def publish(net: Net, data: bytes, addr: str, timeout: float = 40.0, tamper=None
 
 
 def ota_state(flash: Path) -> dict | None:
-    path = flash / "ota" / "state.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """The OTA pointer state as the firmware reads it; None before the first install."""
+    from terrapin.firmware import ota_state as board_state
+
+    if not list((flash / "ota").glob("state.*")):
+        return None
+    return board_state.read(str(flash))
 
 
 def test_update_over_mqtt_good_refused_and_rolled_back(
@@ -312,5 +323,39 @@ def test_update_over_mqtt_good_refused_and_rolled_back(
         assert st["rolled_back"]["version"] == "0.3.0"
         n = gw.readings(addr)
         wait_for("readings after the rollback", lambda: gw.readings(addr) >= n + 2, 15, vb)
+    finally:
+        vb.stop()
+
+
+def test_damaged_ota_state_refuses_updates_over_mqtt(net, release_key, board_keys, micropython_exe):
+    """The attack: the OTA pointer state is corrupted on flash, then an old signed
+    release is offered. Old code read a broken ota/state.json as release 0 and
+    fetched and installed any release; now the board reports NO_UPDATES with the
+    reason and fetches nothing, while its readings keep flowing."""
+    old_release = host.build_bundle(
+        {"terrapin/firmware/x.py": b"X = 1\n"},
+        version="0.0.1",
+        release=1,
+        key=release_key,
+        mpy=None,
+    )
+    damaged = {
+        "state.a": b'{"gen": 4, "release": 7}\n00000000\n',  # CRC does not match
+        "state.b": b'{"gen": 4, "rel',  # torn
+        "state.json": b'{"active": "a", "rel',  # the old format, torn
+    }
+    addr = addr_of(board_keys[0])
+    vb = start_board(net, board_keys[0], host.public_hex(release_key), ota_files=damaged)
+    try:
+        gw = net.gw
+        wait_for("first readings", lambda: gw.readings(addr) >= 2, 30, vb)
+        res = publish(net, old_release, addr)
+        assert res["result"] == "no_updates" and "damaged" in res["text"], res
+        assert "updates refused" in vb.console_log()  # said at boot
+        assert not (vb.flash_dir / "ota" / "incoming.bin").exists()
+        assert not (vb.flash_dir / "ota" / "pending.json").exists()
+        assert {n: (vb.flash_dir / "ota" / n).read_bytes() for n in damaged} == damaged
+        n = gw.readings(addr)
+        wait_for("readings after the refusal", lambda: gw.readings(addr) >= n + 2, 15, vb)
     finally:
         vb.stop()

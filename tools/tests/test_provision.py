@@ -88,7 +88,7 @@ def test_provision_makes_key_on_board_and_never_exposes_secrets(
     con = board.console()
     try:
         with pytest.raises(BoardError) as denied:
-            con.request("sign-digest", "11" * 32, "bind")
+            con.request("sign-bind", OWNER, "0", "31337", REGISTRY)
         assert denied.value.code == "DENIED"
     finally:
         con.link.close()
