@@ -18,6 +18,7 @@ from terrapin.tools.board.ota_publish import (  # over MQTT (docs/PROTOCOL.md 13
     BoardUpdate,
     all_boards,
     offer_for,
+    ota_login,
     publish,
 )
 from terrapin.tools.cli.device_common import (
@@ -121,7 +122,8 @@ def ota_push(port, target, flash_dir, bundle, pubkey, no_reboot, as_json) -> Non
 def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
     """Offer a signed bundle to boards over MQTT and serve it until they report.
 
-    Logs in with the gateway's broker user; each board fetches the bundle in
+    Logs in as the OTA broker user (password in ota.secret beside the
+    gateway config, from `gateway init`); each board fetches the bundle in
     small chunks, verifies it, reboots into it on trial and reports the new
     version in its status. Exits non-zero unless every board is updated.
     """
@@ -130,6 +132,7 @@ def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
     from terrapin.gateway.config import load_config
 
     cfg = load_config(config_path)
+    ota_user, ota_password = ota_login(cfg.path)  # its own broker user, not the gateway's
     targets = list(addresses)
     if all_:
         targets += all_boards(cfg.store.path)
@@ -158,8 +161,8 @@ def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
             targets,
             host=cfg.mqtt.host,
             port=cfg.mqtt.port,
-            username=cfg.mqtt.username,
-            password=cfg.mqtt_password(),
+            username=ota_user,
+            password=ota_password,
             tls_ca=cfg.mqtt.tls_ca or None,
             timeout=timeout,
             on_progress=progress,
