@@ -132,7 +132,6 @@ def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
     from terrapin.gateway.config import load_config
 
     cfg = load_config(config_path)
-    ota_user, ota_password = ota_login(cfg.path)  # its own broker user, not the gateway's
     targets = list(addresses)
     if all_:
         targets += all_boards(cfg.store.path)
@@ -140,6 +139,7 @@ def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
         raise TerrapinError("which boards? pass --address ADDR (repeatable) or --all")
     data = bundle.read_bytes()
     offer = offer_for(data)
+    ota_user, ota_password = ota_login(cfg.path)  # its own broker user, not the gateway's
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
