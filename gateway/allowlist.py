@@ -1,8 +1,10 @@
 """The gateway's allow-list of boards and their broker users.
 
-A board's broker user name is its address in hex; its password is made here (or
-given), set in the Mosquitto password file named by [broker] password_file, and
-only its hash is kept. Used by `terrapin gateway device ...` (tools/cli/
+A board's broker user name is its address in hex (and, by the generated
+Mosquitto config, its client id); its password is made here (or given), set in
+the Mosquitto password file named by [broker] password_file, and only its hash
+is kept. Adding a board that is already allowed never replaces its password
+unless asked (`rotate`). Used by `terrapin gateway device ...` (tools/cli/
 gateway_device.py) and by provisioning (tools/board/provision.py).
 """
 
@@ -62,17 +64,29 @@ def reload_hint(cfg: GatewayConfig) -> str:
 @dataclass
 class Added:
     cfg: GatewayConfig
-    new: bool  # False: the board was already allowed (its credentials are replaced)
+    new: bool  # False: the board was already allowed (and rotate was asked for)
     password: str  # the broker password, shown once
     broker_user: bool  # True: its user is in [broker] password_file
 
 
 def add_board(
-    config_path, addr: bytes, pub: bytes | None, label: str = "", password: str | None = None
+    config_path,
+    addr: bytes,
+    pub: bytes | None,
+    label: str = "",
+    password: str | None = None,
+    *,
+    rotate: bool = False,
 ) -> Added:
-    """Allow `addr` and create (or replace) its broker user."""
+    """Allow `addr` and create its broker user. A board already allowed keeps its
+    password (a live board would be locked out) unless `rotate` is asked for."""
     cfg, store = open_store(config_path)
     try:
+        if addr in store.device_addresses() and not rotate:
+            raise TerrapinError(
+                f"{addr.hex()} is already allowed; its broker password is unchanged",
+                hint="--rotate-password gives it a new one (the board needs it too)",
+            )
         new = store.add_device(addr, pub, label)
     finally:
         store.close()

@@ -107,7 +107,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "protocol": Key(
             str, "3.1.1", "MQTT version for the gateway's session", _one_of("3.1.1", "5")
         ),
-        "client_id": Key(str, "terrapin-gateway", "fixed client id: the broker keeps the session"),
+        "client_id": Key(  # Mosquitto from `gateway init` replaces any id with the user name
+            str, "terrapin-gateway", "fixed client id = username (the broker binds id to user)"
+        ),
         "keepalive": Key(int, 30, "MQTT keepalive, seconds", _at_least(5)),
         "session_expiry": Key(  # MQTT 5 only; with 3.1.1 see persistent_client_expiration
             int, 14 * 86400, "MQTT 5: broker keeps the session this long, s", _at_least(0)

@@ -6,13 +6,14 @@ directly. It returns the lines the command prints, so every caller says the same
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from terrapin.gateway import mosquitto_conf
+from terrapin.gateway import mosquitto_conf, secretfile
 from terrapin.gateway.config import DEFAULT_PATH, load_config, render_config
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.store import Store
+
+OTA_SECRET = "ota.secret"  # the OTA publisher's broker password, beside gateway.toml
 
 
 def init_home(
@@ -26,13 +27,14 @@ def init_home(
     mq = d / "mosquitto"
     mq.mkdir(parents=True, exist_ok=True)
     db = "/var/lib/terrapin/gateway.db" if d == DEFAULT_PATH.parent else "gateway.db"
-    password = mosquitto_conf.random_password()
-    secret = d / "gateway.secret"
-    secret.write_text(password + "\n")
-    os.chmod(secret, 0o600)
+    password, ota_password = mosquitto_conf.random_password(), mosquitto_conf.random_password()
+    # Secrets are 0600 from the moment they exist (never written, then chmodded).
+    secretfile.write_secret(d / "gateway.secret", password + "\n")
+    secretfile.write_secret(d / OTA_SECRET, ota_password + "\n")
     passwd, acl = mq / "passwd", mq / "acl"
     users = mosquitto_conf.read_passwd(passwd)
     users[mosquitto_conf.GATEWAY_USER] = mosquitto_conf.hash_password(password)
+    users[mosquitto_conf.OTA_USER] = mosquitto_conf.hash_password(ota_password)
     mosquitto_conf.write_passwd(passwd, users)
     acl.write_text(mosquitto_conf.render_acl())
     (mq / "mosquitto.conf").write_text(
@@ -40,7 +42,7 @@ def init_home(
             port=mqtt_port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
         )
     )
-    (mq / "data").mkdir(exist_ok=True)
+    mosquitto_conf.make_data_dir(mq / "data")
     cfg_path.write_text(
         render_config(
             {
@@ -55,7 +57,9 @@ def init_home(
     Store(cfg.store.path).close()
     return [
         f"wrote {cfg_path}",
-        f"wrote {mq}/mosquitto.conf, passwd, acl (gateway user {mosquitto_conf.GATEWAY_USER})",
+        f"wrote {d}/gateway.secret, {OTA_SECRET} (broker passwords, mode 0600)",
+        f"wrote {mq}/mosquitto.conf, passwd, acl (gateway user {mosquitto_conf.GATEWAY_USER}, "
+        f"OTA user {mosquitto_conf.OTA_USER})",
         f"created {cfg.store.path}",
         f"next: mosquitto -c {mq}/mosquitto.conf  (or see docs/GATEWAY.md for Debian)",
         f"      terrapin gateway device add ADDRESS --config {cfg_path}",

@@ -182,7 +182,8 @@ def test_gateway_installs_and_runs_on_debian_arm64(vm, wheel_server):
 
     pub = PrivateKey(key).public_key.format(compressed=False).hex()
     shell.run(
-        f"{VENV}/bin/terrapin gateway device add {addr} --pubkey {pub} --password hilpass"
+        f"TERRAPIN_BOARD_PASSWORD=hilpass {VENV}/bin/terrapin gateway device add {addr}"
+        f" --pubkey {pub}"
         " --config /etc/terrapin/gateway.toml >/dev/null",
         timeout=600,
     )

@@ -1,7 +1,7 @@
 """The generated broker ACL for firmware updates over MQTT, on a real Mosquitto:
 a board reads only its own offer and chunks and asks only for its own chunks;
-only the gateway user offers and serves; another board can neither read nor
-inject anything for this board."""
+only the OTA user offers and serves (not even the gateway user may); another
+board can neither read nor inject anything for this board."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from terrapin.tools.devkit.broker import Mosquitto
 VICTIM = "11" * 20
 OTHER = "22" * 20
 GW = mc.GATEWAY_USER
+OTA = mc.OTA_USER
 
 
 class Client:
@@ -63,7 +64,7 @@ class Client:
 
 @pytest.fixture
 def broker(tmp_path, mosquitto_exe):
-    users = {GW: "gw-pw", VICTIM: "victim-pw", OTHER: "other-pw"}
+    users = {GW: "gw-pw", OTA: "ota-pw", VICTIM: "victim-pw", OTHER: "other-pw"}
     passwd = tmp_path / "passwd"
     for u, p in users.items():
         mc.set_user(passwd, u, p)
@@ -96,45 +97,56 @@ def settle(*clients: Client, want: int, timeout: float = 5.0) -> None:
 def test_ota_topics_acl(broker):
     base = f"terrapin/v1/{VICTIM}"
     victim = broker(VICTIM, [f"{base}/ota", f"{base}/ota/chunk"])
-    gateway = broker(GW, ["terrapin/v1/+/ota/get"])
+    publisher = broker(OTA, ["terrapin/v1/+/ota/get"])
     # The other board subscribes to everything of the victim's it might want.
     other = broker(OTHER, [f"{base}/ota", f"{base}/ota/chunk", f"{base}/ota/get"])
+    gateway = broker(GW, [])
 
-    # Allowed: the gateway offers and serves, the victim asks.
-    gateway.publish(f"{base}/ota", b'{"v":1}', retain=True)
-    gateway.publish(f"{base}/ota/chunk", b"gateway chunk")
+    # Allowed: the OTA publisher offers and serves, the victim asks.
+    publisher.publish(f"{base}/ota", b'{"v":1}', retain=True)
+    publisher.publish(f"{base}/ota/chunk", b"publisher chunk")
     victim.publish(f"{base}/ota/get", b"victim asks")
     # Refused: the other board injects an offer, a chunk and a request for the
-    # victim; a board writes its own offer or chunks; the gateway's chunk
-    # must not reach the other board.
+    # victim; a board writes its own offer or chunks; the gateway user, which
+    # only ingests, offers or serves anything; the publisher's chunk must not
+    # reach the other board.
     other.publish(f"{base}/ota", b"forged offer", retain=True)
     other.publish(f"{base}/ota/chunk", b"forged chunk")
     other.publish(f"{base}/ota/get", b"forged request")
     victim.publish(f"{base}/ota/chunk", b"self-served chunk")
     victim.publish(f"{base}/ota", b"self offer", retain=True)
-    settle(victim, gateway, other, want=3)
+    gateway.publish(f"{base}/ota", b"gateway offer", retain=True)
+    gateway.publish(f"{base}/ota/chunk", b"gateway chunk")
+    settle(victim, publisher, other, want=3)
 
     assert sorted(victim.got) == [
         (f"{base}/ota", b'{"v":1}'),
-        (f"{base}/ota/chunk", b"gateway chunk"),
+        (f"{base}/ota/chunk", b"publisher chunk"),
     ]
-    assert gateway.got == [(f"{base}/ota/get", b"victim asks")]
+    assert publisher.got == [(f"{base}/ota/get", b"victim asks")]
     assert other.got == []  # reads nothing of the victim's
 
-    # The retained offer is still the gateway's (no forged one replaced it).
+    # The retained offer is still the publisher's (no forged one replaced it).
     late = broker(VICTIM, [f"{base}/ota"])
     settle(late, want=1)
     assert late.got == [(f"{base}/ota", b'{"v":1}')]
 
 
 def test_acl_text_has_the_ota_lines():
-    acl = mc.render_acl()
+    lines = mc.render_acl().splitlines()
     for line in (
         "pattern read terrapin/v1/%u/ota",
         "pattern read terrapin/v1/%u/ota/chunk",
         "pattern write terrapin/v1/%u/ota/get",
+    ):
+        assert line in lines, line
+    ota = lines[lines.index(f"user {OTA}") :]
+    for line in (
         "topic write terrapin/v1/+/ota",
         "topic write terrapin/v1/+/ota/chunk",
         "topic read terrapin/v1/+/ota/get",
+        "topic read terrapin/v1/+/status",
     ):
-        assert line in acl.splitlines(), line
+        assert line in ota, line
+    gateway = lines[lines.index(f"user {GW}") : lines.index(f"user {OTA}")]
+    assert not [x for x in gateway if "/ota" in x], gateway

@@ -32,7 +32,15 @@ def test_add_then_remove_a_board(gw_home):
     assert mosquitto_conf.check_password(
         added.password, mosquitto_conf.read_passwd(passwd)[addr.hex()]
     )
-    again = allowlist.add_board(gw_home.config_path, addr, None, password="given-password")
+    # Adding it again never replaces a live board's password by surprise.
+    with pytest.raises(TerrapinError, match="already allowed; its broker password is unchanged"):
+        allowlist.add_board(gw_home.config_path, addr, None, password="given-password")
+    assert mosquitto_conf.check_password(
+        added.password, mosquitto_conf.read_passwd(passwd)[addr.hex()]
+    )
+    again = allowlist.add_board(
+        gw_home.config_path, addr, None, password="given-password", rotate=True
+    )
     assert not again.new and again.password == "given-password"
     store = Store(gw_home.config.store.path)
     try:

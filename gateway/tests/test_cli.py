@@ -41,7 +41,7 @@ def test_device_add_list_remove(gw_home):
     cfg = str(gw_home.config_path)
     addr = board_address(new_key()).hex()
     out = json.loads(invoke("device", "add", "0x" + addr.upper(), "--json", "--config", cfg).output)
-    assert out["mqtt_user"] == addr and out["client_id"] == "tp-" + addr
+    assert out["mqtt_user"] == addr and out["client_id"] == addr
     users = mosquitto_conf.read_passwd(gw_home.dir / "mosquitto" / "passwd")
     assert mosquitto_conf.check_password(out["mqtt_password"], users[addr])
     listed = json.loads(invoke("device", "list", "--json", "--config", cfg).output)

@@ -30,7 +30,7 @@ import click
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from terrapin.gateway import mosquitto_conf
+from terrapin.gateway import mosquitto_conf, secretfile
 from terrapin.gateway.config import load_config, render_config
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.protocol.envelope import decode_envelope
@@ -99,7 +99,7 @@ class Counter:
         self.done = threading.Event()
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id="bench-passthrough",
+            client_id=mosquitto_conf.GATEWAY_USER,  # the id the broker binds to this user
             clean_session=clean,
             protocol=mqtt.MQTTv311,
         )
@@ -193,7 +193,7 @@ def run_bench(
     home = workdir / "gw"
     (home / "mosquitto").mkdir(parents=True)
     gw_password = mosquitto_conf.random_password()
-    (home / "gateway.secret").write_text(gw_password + "\n")
+    secretfile.write_secret(home / "gateway.secret", gw_password + "\n")
     passwd, acl = home / "mosquitto" / "passwd", home / "mosquitto" / "acl"
     mosquitto_conf.write_passwd(passwd, {})
     mosquitto_conf.set_user(passwd, mosquitto_conf.GATEWAY_USER, gw_password)

@@ -2,18 +2,22 @@
 
 The board side and the wire format are in firmware/ota_mqtt.py and
 docs/PROTOCOL.md ("Firmware updates over MQTT"). This process logs in to the
-broker as the gateway user (the only user the broker ACL lets write offers
-and chunks), puts a retained offer on `terrapin/v1/<addr>/ota` for each board,
-answers each board's chunk requests from the bundle in memory, and watches the
-boards' reports (`.../ota/get`) and retained status until every board has come
-back with the new version, refused it, rolled it back, or the time is up. On
+broker as the OTA user `terrapin-ota` (the only user the broker ACL lets write
+offers and chunks; its password is `ota.secret` beside gateway.toml, written by
+`terrapin gateway init`), never as the gateway: the broker binds a client id to
+its user name, so the gateway's login would take over the gateway's own
+session and stop ingest for as long as the update runs. It puts a retained
+offer on `terrapin/v1/<addr>/ota` for each board, answers each board's chunk
+requests from the bundle in memory, and watches the boards' reports
+(`.../ota/get`) and retained status until every board has come back with the
+new version, refused it, rolled it back, or the time is up. On
 exit it withdraws the offers (an empty retained message), so a board that
 connects later does not ask for chunks nobody serves.
 
 Why a command and not a gateway stage: an update is a rare operator action
 whose outcome the operator wants to see (progress, and an exit code); the
 gateway keeps only the readings path; and the bundle is already signed, so
-this process needs the gateway's broker login but never the release key.
+this process needs a broker login but never the release key.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.home import OTA_SECRET
+from terrapin.gateway.mosquitto_conf import OTA_USER
 from terrapin.gateway.protocol.topics import STATUS_FILTER
 
 MAX_CHUNK = 384  # firmware/ota_mqtt.py: + topic and headers < the board's 512-byte buffer
@@ -143,10 +149,8 @@ class Publisher:
         self.on_progress = on_progress
         self.connected = threading.Event()
         self.lock = threading.Lock()
-        c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"terrapin-ota-{id(self) & 0xFFFFFF:06x}",
-        )
+        # The id the broker gives it anyway (use_username_as_clientid): its user name.
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=username or OTA_USER)
         if username:
             c.username_pw_set(username, password or None)
         if tls_ca:
@@ -168,8 +172,8 @@ class Publisher:
         if not self.connected.wait(timeout):
             self.client.loop_stop()
             raise TerrapinError(
-                f"the broker at {self.host}:{self.port} did not accept the gateway login",
-                hint="check [mqtt] username/password in the gateway config",
+                f"the broker at {self.host}:{self.port} did not accept the OTA login",
+                hint=f"check {OTA_SECRET} beside gateway.toml (from `terrapin gateway init`)",
             )
         return self
 
@@ -284,6 +288,23 @@ class Publisher:
 
 
 OK_RESULTS = ("updated", "up_to_date")
+
+
+def ota_login(config_path) -> tuple[str, str]:
+    """(user, password) of the OTA publisher: `terrapin-ota` and the first line of
+    ota.secret beside the gateway config (never the gateway's own login)."""
+    from pathlib import Path
+
+    secret = Path(config_path).parent / OTA_SECRET
+    try:
+        password = secret.read_text().splitlines()[0].strip()
+    except (OSError, IndexError):
+        raise TerrapinError(
+            f"no OTA broker password in {secret}",
+            hint="`terrapin gateway init` writes it with the OTA user; docs/GATEWAY.md "
+            "(Broker identity) says how to add both to an older home",
+        ) from None
+    return OTA_USER, password
 
 
 def publish(

@@ -330,7 +330,11 @@ def register_with_gateway(config_path: str | None, label: str = "") -> Callable[
     def register(addr: str, pub: str) -> dict:
         from terrapin.gateway import allowlist
 
-        added = allowlist.add_board(config_path, bytes.fromhex(addr), bytes.fromhex(pub), label)
+        # A board provisioned again gets a new password, written to it right here
+        # (so the rotation is never silent: the board in hand receives it).
+        added = allowlist.add_board(
+            config_path, bytes.fromhex(addr), bytes.fromhex(pub), label, rotate=True
+        )
         cfg = added.cfg
         broker = {
             "host": cfg.broker.public_host or cfg.mqtt.host,
@@ -339,13 +343,14 @@ def register_with_gateway(config_path: str | None, label: str = "") -> Callable[
             "password": added.password,
         }
         if added.broker_user:
-            text = "allowed, broker user created (" + allowlist.reload_hint(cfg) + ")"
+            made = (
+                "broker user created" if added.new else "already allowed, broker password replaced"
+            )
+            text = f"allowed, {made} ({allowlist.reload_hint(cfg)})"
         else:
             broker.pop("user")
             broker.pop("password")
-            text = "allowed; " + allowlist.reload_hint(cfg)
-        if not added.new:
-            text = "already allowed; " + text
+            text = ("allowed; " if added.new else "already allowed; ") + allowlist.reload_hint(cfg)
         return {"text": text, "config": {"broker": broker}}
 
     return register

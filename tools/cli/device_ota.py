@@ -18,6 +18,7 @@ from terrapin.tools.board.ota_publish import (  # over MQTT (docs/PROTOCOL.md 13
     BoardUpdate,
     all_boards,
     offer_for,
+    ota_login,
     publish,
 )
 from terrapin.tools.cli.device_common import (
@@ -121,7 +122,8 @@ def ota_push(port, target, flash_dir, bundle, pubkey, no_reboot, as_json) -> Non
 def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
     """Offer a signed bundle to boards over MQTT and serve it until they report.
 
-    Logs in with the gateway's broker user; each board fetches the bundle in
+    Logs in as the OTA broker user (password in ota.secret beside the
+    gateway config, from `gateway init`); each board fetches the bundle in
     small chunks, verifies it, reboots into it on trial and reports the new
     version in its status. Exits non-zero unless every board is updated.
     """
@@ -137,6 +139,7 @@ def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
         raise TerrapinError("which boards? pass --address ADDR (repeatable) or --all")
     data = bundle.read_bytes()
     offer = offer_for(data)
+    ota_user, ota_password = ota_login(cfg.path)  # its own broker user, not the gateway's
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -158,8 +161,8 @@ def ota_publish(bundle, addresses, all_, config_path, timeout, as_json) -> None:
             targets,
             host=cfg.mqtt.host,
             port=cfg.mqtt.port,
-            username=cfg.mqtt.username,
-            password=cfg.mqtt_password(),
+            username=ota_user,
+            password=ota_password,
             tls_ca=cfg.mqtt.tls_ca or None,
             timeout=timeout,
             on_progress=progress,

@@ -2,14 +2,20 @@
 
 Mounted as `terrapin gateway device ...` (and meant for `terrapin device ...`),
 over terrapin.gateway.allowlist. A board's broker user name is its address in
-hex; its password is printed once by `add` (or set with --password) and only
-its hash is kept, in the Mosquitto password file named by [broker] password_file.
+hex, which is also its client id (the generated Mosquitto config binds the two);
+its password is printed once by `add` and only its hash is kept, in the
+Mosquitto password file named by [broker] password_file. A password is never
+taken on the command line (other users see it in `ps` and shell history): a
+new random one, or $TERRAPIN_BOARD_PASSWORD, or the first line of
+--password-file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -17,7 +23,10 @@ from rich.table import Column, Table
 
 from terrapin.gateway import allowlist
 from terrapin.gateway.allowlist import parse_address, reload_hint
+from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.protocol.topics import board_topic
+
+PASSWORD_ENV = "TERRAPIN_BOARD_PASSWORD"
 
 config_option = click.option(
     "--config",
@@ -33,18 +42,53 @@ def device() -> None:
     """Boards allowed to send readings, and their broker credentials."""
 
 
+def board_password(password_file: str | None) -> str | None:
+    """The password to set: --password-file's first line, else $TERRAPIN_BOARD_PASSWORD,
+    else None (a new random one)."""
+    if password_file:
+        try:
+            lines = Path(password_file).read_text().splitlines()
+        except OSError as exc:
+            raise TerrapinError(f"cannot read --password-file {password_file}: {exc}") from None
+        if not lines or not lines[0].strip():
+            raise TerrapinError(
+                f"--password-file {password_file} has no password on its first line"
+            )
+        return lines[0].strip()
+    return os.environ.get(PASSWORD_ENV) or None
+
+
 @device.command("add")
 @click.argument("address")
 @click.option("--pubkey", default=None, help="the board's public key (130 hex chars, 04...)")
 @click.option("--label", default="", help="a name for people")
-@click.option("--password", default=None, help="broker password (default: a new random one)")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"file whose first line is the broker password (else ${PASSWORD_ENV}, "
+    "else a new random one; never on the command line)",
+)
+@click.option(
+    "--rotate-password",
+    is_flag=True,
+    help="ADDRESS is already allowed: give it a new password (the board needs it too)",
+)
+@click.option("--password", "password_arg", default=None, hidden=True)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @config_option
-def add(address, pubkey, label, password, as_json, config_path):
+def add(address, pubkey, label, password_file, rotate_password, password_arg, as_json, config_path):
     """Allow ADDRESS and create its broker user; prints the board's credentials."""
+    if password_arg is not None:
+        raise TerrapinError(
+            "a password on the command line is seen by every user (ps, shell history)",
+            hint=f"set ${PASSWORD_ENV}, or pass --password-file FILE",
+        )
     addr = parse_address(address)
     pub = allowlist.parse_pubkey(pubkey, addr) if pubkey else None
-    added = allowlist.add_board(config_path, addr, pub, label, password)
+    added = allowlist.add_board(
+        config_path, addr, pub, label, board_password(password_file), rotate=rotate_password
+    )
     cfg, new, password = added.cfg, added.new, added.password
     creds = {
         "address": addr.hex(),
@@ -53,13 +97,13 @@ def add(address, pubkey, label, password, as_json, config_path):
         "mqtt_port": cfg.mqtt.port,
         "mqtt_user": addr.hex(),
         "mqtt_password": password,
-        "client_id": "tp-" + addr.hex(),
+        "client_id": addr.hex(),  # the broker replaces any id with the user name
         "topic_prefix": board_topic(addr, ""),
     }
     if as_json:
         click.echo(json.dumps(creds))
         return
-    click.echo(("added" if new else "already allowed (credentials replaced)") + f" {addr.hex()}")
+    click.echo(("added" if new else "already allowed (password rotated)") + f" {addr.hex()}")
     for key in ("mqtt_host", "mqtt_port", "mqtt_user", "mqtt_password", "client_id"):
         click.echo(f"  {key}: {creds[key]}")
     click.echo("keep the password: it is shown only now.")

@@ -88,12 +88,9 @@ class Network:
 
     def start_broker(self) -> None:
         mq = self.home / "mosquitto"
+        # The mosquitto.conf `gateway init` wrote: its users, ACL and client-id rule.
         self.broker = Mosquitto(
-            mq / "run",
-            port=self.mqtt_port,
-            password_file=mq / "passwd",
-            acl_file=mq / "acl",
-            persistence=True,
+            mq / "run", port=self.mqtt_port, base_config=mq / "mosquitto.conf"
         ).start()
 
     @property

@@ -52,6 +52,7 @@ class Mosquitto:
         acl_file: str | Path | None = None,
         persistence: bool = True,
         extra_config: str = "",
+        base_config: str | Path | None = None,
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -61,17 +62,19 @@ class Mosquitto:
         self.acl_file = acl_file
         self.persistence = persistence
         self.extra_config = extra_config
+        # A generated mosquitto.conf (listener, users, ACL, identity, persistence) to
+        # run as it is, with only the test run's lines added (log, autosave, user).
+        self.base_config = Path(base_config) if base_config is not None else None
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
+        if self.base_config is not None:
+            self.config_path.write_text(self._run_config(self.base_config.read_text()))
+            return
         lines = [
             f"listener {self.port} {self.host}",
-            f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
             "max_inflight_messages 100",
             # Small QoS 1 packets (readings, ACKs) otherwise wait ~40 ms for Nagle.
             "set_tcp_nodelay true",
@@ -79,25 +82,35 @@ class Mosquitto:
             # A QoS 1 reading may wait for hours while a gateway is down.
             "persistent_client_expiration 14d",
         ]
-        if os.geteuid() == 0:
-            # As root Mosquitto drops to user `mosquitto`, which cannot read
-            # password/ACL files or persistence folders made by the caller.
-            lines.append("user root")
         if self.persistence:
-            lines += [
-                "persistence true",
-                f"persistence_location {self.workdir}/",
-                "autosave_interval 1",
-            ]
+            lines += ["persistence true", f"persistence_location {self.workdir}/"]
         if self.password_file:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:
             lines += ["allow_anonymous true"]
         if self.acl_file:
             lines.append(f"acl_file {self.acl_file}")
+        self.config_path.write_text(self._run_config("\n".join(lines) + "\n"))
+
+    def _run_config(self, base: str) -> str:
+        """`base` plus what a test run adds: its log file, a fast autosave, the user."""
+        lines = [
+            base.rstrip("\n"),
+            "# -- added for this run by tools/devkit/broker.py --",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+        if os.geteuid() == 0:
+            # As root Mosquitto drops to user `mosquitto`, which cannot reach the
+            # caller's private temporary folders (pytest's are 0700).
+            lines.append("user root")
+        if self.persistence:
+            lines.append("autosave_interval 1")
         if self.extra_config:
             lines.append(self.extra_config)
-        self.config_path.write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         exe = find_mosquitto()

@@ -62,10 +62,12 @@ class GatewayHome:
     def add_board(
         self, address: str, pubkey: str | None = None, password: str | None = None
     ) -> str:
-        """`terrapin gateway device add`: allow-list a board; returns its broker password."""
+        """`terrapin gateway device add`: allow-list a board; returns its broker password.
+        A board already allowed gets `password` (the kit writes it into the board's config
+        itself, so replacing it is what a second add here means)."""
         addr = parse_address(address)
         pub = parse_pubkey(pubkey, addr) if pubkey else None
-        return add_board(self.config_path, addr, pub, password=password).password
+        return add_board(self.config_path, addr, pub, password=password, rotate=True).password
 
     def add_sim_board(self, key: bytes | None = None) -> tuple[bytes, str]:
         """Allow a simulated board (a new key, or `key`); returns (key, broker password)."""
@@ -84,14 +86,13 @@ def _toml(v: object) -> str:
 
 
 def start_broker(home: GatewayHome, extra_config: str = "") -> Mosquitto:
-    """Mosquitto with the password file and ACL `gateway init` wrote; persistence on."""
+    """Mosquitto run from the mosquitto.conf `gateway init` wrote (its listener, password
+    file, ACL, client-id rule and persistence folder), plus the test run's log file."""
     mq = home.dir / "mosquitto"
     return Mosquitto(
         mq / "run",
         port=home.mqtt_port,
-        password_file=mq / "passwd",
-        acl_file=mq / "acl",
-        persistence=True,
+        base_config=mq / "mosquitto.conf",
         extra_config=extra_config,
     ).start()
 

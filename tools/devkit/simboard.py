@@ -75,7 +75,7 @@ class SimBoard:
         self.connected = threading.Event()
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id="tp-" + self.hex,
+            client_id=self.hex,  # its user name: the id the broker binds to it anyway
             clean_session=clean,
             protocol=mqtt.MQTTv311,
         )

@@ -194,6 +194,7 @@ def test_publish_command_needs_boards_a_bundle_and_a_broker(tmp_path, capsys):
 
     toml = tmp_path / "gateway.toml"
     toml.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n')
+    (tmp_path / "ota.secret").write_text("ota-password\n")  # the OTA user's, from init
     bundle = tmp_path / "fw.tpota"
     bundle.write_bytes(b"TPOTA1\n" + (2).to_bytes(4, "big") + b"{}" + bytes(64))
     args = ["device", "ota", "publish", str(bundle), "--config", str(toml)]

@@ -25,6 +25,7 @@ from coincurve import PrivateKey
 
 from terrapin.firmware.cose import address
 from terrapin.gateway import mosquitto_conf as mc
+from terrapin.gateway.home import OTA_SECRET
 from terrapin.tools.board import ota as host
 from terrapin.tools.board import ota_publish
 from terrapin.tools.board.deploy import FIRMWARE_DIR, DirTarget, deploy
@@ -65,7 +66,7 @@ class Gateway:
         self.lock = threading.Lock()
         self.seqs: dict[str, list[int]] = {}
         self.status: dict[str, dict] = {}
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-gateway")
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=mc.GATEWAY_USER)
         self.c.username_pw_set(mc.GATEWAY_USER, password)
         self.c.on_connect = lambda c, *a: (
             c.subscribe("terrapin/v1/+/reading", 1),
@@ -110,6 +111,8 @@ class Net:
             f'username = "{mc.GATEWAY_USER}"\npassword = "{self.gw_pw}"\n'
             f'[store]\npath = "{self.tmp / "gw.db"}"\n'
         )
+        # `device ota publish` logs in as the OTA user, never as the gateway.
+        (self.tmp / OTA_SECRET).write_text(self.board_pw[mc.OTA_USER] + "\n")
         return path
 
 
@@ -129,7 +132,7 @@ def addr_of(key: PrivateKey) -> str:
 
 @pytest.fixture
 def net(tmp_path, mosquitto_exe, board_keys):
-    users = {mc.GATEWAY_USER: mc.random_password()}
+    users = {mc.GATEWAY_USER: mc.random_password(), mc.OTA_USER: mc.random_password()}
     for k in board_keys:
         users[addr_of(k)] = mc.random_password()
     passwd = tmp_path / "passwd"
@@ -137,7 +140,15 @@ def net(tmp_path, mosquitto_exe, board_keys):
         mc.set_user(passwd, u, p)
     acl = tmp_path / "acl"
     acl.write_text(mc.render_acl())
-    broker = Mosquitto(tmp_path / "broker", password_file=passwd, acl_file=acl, persistence=False)
+    # The client-id rule of the generated config: the publisher and the gateway
+    # (its own user) run side by side without taking over each other's session.
+    broker = Mosquitto(
+        tmp_path / "broker",
+        password_file=passwd,
+        acl_file=acl,
+        persistence=False,
+        extra_config="use_username_as_clientid true",
+    )
     broker.start()
     gw = Gateway(broker.port, users[mc.GATEWAY_USER])
     try:
@@ -217,8 +228,8 @@ def publish(net: Net, data: bytes, addr: str, timeout: float = 40.0, tamper=None
         [addr],
         host="127.0.0.1",
         port=net.broker.port,
-        username=mc.GATEWAY_USER,
-        password=net.gw_pw,
+        username=mc.OTA_USER,
+        password=net.board_pw[mc.OTA_USER],
     )
     if tamper is not None:
         pub.bundle = tamper  # what is served differs from what was offered
