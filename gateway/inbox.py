@@ -9,11 +9,12 @@ another board's reading, and a board over its rate waits here: held, not yet
 PUBACKed, so the broker still has it.
 
 `put` returns False, before any decode or signature check, when the board
-already has `share` messages waiting and no token left: the caller PUBACKs
+already has `share` messages waiting and fewer tokens than that: the caller PUBACKs
 and drops that message (a board keeps every reading in its outbox until the
 gateway's ACK and sends it again after its ACK timeout, so nothing a board
 sent is lost). Otherwise, when the inbox holds `maxsize` messages or a board
-within its rate has `share` waiting, `put` waits: backpressure, never a drop.
+with tokens for all of its `share` waiting messages has one more, `put`
+waits: backpressure, never a drop.
 With `rate` 0 there is no admission limit (and `share` only bounds the wait).
 """
 
@@ -25,6 +26,9 @@ import threading
 import time
 from collections import deque
 
+# At most this many of one board's messages per batch, so that a board's burst
+# is spread over several batches and every other board gets into each of them.
+MAX_BOARD_BATCH = 256
 # Buckets kept for boards with nothing waiting; above this, full ones are
 # forgotten (a full bucket is the same as a new one).
 _MAX_IDLE_BUCKETS = 4096
@@ -73,8 +77,8 @@ class Inbox:
                     q.append(item)
                     self._size += 1
                     break
-                if n >= self.share and self._tokens(board, time.monotonic()) < 1.0:
-                    return False
+                if n >= self.share and self._tokens(board, time.monotonic()) < n:
+                    return False  # more waiting than its tokens cover: over its rate
             if deadline is None:
                 deadline = math.inf if timeout is None else time.monotonic() + timeout
             if time.monotonic() >= deadline:
@@ -106,6 +110,7 @@ class Inbox:
         wait = math.inf
         order, queues, buckets = self._order, self._queues, self._buckets
         limited = self.rate > 0
+        taken: dict = {}  # board -> items in this batch
         progress = True
         while progress and order and len(out) < limit:
             progress = False
@@ -114,16 +119,18 @@ class Inbox:
                 board = order.popleft()
                 q = queues[board]
                 tokens = self._tokens(board, now) if limited else math.inf
-                k = min(len(q), quota, limit - len(out))
+                had = taken.get(board, 0)
+                k = min(len(q), quota, limit - len(out), MAX_BOARD_BATCH - had)
                 if tokens < k:
                     k = int(tokens)
                 if k > 0:
                     pop = q.popleft
                     out.extend(pop() for _ in range(k))
+                    taken[board] = had + k
                     progress = True
                     if limited:
                         buckets[board] = (tokens - k, now)
-                elif limited:
+                elif limited and tokens < 1.0:
                     wait = min(wait, (1.0 - tokens) / self.rate)
                 if q:
                     order.append(board)

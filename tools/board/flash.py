@@ -27,7 +27,9 @@ class BoardModel:
 
 
 BOARDS = {
-    "esp32": BoardModel("esp32", "ESP32", 0x1000, "https://micropython.org/download/ESP32_GENERIC/"),
+    "esp32": BoardModel(
+        "esp32", "ESP32", 0x1000, "https://micropython.org/download/ESP32_GENERIC/"
+    ),
     "esp32s3": BoardModel(
         "esp32s3", "ESP32-S3", 0x0, "https://micropython.org/download/ESP32_GENERIC_S3/"
     ),
