@@ -48,6 +48,12 @@ def prometheus(status: dict) -> str:
         "Rejected envelopes by reason.",
         [({"reason": name}, n) for name, n in sorted(c["rejected"].items())],
     )
+    metric(
+        "dropped_early_total",
+        "counter",
+        "Readings dropped before decode: board over its admission rate and share.",
+        [({}, c.get("dropped_early", 0))],
+    )
     metric("commits_total", "counter", "Store transactions committed.", [({}, c["commits"])])
     metric("acks_total", "counter", "ACK messages published to boards.", [({}, c["acks"])])
     metric("queue_depth", "gauge", "Readings waiting for verification.", [({}, s["queue_depth"])])

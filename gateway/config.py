@@ -146,6 +146,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
             int, 20_000, "bounded ingest queue (backpressure when full)", _at_least(1)
         ),
         "max_batch": Key(int, 2000, "readings per transaction at most", _at_least(1)),
+        # Admission (inbox.py), per board, before decode and signature check.
+        "board_rate": Key(
+            (int, float), 20, "admission: readings/s per board (sustained), 0 = off", _at_least(0)
+        ),
+        "board_burst": Key(
+            int, 2000, "admission: readings a board may send at once (bucket size)", _at_least(1)
+        ),
+        "board_share": Key(
+            int,
+            100,
+            "admission: a board's readings held over its rate; more are dropped",
+            _at_least(1),
+        ),
         "verify_backend": Key(
             str, "coincurve", "signature verifier", _one_of("coincurve", "ecdsa")
         ),

@@ -11,9 +11,16 @@
   returns; here the PUBACK is sent only by `ack()`, which the server calls
   after the reading's transaction has committed. A gateway killed at any
   point therefore gets every uncommitted reading again from the broker.
-- on_message only parses the topic and puts a `Message` on a bounded queue;
-  when the queue is full it blocks (backpressure: the broker holds the rest,
-  and at most receive_maximum readings are in flight) instead of dropping.
+- on_message only parses the topic and puts a `Message` on the bounded, fair
+  inbox (inbox.py: per-board token bucket and share, before any decode or
+  signature check). When the inbox is full it blocks (backpressure: the
+  broker holds the rest, and at most receive_maximum readings are in flight).
+  A message from a board that is over its rate AND already has its share
+  waiting is dropped here: PUBACKed at once (so a flood never pins the
+  broker's in-flight slots), never ACKed to the board, counted in `dropped`
+  and logged (rate-limited). The board still has that reading in its outbox
+  and sends it again after its ACK timeout. A board's status messages are
+  parsed at most about once a second (STATUS_BURST at once).
 - Each connection has a generation number; a PUBACK is sent only for a
   message of the current connection (after a reconnect the broker resends
   the unacknowledged ones with the same ids, and those get acked instead).
@@ -36,9 +43,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from terrapin.gateway.inbox import Inbox
+from terrapin.gateway.logs import RateLimitedLog
 from terrapin.gateway.protocol.topics import READING_FILTER, STATUS_FILTER, topic_address
 
 log = logging.getLogger("terrapin.gateway.ingest")
+
+# A board's status messages: up to STATUS_BURST at once, then one per STATUS_INTERVAL s
+# are parsed; the rest are PUBACKed and skipped (the status is unsigned and advisory).
+STATUS_BURST = 5.0
+STATUS_INTERVAL = 1.0
 
 
 @dataclass(slots=True)
@@ -63,6 +76,11 @@ class Ingest:
         self.connected = threading.Event()
         self.connects = 0
         self._stopping = False
+        # Admission drops (over rate and share), per board (None: topic without one).
+        self.dropped: dict[bytes | None, int] = {}
+        self.dropped_total = 0
+        self._drop_log = RateLimitedLog(log, 10.0)
+        self._status_at: dict[bytes, tuple[float, float]] = {}  # board -> (tokens, at)
         self.v5 = mqtt_cfg.protocol == "5"
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -146,17 +164,43 @@ class Ingest:
         address, kind = topic_address(msg.topic)
         if kind == "reading":
             m = Message(msg.topic, address, msg.payload, msg.mid, msg.qos, self.generation, now)
-            while True:  # blocks when full: backpressure, never a drop
+            while True:  # blocks when full: backpressure
                 try:
-                    self.out.put(m, timeout=0.5)
-                    return
+                    if self.out.put(m, timeout=0.5, board=address):
+                        return
+                    self._drop(address)  # over rate and share: PUBACKed below, not ACKed
+                    break
                 except queue.Full:
                     if self._stopping:
                         return  # never acked: the broker redelivers it next session
-        if kind == "status" and address is not None and self.on_status is not None:
+        elif kind == "status" and address is not None and self._status_due(address, now):
             self.on_status(address, _parse_status(msg.payload), now)
         if msg.qos:
             client.ack(msg.mid, msg.qos)
+
+    def _status_due(self, address: bytes, now: float) -> bool:
+        """A bucket of STATUS_BURST status parses per board, one more each
+        STATUS_INTERVAL: a flood of status messages is skipped, an honest
+        offline/online pair is not."""
+        if self.on_status is None:
+            return False
+        tokens, at = self._status_at.get(address, (STATUS_BURST, now))
+        tokens = min(STATUS_BURST, tokens + (now - at) / STATUS_INTERVAL)
+        if tokens < 1.0:
+            return False
+        self._status_at[address] = (tokens - 1.0, now)
+        return True
+
+    def _drop(self, address: bytes | None) -> None:
+        n = self.dropped.get(address, 0) + 1
+        self.dropped[address] = n
+        self.dropped_total += 1
+        self._drop_log.warning(
+            "admission",
+            "dropped before decode: board over its admission rate and inbox share",
+            board=address.hex() if address else None,
+            dropped=n,
+        )
 
     # --- called by the server after COMMIT ----------------------------------------
 

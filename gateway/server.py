@@ -55,7 +55,10 @@ class Gateway:
         self.cfg = cfg
         self.stats = Stats()
         Store(cfg.store.path).close()  # create the schema before anything reads it
-        self.queue = Inbox(cfg.pipeline.queue_size)
+        pc = cfg.pipeline
+        self.queue = Inbox(
+            pc.queue_size, rate=pc.board_rate, burst=pc.board_burst, share=pc.board_share
+        )
         self.ingest = Ingest(cfg.mqtt, cfg.mqtt_password(), self.queue, on_status=self.stats.status)
         self.processor: LocalProcessor | ProcessorPool | None = None
         self.api: Api | None = None
@@ -66,6 +69,11 @@ class Gateway:
     def snapshot(self) -> dict:
         snap = self.stats.snapshot()
         snap["queue_depth"] = self.queue.qsize()
+        snap["counts"]["dropped_early"] = self.ingest.dropped_total
+        snap["admission"] = {
+            "held": self.queue.held(),
+            "dropped": {(a.hex() if a else ""): n for a, n in list(self.ingest.dropped.items())},
+        }
         snap["store_bytes"] = _size(self.cfg.store.path)
         snap["connected"] = self.ingest.connected.is_set()
         snap["stages"] = {type(s).__name__: s.status() for s in self.stages if hasattr(s, "status")}

@@ -24,6 +24,13 @@ from terrapin.gateway.protocol.reasons import Flag, Reason
 
 SCHEMA_VERSION = 1
 MAX_REJECTED_BYTES = 2048  # rejected envelopes are kept for audit, cut to this size
+MAX_TOPIC_CHARS = 128  # and their topic, cut to this (a reading topic is 57)
+# Audit rows (the envelope itself) per board: a bucket of AUDIT_BURST rows that
+# refills AUDIT_PER_MINUTE a minute. Every rejection is also counted, one row
+# per (board, reason), in rejection_counts. So a flood of rejections writes a
+# bounded number of bytes per board and minute, whatever its message rate.
+AUDIT_BURST = 20
+AUDIT_PER_MINUTE = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -55,6 +62,14 @@ CREATE TABLE IF NOT EXISTS rejections (
     envelope BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rejections_device ON rejections(device, seq);
+CREATE TABLE IF NOT EXISTS rejection_counts (
+    device BLOB NOT NULL,
+    reason INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (device, reason)
+);
 CREATE TABLE IF NOT EXISTS gateway_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -140,6 +155,7 @@ class Store:
                 self._db.execute("SELECT device, MAX(seq) FROM readings GROUP BY device")
             )
         self._rejections_since_prune = 0
+        self._audit: dict[bytes, tuple[float, float]] = {}  # board -> (audit tokens, at)
 
     def close(self) -> None:
         with self._lock:
@@ -213,25 +229,8 @@ class Store:
                             detail=detail,
                         )
                     )
-                if rejected:
-                    db.executemany(
-                        "INSERT INTO rejections"
-                        "(received_at, topic, device, seq, reason, detail, envelope)"
-                        " VALUES (?,?,?,?,?,?,?)",
-                        [
-                            (
-                                r.received_at,
-                                r.topic,
-                                r.device,
-                                r.seq,
-                                int(r.reason),
-                                r.detail[:200],
-                                bytes(r.envelope[:MAX_REJECTED_BYTES]),
-                            )
-                            for r in rejected
-                        ],
-                    )
-                since_prune = self._rejections_since_prune + len(rejected)
+                audited = self._write_rejections(rejected) if rejected else 0
+                since_prune = self._rejections_since_prune + audited
                 if since_prune > 1000:
                     self._prune_rejections()
                     since_prune = 0
@@ -245,6 +244,58 @@ class Store:
             self._highest.update(highest)
             self._rejections_since_prune = since_prune
         return outcomes, rejected
+
+    def _write_rejections(self, rejected: list[Rejected]) -> int:
+        """Count every rejection per (board, reason); keep the envelope of a sample
+        (AUDIT_BURST / AUDIT_PER_MINUTE per board). Returns the audit rows written.
+        (A transaction that rolls back still spends the sample's tokens: at worst
+        one audit row fewer, never a count.)"""
+        counts: dict[tuple[bytes, int], list] = {}
+        rows = []
+        for r in rejected:
+            key = (r.device or b"", int(r.reason))
+            c = counts.get(key)
+            if c is None:
+                counts[key] = [1, r.received_at, r.received_at]
+            else:
+                c[0] += 1
+                c[1] = min(c[1], r.received_at)
+                c[2] = max(c[2], r.received_at)
+            if self._audit_token(key[0], r.received_at):
+                rows.append(
+                    (
+                        r.received_at,
+                        r.topic[:MAX_TOPIC_CHARS],
+                        r.device,
+                        r.seq,
+                        int(r.reason),
+                        r.detail[:200],
+                        bytes(r.envelope[:MAX_REJECTED_BYTES]),
+                    )
+                )
+        self._db.executemany(
+            "INSERT INTO rejection_counts(device, reason, count, first_at, last_at)"
+            " VALUES (?,?,?,?,?) ON CONFLICT(device, reason) DO UPDATE SET"
+            " count = count + excluded.count, last_at = max(last_at, excluded.last_at)",
+            [(d, reason, n, first, last) for (d, reason), (n, first, last) in counts.items()],
+        )
+        if rows:
+            self._db.executemany(
+                "INSERT INTO rejections"
+                "(received_at, topic, device, seq, reason, detail, envelope)"
+                " VALUES (?,?,?,?,?,?,?)",
+                rows,
+            )
+        return len(rows)
+
+    def _audit_token(self, board: bytes, now: float) -> bool:
+        tokens, at = self._audit.get(board, (float(AUDIT_BURST), now))
+        tokens = min(float(AUDIT_BURST), tokens + max(0.0, now - at) * AUDIT_PER_MINUTE / 60.0)
+        if tokens < 1.0:
+            self._audit[board] = (tokens, max(at, now))
+            return False
+        self._audit[board] = (tokens - 1.0, max(at, now))
+        return True
 
     def _digest_of(self, device: bytes, seq: int) -> bytes | None:
         row = self._db.execute(
@@ -289,6 +340,16 @@ class Store:
     def rejections(self, *, limit: int = 100) -> list[dict]:
         with self._lock:
             cur = self._db.execute("SELECT * FROM rejections ORDER BY id DESC LIMIT ?", (limit,))
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def rejection_counts(self) -> list[dict]:
+        """Every rejection counted per (board, reason): count, first_at, last_at."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT device, reason, count, first_at, last_at FROM rejection_counts"
+                " ORDER BY count DESC"
+            )
             names = [c[0] for c in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 

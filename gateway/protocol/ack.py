@@ -6,6 +6,13 @@ key 1: sequence numbers now stored (including duplicates acked again) as
 sorted, merged, inclusive ranges; key 2: permanently rejected readings with
 their reason code. A key is absent when empty. Topic: `topics.ack_topic`, QoS 1.
 The board's decoder is firmware/ack.py; gateway/tests/test_ack.py ties the two.
+
+Caps: each key lists at most MAX_ACK_ENTRIES entries (the lowest sequence
+numbers), so a payload is at most MAX_ACK_BYTES whatever one board sent: far
+below the broker's max_packet_size (4096 in the generated mosquitto.conf) and
+the board's own decoder limits (256 pairs per key, 4096 bytes). A board
+learns about what an ACK left out from a later ACK: it resends an entry after
+its ACK timeout, and the gateway acks it again (duplicate) or rejects it again.
 """
 
 from __future__ import annotations
@@ -17,7 +24,25 @@ import cbor2
 from terrapin.gateway.protocol.errors import AckError
 from terrapin.gateway.protocol.topics import ack_topic
 
-__all__ = ["AckError", "ack_topic", "acked_seqs", "decode_ack", "encode_ack", "seq_ranges"]
+__all__ = [
+    "MAX_ACK_BYTES",
+    "MAX_ACK_ENTRIES",
+    "AckError",
+    "ack_topic",
+    "acked_seqs",
+    "decode_ack",
+    "encode_ack",
+    "seq_ranges",
+]
+
+# At most this many ranges (key 1) and rejections (key 2) in one ACK: more
+# than a board's whole window (firmware `window` <= 64), so an honest board
+# always hears about everything it has in flight.
+MAX_ACK_ENTRIES = 64
+# The largest payload encode_ack can produce: map head + two keys with list
+# heads (2 bytes each) + 64 ranges of two 9-byte integers (19 bytes) + 64
+# rejections of a 9-byte seq and a 1-byte reason (11 bytes).
+MAX_ACK_BYTES = 1 + 2 * (1 + 2) + MAX_ACK_ENTRIES * (19 + 11)
 
 
 def seq_ranges(seqs: Iterable[int]) -> list[list[int]]:
@@ -32,11 +57,12 @@ def seq_ranges(seqs: Iterable[int]) -> list[list[int]]:
 
 
 def encode_ack(stored: Iterable[int] = (), rejected: Iterable[tuple[int, int]] = ()) -> bytes:
+    """The ACK payload; each key cut to its MAX_ACK_ENTRIES lowest entries (see the caps)."""
     body: dict[int, list] = {}
-    ranges = seq_ranges(stored)
+    ranges = seq_ranges(stored)[:MAX_ACK_ENTRIES]
     if ranges:
         body[1] = ranges
-    rej = sorted({(int(s), int(r)) for s, r in rejected})
+    rej = sorted({(int(s), int(r)) for s, r in rejected})[:MAX_ACK_ENTRIES]
     if rej:
         body[2] = [[s, r] for s, r in rej]
     return cbor2.dumps(body, canonical=True)

@@ -42,3 +42,17 @@ def test_builder_groups_by_board():
     msgs = b.messages()
     assert [t for t, _ in msgs] == [f"terrapin/v1/{'01' * 20}/ack", f"terrapin/v1/{'02' * 20}/ack"]
     assert decode_ack(msgs[0][1]) == ([(1, 1)], [(2, 7)])
+
+
+def test_an_ack_never_grows_past_its_cap_whatever_one_board_sent():
+    from terrapin.gateway.protocol.ack import MAX_ACK_BYTES, MAX_ACK_ENTRIES
+
+    big = 2**63 - 1
+    stored = range(big - 20_000, big, 2)  # 10,000 separate ranges
+    rejected = [(big - 30_000 - i, 14) for i in range(10_000)]
+    payload = encode_ack(stored, rejected)
+    assert len(payload) <= MAX_ACK_BYTES < 4096 - 64  # topic + MQTT header fit too
+    ranges, rej = fw_ack.decode(payload)  # the board reads it (<= 256 pairs, <= 4096 bytes)
+    assert len(ranges) == len(rej) == MAX_ACK_ENTRIES
+    assert rej == sorted(rejected)[:MAX_ACK_ENTRIES]  # the lowest seqs first
+    assert ranges[0] == (big - 20_000, big - 20_000)

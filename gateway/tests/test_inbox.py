@@ -50,3 +50,40 @@ def test_many_items_across_threads_arrive_once_in_order():
         box.put(i)
     t.join(10)
     assert out == list(range(n))
+
+
+def test_a_board_over_its_rate_waits_and_another_board_overtakes_it():
+    box = Inbox(1000, rate=10.0, burst=5, share=50)
+    flood, victim = b"\x01" * 20, b"\x02" * 20
+    for i in range(40):
+        assert box.put(("f", i), board=flood)
+    box.put(("v", 0), board=victim)
+    first = box.get_batch(0.1, 100)
+    assert ("v", 0) in first
+    assert [x for x in first if x[0] == "f"] == [("f", i) for i in range(5)]  # its burst
+    assert box.held() == 35  # held, not dropped: the broker is not PUBACKed for them
+    time.sleep(0.25)  # ~2 tokens later
+    more = box.get_batch(0.1, 100)
+    assert 1 <= len(more) <= 4 and more[0] == ("f", 5)
+
+
+def test_a_board_over_its_rate_and_share_is_dropped_without_waiting():
+    flood = b"\x01" * 20
+    box2 = Inbox(1000, rate=1.0, burst=2, share=3)
+    for i in range(3):
+        box2.put(i, board=flood)
+    box2.get_batch(0.05, 10)  # takes its 2 tokens' worth
+    box2.put(3, board=flood)
+    box2.put(4, board=flood)
+    start = time.monotonic()
+    assert box2.put(5, board=flood) is False  # share full, no token: dropped at once
+    assert time.monotonic() - start < 0.05
+    assert box2.put(6, board=b"\x02" * 20)  # another board is not affected
+
+
+def test_a_board_within_its_rate_gets_backpressure_not_a_drop():
+    box = Inbox(1000, rate=100.0, burst=100, share=3)
+    for i in range(3):
+        box.put(i, board=b"\x01" * 20)
+    with pytest.raises(queue.Full):
+        box.put(3, timeout=0.05, board=b"\x01" * 20)  # tokens left: wait for the consumer

@@ -88,3 +88,37 @@ def test_another_writer_and_out_of_order_batches(tmp_path):
     assert [o.status for o in out] == [STORED, STORED, DUPLICATE]
     assert s.count_readings() == 7
     s.close()
+
+
+def test_a_flood_of_rejections_writes_bounded_bytes(tmp_path):
+    from terrapin.gateway.store import AUDIT_BURST, MAX_REJECTED_BYTES
+
+    s = Store(tmp_path / "g.db")
+    env = b"x" * 5000
+    for batch in range(20):
+        rejected = [
+            Rejected("t" * 10_000, Reason.BAD_SIGNATURE, env, 100.0, A, batch * 1000 + i)
+            for i in range(1000)
+        ]
+        s.commit([], rejected)
+    s.commit([], [Rejected("t", Reason.BAD_SIGNATURE, env, 100.0, B, 1)])  # another board
+    rows = s.rejections(limit=10_000)
+    assert len(rows) == AUDIT_BURST + 1  # 20,000 from A: a sample; B still gets its row
+    assert all(len(r["envelope"]) <= MAX_REJECTED_BYTES and len(r["topic"]) <= 128 for r in rows)
+    counts = {(r["device"], r["reason"]): r["count"] for r in s.rejection_counts()}
+    assert counts == {(A, Reason.BAD_SIGNATURE): 20_000, (B, Reason.BAD_SIGNATURE): 1}
+    s.close()
+    size = sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert size < 2_000_000, size  # 20,000 full rows would be ~140 MB
+
+
+def test_audit_rows_refill_with_time(tmp_path):
+    from terrapin.gateway.store import AUDIT_BURST, AUDIT_PER_MINUTE
+
+    s = Store(tmp_path / "g.db")
+    flood = [Rejected("t", Reason.BAD_SIGNATURE, b"e", 0.0, A, i) for i in range(100)]
+    s.commit([], flood)
+    later = [Rejected("t", Reason.BAD_SIGNATURE, b"e", 60.0, A, 1000 + i) for i in range(100)]
+    s.commit([], later)
+    assert len(s.rejections(limit=1000)) == AUDIT_BURST + AUDIT_PER_MINUTE
+    s.close()

@@ -42,6 +42,8 @@ from terrapin.tools.devkit.gatewayproc import GatewayProcess
 from terrapin.tools.devkit.simboard import SimBoard, board_address, new_key, sign_range
 
 GATEWAY_START_TIMEOUT = 30.0  # s until `gateway run` is connected to the broker
+SETTLE_TIMEOUT_S = 30.0  # gateway_flood.SETTLE_TIMEOUT
+VICTIM_RATE = 10.0  # readings/s of the well-behaved board in the flood phase
 
 
 def _sign_job(args):
@@ -360,15 +362,41 @@ def run_bench(
 @click.option("--workers", type=int, default=None, help="[pipeline] workers (default: config's)")
 @click.option("--repeat", default=2, show_default=True, help="runs of (a) and (b); best of each")
 @click.option("--keep", is_flag=True, help="keep the work folder (logs, database)")
-def gateway(as_json, boards, readings, latency_readings, rate, workers, repeat, keep):
-    """Gateway ingest vs a counting subscriber through Mosquitto, plus ACK latency."""
+@click.option("--flood-rate", default=20000.0, show_default=True, help="flood envelopes/s offered")
+@click.option("--flood-seconds", default=10.0, show_default=True, help="flood phase; 0 skips it")
+@click.option("--flood-max", is_flag=True, help="also flood as fast as one client can")
+@click.option("--flood-only", is_flag=True, help="only the flood phase")
+def gateway(
+    as_json,
+    boards,
+    readings,
+    latency_readings,
+    rate,
+    workers,
+    repeat,
+    keep,
+    flood_rate,
+    flood_seconds,
+    flood_max,
+    flood_only,
+):
+    """Gateway ingest vs a counting subscriber through Mosquitto, ACK latency, and one
+    board's ACK latency while another floods invalid envelopes."""
     if boards < 1 or readings < boards:
         raise TerrapinError("need --boards >= 1 and --readings >= --boards")
     workdir = Path(tempfile.mkdtemp(prefix="terrapin-bench-gw-"))
+    result: dict = {"exactly_once": True}
     try:
-        result = run_bench(
-            boards, readings, latency_readings, rate, workdir, workers, max(1, repeat)
-        )
+        if not flood_only:
+            result = run_bench(
+                boards, readings, latency_readings, rate, workdir, workers, max(1, repeat)
+            )
+        if flood_seconds > 0:
+            from terrapin.tools.bench.gateway_flood import run_flood_bench
+
+            result.update(
+                run_flood_bench(workdir, flood_rate, VICTIM_RATE, flood_seconds, flood_max)
+            )
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -376,14 +404,22 @@ def gateway(as_json, boards, readings, latency_readings, rate, workers, repeat, 
         click.echo(json.dumps(result))
     else:
         for k, v in result.items():
-            click.echo(f"{k:>22}: {v}")
+            base = result.get(k.replace("flood_max_", "baseline_").replace("flood_", "baseline_"))
+            beside = f"   (baseline without the flood: {base})" if "victim" in k and base else ""
+            click.echo(f"{k:>28}: {v}{beside}")
         if keep:
-            click.echo(f"{'work folder':>22}: {workdir}")
+            click.echo(f"{'work folder':>28}: {workdir}")
     if not result["exactly_once"]:
         raise TerrapinError(
             f"stored {result['stored']} rows of {result['expected']} expected;"
             f" {result['acked_not_stored']} acked but not stored,"
             f" {result['published_not_acked']} published but not acked,"
             f" {result['rejected']} rejected",
+            exit_code=3,
+        )
+    if result.get("flood_victim_acked_ratio", 1.0) < 1.0:
+        raise TerrapinError(
+            f"under the flood only {result['flood_victim_acked_ratio']:.1%} of the victim's"
+            f" readings were acked within {SETTLE_TIMEOUT_S:.0f} s",
             exit_code=3,
         )
