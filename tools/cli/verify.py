@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from terrapin.gateway.chain import bundle
 from terrapin.gateway.errors import TerrapinError
 from terrapin.tools.verifier import run_checks
 
@@ -22,7 +23,7 @@ from terrapin.tools.verifier import run_checks
 def verify(bundle_file: str, rpc: str | None, as_json: bool) -> None:
     """Check a proof bundle: signature, digest, leaf, proof and (with --rpc) the anchor."""
     try:
-        data = json.loads(Path(bundle_file).read_text())
+        data = bundle.parse_json(Path(bundle_file).read_text())
     except (OSError, ValueError) as exc:
         raise TerrapinError(f"cannot read {bundle_file} as JSON: {exc}") from None
     checks = run_checks(data, rpc)
