@@ -23,6 +23,7 @@ import logging
 import random
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -46,10 +47,12 @@ class Target:
         return raw.decode("utf-8", "surrogatepass") if self.text else raw
 
 
-def _vectors(name: str) -> list[dict]:
-    from terrapin.tools.cli.vectors import load
+VECTORS_DIR = Path(__file__).resolve().parents[2] / "docs" / "vectors"
 
-    return load(name)
+
+def _vectors(name: str) -> list[dict]:
+    """The golden vectors of docs/vectors/<name>.json (written by `terrapin vectors`)."""
+    return json.loads((VECTORS_DIR / f"{name}.json").read_text(encoding="utf-8"))["vectors"]
 
 
 # -- envelope ----------------------------------------------------------------
@@ -238,8 +241,6 @@ def _mutate_toml(rng: random.Random, text: str) -> str:
 
 
 def _gateway_config_target() -> Target:
-    from pathlib import Path
-
     from terrapin.gateway import config
     from terrapin.gateway.errors import ConfigError
 
@@ -271,8 +272,6 @@ def _gateway_config_target() -> Target:
 
 
 def _board_config_target() -> Target:
-    from pathlib import Path
-
     from terrapin.firmware import config
 
     example = (Path(config.__file__).parent / "config.example.json").read_text()
