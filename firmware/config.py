@@ -105,7 +105,11 @@ class _Checker:
         if not isinstance(v, str):
             self.fail("%s must be text%s" % (label, "" if secret else _got(v)))
             return False
-        n = len(v.encode())
+        try:
+            n = len(v.encode())
+        except UnicodeError:  # a lone surrogate (\ud800) from JSON
+            self.fail("%s must be valid Unicode text" % label)
+            return False
         if n < lo:
             self.fail(
                 "%s can't be empty" % label
@@ -145,7 +149,7 @@ def parse(text, board="unix"):
     # Validate config JSON text: (data, errors, sensor_errors, warnings).
     try:
         given = json.loads(text)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: nested too deep
         return {}, ["config is not valid JSON: %s" % exc], [], []
     if not isinstance(given, dict):
         return {}, ["config must be a JSON object {...}"], [], []
@@ -237,7 +241,7 @@ def _sensors(sensors, errors, warnings):
             errors.append('%s must be an object like {"driver": "bme280", ...}' % label)
             continue
         drv = s.get("driver")
-        if drv not in DRIVERS:
+        if not isinstance(drv, str) or drv not in DRIVERS:
             errors.append(
                 "%s: unknown driver%s; use one of %s"
                 % (label, _got(drv), ", ".join(sorted(DRIVERS)))

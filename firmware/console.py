@@ -117,7 +117,12 @@ class Console:
                     self._overflow = False
                     self._err("TOO_LONG", "line longer than %d bytes" % _MAX_LINE)
                 elif line.startswith(PREFIX):
-                    self.handle(line[len(PREFIX) :].strip().decode())
+                    try:
+                        text = line[len(PREFIX) :].strip().decode()
+                    except UnicodeError:  # found by `terrapin fuzz`: it escaped feed()
+                        self._err("BAD_COMMAND", "line is not UTF-8")
+                        continue
+                    self.handle(text)
             elif b == 13:
                 continue
             elif len(self._line) >= _MAX_LINE:
@@ -252,7 +257,7 @@ class Console:
     def _store_config(self, raw):
         try:
             new = json.loads(raw)
-        except ValueError:
+        except (ValueError, RuntimeError):  # RuntimeError: nested too deep (`terrapin fuzz`)
             raise ConsoleError("BAD_CONFIG", "not JSON")
         if not isinstance(new, dict):
             raise ConsoleError("BAD_CONFIG", "config must be a JSON object")

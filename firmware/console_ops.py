@@ -47,7 +47,10 @@ def config_end(c, args):
 def ota_begin(c, args):
     if len(args) != 1:
         raise ConsoleError("BAD_ARGS", "ota-begin <size>")
-    size = int(args[0])
+    try:
+        size = int(args[0])
+    except ValueError:  # found by `terrapin fuzz`: it answered ERR INTERNAL
+        raise ConsoleError("BAD_ARGS", "ota-begin <size>: size is not a number")
     if size <= 0 or size > _MAX_BUNDLE:
         raise ConsoleError("TOO_LONG", "bundle size out of range")
     ota_close(c)

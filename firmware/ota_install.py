@@ -53,6 +53,8 @@ def _check_path(path):
         raise ManifestError("bad file path")
     if path[0] == "/" or ".." in path.split("/") or "//" in path:
         raise ManifestError("file path escapes the slot: " + path)
+    if path[-1] == "/" or "." in path.split("/"):  # fuzz: open() on a directory
+        raise ManifestError("file path names a directory: " + path)
     for c in path:
         if c not in _PATH_CHARS:
             raise ManifestError("bad character in file path")
@@ -81,21 +83,28 @@ def read_manifest(f, trusted_pub):
         raise SignatureError("manifest signature does not verify with the trusted release key")
     try:
         man = json.loads(raw)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: nested too deep (fuzz)
         raise ManifestError("manifest is not JSON")
     if not isinstance(man, dict) or man.get("format") != 1:
         raise ManifestError("unknown manifest format")
     files = man.get("files")
     if not isinstance(files, list) or not files or len(files) > MAX_FILES:
         raise ManifestError("bad file list")
+    seen = []
     for ent in files:
         if not isinstance(ent, dict):
             raise ManifestError("bad file entry")
         _check_path(ent.get("path"))
+        seen.append(ent["path"] + "/")
+        if any(p.startswith(ent["path"] + "/") or ent["path"].startswith(p) for p in seen[:-1]):
+            raise ManifestError("file path listed twice or as a directory too")  # fuzz
         if not isinstance(ent.get("size"), int) or ent["size"] < 0:
             raise ManifestError("bad file size")
         if not isinstance(ent.get("sha256"), str) or len(ent["sha256"]) != 64:
             raise ManifestError("bad file hash")
+    mpy = man.get("mpy")
+    if mpy is not None and not isinstance(mpy, int):  # install() computes mpy & 0x3FF
+        raise ManifestError("mpy must be an integer or null")
     if not isinstance(man.get("release"), int) or not isinstance(man.get("version"), str):
         raise ManifestError("manifest needs an integer release and a version")
     return man

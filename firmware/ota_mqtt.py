@@ -56,7 +56,10 @@ FLASH_ERROR = const(8)  # staging failed (flash full?) or no heap for it
 
 def parse_offer(payload):
     # The offer dict plus "digest" (32 bytes); raises ValueError.
-    o = json.loads(bytes(payload))
+    try:
+        o = json.loads(bytes(payload))
+    except RuntimeError:  # nested too deep (found by `terrapin fuzz`): not a ValueError
+        raise ValueError("offer is not JSON")
     if not isinstance(o, dict) or o.get("v") != 1:
         raise ValueError("offer format")
     for k in ("release", "size", "chunk"):

@@ -88,6 +88,11 @@ def _stage_names(value: list, where: str) -> list[str]:
     return names
 
 
+def _path(v):
+    # A NUL byte is no file name: Path.resolve() and open() raise ValueError on it.
+    return "must be a file path without NUL characters" if "\0" in v else None
+
+
 def _ranges(v):
     for unit, pair in v.items():
         ok = isinstance(pair, list) and len(pair) == 2
@@ -103,7 +108,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "port": Key(int, 1883, "Mosquitto port", _port),
         "username": Key(str, "terrapin-gateway", "the gateway's broker user"),
         "password": Key(str, "", "its password (or use password_file)"),
-        "password_file": Key(str, "", "file holding the password (first line)"),
+        "password_file": Key(str, "", "file holding the password (first line)", _path),
         "protocol": Key(
             str, "3.1.1", "MQTT version for the gateway's session", _one_of("3.1.1", "5")
         ),
@@ -117,15 +122,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "receive_maximum": Key(
             int, 1000, "MQTT 5: QoS 1 readings in flight to the gateway", _at_least(1)
         ),
-        "tls_ca": Key(str, "", "CA file to use TLS to the broker (empty: plain TCP)"),
+        "tls_ca": Key(str, "", "CA file to use TLS to the broker (empty: plain TCP)", _path),
     },
     "broker": {
-        "password_file": Key(str, "", "Mosquitto password file `device add` writes board users to"),
-        "acl_file": Key(str, "", "Mosquitto ACL file (written by `gateway init`)"),
+        "password_file": Key(
+            str, "", "Mosquitto password file `device add` writes board users to", _path
+        ),
+        "acl_file": Key(str, "", "Mosquitto ACL file (written by `gateway init`)", _path),
         "public_host": Key(str, "", "host name boards use for the broker (credentials output)"),
     },
     "store": {
-        "path": Key(str, "/var/lib/terrapin/gateway.db", "SQLite database (WAL, FULL sync)"),
+        "path": Key(str, "/var/lib/terrapin/gateway.db", "SQLite database (WAL, FULL sync)", _path),
         "max_rejections": Key(int, 100_000, "rejected envelopes kept for audit", _at_least(0)),
     },
     "policy": {
@@ -289,11 +296,19 @@ def load_config(path: str | Path | None = None) -> GatewayConfig:
         ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {p}: {exc}") from None
+    return parse_config(text, p.resolve())
+
+
+def parse_config(text: str, path: Path | None = None) -> GatewayConfig:
+    """A config from TOML text (`path`: where it came from, for messages and relative paths)."""
+    where = path or "the config"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
-    return validate(data, p.resolve())
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or table
+        raise ConfigError(f"{where} nests arrays or tables too deeply") from None
+    return validate(data, path)
 
 
 def _toml_value(v: Any) -> str:

@@ -238,7 +238,7 @@ def _parse_status(payload: bytes) -> dict:
         return {"state": "offline"}
     try:
         obj = json.loads(payload[:4096])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: `[[[...` from a hostile board
         return {"state": "unreadable"}
     if not isinstance(obj, dict):
         return {"state": "unreadable"}

@@ -13,6 +13,7 @@ The envelope inside is decoded, hashed and checked by the protocol core
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from terrapin.gateway.protocol.envelope import (
 )
 
 VERSION = 1
+MAX_JSON_DEPTH = 8  # a bundle is one object holding one list
 MAX_PROOF = 64  # a proof longer than this would need a tree of more than 2**64 leaves
 
 FIELDS = (
@@ -113,6 +115,23 @@ def _uint(data: dict[str, Any], field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BundleError(field, "must be a non-negative integer")
     return value
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def parse_json(text: str) -> Any:
+    """json.loads for a bundle file, after refusing nesting a bundle never has: json's C
+    scanner recurses once per level, and where web3 is imported (py_ecc raises the recursion
+    limit to 100000) a file nested 100,000 deep overflows the C stack: SIGSEGV, found by
+    `terrapin fuzz`. Malformed JSON raises json's own ValueError, as before."""
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise BundleError("bundle", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
 
 
 def load(data: Any) -> Bundle:

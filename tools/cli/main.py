@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rewards": ("terrapin.tools.cli.rewards:rewards", "Compute, publish and claim rewards."),
     "sim": ("terrapin.tools.sim:sim", "Simulate a fleet of boards."),
     "vectors": ("terrapin.tools.cli.vectors:vectors", "Regenerate or check protocol test vectors."),
+    "fuzz": ("terrapin.tools.cli.fuzz:fuzz_command", "Feed hostile inputs to every parser."),
 }
 
 

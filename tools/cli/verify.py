@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from terrapin.gateway.chain import bundle
 from terrapin.gateway.errors import TerrapinError
 from terrapin.tools.verifier import Trust, TrustError, run_checks
 
@@ -64,7 +65,7 @@ def verify(
     statement) the anchor on chain. Exit 0 verified on chain, 1 false, 2 unreachable or
     unreadable, 3 offline checks only."""
     try:
-        data = json.loads(Path(bundle_file).read_text())
+        data = bundle.parse_json(Path(bundle_file).read_text())
     except (OSError, ValueError) as exc:
         raise TerrapinError(f"cannot read {bundle_file} as JSON: {exc}", exit_code=2) from None
     trust = _trust(anchor, network)
