@@ -77,6 +77,22 @@ class Failures:
         )
         return wait
 
+    def describe(self, exc: BaseException) -> str:
+        """The status text of a stage step that raised `exc` (set it before calling
+        `unexpected`, which may raise GaveUp)."""
+        if disk_refuses(exc):
+            return f"database: {exc} (retrying without limit)"
+        return f"{type(exc).__name__}: {exc} (attempt {self.count + 1} of {self.policy.attempts})"
+
+    def unexpected(self, exc: BaseException, wait: float) -> float:
+        """A stage step raised something it does not handle: the seconds to wait. A
+        database that is busy, locked or full is waited out without limit (`wait`);
+        anything else counts as a failure and raises GaveUp after the last."""
+        if disk_refuses(exc):
+            self.log.warning("%s: %s; retrying", self.what, exc)
+            return wait
+        return self.failed(exc)
+
 
 def disk_refuses(exc: BaseException) -> bool:
     """SQLite says the database is busy, locked or full: expected, waited out."""

@@ -38,7 +38,7 @@ from web3.exceptions import (
 from terrapin.gateway.chain import tables as store
 from terrapin.gateway.chain import txlog
 from terrapin.gateway.chain.node import GWEI, Chain, ChainError, fees
-from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
+from terrapin.gateway.retry import Failures, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -412,14 +412,6 @@ class Anchorer:
                 wait = high
                 log.error("anchoring stopped: %s", exc)
             except Exception as exc:  # a bug, or a node answer nobody planned for
-                if disk_refuses(exc):
-                    self.last_error = f"database: {exc} (retrying without limit)"
-                    wait = low
-                    log.warning("anchor step: %s; retrying", exc)
-                else:
-                    self.last_error = (
-                        f"{type(exc).__name__}: {exc} "
-                        f"(attempt {failures.count + 1} of {self.retry.attempts})"
-                    )
-                    wait = failures.failed(exc)  # raises GaveUp after the last attempt
+                self.last_error = failures.describe(exc)
+                wait = failures.unexpected(exc, low)  # GaveUp after the last attempt
             shutdown.wait(wait)

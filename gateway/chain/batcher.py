@@ -18,7 +18,7 @@ from pathlib import Path
 from terrapin.gateway.chain import merkle
 from terrapin.gateway.chain import tables as store
 from terrapin.gateway.errors import TerrapinError
-from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
+from terrapin.gateway.retry import Failures, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +157,6 @@ class Batcher:
                 failures.succeeded()
                 self.last_error = None
             except Exception as exc:
-                if disk_refuses(exc):
-                    self.last_error = f"database: {exc} (retrying without limit)"
-                    log.warning("batcher: %s; retrying", exc)
-                else:
-                    self.last_error = (
-                        f"{type(exc).__name__}: {exc} "
-                        f"(attempt {failures.count + 1} of {self.retry.attempts})"
-                    )
-                    wait = failures.failed(exc)  # raises GaveUp after the last attempt
+                self.last_error = failures.describe(exc)
+                wait = failures.unexpected(exc, wait)  # GaveUp after the last attempt
             shutdown.wait(wait)

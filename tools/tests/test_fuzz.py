@@ -87,7 +87,7 @@ def test_verify_refuses_a_bundle_nested_too_deep() -> None:
         timeout=120,
         check=False,
     )
-    assert proc.returncode == 1, (proc.returncode, proc.stderr[-500:])
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-500:])  # input unreadable
     assert "nested deeper than" in proc.stderr
 
 
