@@ -6,6 +6,7 @@ as a subprocess (GatewayProcess, in the crash test)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,6 +55,49 @@ def gw_board(gw_home: GatewayHome, gw_broker: Mosquitto):
         board.stop()
 
 
+class BoardLoad:
+    """Simulated boards with `creds` [(key, password)], each publishing `rate` readings
+    a second from its own thread once start()ed; `published` is every seq each sent."""
+
+    def __init__(self, home: GatewayHome, broker: Mosquitto, creds, rate: float):
+        reload_broker(broker)
+        self.boards = [
+            SimBoard("127.0.0.1", home.mqtt_port, k, password=pw).start() for k, pw in creds
+        ]
+        self.published: dict[bytes, set[int]] = {b.address: set() for b in self.boards}
+        self.rate = rate
+        self._stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._load, args=(b,), daemon=True) for b in self.boards
+        ]
+
+    def _load(self, board: SimBoard) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            board.publish(board.envelope(seq), seq)
+            self.published[board.address].add(seq)
+            time.sleep(1.0 / self.rate)
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def publishing(self) -> bool:
+        return all(t.is_alive() for t in self.threads)
+
+    def stop(self) -> None:
+        """Stop publishing (the boards stay connected for their ACKs)."""
+        self._stop.set()
+        for t in self.threads:
+            t.join(10)
+
+    def close(self) -> None:
+        self._stop.set()
+        for b in self.boards:
+            b.stop()
+
+
 def wait_settled(boards, published: dict, timeout: float = 60.0) -> None:
     """Until every board has every reading it published acked (or the timeout)."""
     deadline = time.monotonic() + timeout
@@ -89,6 +133,7 @@ def gw_tools():
     """Helpers for tests (conftest itself is not importable under importlib mode)."""
     return SimpleNamespace(
         GatewayThread=GatewayThread,
+        BoardLoad=BoardLoad,
         reload_broker=reload_broker,
         wait_settled=wait_settled,
         check_exactly_once=check_exactly_once,

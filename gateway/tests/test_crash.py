@@ -7,13 +7,11 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
-import threading
 import time
 
 import pytest
 
 from terrapin.tools.devkit.gatewayproc import GatewayProcess
-from terrapin.tools.devkit.simboard import SimBoard
 
 pytestmark = pytest.mark.mosquitto
 
@@ -25,28 +23,15 @@ ROUNDS = 6 if os.environ.get("CI") else 4
 def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, gw_tools, tmp_path):
     rng = random.Random(int(os.environ.get("TERRAPIN_SEED", "0")) or None)
     creds = [gw_home.add_sim_board() for _ in range(BOARDS)]
-    gw_tools.reload_broker(gw_broker)
-    boards = [SimBoard("127.0.0.1", gw_home.mqtt_port, k, password=pw).start() for k, pw in creds]
-    published: dict[bytes, set[int]] = {b.address: set() for b in boards}
-    stop_load = threading.Event()
-
-    def load(board: SimBoard):
-        seq = 0
-        while not stop_load.is_set():
-            seq += 1
-            board.publish(board.envelope(seq), seq)
-            published[board.address].add(seq)
-            time.sleep(1.0 / RATE)
-
+    load = gw_tools.BoardLoad(gw_home, gw_broker, creds, RATE)
+    boards, published = load.boards, load.published
     log = tmp_path / "gateway.log"
     gw = GatewayProcess(gw_home, log=log, settle=0.3)
-    threads = [threading.Thread(target=load, args=(b,), daemon=True) for b in boards]
     try:
         # The very first start creates the gateway's session at the broker;
         # only from then on does the broker keep readings for it.
         gw.start(timeout=30)
-        for t in threads:
-            t.start()
+        load.start()
         for rnd in range(ROUNDS):
             time.sleep(rng.uniform(0.5, 2.0))  # the gateway starts, then works for a while
             if rnd == 1:
@@ -60,9 +45,7 @@ def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, g
                 gw_broker.restart()  # SIGTERM: Mosquitto saves its persistence file
             gw.start(wait=False)
         time.sleep(1.0)
-        stop_load.set()
-        for t in threads:
-            t.join(10)
+        load.stop()
         # No board re-sends anything here: PUBACK-after-commit alone must bring
         # every reading to the store and every ACK back (a board's outbox would
         # re-send after a timeout; that would hide a lost reading).
@@ -70,10 +53,8 @@ def test_kill_9_and_broker_restart_under_load_lose_nothing(gw_home, gw_broker, g
         code = gw.stop()
         assert code == 0, f"gateway exit code {code} on SIGTERM (-9: ignored it)\n{gw.log_tail()}"
     finally:
-        stop_load.set()
         gw.kill()
-        for b in boards:
-            b.stop()
+        load.close()
 
     total = sum(len(s) for s in published.values())
     assert total > ROUNDS * 100

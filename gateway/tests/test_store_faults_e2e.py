@@ -15,14 +15,12 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
-import threading
 import time
 
 import pytest
 
 from terrapin.gateway.pipeline import STORE_RETRY
 from terrapin.tools.devkit.gatewayproc import GatewayProcess
-from terrapin.tools.devkit.simboard import SimBoard
 
 BOARDS = 3
 RATE = 100  # readings per second per board
@@ -59,27 +57,14 @@ def test_store_faults_under_load_retry_then_exit_and_lose_nothing(
 ):
     db_path = gw_home.config.store.path
     creds = [gw_home.add_sim_board() for _ in range(BOARDS)]
-    gw_tools.reload_broker(gw_broker)
-    boards = [SimBoard("127.0.0.1", gw_home.mqtt_port, k, password=pw).start() for k, pw in creds]
-    published: dict[bytes, set[int]] = {b.address: set() for b in boards}
-    stop_load = threading.Event()
-
-    def load(board: SimBoard) -> None:
-        seq = 0
-        while not stop_load.is_set():
-            seq += 1
-            board.publish(board.envelope(seq), seq)
-            published[board.address].add(seq)
-            time.sleep(1.0 / RATE)
-
+    load = gw_tools.BoardLoad(gw_home, gw_broker, creds, RATE)
+    boards, published = load.boards, load.published
     log = tmp_path / "gateway.log"
     gw = GatewayProcess(gw_home, log=log, settle=0.3)
-    threads = [threading.Thread(target=load, args=(b,), daemon=True) for b in boards]
     limit = STORE_RETRY.attempts
     try:
         gw.start(timeout=30)
-        for t in threads:
-            t.start()
+        load.start()
         time.sleep(1.0)
         assert gw.status()["counts"]["stored"] > 0, gw.log_tail()
 
@@ -110,20 +95,16 @@ def test_store_faults_under_load_retry_then_exit_and_lose_nothing(
             rf"{limit} times in a row: IntegrityError: {FAULT}",
             text,
         ), gw.log_tail()
-        assert all(t.is_alive() for t in threads)  # the boards published all along
+        assert load.publishing()  # the boards published all along
 
         set_fault(db_path, False)
         gw.start(timeout=30)  # what systemd's Restart=on-failure does
         time.sleep(1.0)
-        stop_load.set()
-        for t in threads:
-            t.join(10)
+        load.stop()
         gw_tools.wait_settled(boards, published)
         code = gw.stop()
         assert code == 0, f"exit code {code} on SIGTERM\n{gw.log_tail()}"
     finally:
-        stop_load.set()
         gw.kill()
-        for b in boards:
-            b.stop()
+        load.close()
     gw_tools.check_exactly_once(db_path, boards, published, log.read_text(errors="replace"))

@@ -13,14 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from terrapin.gateway.worker import shard_of
 from terrapin.tools.devkit.gatewayproc import GatewayProcess, run_command
-from terrapin.tools.devkit.simboard import SimBoard, board_address, new_key
+from terrapin.tools.devkit.simboard import board_address, new_key
 
 BOARDS = 3
 RATE = 150  # readings per second per board: a steady stream, never idle
@@ -41,27 +40,14 @@ def test_a_killed_idle_worker_stops_the_gateway_under_load(gw_home, gw_broker, g
     workers = gw_home.config.pipeline.workers
     assert workers >= 2, "needs a worker that no board is sharded to"
     creds = [gw_home.add_sim_board(k) for k in keys_on_shard(0, workers, BOARDS)]
-    gw_tools.reload_broker(gw_broker)
-    boards = [SimBoard("127.0.0.1", gw_home.mqtt_port, k, password=pw).start() for k, pw in creds]
-    published: dict[bytes, set[int]] = {b.address: set() for b in boards}
-    stop_load = threading.Event()
-
-    def load(board: SimBoard) -> None:
-        seq = 0
-        while not stop_load.is_set():
-            seq += 1
-            board.publish(board.envelope(seq), seq)
-            published[board.address].add(seq)
-            time.sleep(1.0 / RATE)
-
+    load = gw_tools.BoardLoad(gw_home, gw_broker, creds, RATE)
+    boards, published = load.boards, load.published
     log = tmp_path / "gateway.log"
     gw = GatewayProcess(gw_home, log=log, settle=0.3)
-    threads = [threading.Thread(target=load, args=(b,), daemon=True) for b in boards]
     try:
         pids = gw.start(timeout=30).status()["workers"]
         assert len(pids) == workers and sorted(pids) == sorted(gw.worker_pids()), pids
-        for t in threads:
-            t.start()
+        load.start()
         time.sleep(1.5)  # the gateway is busy with shard 0's boards
         stored_before = gw.status()["counts"]["stored"]
         assert stored_before > 0, gw.log_tail()
@@ -82,22 +68,18 @@ def test_a_killed_idle_worker_stops_the_gateway_under_load(gw_home, gw_broker, g
         assert f"verify worker terrapin-verify-1 (pid {idle}) died" in text, gw.log_tail()
         assert "Traceback" not in text, gw.log_tail()
         # The load went on the whole time: the boards published while it noticed.
-        assert all(t.is_alive() for t in threads)
+        assert load.publishing()
 
         gw.start(timeout=30)  # what systemd's Restart=on-failure does
         time.sleep(1.0)
-        stop_load.set()
-        for t in threads:
-            t.join(10)
+        load.stop()
         # PUBACK after commit alone brings every reading back; no board re-sends.
         gw_tools.wait_settled(boards, published)
         code = gw.stop()
         assert code == 0, f"exit code {code} on SIGTERM\n{gw.log_tail()}"
     finally:
-        stop_load.set()
         gw.kill()
-        for b in boards:
-            b.stop()
+        load.close()
 
     print(f"idle worker's death noticed in {noticed:.2f} s under {BOARDS * RATE} readings/s")
     gw_tools.check_exactly_once(gw_home.config.store.path, boards, published)
