@@ -33,6 +33,7 @@ from terrapin.gateway.config import GatewayConfig
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.inbox import Inbox
 from terrapin.gateway.ingest import Ingest, Message
+from terrapin.gateway.instancelock import InstanceLock
 from terrapin.gateway.pipeline import BatchResult
 from terrapin.gateway.sdnotify import notify, watchdog_interval
 from terrapin.gateway.stats import Stats
@@ -53,6 +54,16 @@ LIVENESS_INTERVAL = 0.5
 class Gateway:
     def __init__(self, cfg: GatewayConfig):
         self.cfg = cfg
+        # One gateway per database, before anything else touches it (instancelock.py);
+        # held until run() ends, released here if building the gateway fails.
+        self.lock = InstanceLock(cfg.store.path).acquire()
+        try:
+            self._build(cfg)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, cfg: GatewayConfig) -> None:
         self.stats = Stats()
         Store(cfg.store.path).close()  # create the schema before anything reads it
         pc = cfg.pipeline
@@ -115,23 +126,28 @@ class Gateway:
         ingest (paho's thread) -> self.queue -> check -> store -> ack (self.processor)
         -> ACKs and PUBACKs (this thread); batch, anchor, rewards: a thread each."""
         cfg = self.cfg
-        workers = cfg.pipeline.workers
-        self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)
-        if cfg.api.enabled:
-            self.api = Api(cfg.api.host, cfg.api.port, self.snapshot).start()
-            log.info("status API on http://%s:%s/api/status", *self.api.address)
-        threads = [
-            threading.Thread(
-                target=self._run_stage, args=(s, shutdown), name=type(s).__name__, daemon=True
-            )
-            for s in self.stages
-        ]
-        for t in threads:
-            t.start()
-        self.ingest.start()
-        notify("READY=1")
-        log.info("gateway running", extra={"fields": {"db": str(cfg.store.path)}})
+        threads: list[threading.Thread] = []
+        started = False
         try:
+            # The API port first: a port in use fails before any child process exists.
+            self.api = _bind_api(cfg, self.snapshot)
+            workers = cfg.pipeline.workers
+            self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)
+            if self.api is not None:
+                self.api.start()
+                log.info("status API on http://%s:%s/api/status", *self.api.address)
+            threads = [
+                threading.Thread(
+                    target=self._run_stage, args=(s, shutdown), name=type(s).__name__, daemon=True
+                )
+                for s in self.stages
+            ]
+            for t in threads:
+                t.start()
+            self.ingest.start()
+            notify("READY=1")
+            started = True
+            log.info("gateway running", extra={"fields": {"db": str(cfg.store.path)}})
             self._serve(shutdown)
             if self._failed is not None:
                 raise self._failed
@@ -142,14 +158,19 @@ class Gateway:
             log.error("%s; stopping (exit code 1) so that the supervisor restarts the gateway", exc)
             raise
         finally:
+            # Whatever failed, stop every thread and child started so far: a verify
+            # worker left behind ignores SIGTERM and keeps the process from exiting.
             notify("STOPPING=1")
-            log.info("stopping: last transaction done, disconnecting")
+            if started:
+                log.info("stopping: last transaction done, disconnecting")
+            shutdown.set()
             self.ingest.stop()
             for t in threads:
                 t.join(timeout=5)
-            if self.api is not None:
-                self.api.stop()
-            self.processor.close()
+            _stop_api(self.api)
+            if self.processor is not None:
+                self.processor.close()
+            self.lock.release()
 
     def _serve(self, shutdown: threading.Event) -> None:
         """Queue -> processor -> ACK + PUBACK until `shutdown`, then finish what is in flight."""
@@ -203,6 +224,29 @@ def chain_stages(cfg: GatewayConfig) -> list:
 
         stages.append(rewards(cfg))
     return stages
+
+
+def _bind_api(cfg: GatewayConfig, snapshot) -> Api | None:
+    """The status API's socket, bound but not serving yet; a port in use is one line."""
+    if not cfg.api.enabled:
+        return None
+    try:
+        return Api(cfg.api.host, cfg.api.port, snapshot)
+    except OSError as exc:
+        raise TerrapinError(
+            f"cannot listen on {cfg.api.host}:{cfg.api.port} for the status API: {exc.strerror}",
+            hint="another program (or gateway) uses that port: stop it, or set [api] port "
+            "in gateway.toml",
+        ) from None
+
+
+def _stop_api(api: Api | None) -> None:
+    if api is None:
+        return
+    if api.thread.is_alive():
+        api.stop()
+    else:  # bound but never served: shutdown() would wait for a loop that never ran
+        api.httpd.server_close()
 
 
 class StageFailed(TerrapinError):
