@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,10 @@ OLD_STAGE_ENTRIES = {
     "terrapin.gateway.rewards.stage:rewards": "rewards",
     "terrapin.gateway.chain.rewards_stage:rewards": "rewards",
 }
+
+# Sections owned by a stage, which validates their keys itself (everything else
+# that is not in SCHEMA is a typo: rejected with "did you mean").
+STAGE_SECTIONS = ("chain", "rewards")
 
 log = logging.getLogger("terrapin.gateway.config")
 
@@ -232,7 +237,39 @@ def _type_name(t) -> str:
     return names.get(t, t.__name__)
 
 
-def validate(data: dict[str, Any], path: Path | None = None) -> GatewayConfig:
+def _line_of(text: str | None, section: str, key: str | None = None) -> str:
+    """ ", line N" of a section's header (or of a key inside it) in the TOML text."""
+    if text is None:
+        return ""
+    lines = text.splitlines()
+    header = re.compile(rf"^\s*\[+\s*{re.escape(section)}\s*[\].]")
+    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    if start is None:
+        return ""
+    if key is None:
+        return f", line {start + 1}"
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for i in range(start + 1, len(lines)):
+        if lines[i].lstrip().startswith("["):
+            break
+        if pattern.match(lines[i]):
+            return f", line {i + 1}"
+    return ""
+
+
+def _unknown_section(name: str, where: str, text: str | None) -> ConfigError:
+    known = [*SCHEMA, *STAGE_SECTIONS]
+    close = difflib.get_close_matches(name, known, n=1)
+    return ConfigError(
+        f"unknown section [{name}]{where}{_line_of(text, name)}",
+        hint=f"did you mean [{close[0]}]?" if close else f"sections: {', '.join(known)}",
+    )
+
+
+def validate(
+    data: dict[str, Any], path: Path | None = None, *, text: str | None = None
+) -> GatewayConfig:
+    """`text`: the TOML the data came from, to name the line of an unknown name."""
     where = f" in {path}" if path else ""
     values: dict[str, dict[str, Any]] = {}
     sections: dict[str, dict] = {}
@@ -240,6 +277,8 @@ def validate(data: dict[str, Any], path: Path | None = None) -> GatewayConfig:
         if name not in SCHEMA:
             if not isinstance(raw, dict):
                 raise ConfigError(f"top-level key {name!r}{where} must be a [section]")
+            if name not in STAGE_SECTIONS:
+                raise _unknown_section(name, where, text)
             sections[name] = raw
     for name, keys in SCHEMA.items():
         raw = data.get(name, {})
@@ -249,7 +288,8 @@ def validate(data: dict[str, Any], path: Path | None = None) -> GatewayConfig:
             if key not in keys:
                 close = difflib.get_close_matches(key, keys, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(keys)}"
-                raise ConfigError(f"unknown setting {name}.{key}{where}", hint=hint)
+                line = _line_of(text, name, key)
+                raise ConfigError(f"unknown setting {name}.{key}{where}{line}", hint=hint)
         out = {}
         for key, spec in keys.items():
             value = raw.get(key, spec.default)
@@ -308,7 +348,7 @@ def parse_config(text: str, path: Path | None = None) -> GatewayConfig:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per nested array or table
         raise ConfigError(f"{where} nests arrays or tables too deeply") from None
-    return validate(data, path)
+    return validate(data, path, text=text)
 
 
 def _toml_value(v: Any) -> str:

@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from terrapin.gateway.config import SCHEMA, load_config, render_config, validate
+from terrapin.gateway.config import SCHEMA, load_config, parse_config, render_config, validate
 from terrapin.gateway.errors import ConfigError
 
 
@@ -122,3 +122,37 @@ def test_the_rendered_stages_comment_is_a_valid_setting():
     setting = line.removeprefix("#").strip().removeprefix("[pipeline]").strip()
     cfg = validate({"pipeline": tomllib.loads(setting)})
     assert cfg.pipeline.stages == ["batch", "anchor", "rewards"]
+
+
+def test_a_misspelled_section_is_refused_with_file_line_and_suggestion(tmp_path):
+    path = tmp_path / "gateway.toml"
+    text = render_config().replace("[pipeline]", "[pipline]", 1)
+    path.write_text(text)
+    line = text.splitlines().index("[pipline]") + 1
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"unknown section [pipline] in {path.resolve()}, line {line}"
+    assert err.value.hint == "did you mean [pipeline]?"
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "text, message, hint",
+    [
+        ("[chian]\nnetwork = 'embedded'\n", "unknown section [chian]", "did you mean [chain]?"),
+        ("[reward.x]\na = 1\n", "unknown section [reward], line 1", "did you mean [rewards]?"),
+        ("[zzz]\n", "unknown section [zzz]", "sections: mqtt, broker"),
+        ("[api]\n\nprot = 5\n", "unknown setting api.prot, line 3", "did you mean 'port'?"),
+    ],
+)
+def test_unknown_names_in_text_name_their_line(text, message, hint):
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert message in str(err.value)
+    assert err.value.hint.startswith(hint)
+
+
+def test_stage_sections_are_still_passed_through():
+    cfg = parse_config("[chain]\nnetwork = 'embedded'\n[rewards]\nbudget = '1'\n")
+    assert cfg.section("chain") == {"network": "embedded"}
+    assert cfg.section("rewards") == {"budget": "1"}
