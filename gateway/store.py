@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from terrapin.gateway import migrations
 from terrapin.gateway.policy import Sequence, sequence_outcome
 from terrapin.gateway.protocol.reasons import Flag, Reason
 
@@ -146,6 +147,7 @@ class Store:
         self._db = open_db(self.path)
         self._lock = threading.Lock()
         with self._lock:
+            migrations.migrate(self._db, SCHEMA)  # refuse a newer schema, upgrade an older one
             self._db.executescript(SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO gateway_meta VALUES ('schema_version', ?)",
