@@ -20,10 +20,13 @@ never the gateway's or another board's (docs/GATEWAY.md, "Broker identity").
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from terrapin.gateway import secretfile
@@ -120,21 +123,38 @@ def make_data_dir(path: str | Path) -> None:
     os.chmod(p, 0o700)
 
 
+@contextlib.contextmanager
+def passwd_locked(path: str | Path) -> Iterator[None]:
+    """Hold the password file's lock (`.<name>.lock` beside it) around a
+    read-modify-write, so that two `device add`/`remove` at once lose no user."""
+    p = Path(path)
+    lock = p.with_name(f".{p.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other writer; released by close
+        yield
+    finally:
+        os.close(fd)
+
+
 def set_user(path: str | Path, user: str, password: str) -> None:
     """Add or replace one user (like `mosquitto_passwd -b`)."""
     if not user or ":" in user or any(c in user for c in "\n\r"):
         raise ValueError(f"bad broker user name {user!r}")
-    users = read_passwd(path)
-    users[user] = hash_password(password)
-    write_passwd(path, users)
+    hashed = hash_password(password)
+    with passwd_locked(path):
+        users = read_passwd(path)
+        users[user] = hashed
+        write_passwd(path, users)
 
 
 def remove_user(path: str | Path, user: str) -> bool:
-    users = read_passwd(path)
-    if users.pop(user, None) is None:
-        return False
-    write_passwd(path, users)
-    return True
+    with passwd_locked(path):
+        users = read_passwd(path)
+        if users.pop(user, None) is None:
+            return False
+        write_passwd(path, users)
+        return True
 
 
 def render_acl(gateway_user: str = GATEWAY_USER, ota_user: str = OTA_USER) -> str:
