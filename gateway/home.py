@@ -2,66 +2,194 @@
 
 `init_home` is what `terrapin gateway init` does; the demo and the test kit call it
 directly. It returns the lines the command prints, so every caller says the same.
+
+On a home that exists (`force`), it keeps what is there: every section and setting
+of gateway.toml (only the ports asked for change), the broker secrets (unless
+`rotate_secret`), the board users in the password file and the database. A file
+whose content changes is first copied to `<name>.bak-<UTC time>`; each printed
+line says what was written, kept or backed up.
 """
 
 from __future__ import annotations
 
+import re
+import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from terrapin.gateway import mosquitto_conf, secretfile
-from terrapin.gateway.config import DEFAULT_PATH, load_config, render_config
-from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.config import DEFAULT_PATH, SCHEMA, load_config, render_config, validate
+from terrapin.gateway.config import _toml_value as toml_value
+from terrapin.gateway.errors import ConfigError, TerrapinError
+from terrapin.gateway.instancelock import holder
 from terrapin.gateway.store import Store
 
 OTA_SECRET = "ota.secret"  # the OTA publisher's broker password, beside gateway.toml
 
 
 def init_home(
-    directory: str | Path, *, mqtt_port: int = 1883, api_port: int = 8377, force: bool = False
+    directory: str | Path,
+    *,
+    mqtt_port: int | None = None,
+    api_port: int | None = None,
+    force: bool = False,
+    rotate_secret: bool = False,
 ) -> list[str]:
-    """Write a commented config, create the database and the Mosquitto files."""
+    """Write a commented config, create the database and the Mosquitto files
+    (ports: None keeps an existing home's, else 1883 and 8377)."""
     d = Path(directory).resolve()
     cfg_path = d / "gateway.toml"
     if cfg_path.exists() and not force:
-        raise TerrapinError(f"{cfg_path} exists", hint="use --force to overwrite it")
+        raise TerrapinError(
+            f"{cfg_path} exists",
+            hint="--force updates it, keeping its settings, secrets, boards and database",
+        )
+    old = _read_existing(cfg_path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     mq = d / "mosquitto"
     mq.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
     db = "/var/lib/terrapin/gateway.db" if d == DEFAULT_PATH.parent else "gateway.db"
-    password, ota_password = mosquitto_conf.random_password(), mosquitto_conf.random_password()
-    # Secrets are 0600 from the moment they exist (never written, then chmodded).
-    secretfile.write_secret(d / "gateway.secret", password + "\n")
-    secretfile.write_secret(d / OTA_SECRET, ota_password + "\n")
+    wanted: dict[str, dict[str, Any]] = {
+        "mqtt": {"port": 1883, "password_file": "gateway.secret"},
+        "broker": {"password_file": "mosquitto/passwd", "acl_file": "mosquitto/acl"},
+        "store": {"path": db},
+        "api": {"port": 8377},
+    }
+    overrides = _merge(wanted, old)
+    if mqtt_port is not None:
+        overrides["mqtt"]["port"] = mqtt_port
+    if api_port is not None:
+        overrides["api"]["port"] = api_port
+    password = _secret(d / "gateway.secret", rotate_secret, stamp, lines)
+    ota_password = _secret(d / OTA_SECRET, rotate_secret, stamp, lines)
     passwd, acl = mq / "passwd", mq / "acl"
-    users = mosquitto_conf.read_passwd(passwd)
-    users[mosquitto_conf.GATEWAY_USER] = mosquitto_conf.hash_password(password)
-    users[mosquitto_conf.OTA_USER] = mosquitto_conf.hash_password(ota_password)
-    mosquitto_conf.write_passwd(passwd, users)
-    acl.write_text(mosquitto_conf.render_acl())
-    (mq / "mosquitto.conf").write_text(
-        mosquitto_conf.render_conf(
-            port=mqtt_port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
-        )
+    _broker_users(passwd, password, ota_password, lines)
+    _put(acl, mosquitto_conf.render_acl(), stamp, lines)
+    port = overrides["mqtt"]["port"]
+    conf = mosquitto_conf.render_conf(
+        port=port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
     )
+    _put(mq / "mosquitto.conf", conf, stamp, lines)
     mosquitto_conf.make_data_dir(mq / "data")
-    cfg_path.write_text(
-        render_config(
-            {
-                "mqtt": {"port": mqtt_port, "password_file": "gateway.secret"},
-                "broker": {"password_file": "mosquitto/passwd", "acl_file": "mosquitto/acl"},
-                "store": {"path": db},
-                "api": {"port": api_port},
-            }
-        )
-    )
+    _put(cfg_path, _config_text(overrides, old), stamp, lines)
     cfg = load_config(cfg_path)
+    db_path = Path(cfg.store.path)
+    existed = db_path.exists()
     Store(cfg.store.path).close()
+    lines.append(f"{'kept' if existed else 'created'} database {db_path}")
+    pid = holder(db_path)
+    if pid is not None and any(line.startswith(("wrote", "changed")) for line in lines):
+        lines.append(f"the gateway (pid {pid}) runs on this home: restart it to use the changes")
     return [
-        f"wrote {cfg_path}",
-        f"wrote {d}/gateway.secret, {OTA_SECRET} (broker passwords, mode 0600)",
-        f"wrote {mq}/mosquitto.conf, passwd, acl (gateway user {mosquitto_conf.GATEWAY_USER}, "
-        f"OTA user {mosquitto_conf.OTA_USER})",
-        f"created {cfg.store.path}",
+        *lines,
         f"next: mosquitto -c {mq}/mosquitto.conf  (or see docs/GATEWAY.md for Debian)",
         f"      terrapin gateway device add ADDRESS --config {cfg_path}",
         f"      terrapin gateway run --config {cfg_path}",
     ]
+
+
+def _read_existing(cfg_path: Path) -> dict[str, Any]:
+    """The existing gateway.toml as data ({} if none); a broken one is refused, unchanged."""
+    if not cfg_path.exists():
+        return {}
+    try:
+        data = tomllib.loads(cfg_path.read_text())
+        validate(data, cfg_path)
+    except (tomllib.TOMLDecodeError, ConfigError) as exc:
+        raise ConfigError(
+            f"not updating {cfg_path}: {exc}",
+            hint="fix it (or move it away to start over), then run init again",
+        ) from None
+    return data
+
+
+def _merge(wanted: dict[str, dict[str, Any]], old: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """init's settings, with every setting the existing file has kept as it is."""
+    merged = {name: dict(keys) for name, keys in wanted.items()}
+    for name in SCHEMA:
+        merged.setdefault(name, {}).update(old.get(name, {}))
+    return merged
+
+
+def _config_text(overrides: dict[str, dict[str, Any]], old: dict[str, Any]) -> str:
+    """The commented file, then every other section ([chain], [rewards]) as it was."""
+    text = render_config(overrides)
+    for name, section in old.items():
+        if name in SCHEMA:
+            continue
+        body = "".join(f"{_key(k)} = {toml_value(v)}\n" for k, v in section.items())
+        text += f"\n[{name}]\n{body}"
+    return text
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
+
+
+def _backup(path: Path, stamp: str) -> Path:
+    """A copy of `path` beside it, mode 0600 from creation (it may hold a password)."""
+    backup = path.with_name(f"{path.name}.bak-{stamp}")
+    secretfile.write_secret(backup, path.read_bytes())
+    return backup
+
+
+def _put(path: Path, text: str, stamp: str, lines: list[str]) -> None:
+    """Write `text` to `path` unless it holds it already; back up what it replaces."""
+    if path.exists():
+        if path.read_text() == text:
+            lines.append(f"kept {path} (unchanged)")
+            return
+        backup = _backup(path, stamp)
+        path.write_text(text)
+        lines.append(f"changed {path} (the old one is {backup.name})")
+        return
+    path.write_text(text)
+    lines.append(f"wrote {path}")
+
+
+def _secret(path: Path, rotate: bool, stamp: str, lines: list[str]) -> str:
+    """The broker password in `path`: kept if there, new if not (or if `rotate`)."""
+    if path.exists() and not rotate:
+        current = path.read_text().strip()
+        if current:
+            lines.append(f"kept {path} (--rotate-secret replaces it)")
+            return current
+    password = mosquitto_conf.random_password()
+    if path.exists():
+        backup = _backup(path, stamp)
+        lines.append(f"changed {path}, mode 0600 (the old one is {backup.name})")
+    else:
+        lines.append(f"wrote {path} (broker password, mode 0600)")
+    # Secrets are 0600 from the moment they exist (never written, then chmodded).
+    secretfile.write_secret(path, password + "\n")
+    return password
+
+
+def _broker_users(passwd: Path, password: str, ota_password: str, lines: list[str]) -> None:
+    """The gateway and OTA users in the password file; board users stay as they are."""
+    with mosquitto_conf.passwd_locked(passwd):
+        users = mosquitto_conf.read_passwd(passwd)
+        changed = []
+        for user, pw in (
+            (mosquitto_conf.GATEWAY_USER, password),
+            (mosquitto_conf.OTA_USER, ota_password),
+        ):
+            if user not in users or not mosquitto_conf.check_password(pw, users[user]):
+                users[user] = mosquitto_conf.hash_password(pw)
+                changed.append(user)
+        boards = len(users) - 2
+        if not passwd.exists():
+            mosquitto_conf.write_passwd(passwd, users)
+            lines.append(
+                f"wrote {passwd} (gateway user {mosquitto_conf.GATEWAY_USER}, OTA user "
+                f"{mosquitto_conf.OTA_USER})"
+            )
+        elif changed:
+            mosquitto_conf.write_passwd(passwd, users)
+            lines.append(
+                f"wrote {passwd}: user(s) {', '.join(changed)}; {boards} board user(s) kept"
+            )
+        else:
+            lines.append(f"kept {passwd} (gateway and OTA users, {boards} board user(s))")

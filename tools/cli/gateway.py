@@ -35,12 +35,31 @@ gateway.add_command(device)
     show_default=True,
     help="where to write gateway.toml, the database and the Mosquitto files",
 )
-@click.option("--mqtt-port", type=int, default=1883, show_default=True, help="broker listener port")
-@click.option("--api-port", type=int, default=8377, show_default=True, help="status API port")
-@click.option("--force", is_flag=True, help="overwrite an existing gateway.toml")
-def init(directory, mqtt_port, api_port, force):
+@click.option(
+    "--mqtt-port", type=int, default=None, help="broker listener port  [default: 1883, or kept]"
+)
+@click.option(
+    "--api-port", type=int, default=None, help="status API port  [default: 8377, or kept]"
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="update an existing home: keeps its settings, secrets, boards and database, "
+    "backs up each file it changes",
+)
+@click.option(
+    "--rotate-secret",
+    is_flag=True,
+    help="with --force: new broker passwords for the gateway and OTA users",
+)
+def init(directory, mqtt_port, api_port, force, rotate_secret):
     """Write a commented config, create the database and the Mosquitto files."""
-    for line in init_home(directory, mqtt_port=mqtt_port, api_port=api_port, force=force):
+    if rotate_secret and not force:
+        raise TerrapinError("--rotate-secret needs --force (it changes an existing home)")
+    lines = init_home(
+        directory, mqtt_port=mqtt_port, api_port=api_port, force=force, rotate_secret=rotate_secret
+    )
+    for line in lines:
         click.echo(line)
 
 
