@@ -90,6 +90,35 @@ def run(config_path):
         ) from None
 
 
+@gateway.command()
+@click.argument("dest", type=click.Path(file_okay=False))
+@config_option
+def backup(dest, config_path):
+    """Back up the gateway (database, config, secrets) into the new folder DEST, while it runs."""
+    from terrapin.gateway.backup import backup_home
+
+    backup_home(config_path, dest, say=click.echo)
+
+
+@gateway.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=str(DEFAULT_PATH.parent),
+    show_default=True,
+    help="the gateway home to restore into (its gateway must be stopped)",
+)
+@click.option("--force", is_flag=True, help="replace an existing home (its files kept as .bak-*)")
+def restore(src, directory, force):
+    """Restore a backup made by `terrapin gateway backup` into a stopped gateway home."""
+    from terrapin.gateway.backup import restore_home
+
+    for line in restore_home(src, directory, force=force):
+        click.echo(line)
+
+
 def fetch_status(cfg, timeout: float = 3.0) -> dict:
     url = f"http://{cfg.api.host}:{cfg.api.port}/api/status"
     try:
