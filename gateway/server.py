@@ -87,7 +87,7 @@ class Gateway:
         }
         snap["store_bytes"] = _size(self.cfg.store.path)
         snap["connected"] = self.ingest.connected.is_set()
-        snap["stages"] = {type(s).__name__: s.status() for s in self.stages if hasattr(s, "status")}
+        snap["stages"] = {_name(s): s.status() for s in self.stages if hasattr(s, "status")}
         # Verify worker pids, index = shard (worker.shard_of): which process serves a board.
         snap["workers"] = self.processor.pids() if self.processor is not None else []
         return snap
@@ -98,7 +98,7 @@ class Gateway:
 
     def _run_stage(self, stage, shutdown: threading.Event) -> None:
         """A stage's thread: an error in it stops the whole gateway (exit code 1)."""
-        name = type(stage).__name__
+        name = _name(stage)
         try:
             stage.run(shutdown)
         except Exception as exc:
@@ -138,7 +138,7 @@ class Gateway:
                 log.info("status API on http://%s:%s/api/status", *self.api.address)
             threads = [
                 threading.Thread(
-                    target=self._run_stage, args=(s, shutdown), name=type(s).__name__, daemon=True
+                    target=self._run_stage, args=(s, shutdown), name=_name(s), daemon=True
                 )
                 for s in self.stages
             ]
@@ -215,14 +215,16 @@ def chain_stages(cfg: GatewayConfig) -> list:
         from terrapin.gateway.chain.stage import batcher
 
         stages.append(batcher(cfg))
+    # A node that does not answer at start: the stage starts when it does (when_reachable).
     if "anchor" in names:
-        from terrapin.gateway.chain.stage import anchorer
+        from terrapin.gateway.chain.stage import anchorer, when_reachable
 
-        stages.append(anchorer(cfg))
+        stages.append(when_reachable(anchorer, cfg, "Anchorer"))
     if "rewards" in names:
+        from terrapin.gateway.chain.stage import when_reachable
         from terrapin.gateway.rewards.stage import rewards
 
-        stages.append(rewards(cfg))
+        stages.append(when_reachable(rewards, cfg, "RewardsStage"))
     return stages
 
 
@@ -251,6 +253,11 @@ def _stop_api(api: Api | None) -> None:
 
 class StageFailed(TerrapinError):
     """A stage's run() raised: the gateway stops so that its supervisor restarts it."""
+
+
+def _name(stage) -> str:
+    """A stage's name in /api/status and the log (a DeferredStage: the one it waits for)."""
+    return getattr(stage, "stage_name", type(stage).__name__)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -48,6 +48,11 @@ _BACKOFF_MIN, _BACKOFF_MAX = 1.0, 60.0
 _RECHECK = 16  # newest anchored batches whose roots are re-read at start
 
 
+def unreachable_since(at: float) -> str:
+    """The status line for a node that has not answered since `at` (Unix time)."""
+    return "unreachable since " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
 def _foreign_root(batch: store.Batch, root: bytes) -> ChainError:
     return ChainError(
         f"batch {batch.id} on chain holds root 0x{root.hex()}, ours is 0x{batch.root.hex()}",
@@ -68,6 +73,7 @@ class Anchorer:
         self.backoff = (_BACKOFF_MIN, _BACKOFF_MAX)  # while the node is unreachable
         self.retry = RetryPolicy(attempts=5, first=_BACKOFF_MIN, cap=_BACKOFF_MAX)  # a bug
         self.last_error: str | None = None
+        self.unreachable_at: float | None = None  # first failed step of the current outage
 
     def close(self) -> None:
         self.conn.close()
@@ -350,6 +356,9 @@ class Anchorer:
             "batches": counts,
             "last_anchored": None if last is None else {"batch": last[0], "block": last[1]},
             "error": self.last_error,
+            "node": "reachable"
+            if self.unreachable_at is None
+            else unreachable_since(self.unreachable_at),
         }
 
     # -- drivers -------------------------------------------------------------------
@@ -397,10 +406,13 @@ class Anchorer:
                 delay = low
                 wait = self.config.poll_seconds
                 unreachable = 0
+                self.unreachable_at = None
                 failures.succeeded()
                 self.last_error = None
             except TRANSIENT as exc:
                 unreachable += 1
+                if self.unreachable_at is None:
+                    self.unreachable_at = self.clock()
                 wait = delay * random.uniform(0.5, 1.0)
                 self.last_error = (
                     f"chain unreachable: {exc} (attempt {unreachable}, retrying without limit)"
