@@ -256,6 +256,10 @@ def chain_binding(
         w3 = w3 or rpc_web3(rpc)
         chain_id = w3.eth.chain_id
     except Exception as exc:
+        from terrapin.gateway.chain.nodeerrors import node_down, unreachable
+
+        if isinstance(exc, node_down()):  # one sentence, not urllib3's paragraph
+            raise unreachable(rpc, exc) from None
         raise TerrapinError(f"cannot reach the chain at {rpc}: {exc}") from exc
     contract = rewards_chain.binding_contract(w3, registry)
     if not w3.eth.get_code(contract.address):

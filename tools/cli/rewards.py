@@ -26,6 +26,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from terrapin.gateway.chain.nodeerrors import with_node_errors
 from terrapin.gateway.errors import ConfigError, TerrapinError
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.rule import RewardsError, normalise_address
@@ -73,6 +74,7 @@ def rewards() -> None:
 @click.option("--epoch", type=click.IntRange(min=0), required=True, help="Epoch number (UTC day).")
 @with_common
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@with_node_errors
 def compute(epoch: int, config_path, db, out, as_json: bool) -> None:
     """Apply the reward rule through EPOCH and write the cumulative distribution file."""
     result, path = compute_epoch(Settings(config_path, db, out), epoch)
@@ -147,6 +149,7 @@ def print_compute(result: rewards_store.Computed, path: Path | None) -> None:
 @rewards.command()
 @click.option("--epoch", type=click.IntRange(min=0), required=True)
 @with_common
+@with_node_errors
 def publish(epoch: int, config_path, db, out) -> None:
     """Set EPOCH's distribution root on the reward contract (the oracle's key signs)."""
     from terrapin.gateway.chain.node import load_account
@@ -176,6 +179,7 @@ def publish(epoch: int, config_path, db, out) -> None:
 @click.option("--epoch", type=click.IntRange(min=0), help="Distribution to use (default latest).")
 @click.option("--keystore", type=click.Path(dir_okay=False), help="Encrypted key of the sender.")
 @with_common
+@with_node_errors
 def claim(owner: str, epoch: int | None, keystore, config_path, db, out) -> None:
     """Claim OWNER's earned and unclaimed tokens with the latest published distribution."""
     from terrapin.gateway.rewards import onchain as rewards_chain
