@@ -179,6 +179,19 @@ def read_manifest(src: str | Path) -> dict:
     return manifest
 
 
+def _check_db(path: Path) -> None:
+    """SQLite's quick_check on the backed-up database, opened read-only."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        check = str(exc)
+    finally:
+        conn.close()
+    if check != "ok":
+        raise BackupError(f"{path}: the backed-up database is damaged ({check})")
+
+
 def _target(entry: dict, home: Path) -> Path:
     """Where a backed-up file goes: inside the new home, or back to its full path."""
     name = entry["name"]
@@ -193,6 +206,7 @@ def restore_home(src: str | Path, directory: str | Path, *, force: bool = False)
     entries = {e["role"]: e for e in manifest["files"]}
     if "config" not in entries or "database" not in entries:
         raise BackupError(f"{folder}: the backup has no config or no database")
+    _check_db(folder / entries["database"]["name"])
     config_text = _relocated((folder / entries["config"]["name"]).read_text(), old_home, home)
     cfg = parse_config(config_text, home / "gateway.toml")
     db = Path(cfg.store.path)
