@@ -27,15 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from terrapin.gateway.chain.anchorer import (
-    _BACKOFF_MAX,
-    _BACKOFF_MIN,
-    TRANSIENT,
-    Anchorer,
-    unreachable_since,
-)
+from terrapin.gateway.chain.anchorer import _BACKOFF_MAX, _BACKOFF_MIN, Anchorer, unreachable_since
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig
+from terrapin.gateway.chain.nodeerrors import node_down, reason
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +75,10 @@ def when_reachable(build: Callable[[Any], Any], cfg: Any, name: str) -> Any:
     while the node is down, and the stage starts when it comes back."""
     try:
         return build(cfg)
-    except TRANSIENT as exc:
-        log.warning("%s: the chain node does not answer (%s); starting without it", name, exc)
+    except node_down() as exc:
+        log.warning(
+            "%s: the chain node does not answer (%s); starting without it", name, reason(exc)
+        )
         return DeferredStage(build, cfg, name, exc)
 
 
@@ -93,7 +90,7 @@ class DeferredStage:
         self.build, self.cfg, self.stage_name = build, cfg, name
         self.network = _section(cfg).get("network", "")
         self.since = time.time()
-        self.error = f"chain unreachable: {exc}"
+        self.error = f"chain unreachable: {reason(exc)}"
         self.stage: Any = None
 
     def run(self, shutdown: threading.Event) -> None:
@@ -101,8 +98,8 @@ class DeferredStage:
         while self.stage is None and not shutdown.wait(delay * random.uniform(0.5, 1.0)):
             try:
                 self.stage = self.build(self.cfg)
-            except TRANSIENT as exc:
-                self.error = f"chain unreachable: {exc}"
+            except node_down() as exc:
+                self.error = f"chain unreachable: {reason(exc)}"
                 delay = min(delay * 2, _BACKOFF_MAX)
         if self.stage is not None:
             log.info("%s: the chain node answers again; stage started", self.stage_name)

@@ -5,6 +5,7 @@ started late, with the contracts deployed before: its state file)."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from web3 import Web3
 from terrapin.gateway.chain.node import artifact
 from terrapin.tools.devkit.chainkit import ANVIL_KEY, Anvil, deploy_on_rpc
 from terrapin.tools.devkit.gatewayhome import GatewayHome, chain_section, start_broker
-from terrapin.tools.devkit.gatewayproc import GatewayProcess
+from terrapin.tools.devkit.gatewayproc import RUN_COMMAND, GatewayProcess
 from terrapin.tools.devkit.simboard import SimBoard
 
 ENV = {"TERRAPIN_CHAIN_KEY": ANVIL_KEY}
@@ -59,6 +60,14 @@ def test_the_gateway_starts_with_the_node_down_and_anchors_when_it_comes(
         anchor = gw.status()["stages"]["Anchorer"]
         assert anchor["node"].startswith("unreachable since "), anchor
         assert "chain unreachable" in anchor["error"], anchor
+        shown = subprocess.run(
+            [*RUN_COMMAND[:-1], "status", "--config", str(home.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "Anchorer: node unreachable since " in shown.stdout, shown.stdout + shown.stderr
+        assert "connection refused" in shown.stdout, shown.stdout
 
         boards = [SimBoard("127.0.0.1", home.mqtt_port, k, password=pw).start() for k, pw in creds]
         published = {b.address: set(range(1, PER_BOARD + 1)) for b in boards}

@@ -151,6 +151,10 @@ def status(as_json, config_path):
         f"received {c['received']}, stored {c['stored']}, duplicates {c['duplicate']}, "
         f"rejected {c['rejected_total']}, commits {c['commits']}"
     )
+    for name, stage in sorted(st.get("stages", {}).items()):  # the chain node's state
+        said = [f"node {stage['node']}" if stage.get("node") else "", stage.get("error") or ""]
+        if any(said):
+            con.print(f"{name}: " + "; ".join(x for x in said if x), markup=False)
     rej = {k: v for k, v in c["rejected"].items() if v}
     if rej:
         con.print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(rej.items())))
