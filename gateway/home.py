@@ -6,6 +6,8 @@ directly. It returns the lines the command prints, so every caller says the same
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 
 from terrapin.gateway import mosquitto_conf, secretfile
@@ -14,12 +16,63 @@ from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.store import Store
 
 OTA_SECRET = "ota.secret"  # the OTA publisher's broker password, beside gateway.toml
+# Never routed: "connecting" a UDP socket there sends nothing, but picks the source
+# address of the default route, which is the address boards on the LAN reach.
+_UNROUTED = ("10.255.255.255", 1)
+
+
+def lan_address() -> str | None:
+    """This machine's LAN address (the default route's source), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(_UNROUTED)
+            found = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if is_loopback(found) or found == "0.0.0.0" else found
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost": on a board that address is the board."""
+    if host.strip().lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def board_listener(port: int, public_host: str) -> str:
+    """The Mosquitto listener boards connect to, with the same client-id rule as the
+    loopback one (listener options apply per listener). Bound to `public_host` when it
+    is an address of this machine's, else to the LAN address, else to every interface."""
+    try:
+        ipaddress.ip_address(public_host)
+        bind = public_host
+    except ValueError:  # a host name (pi.local): bind where the LAN is
+        bind = lan_address() or ""
+    return (
+        "# The listener boards reach (`gateway init --public-host`, docs/GATEWAY.md).\n"
+        f"listener {port} {bind}".rstrip()
+        + "\n"
+        "use_username_as_clientid true\n"
+    )
 
 
 def init_home(
-    directory: str | Path, *, mqtt_port: int = 1883, api_port: int = 8377, force: bool = False
+    directory: str | Path,
+    *,
+    mqtt_port: int = 1883,
+    api_port: int = 8377,
+    force: bool = False,
+    public_host: str = "",
 ) -> list[str]:
-    """Write a commented config, create the database and the Mosquitto files."""
+    """Write a commented config, create the database and the Mosquitto files.
+
+    `public_host` is the address boards use for the broker (`lan_address()` from the
+    command): a listener is written for it beside the loopback one. Empty or a loopback
+    address: the broker is local only (the demo, tests, virtual boards)."""
+    public_host = "" if is_loopback(public_host) else public_host.strip()
     d = Path(directory).resolve()
     cfg_path = d / "gateway.toml"
     if cfg_path.exists() and not force:
@@ -37,17 +90,22 @@ def init_home(
     users[mosquitto_conf.OTA_USER] = mosquitto_conf.hash_password(ota_password)
     mosquitto_conf.write_passwd(passwd, users)
     acl.write_text(mosquitto_conf.render_acl())
-    (mq / "mosquitto.conf").write_text(
-        mosquitto_conf.render_conf(
-            port=mqtt_port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
-        )
+    conf = mosquitto_conf.render_conf(
+        port=mqtt_port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
     )
+    if public_host:
+        conf += board_listener(mqtt_port, public_host)
+    (mq / "mosquitto.conf").write_text(conf)
     mosquitto_conf.make_data_dir(mq / "data")
     cfg_path.write_text(
         render_config(
             {
                 "mqtt": {"port": mqtt_port, "password_file": "gateway.secret"},
-                "broker": {"password_file": "mosquitto/passwd", "acl_file": "mosquitto/acl"},
+                "broker": {
+                    "password_file": "mosquitto/passwd",
+                    "acl_file": "mosquitto/acl",
+                    "public_host": public_host,
+                },
                 "store": {"path": db},
                 "api": {"port": api_port},
             }
@@ -61,6 +119,10 @@ def init_home(
         f"wrote {mq}/mosquitto.conf, passwd, acl (gateway user {mosquitto_conf.GATEWAY_USER}, "
         f"OTA user {mosquitto_conf.OTA_USER})",
         f"created {cfg.store.path}",
+        f"boards connect to {public_host}:{mqtt_port} (public_host; --public-host to change)"
+        if public_host
+        else "broker on 127.0.0.1 only: virtual boards and local tools "
+        "(--public-host HOST for real boards)",
         f"next: mosquitto -c {mq}/mosquitto.conf  (or see docs/GATEWAY.md for Debian)",
         f"      terrapin gateway device add ADDRESS --config {cfg_path}",
         f"      terrapin gateway run --config {cfg_path}",

@@ -38,9 +38,23 @@ gateway.add_command(device)
 @click.option("--mqtt-port", type=int, default=1883, show_default=True, help="broker listener port")
 @click.option("--api-port", type=int, default=8377, show_default=True, help="status API port")
 @click.option("--force", is_flag=True, help="overwrite an existing gateway.toml")
-def init(directory, mqtt_port, api_port, force):
+@click.option(
+    "--public-host",
+    help="address or name boards use for the broker (default: this machine's LAN "
+    "address; 127.0.0.1: local only)",
+)
+def init(directory, mqtt_port, api_port, force, public_host):
     """Write a commented config, create the database and the Mosquitto files."""
-    for line in init_home(directory, mqtt_port=mqtt_port, api_port=api_port, force=force):
+    from terrapin.gateway.home import lan_address
+
+    if public_host is None:
+        public_host = lan_address() or ""
+        if not public_host:
+            click.echo("no LAN address found: real boards need --public-host HOST", err=True)
+    lines = init_home(
+        directory, mqtt_port=mqtt_port, api_port=api_port, force=force, public_host=public_host
+    )
+    for line in lines:
         click.echo(line)
 
 
