@@ -20,6 +20,7 @@ MINE = [
         for n in (
             "app.py",
             "config.py",
+            "configschema.py",
             "outbox.py",
             "seqstore.py",
             "mqtt.py",
