@@ -299,15 +299,27 @@ def chain_binding(
     if not w3.eth.get_code(contract.address):
         raise TerrapinError(f"no registry contract at {contract.address} on chain {chain_id}")
 
+    # The payer is checked now, before the board is touched: a key, and funds.
+    payer = sender or key_from_env(key_env)
+    if not int(w3.eth.get_balance(payer.address)):
+        raise TerrapinError(
+            f"the account paying for bindBoard ({payer.address}) has no funds on chain {chain_id}",
+            hint="fund it, or pass --key-env VAR naming a funded account's key",
+        )
+
     def nonce(addr: str) -> int:
         return contract.functions.bindNonce(Web3.to_checksum_address("0x" + addr)).call()
 
     def submit(addr: str, binding: dict) -> dict:
-        payer = sender or key_from_env(key_env)
+        from web3.exceptions import Web3Exception
+
         # A revert (forged or replayed signature, wrong owner) is a ChainError by name.
-        receipt = rewards_chain.bind_board(
-            w3, payer, contract, "0x" + addr, owner, bytes.fromhex(binding["signature"])
-        )
+        try:
+            receipt = rewards_chain.bind_board(
+                w3, payer, contract, "0x" + addr, owner, bytes.fromhex(binding["signature"])
+            )
+        except (Web3Exception, OSError) as exc:  # the node refused or went away
+            raise TerrapinError(f"bindBoard was not sent: {exc}") from None
         bound = contract.functions.ownerOfBoard(Web3.to_checksum_address("0x" + addr)).call()
         if bound.lower() != owner.lower():
             raise TerrapinError(f"bindBoard was mined but the board's owner is {bound}")

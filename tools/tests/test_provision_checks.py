@@ -143,3 +143,24 @@ def test_no_terminal_and_no_password_variable_names_it(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "set $TERRAPIN_WIFI_PASSWORD" in proc.stderr
     assert "GetPassWarning" not in proc.stderr and "aborted" not in proc.stderr
+
+
+@pytest.mark.anvil
+def test_an_unfunded_payer_is_refused_before_the_board(
+    anvil_exe, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from eth_account import Account
+
+    from terrapin.tools.devkit import chainkit
+
+    node = chainkit.Anvil(anvil_exe, tmp_path).start()
+    try:
+        registry = chainkit.deploy_on_rpc(node.url).registry
+        monkeypatch.setenv("TP_EMPTY_KEY", Account.create().key.to_0x_hex())
+        argv = ["device", "provision", "--port", nowhere(tmp_path), "--owner", "0x" + "ab" * 20]
+        argv += ["--contract", registry, "--rpc", node.url, "--key-env", "TP_EMPTY_KEY"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "has no funds on chain 31337" in err and "does not exist" not in err
+    finally:
+        node.stop()
