@@ -41,22 +41,7 @@ from terrapin.gateway.rewards.settings import (
     load_distribution,
     owner_account,
 )
-
-DECIMALS = 18  # TerrapinRewards is an OpenZeppelin ERC-20: decimals() is 18
-SYMBOL = "TRP"
-
-
-def tokens(amount: int, decimals: int = DECIMALS) -> str:
-    """Base units as tokens, exact (no rounding), trailing zeros trimmed."""
-    whole, frac = divmod(int(amount), 10**decimals)
-    text = f"{whole:,}"
-    frac_text = f"{frac:0{decimals}d}".rstrip("0") if decimals else ""
-    return f"{text}.{frac_text}" if frac_text else text
-
-
-def amount_text(amount: int, raw: bool = False, decimals: int = DECIMALS) -> str:
-    """What people read: "1,000.5 TRP"; with raw, the base units for scripts."""
-    return str(int(amount)) if raw else f"{tokens(amount, decimals)} {SYMBOL}"
+from terrapin.tools.tokens import DECIMALS, SYMBOL, amount_text, tokens
 
 
 def last_closed_epoch(epoch_seconds: int, now: float | None = None) -> int:

@@ -57,3 +57,18 @@ def test_short_epochs_and_token_text() -> None:
     assert amount_text(10**21) == "1,000 TRP"
     assert amount_text(10**21, raw=True) == "1000000000000000000000"
     assert amount_text(7, decimals=0) == "7 TRP"
+
+
+def test_device_status_shows_tokens() -> None:
+    from terrapin.tools.board.status import as_text
+
+    gateway = {"allowed": True, "pubkey_known": True, "readings": 3, "highest_seq": 3}
+    gateway["rejections"] = {}
+    gateway["rewards"] = {
+        "epoch": 7,
+        "owner": "0x" + "ab" * 20,
+        "owner_epoch_amount": str(250 * 10**18),
+        "owner_cumulative": str(1250 * 10**18 + 5 * 10**17),
+    }
+    text = as_text({"address": "0x" + "01" * 20, "gateway": gateway})
+    assert "owner earned 250 TRP this epoch, 1,250.5 TRP in total" in text
