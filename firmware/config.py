@@ -1,281 +1,34 @@
 # The board's JSON configuration, validated at boot.
 #
-# Every problem becomes a message a person can act on ("broker.port must be
-# a whole number from 1 to 65535"), printed on the console and published in
-# the status message. Secret values (passwords) are never echoed: messages
-# name the key only.
-#
-# Errors are fatal (the board cannot run: no broker, no period) or sensor
-# errors (that sensor is left out, the others run). `load()` returns plain
-# values, (data, errors, sensor_errors, warnings), so the module can be
-# unloaded after boot; `errors` empty means the board can run.
+# The schema (defaults, drivers, checks, "did you mean") is configschema.py, the
+# one the host also uses before it writes a config to a board. Errors are fatal
+# (the board cannot run: no broker, no period) or sensor errors (that sensor is
+# left out, the others run). `load()` returns plain values, (data, errors,
+# sensor_errors, warnings), so the module can be unloaded after boot; `errors`
+# empty means the board can run. Secrets are never echoed.
 #
 # Pure logic apart from reading the file: no machine, network or sockets.
 
-import json
-import sys
+from . import configschema as _schema
+from .compat import unload as _unload
 
-DEFAULTS = {
-    "wifi": {"ssid": "", "password": ""},
-    "broker": {
-        "host": "",
-        "port": 1883,
-        "tls": False,
-        "ca_file": None,
-        "user": None,
-        "password": None,
-        "keepalive_s": 60,
-    },
-    "sample_period_s": 60,
-    "sensors": [{"driver": "simulated"}],
-    "ack_timeout_s": 30,
-    "window": 8,
-    "outbox": {"max_bytes": 65536, "segment_bytes": 4096},
-    "seq_block": 64,
-    "status_period_s": 300,
-    "deep_sleep": False,
-    "awake_s": 20,
-    "backoff_max_s": 120,
-    "led_pin": None,
-    "watchdog_s": 0,
-    "ntp_host": "pool.ntp.org",
-    "log": "info",
-}
+# Boot-only, like this module: drop it from sys.modules now, so that unloading
+# this module (app.py, console.py) gives back the schema's RAM too.
+_unload(__name__[:-7] + ".configschema")  # __name__ ends in ".config"
 
-_SECRET = ("password",)
-_KNOWN_EXTRA = ("ota_pubkey", "name", "serial_uplink")
-LOG_LEVELS = ("error", "info", "debug")
-
-# Drivers and the keys they need ({} = optional keys with defaults).
-DRIVERS = {
-    "simulated": (),
-    "bme280": ("sda", "scl"),
-    "sht3x": ("sda", "scl"),
-    "ds18b20": ("pin",),
-    "dht22": ("pin",),
-    "adc": ("pin",),
-}
-_SENSOR_KEYS = (
-    "driver",
-    "name",
-    "sda",
-    "scl",
-    "addr",
-    "pin",
-    "freq",
-    "divider",
-    "seed",
-    "fail_every",
-    "quantities",
-    "unit",
-)
-
-
-def _is_int(v):
-    return type(v) is int
-
-
-def _is_num(v):
-    return type(v) in (int, float)
-
-
-class _Checker:
-    def __init__(self):
-        self.errors = []
-
-    def fail(self, msg):
-        self.errors.append(msg)
-
-    def int_range(self, obj, key, label, lo, hi):
-        v = obj.get(key)
-        if not _is_int(v) or not lo <= v <= hi:
-            self.fail("%s must be a whole number from %d to %d%s" % (label, lo, hi, _got(v)))
-            return False
-        return True
-
-    def num_range(self, obj, key, label, lo, hi):
-        v = obj.get(key)
-        if not _is_num(v) or not lo <= v <= hi:
-            self.fail("%s must be a number from %s to %s%s" % (label, lo, hi, _got(v)))
-            return False
-        return True
-
-    def text(self, obj, key, label, lo, hi, secret=False):
-        v = obj.get(key)
-        if not isinstance(v, str):
-            self.fail("%s must be text%s" % (label, "" if secret else _got(v)))
-            return False
-        try:
-            n = len(v.encode())
-        except UnicodeError:  # a lone surrogate (\ud800) from JSON
-            self.fail("%s must be valid Unicode text" % label)
-            return False
-        if n < lo:
-            self.fail(
-                "%s can't be empty" % label
-                if lo == 1
-                else "%s must be at least %d characters" % (label, lo)
-            )
-            return False
-        if n > hi:
-            self.fail("%s can't be longer than %d characters" % (label, hi))
-            return False
-        return True
-
-    def boolean(self, obj, key, label):
-        if type(obj.get(key)) is not bool:
-            self.fail("%s must be true or false%s" % (label, _got(obj.get(key))))
-
-
-def _got(v):
-    text = json.dumps(v) if v is not None else "nothing"
-    if len(text) > 24:
-        text = text[:21] + "..."
-    return " (got %s)" % text
-
-
-def _merge(defaults, given, label, warnings):
-    out = {}
-    for k in defaults:
-        out[k] = defaults[k]
-    for k in given:
-        if k not in defaults and k not in _KNOWN_EXTRA:
-            warnings.append("unknown key %s%s ignored (typo?)" % (label, k))
-        out[k] = given[k]
-    return out
+DEFAULTS = _schema.DEFAULTS
+DRIVERS = _schema.DRIVERS
+LOG_LEVELS = _schema.LOG_LEVELS
+_SECRET = _schema._SECRET
 
 
 def parse(text, board="unix"):
     # Validate config JSON text: (data, errors, sensor_errors, warnings).
-    try:
-        given = json.loads(text)
-    except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: nested too deep
-        return {}, ["config is not valid JSON: %s" % exc], [], []
-    if not isinstance(given, dict):
-        return {}, ["config must be a JSON object {...}"], [], []
-    return validate(given, board)
+    return _schema.parse(text, board)
 
 
 def validate(given, board="unix"):
-    warnings = []
-    c = _Checker()
-    data = _merge(DEFAULTS, given, "", warnings)
-    for section in ("wifi", "broker", "outbox"):
-        sub = data.get(section)
-        if not isinstance(sub, dict):
-            c.fail("%s must be an object {...}" % section)
-            sub = {}
-        data[section] = _merge(DEFAULTS[section], sub, section + ".", warnings)
-
-    # A board with no WiFi: MQTT over a UART; seriallink.py checks the section.
-    # The unix port never loads it, and must not intern new names for it here
-    # (they would stay on its heap for good): the module and function are named
-    # by strings longer than 10 characters, which the compiler keeps as plain
-    # constants, freed when this boot-only module is unloaded.
-    serial = data.get("serial_uplink")
-    if serial is not None:
-        module = __name__[:-7] + ".seriallink"  # __name__ ends in ".config"
-        __import__(module)
-        check = getattr(sys.modules[module], "check_config")  # noqa: B009
-        data["serial_uplink"] = serial = check(serial, c, warnings, _merge, board)
-
-    wifi = data["wifi"]
-    if board == "esp32" and serial is None:
-        c.text(wifi, "ssid", "wifi.ssid", 1, 32)
-        pw = wifi.get("password")
-        if pw is None or pw == "":
-            pass  # open network
-        elif c.text(wifi, "password", "wifi.password", 8, 64, secret=True):
-            pass
-
-    broker = data["broker"]
-    c.text(broker, "host", "broker.host", 1, 253)
-    c.int_range(broker, "port", "broker.port", 1, 65535)
-    c.boolean(broker, "tls", "broker.tls")
-    c.int_range(broker, "keepalive_s", "broker.keepalive_s", 5, 3600)
-    for key in ("user", "password", "ca_file"):
-        v = broker.get(key)
-        if v is not None:
-            c.text(broker, key, "broker." + key, 1, 128, secret=key in _SECRET)
-    if broker.get("password") is not None and broker.get("user") is None:
-        c.fail("broker.password is set but broker.user is not")
-
-    c.num_range(data, "sample_period_s", "sample_period_s", 0.001, 86400)
-    c.num_range(data, "ack_timeout_s", "ack_timeout_s", 0.1, 3600)
-    c.int_range(data, "window", "window", 1, 64)
-    c.int_range(data, "seq_block", "seq_block", 1, 100000)
-    c.num_range(data, "status_period_s", "status_period_s", 1, 86400)
-    c.num_range(data, "awake_s", "awake_s", 1, 3600)
-    c.num_range(data, "backoff_max_s", "backoff_max_s", 1, 3600)
-    c.boolean(data, "deep_sleep", "deep_sleep")
-    c.int_range(data, "watchdog_s", "watchdog_s", 0, 3600)
-    if data.get("led_pin") is not None:
-        c.int_range(data, "led_pin", "led_pin", 0, 48)
-    if data.get("log") not in LOG_LEVELS:
-        c.fail("log must be one of %s%s" % (", ".join(LOG_LEVELS), _got(data.get("log"))))
-
-    ob = data["outbox"]
-    if c.int_range(ob, "segment_bytes", "outbox.segment_bytes", 2048, 65536) and c.int_range(
-        ob, "max_bytes", "outbox.max_bytes", 4096, 16 * 1024 * 1024
-    ):
-        if ob["max_bytes"] < 2 * ob["segment_bytes"]:
-            c.fail("outbox.max_bytes must be at least twice outbox.segment_bytes")
-
-    sensor_errors = []
-    sensors = data.get("sensors")
-    if not isinstance(sensors, list) or not sensors:
-        c.fail('sensors must be a list with at least one sensor, e.g. [{"driver": "simulated"}]')
-        data["sensors"] = []
-    else:
-        data["sensors"] = _sensors(sensors, sensor_errors, warnings)
-    return data, c.errors, sensor_errors, warnings
-
-
-def _sensors(sensors, errors, warnings):
-    # The usable sensor entries; problems with one sensor go to `errors`.
-    good = []
-    names = []
-    for i, s in enumerate(sensors):
-        label = "sensors[%d]" % i
-        if not isinstance(s, dict):
-            errors.append('%s must be an object like {"driver": "bme280", ...}' % label)
-            continue
-        drv = s.get("driver")
-        if not isinstance(drv, str) or drv not in DRIVERS:
-            errors.append(
-                "%s: unknown driver%s; use one of %s"
-                % (label, _got(drv), ", ".join(sorted(DRIVERS)))
-            )
-            continue
-        label = "%s (%s)" % (label, drv)
-        c = _Checker()
-        for key in s:
-            if key not in _SENSOR_KEYS:
-                warnings.append("%s: unknown key %s ignored" % (label, key))
-        for key in DRIVERS[drv]:
-            if key not in s:
-                c.fail('%s needs "%s" (the GPIO number it is wired to)' % (label, key))
-            else:
-                c.int_range(s, key, label + "." + key, 0, 48)
-        if "addr" in s:
-            c.int_range(s, "addr", label + ".addr", 0x08, 0x77)
-        if "name" in s:
-            c.text(s, "name", label + ".name", 1, 12)
-        if "divider" in s:
-            c.num_range(s, "divider", label + ".divider", 0.01, 1000)
-        name = s.get("name") or drv
-        if name in names:
-            c.fail(
-                '%s: another sensor is also called "%s"; give each a distinct "name"'
-                % (label, name)
-            )
-        if c.errors:
-            errors.extend(c.errors)
-            continue
-        names.append(name)
-        s["_index"] = i
-        good.append(s)
-    return good
+    return _schema.validate(given, board)
 
 
 def load(path, board="unix"):

@@ -12,7 +12,9 @@ line says what was written, kept or backed up.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 import time
 import tomllib
 from pathlib import Path
@@ -26,6 +28,47 @@ from terrapin.gateway.instancelock import holder
 from terrapin.gateway.store import Store
 
 OTA_SECRET = "ota.secret"  # the OTA publisher's broker password, beside gateway.toml
+# Never routed: "connecting" a UDP socket there sends nothing, but picks the source
+# address of the default route, which is the address boards on the LAN reach.
+_UNROUTED = ("10.255.255.255", 1)
+
+
+def lan_address() -> str | None:
+    """This machine's LAN address (the default route's source), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(_UNROUTED)
+            found = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if is_loopback(found) or found == "0.0.0.0" else found
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost": on a board that address is the board."""
+    if host.strip().lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def board_listener(port: int, public_host: str) -> str:
+    """The Mosquitto listener boards connect to, with the same client-id rule as the
+    loopback one (listener options apply per listener). Bound to `public_host` when it
+    is an address of this machine's, else to the LAN address, else to every interface."""
+    try:
+        ipaddress.ip_address(public_host)
+        bind = public_host
+    except ValueError:  # a host name (pi.local): bind where the LAN is
+        bind = lan_address() or ""
+    return (
+        "# The listener boards reach (`gateway init --public-host`, docs/GATEWAY.md).\n"
+        f"listener {port} {bind}".rstrip()
+        + "\n"
+        "use_username_as_clientid true\n"
+    )
 
 
 def init_home(
@@ -35,9 +78,15 @@ def init_home(
     api_port: int | None = None,
     force: bool = False,
     rotate_secret: bool = False,
+    public_host: str | None = None,
 ) -> list[str]:
     """Write a commented config, create the database and the Mosquitto files
-    (ports: None keeps an existing home's, else 1883 and 8377)."""
+    (ports: None keeps an existing home's, else 1883 and 8377).
+
+    `public_host` is the address boards use for the broker (`lan_address()` from the
+    command; None keeps an existing home's): a listener is written for it beside the
+    loopback one. Empty or a loopback address: the broker is local only (the demo,
+    tests, virtual boards)."""
     d = Path(directory).resolve()
     cfg_path = d / "gateway.toml"
     if cfg_path.exists() and not force:
@@ -62,6 +111,9 @@ def init_home(
         overrides["mqtt"]["port"] = mqtt_port
     if api_port is not None:
         overrides["api"]["port"] = api_port
+    if public_host is not None:
+        overrides["broker"]["public_host"] = "" if is_loopback(public_host) else public_host.strip()
+    host = overrides["broker"].get("public_host", "")
     password = _secret(d / "gateway.secret", rotate_secret, stamp, lines)
     ota_password = _secret(d / OTA_SECRET, rotate_secret, stamp, lines)
     passwd, acl = mq / "passwd", mq / "acl"
@@ -71,6 +123,8 @@ def init_home(
     conf = mosquitto_conf.render_conf(
         port=port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
     )
+    if host:
+        conf += board_listener(port, host)
     _put(mq / "mosquitto.conf", conf, stamp, lines)
     mosquitto_conf.make_data_dir(mq / "data")
     _put(cfg_path, _config_text(overrides, old), stamp, lines)
@@ -84,6 +138,10 @@ def init_home(
         lines.append(f"the gateway (pid {pid}) runs on this home: restart it to use the changes")
     return [
         *lines,
+        f"boards connect to {host}:{port} (public_host; --public-host to change)"
+        if host
+        else "broker on 127.0.0.1 only: virtual boards and local tools "
+        "(--public-host HOST for real boards)",
         f"next: mosquitto -c {mq}/mosquitto.conf  (or see docs/GATEWAY.md for Debian)",
         f"      terrapin gateway device add ADDRESS --config {cfg_path}",
         f"      terrapin gateway run --config {cfg_path}",

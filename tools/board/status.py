@@ -117,9 +117,11 @@ def as_text(r: dict) -> str:
         else:
             lines.append(f"  rewards: epoch {rw['epoch']}, owner {rw['owner'] or 'not bound'}")
             if rw.get("owner"):
+                from terrapin.tools.tokens import amount_text
+
                 lines.append(
-                    f"    owner earned {rw['owner_epoch_amount']} this epoch, "
-                    f"{rw['owner_cumulative']} in total"
+                    f"    owner earned {amount_text(rw['owner_epoch_amount'])} this epoch, "
+                    f"{amount_text(rw['owner_cumulative'])} in total"
                 )
     if "gateway_api" in r:
         b = r.get("board")

@@ -67,7 +67,9 @@ def device() -> None:
 
 # -- flash ---------------------------------------------------------------------
 @device.command()
-@click.option("--port", required=True, help="Serial port of the board (e.g. /dev/ttyUSB0).")
+@click.option(
+    "--port", help="Serial port of the board (default: the one ESP32-like port plugged in)."
+)
 @click.option(
     "--board",
     type=click.Choice(["esp32", "esp32s3", "esp32c3"]),
@@ -85,7 +87,9 @@ def device() -> None:
 def flash(port, board, image, baud, no_erase, as_json) -> None:
     """Write MicroPython to an ESP32 board with esptool."""
     from terrapin.tools.board import flash as flasher
+    from terrapin.tools.cli.device_common import pick_port
 
+    port = port or pick_port()
     with progress_bar("writing", not as_json) as bar:
         task = bar.add_task("flash", total=None, name="")
 
@@ -102,6 +106,22 @@ def flash(port, board, image, baud, no_erase, as_json) -> None:
     emit(as_json, result, f"flashed MicroPython to the {result['chip']} ({result['mac']})")
 
 
+# -- ports ---------------------------------------------------------------------
+@device.command()
+@click.option("--json", "as_json", is_flag=True)
+def ports(as_json: bool) -> None:
+    """List serial ports with their USB vid:pid; ESP32-like ones are marked."""
+    from terrapin.tools.board.ports import list_ports
+
+    found = list_ports()
+    rows = [
+        {"device": p.device, "usb_id": p.usb_id, "description": p.description, "bridge": p.bridge}
+        for p in found
+    ]
+    text = "\n".join(p.label() for p in found) or "no serial ports found"
+    emit(as_json, {"ports": rows}, text)
+
+
 # -- deploy --------------------------------------------------------------------
 @device.command()
 @port_options
@@ -113,7 +133,7 @@ def deploy(port, target, flash_dir, force, mpy_cross, no_reset, as_json) -> None
     """Compile the firmware to .mpy and copy what changed to the board."""
     from terrapin.tools.board import deploy as dep
 
-    check_target(port, target, flash_dir)
+    port = check_target(port, target, flash_dir)
     with progress_bar("deploying", not as_json) as bar:
         task = bar.add_task("deploy", total=None, name="")
 

@@ -1,6 +1,7 @@
 """Shared pieces of the `terrapin device` commands: board options, the link, output.
 
-`port_options` adds `--port` / `--target` / `--dir` to a command; `open_link`
+`port_options` adds `--port` / `--target` / `--dir` to a command (without --port,
+`check_target` picks the one ESP32-like port plugged in); `open_link`
 turns them into a Link to the board (a serial port, or a virtual board on the
 unix port started for the command); `emit` prints a result as text or as one
 JSON object (`--json`); `progress_bar` is the rich progress bar the transfer
@@ -57,15 +58,23 @@ def port_options(f):
     return f
 
 
-def check_target(port: str | None, target: str, flash_dir: Path | None) -> None:
+def check_target(port: str | None, target: str, flash_dir: Path | None) -> str | None:
+    """The serial port to use: --port, else the one ESP32-like port plugged in (said
+    on stderr); None for a virtual board."""
     if target == "unix":
         if flash_dir is None:
             raise TerrapinError("--target unix needs --dir D (the virtual board's flash)")
-    elif not port:
-        raise TerrapinError(
-            "which board? pass --port (e.g. /dev/ttyUSB0) or --target unix --dir D",
-            hint="plugged-in boards usually appear as /dev/ttyUSB0 or /dev/ttyACM0",
-        )
+        return port
+    return port or pick_port()
+
+
+def pick_port() -> str:
+    """The one ESP32-like serial port (tools/board/ports.py), said on stderr."""
+    from terrapin.tools.board.ports import choose_port, list_ports
+
+    chosen = choose_port(list_ports())
+    click.echo(f"using {chosen.label()} (--port to choose another)", err=True)
+    return chosen.device
 
 
 @contextlib.contextmanager
@@ -75,7 +84,7 @@ def open_link(
     """A Link to the board: the serial port, or a virtual board started for the command."""
     from terrapin.tools.board.serialconsole import Link, open_port
 
-    check_target(port, target, flash_dir)
+    port = check_target(port, target, flash_dir)
     if target == "unix":
         from terrapin.tools.devkit.virtualboard import VirtualBoard
 

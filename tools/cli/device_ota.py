@@ -82,7 +82,7 @@ def ota_push(port, target, flash_dir, bundle, pubkey, no_reboot, as_json) -> Non
     from terrapin.tools.board import ota as host
     from terrapin.tools.board.serialconsole import BoardConsole
 
-    check_target(port, target, flash_dir)
+    port = check_target(port, target, flash_dir)
     data = bundle.read_bytes()
     if target == "unix":
         if not pubkey:

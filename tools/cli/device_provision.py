@@ -73,8 +73,14 @@ def provision(
     from terrapin.tools.board import provision as prov
     from terrapin.tools.board.serialconsole import BoardConsole
 
-    check_target(port, target, flash_dir)
+    # Every input is checked here, before the board is touched.
+    port = check_target(port, target, flash_dir)
+    virtual = target == "unix"
     cfg = prov.build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, not no_prompt)
+    if cfg:
+        source = str(config_file) if config_file is not None else "the board config"
+        prov.check_config(cfg, source, "unix" if virtual else "esp32")
+        prov.check_broker_host(cfg, virtual)
     binding = None
     submit = None
     if owner:
@@ -90,7 +96,7 @@ def provision(
             binding = prov.Binding(owner, chain_id, contract, nonce or 0)
     register = None
     if gateway_config:
-        register = prov.register_with_gateway(gateway_config)
+        register = prov.register_with_gateway(gateway_config, virtual=virtual)
     elif gateway_db:
         register = prov.register_in_store(gateway_db)
 
@@ -141,7 +147,7 @@ def bind(port, target, flash_dir, owner, rpc, contract, key_env, config_path, as
     from terrapin.tools.board import provision as prov
     from terrapin.tools.board.serialconsole import BoardConsole
 
-    check_target(port, target, flash_dir)
+    port = check_target(port, target, flash_dir)
     try:
         owner = normalise_address(owner)
     except RewardsError as exc:

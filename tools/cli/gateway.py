@@ -52,12 +52,28 @@ gateway.add_command(device)
     is_flag=True,
     help="with --force: new broker passwords for the gateway and OTA users",
 )
-def init(directory, mqtt_port, api_port, force, rotate_secret):
+@click.option(
+    "--public-host",
+    help="address or name boards use for the broker (default: this machine's LAN "
+    "address, or kept with --force; 127.0.0.1: local only)",
+)
+def init(directory, mqtt_port, api_port, force, rotate_secret, public_host):
     """Write a commented config, create the database and the Mosquitto files."""
+    from terrapin.gateway.home import lan_address
+
     if rotate_secret and not force:
         raise TerrapinError("--rotate-secret needs --force (it changes an existing home)")
+    if public_host is None and not force:
+        public_host = lan_address() or ""
+        if not public_host:
+            click.echo("no LAN address found: real boards need --public-host HOST", err=True)
     lines = init_home(
-        directory, mqtt_port=mqtt_port, api_port=api_port, force=force, rotate_secret=rotate_secret
+        directory,
+        mqtt_port=mqtt_port,
+        api_port=api_port,
+        force=force,
+        rotate_secret=rotate_secret,
+        public_host=public_host,
     )
     for line in lines:
         click.echo(line)

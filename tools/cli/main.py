@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="terrapin")
+@click.version_option(package_name="terrapin-sensor-network")
 def cli() -> None:
     """Terrapin: signed sensor readings, anchored on chain."""
 

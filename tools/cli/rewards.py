@@ -1,6 +1,7 @@
 """`terrapin rewards`: compute, publish and claim reward distributions (docs/REWARDS.md).
 
-    terrapin rewards compute --epoch E [--db PATH] [--config FILE] [--out DIR] [--json]
+    terrapin rewards compute [--epoch E | --date YYYY-MM-DD] [--db PATH] [--config FILE]
+                             [--out DIR] [--json] [--raw]
     terrapin rewards publish --epoch E [--config FILE]
     terrapin rewards claim --owner ADDR [--keystore FILE] [--config FILE]
 
@@ -10,6 +11,9 @@ distribution files go. With a JSON-RPC chain, compute first syncs block times
 and bindings from the chain into the database.
 publish and claim need a JSON-RPC chain: the embedded chain lives inside the
 gateway process, which publishes there itself (see `terrapin demo`).
+compute defaults to the last closed epoch (the one before the epoch the clock is in);
+--date names the epoch holding 00:00 UTC of that day. Amounts are shown in tokens
+("1,000 TRP", with the token's decimals); --raw shows base units for scripts.
 Keys never come from the command line: publish signs with the gateway's chain
 key ([chain] keystore or $TERRAPIN_CHAIN_KEY), claim with the owner's key
 (--keystore FILE with its password in $TERRAPIN_KEYSTORE_PASSWORD, or
@@ -18,7 +22,9 @@ $TERRAPIN_OWNER_KEY).
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +42,36 @@ from terrapin.gateway.rewards.settings import (
     load_distribution,
     owner_account,
 )
+from terrapin.tools.tokens import DECIMALS, SYMBOL, amount_text, tokens
 
-DECIMALS = 18
+
+def last_closed_epoch(epoch_seconds: int, now: float | None = None) -> int:
+    """The newest epoch that has ended: the one before the epoch the clock is in."""
+    current = int(time.time() if now is None else now) // epoch_seconds
+    if current < 1:
+        raise TerrapinError("no epoch has ended yet", hint="pass --epoch E")
+    return current - 1
 
 
-def tokens(amount: int) -> str:
-    """Base units as TRP, exact (no rounding), trailing zeros trimmed."""
-    whole, frac = divmod(amount, 10**DECIMALS)
-    text = f"{whole:,}"
-    frac_text = f"{frac:0{DECIMALS}d}".rstrip("0")
-    return f"{text}.{frac_text}" if frac_text else text
+def epoch_of_date(day: datetime.datetime, epoch_seconds: int) -> int:
+    """The epoch holding 00:00 UTC of `day` (with one-day epochs: that day's number)."""
+    midnight = day.replace(tzinfo=datetime.UTC)
+    return int(midnight.timestamp()) // epoch_seconds
+
+
+def token_decimals(settings: Settings) -> int:
+    """decimals() of the configured reward token when its chain answers; else 18."""
+    try:
+        w3, _config = settings.rpc() if settings.config and settings.contract else (None, None)
+        if w3 is None:
+            return DECIMALS
+        from terrapin.gateway.rewards import onchain as rewards_chain
+
+        return int(
+            rewards_chain.rewards_contract(w3, settings.contract).functions.decimals().call()
+        )
+    except Exception:  # no chain here: the amounts are still right, in 18 decimals
+        return DECIMALS
 
 
 common = [
@@ -71,17 +97,37 @@ def rewards() -> None:
 
 
 @rewards.command()
-@click.option("--epoch", type=click.IntRange(min=0), required=True, help="Epoch number (UTC day).")
+@click.option(
+    "--epoch",
+    type=click.IntRange(min=0),
+    help="Epoch number (UTC day with the default epoch_seconds); default: the last closed one.",
+)
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The epoch holding 00:00 UTC of this day (YYYY-MM-DD).",
+)
 @with_common
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--raw", is_flag=True, help="Amounts in base units, not tokens.")
 @with_node_errors
-def compute(epoch: int, config_path, db, out, as_json: bool) -> None:
-    """Apply the reward rule through EPOCH and write the cumulative distribution file."""
-    result, path = compute_epoch(Settings(config_path, db, out), epoch)
+def compute(epoch: int | None, day, config_path, db, out, as_json: bool, raw: bool) -> None:
+    """Apply the reward rule through an epoch and write the cumulative distribution file."""
+    settings = Settings(config_path, db, out)
+    if epoch is not None and day is not None:
+        raise click.UsageError("pass --epoch or --date, not both")
+    if day is not None:
+        epoch = epoch_of_date(day, settings.params.epoch_seconds)
+    elif epoch is None:
+        epoch = last_closed_epoch(settings.params.epoch_seconds)
+        if not as_json:
+            click.echo(f"epoch {epoch} (the last closed one; --epoch or --date for another)")
+    result, path = compute_epoch(settings, epoch)
     if as_json:
         click.echo(json.dumps(compute_json(result, path), indent=2))
     else:
-        print_compute(result, path)
+        print_compute(result, path, raw=raw, decimals=token_decimals(settings))
 
 
 def compute_json(result: rewards_store.Computed, path: Path | None) -> dict[str, Any]:
@@ -113,11 +159,22 @@ def compute_json(result: rewards_store.Computed, path: Path | None) -> dict[str,
     }
 
 
-def print_compute(result: rewards_store.Computed, path: Path | None) -> None:
+def print_compute(
+    result: rewards_store.Computed,
+    path: Path | None,
+    *,
+    raw: bool = False,
+    decimals: int = DECIMALS,
+) -> None:
     console = Console()
+    unit = "base units" if raw else SYMBOL
+
+    def amount(value: int) -> str:
+        return str(int(value)) if raw else tokens(value, decimals)
+
     this = result.this_epoch
     boards = Table(title=f"Epoch {this.epoch}: boards")
-    for name in ("board", "readings", "flagged", "counted", "earned (TRP)"):
+    for name in ("board", "readings", "flagged", "counted", f"earned ({unit})"):
         boards.add_column(name, justify="left" if name == "board" else "right", no_wrap=True)
     for b in sorted(set(this.readings) | set(this.flagged)):
         boards.add_row(
@@ -125,24 +182,24 @@ def print_compute(result: rewards_store.Computed, path: Path | None) -> None:
             str(this.readings.get(b, 0)),
             str(this.flagged.get(b, 0)),
             str(this.weights.get(b, 0)),
-            tokens(this.boards.get(b, 0)),
+            amount(this.boards.get(b, 0)),
         )
     console.print(boards)
     dist = result.distribution
     owners = Table(title=f"Owners through epoch {this.epoch}")
-    for name in ("owner", "this epoch (TRP)", "cumulative (TRP)"):
+    for name in ("owner", f"this epoch ({unit})", f"cumulative ({unit})"):
         owners.add_column(name, justify="left" if name == "owner" else "right", no_wrap=True)
     for o, c in ({} if dist is None else dist.claims).items():
-        owners.add_row(o, tokens(this.owners.get(o, 0)), tokens(c.amount))
+        owners.add_row(o, amount(this.owners.get(o, 0)), amount(c.amount))
     console.print(owners)
     console.print(
-        f"unowned (paid to nobody): {tokens(this.unowned)} TRP; "
-        f"rounding remainder: {this.remainder} base units"
+        f"unowned (paid to nobody): {amount(this.unowned)} {unit}; "
+        f"rounding remainder: {amount(this.remainder)} {unit}"
     )
     if dist is None:
         console.print("nobody has earned anything yet: no distribution written")
     else:
-        console.print(f"root 0x{dist.root.hex()}  total {tokens(dist.total)} TRP")
+        console.print(f"root 0x{dist.root.hex()}  total {amount(dist.total)} {unit}")
         console.print(f"wrote {path}")
 
 
@@ -169,7 +226,8 @@ def publish(epoch: int, config_path, db, out) -> None:
     finally:
         conn.close()
     click.echo(
-        f"published epoch {epoch} root 0x{dist.root.hex()} in tx "
+        f"published epoch {epoch} root 0x{dist.root.hex()} "
+        f"(total {amount_text(dist.total, decimals=token_decimals(settings))}) in tx "
         f"{receipt['transactionHash'].to_0x_hex()} (gas {receipt['gasUsed']})"
     )
 
@@ -202,8 +260,8 @@ def claim(owner: str, epoch: int | None, keystore, config_path, db, out) -> None
             hint="claim with the distribution file of the published epoch",
         )
     receipt = rewards_chain.claim(w3, account, contract, dist, owner)
-    paid = dist.claims[owner].amount
+    paid = amount_text(dist.claims[owner].amount, decimals=token_decimals(settings))
     click.echo(
-        f"claimed for {owner}: cumulative {tokens(paid)} TRP, tx "
+        f"claimed for {owner}: cumulative {paid}, tx "
         f"{receipt['transactionHash'].to_0x_hex()} (gas {receipt['gasUsed']})"
     )

@@ -162,4 +162,6 @@ def test_serial_uplink_errors_are_named(uplink: object, message: str) -> None:
 def test_serial_uplink_unknown_key_is_a_warning() -> None:
     uplink = {"uart": 1, "tx": 25, "rx": 26, "buad": 9600}
     _, errors, _, warnings = check({"serial_uplink": uplink}, "esp32")
-    assert errors == [] and warnings == ["unknown key serial_uplink.buad ignored (typo?)"]
+    assert errors == [] and warnings == [
+        "unknown key serial_uplink.buad ignored; did you mean serial_uplink.baud?"
+    ]
