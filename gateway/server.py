@@ -37,6 +37,7 @@ from terrapin.gateway.pipeline import BatchResult
 from terrapin.gateway.sdnotify import notify, watchdog_interval
 from terrapin.gateway.stats import Stats
 from terrapin.gateway.store import Store
+from terrapin.gateway.web.access import api_token, check_access
 from terrapin.gateway.worker import LocalProcessor, ProcessorPool, WorkerDied
 
 log = logging.getLogger("terrapin.gateway")
@@ -53,6 +54,8 @@ LIVENESS_INTERVAL = 0.5
 class Gateway:
     def __init__(self, cfg: GatewayConfig):
         self.cfg = cfg
+        if cfg.api.enabled:  # off loopback without a token: refuse before anything starts
+            check_access(cfg.api.host, api_token(cfg.api))
         self.stats = Stats()
         Store(cfg.store.path).close()  # create the schema before anything reads it
         pc = cfg.pipeline
