@@ -13,10 +13,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # because they shadow CPython's standard library (time, socket, ...).
 MPSTUBS := micropython-esp32-stubs==1.29.0.post1
 
-# Debian packages the tests need: the broker, and venv/npm on a bare machine.
-APT_PACKAGES := mosquitto python3-venv nodejs npm
+# Debian packages the tests need: the broker, and venv/npm on a bare machine;
+# chromium (+ its driver) for the dashboard's browser tests (no browser download).
+APT_PACKAGES := mosquitto python3-venv nodejs npm chromium chromium-driver
 
-.PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi
+.PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi web
 
 help:
 	@echo "make demo   run the whole network locally (boards, gateway, chain)"
@@ -27,10 +28,10 @@ help:
 	@echo "make hil-rpi   install the gateway in a Debian arm64 VM (slow; builds the image once)"
 	@echo "make qemu-image   the ESP32 flash image for TARGET=qemu (MICROPYTHON_BIN=, QEMU_CONFIG=)"
 
-demo: $(STAMP)-demo
+demo: $(STAMP)-demo web
 	$(BIN)/terrapin demo $(DEMO_ARGS)
 
-test: check-apt $(STAMP)-test npm lint
+test: check-apt $(STAMP)-test npm web lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)-test
@@ -86,6 +87,8 @@ check-apt:
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
@@ -122,5 +125,17 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The dashboard's chart library (uPlot, package.json) copied from node_modules into
+# the gateway package, so the wheel and an editable install serve it (no CDN).
+# `make test`, `make demo` and packaging depend on it.
+WEB_VENDOR := gateway/web/vendor
+WEB_FILES  := $(WEB_VENDOR)/uPlot.iife.min.js $(WEB_VENDOR)/uPlot.min.css
+
+web: $(WEB_FILES)
+
+$(WEB_VENDOR)/%: node_modules/.stamp
+	@mkdir -p $(WEB_VENDOR)
+	cp node_modules/uplot/dist/$* $@
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache $(WEB_VENDOR)

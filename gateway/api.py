@@ -145,6 +145,7 @@ def gateway_rewards_view(gateway: Any) -> RewardsView | None:
 ROUTES: list[tuple[str, str]] = [
     (r"/api/status", "status"),
     (r"/metrics", "metrics"),
+    (r"/api/rewards/epochs", "reward_epochs"),
     (r"/api/rewards(?:/(?P<owner>[^/]+))?", "rewards"),
     (r"/api/boards", "boards"),
     (r"/api/boards/(?P<addr>[^/]+)", "board"),
@@ -213,6 +214,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._rewards(owner)
 
     # -- the JSON API over the database (gateway/queries.py) ----------------------------
+    def get_reward_epochs(self):
+        with closing(self._db()) as conn:
+            return 200, {"epochs": queries.epochs(conn), "decimals": queries.TOKEN_DECIMALS}
+
     def _db(self) -> sqlite3.Connection:
         return queries.connect(self.server.db_path)  # type: ignore[attr-defined]
 
