@@ -264,3 +264,24 @@ def test_every_page_renders_without_console_errors(api, gateway_db, browser) -> 
     page.wait_for_selector(f"tr[data-owner='{OWNER}']")
     assert "1.5" in page.inner_text("#owners")
     assert browser.errors == []
+
+
+def test_gateway_run_refuses_a_network_bind_without_a_token(tmp_path: Path) -> None:
+    """The real `terrapin gateway run`: bound to 0.0.0.0 with no [api] token it exits
+    with a one-line config error before it connects to anything."""
+    import subprocess
+
+    from terrapin.gateway.home import init_home
+    from terrapin.tools.devkit.gatewayproc import run_command
+
+    init_home(tmp_path, mqtt_port=1, api_port=8377)
+    config = tmp_path / "gateway.toml"
+    text = config.read_text()
+    assert 'host = "127.0.0.1"\n# HTTP port' in text
+    config.write_text(
+        text.replace('host = "127.0.0.1"\n# HTTP port', 'host = "0.0.0.0"\n# HTTP port')
+    )
+    done = subprocess.run(run_command(config), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "not a loopback address and no api.token is set" in done.stderr
+    assert "Traceback" not in done.stderr
