@@ -71,17 +71,18 @@ def authorised(header: str, token: str) -> bool:
 
 
 def chain_head(owner: Any) -> Callable[[], int | None]:
-    """The current block of the chain a chain stage holds (cached), or None without one."""
-    chain = next((s.chain for s in getattr(owner, "stages", []) if hasattr(s, "chain")), None)
+    """The current block of the chain a chain stage of `owner` holds (cached for
+    CHAIN_HEAD_TTL), or None without one. The stages are looked up on each refresh:
+    the demo adds its stages after the API started."""
     cache: list[float | int | None] = [0.0, None]
 
     def head() -> int | None:
-        if chain is None:
-            return None
         now = time.monotonic()
         if now - float(cache[0] or 0.0) > CHAIN_HEAD_TTL:
+            stages = list(getattr(owner, "stages", []))
+            chain = next((s.chain for s in stages if hasattr(s, "chain")), None)
             try:
-                cache[1] = int(chain.w3.eth.block_number)
+                cache[1] = None if chain is None else int(chain.w3.eth.block_number)
             except Exception as exc:  # the node is down: confirmations unknown, not fatal
                 log.debug("api: chain head: %s", exc)
                 cache[1] = None

@@ -35,6 +35,7 @@ async function load() {
     document.getElementById("batches").replaceChildren(T.table(HEAD, data.batches.map(row)));
     before = data.batches.length ? data.batches[data.batches.length - 1].id : null;
     document.getElementById("older").disabled = !(before > 0);
+    T.ready();
   } catch (err) {
     T.fail("batches", err);
   }

@@ -12,8 +12,8 @@ function fact(k, v) {
   return T.el("div", { class: "card" }, T.el("div", { class: "k" }, k), T.el("div", { class: "v" }, v));
 }
 
-async function loadFacts() {
-  const b = await T.api("/api/boards/" + ADDRESS);
+async function loadFacts(pending) {
+  const b = await (pending || T.api("/api/boards/" + ADDRESS));
   document.title = (b.label || T.short(b.address)) + " · Terrapin gateway";
   document.getElementById("title").replaceChildren(
     (b.label ? b.label + " " : "Board "), T.el("code", {}, b.address));
@@ -98,8 +98,8 @@ function showTable(readings, append) {
   else holder.replaceChildren(T.table(HEAD, rows));
 }
 
-async function loadReadings() {
-  const page = await T.api("/api/boards/" + ADDRESS + "/readings?limit=" + CHART_POINTS);
+async function loadReadings(pending) {
+  const page = await pending;
   drawCharts(page.readings);
   const shown = page.readings.slice(-TABLE_ROWS);
   showTable(shown, false);
@@ -120,9 +120,14 @@ async function older() {
 
 async function load() {
   try {
-    await loadFacts();
-    await loadReadings();
+    // Both requests at once; the facts are drawn first.
+    const facts = T.api("/api/boards/" + ADDRESS);
+    const readings = T.api("/api/boards/" + ADDRESS + "/readings?limit=" + CHART_POINTS);
+    readings.catch(() => {}); // reported by loadReadings, not as an unhandled rejection
+    await loadFacts(facts);
+    await loadReadings(readings);
     T.clear();
+    T.ready();
   } catch (err) {
     T.fail("board", err);
   }

@@ -41,6 +41,7 @@ async function load() {
     const head = ["Label", "Address", "Owner", "Online / last seen", "Firmware", "Free heap",
       "Outbox", "Highest seq", "Readings", "Latest values", "Rejections", "Flags"];
     document.getElementById("boards").replaceChildren(T.table(head, data.boards.map(row)));
+    T.ready();
   } catch (err) {
     T.fail("boards", err);
   }

@@ -88,6 +88,13 @@ const T = {
       T.el("tbody", {}, ...rows));
   },
 
+  // Mark the page drawn (first time only): milliseconds since navigation started, for
+  // the load figure of `terrapin bench dashboard` and the tests.
+  ready() {
+    const root = document.documentElement;
+    if (!root.dataset.readyMs) root.dataset.readyMs = String(Math.round(performance.now()));
+  },
+
   // Run `load` now and every `seconds` while the page is visible.
   every(seconds, load) {
     const tick = () => { if (!document.hidden) load(); };

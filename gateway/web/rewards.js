@@ -12,6 +12,7 @@ async function load() {
     const computed = await T.api("/api/rewards/epochs");
     if (!computed.epochs.length) {
       document.getElementById("summary").replaceChildren(card("rewards", "no epoch computed yet"));
+      T.ready();
       return;
     }
     data = await T.api("/api/rewards");
@@ -41,6 +42,7 @@ async function load() {
     T.el("td", {}, T.when(e.computed_at))));
   document.getElementById("epochs").replaceChildren(
     T.table(["Epoch", "Total (tokens)", "Root", "Published", "Computed"], epochs));
+  T.ready();
 }
 
 T.every(15, load);
