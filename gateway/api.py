@@ -160,6 +160,9 @@ ROUTES: list[tuple[str, str]] = [
     (r"/static/(?P<name>(?:vendor/)?[^/]+)", "static"),
 ]
 _COMPILED = [(re.compile(pattern), name) for pattern, name in ROUTES]
+# Scripts and styles may be cached briefly (the chart library is 50 KB to parse);
+# pages and data never are.
+STATIC_MAX_AGE = 300
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -229,7 +232,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def get_boards(self):
         with closing(self._db()) as conn:
-            return 200, {"boards": queries.boards(conn, self._statuses())}
+            counts = self.server.counts  # type: ignore[attr-defined]
+            return 200, {"boards": queries.boards(conn, self._statuses(), counts)}
 
     def get_board(self, addr: str):
         address = queries.parse_address(addr)
@@ -316,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
         found = web.asset(name)
         if found is None or name.endswith(".html"):
             raise NotFound("not_found", f"no static file {name}")
-        self._send(200, found[0], found[1])
+        self._send(200, found[0], found[1], cache=STATIC_MAX_AGE)
 
     def _rewards(self, owner: str | None) -> None:
         view = self.server.rewards()  # type: ignore[attr-defined]
@@ -337,11 +341,11 @@ class _Handler(BaseHTTPRequestHandler):
             code, obj = 503, {"error": "unavailable", "detail": f"{type(exc).__name__}: {exc}"}
         self._send(code, json.dumps(obj, sort_keys=True).encode(), "application/json")
 
-    def _send(self, code: int, body: bytes, ctype: str) -> None:
+    def _send(self, code: int, body: bytes, ctype: str, cache: int = 0) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", f"max-age={cache}" if cache else "no-store")
         self.end_headers()
         self.wfile.write(body)
 
@@ -404,6 +408,7 @@ class Api:
             explorer_tx_url = getattr(api_cfg, "explorer_tx_url", "") or ""
         self.httpd.explorer = explorer_tx_url  # type: ignore[attr-defined]
         self.httpd.chain_head = chain_head(owner)  # type: ignore[attr-defined]
+        self.httpd.counts = queries.ReadingCounts()  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="api", daemon=True)
 
     @property
@@ -417,12 +422,24 @@ class Api:
 
     def start(self) -> Api:
         self.thread.start()
+        threading.Thread(target=self._warm, name="api-warm", daemon=True).start()
         access = "token required ([api] token)" if self.httpd.token else "no token: loopback only"  # type: ignore[attr-defined]
         log.info("dashboard on %s (%s)", self.url, access)
         missing = web.charts_missing()
         if missing:
             log.warning("dashboard charts missing (%s): run `make web`", ", ".join(missing))
         return self
+
+    def _warm(self) -> None:
+        """Count the stored readings once at start, so the first /api/boards is fast."""
+        db_path = self.httpd.db_path  # type: ignore[attr-defined]
+        if db_path is None:
+            return
+        try:
+            with closing(queries.connect(db_path)) as conn:
+                self.httpd.counts.get(conn)  # type: ignore[attr-defined]
+        except (NotFound, sqlite3.Error) as exc:  # no database yet: counted on first request
+            log.debug("api: counting readings at start: %s", exc)
 
     def stop(self) -> None:
         self.httpd.shutdown()

@@ -7,12 +7,14 @@ stages): then the answer says "stored" / empty instead of failing.
 
 Cost at 100 boards and 1,000,000 readings (`terrapin bench dashboard`): every query
 walks an index (readings' UNIQUE(device, seq), batches' and batch_leaves' primary
-keys, `readings_received` added by the store); none scans the readings table.
+keys); none scans the readings table, and the per-board counts are kept
+incrementally (ReadingCounts).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -105,11 +107,49 @@ def _rejections(conn: sqlite3.Connection) -> dict[bytes, dict[str, int]]:
     return out
 
 
+class ReadingCounts:
+    """Readings stored per board, kept up to date from the rows added since the last call.
+
+    Counting 1,000,000 index entries on every /api/boards costs ~200 ms; readings are
+    never deleted and `readings.id` only grows, so after the first call only the new
+    rows are counted (a rowid range). Thread-safe: one per API server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_id = 0
+        self._counts: dict[bytes, int] = {}
+
+    def get(self, conn: sqlite3.Connection) -> dict[bytes, int]:
+        with self._lock:
+            top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0]
+            if top < self._last_id:  # another database file under the same path: recount
+                self._last_id, self._counts = 0, {}
+            if top > self._last_id:
+                for device, n in conn.execute(
+                    "SELECT device, COUNT(*) FROM readings WHERE id > ? AND id <= ?"
+                    " GROUP BY device",
+                    (self._last_id, top),
+                ):
+                    key = bytes(device)
+                    self._counts[key] = self._counts.get(key, 0) + n
+                self._last_id = top
+            return dict(self._counts)
+
+
 def _board_row(
-    conn: sqlite3.Connection, address: bytes, label: str, equivocations: int
+    conn: sqlite3.Connection,
+    address: bytes,
+    label: str,
+    equivocations: int,
+    counts: dict[bytes, int] | None = None,
 ) -> dict[str, Any]:
-    """The stored part of one board: each a walk of the (device, seq) index."""
-    count = conn.execute("SELECT COUNT(*) FROM readings WHERE device = ?", (address,)).fetchone()[0]
+    """The stored part of one board: a walk of the (device, seq) index."""
+    if counts is None:
+        count = conn.execute(
+            "SELECT COUNT(*) FROM readings WHERE device = ?", (address,)
+        ).fetchone()[0]
+    else:
+        count = counts.get(address, 0)
     last = conn.execute(
         "SELECT seq, time, received_at, flags, envelope FROM readings WHERE device = ?"
         " ORDER BY seq DESC LIMIT 1",
@@ -146,13 +186,16 @@ def _with_status(board: dict[str, Any], status: dict[str, Any] | None) -> dict[s
 
 
 def boards(
-    conn: sqlite3.Connection, statuses: dict[str, dict[str, Any]] | None = None
+    conn: sqlite3.Connection,
+    statuses: dict[str, dict[str, Any]] | None = None,
+    counts: ReadingCounts | None = None,
 ) -> list[dict[str, Any]]:
-    """Every allow-listed board (and any board with stored readings), by label then address.
+    """Every allow-listed board, labelled ones first, by label then address.
 
     `statuses`: hex address (no 0x) -> the board's last status message (/api/status's
-    board_status)."""
+    board_status). `counts`: the server's ReadingCounts (else counted now)."""
     statuses = statuses or {}
+    per_board = (counts or ReadingCounts()).get(conn)
     names = tables(conn)
     known = {
         bytes(a): (label, eq)
@@ -162,7 +205,7 @@ def boards(
     rejected = _rejections(conn)
     out = []
     for address, (label, eq) in known.items():
-        row = _board_row(conn, address, label, eq)
+        row = _board_row(conn, address, label, eq, per_board)
         row["owner"] = hex0(owners.get(address))
         row["rejections"] = rejected.get(address, {})
         out.append(_with_status(row, statuses.get(address.hex())))

@@ -285,3 +285,21 @@ def test_gateway_run_refuses_a_network_bind_without_a_token(tmp_path: Path) -> N
     assert done.returncode == 2, done.stderr
     assert "not a loopback address and no api.token is set" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_reading_counts_follow_new_readings(tmp_path: Path) -> None:
+    """/api/boards counts each board's readings once, then only the rows added since."""
+    from terrapin.gateway.queries import ReadingCounts, connect
+
+    db = tmp_path / "gateway.db"
+    Store(db).close()
+    conn = make_db(db)
+    boards = [SimBoard.make(random.Random(i)) for i in range(2)]
+    add_readings(conn, boards, 5)
+    counts = ReadingCounts()
+    reader = connect(db)
+    assert counts.get(reader) == {boards[0].address: 3, boards[1].address: 2}
+    add_readings(conn, boards[1:], 4)
+    assert counts.get(reader) == {boards[0].address: 3, boards[1].address: 6}
+    reader.close()
+    conn.close()
