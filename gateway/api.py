@@ -194,7 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
                 result = 503, {"error": "database", "detail": str(exc)}
             if result is not None:
                 code, obj = result
-                self._send(code, json.dumps(obj, sort_keys=True).encode(), "application/json")
+                body = json.dumps(obj, separators=(",", ":")).encode()  # compact: pages are big
+                self._send(code, body, "application/json")
             return
         if url.path.startswith("/api/rewards/"):  # no route took it: a malformed owner, 400
             self._rewards(url.path.removeprefix("/api/rewards/"))

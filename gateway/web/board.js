@@ -3,7 +3,7 @@
 "use strict";
 
 const ADDRESS = decodeURIComponent(location.pathname.split("/").pop());
-const CHART_POINTS = 500; // readings in the charts: one page of the API
+const CHART_POINTS = 300; // readings in the charts: one page of the API
 const TABLE_ROWS = 50;
 let oldest = null; // seq of the oldest reading in the table (paging backwards)
 const charts = new Map(); // "name|unit" -> {plot, box}

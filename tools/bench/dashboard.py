@@ -207,7 +207,7 @@ def measure(db: Path, requests: int = REQUESTS) -> list[dict]:
             ("/api/boards", "api/boards"),
             ("/api/boards/<addr>", f"api/boards/{board}"),
             ("/api/boards/<addr>/readings", f"api/boards/{board}/readings"),
-            ("/api/boards/<addr>/readings?limit=500", f"api/boards/{board}/readings?limit=500"),
+            ("/api/boards/<addr>/readings?limit=300", f"api/boards/{board}/readings?limit=300"),
             ("/api/boards/<addr>/readings?since=", f"api/boards/{board}/readings?since={high}"),
             ("/api/readings/<addr>/<seq>", f"api/readings/{board}/{high // 2}"),
             ("/api/readings/<addr>/<seq>/proof", proof),
