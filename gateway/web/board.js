@@ -58,7 +58,7 @@ function drawCharts(readings) {
       const div = T.el("div", { class: "chart", "data-series": key });
       box.append(div);
       const opts = {
-        title: name + " (" + unit + ")", width: 460, height: 220,
+        title: name + " (" + unit + ")", width: Math.max(300, div.clientWidth - 16), height: 220,
         series: [{}, { label: name, unit, stroke: "#0b5fa5", points: { show: pts.length < 80 } }],
         axes: [{}, { label: unit }],
       };

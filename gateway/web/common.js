@@ -52,7 +52,9 @@ const T = {
   },
 
   value(rec) {
-    const v = Number.isInteger(rec.value) ? rec.value : Number(rec.value).toPrecision(4);
+    const x = Number(rec.value);
+    // 4 significant digits, but never an exponent for everyday magnitudes (101325 Pa)
+    const v = Number.isInteger(x) || Math.abs(x) >= 1000 ? Math.round(x) : Number(x.toPrecision(4));
     return rec.name.split(".").pop() + " " + v + " " + rec.unit;
   },
 
