@@ -13,11 +13,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # because they shadow CPython's standard library (time, socket, ...).
 MPSTUBS := micropython-esp32-stubs==1.29.0.post1
 
-# Debian packages the tests need: the broker, and venv/npm on a bare machine.
-APT_PACKAGES := mosquitto python3-venv nodejs npm
+# Debian packages the tests need: the broker, and venv/npm on a bare machine;
+# chromium (+ its driver) for the dashboard's browser tests (no browser download).
+APT_PACKAGES := mosquitto python3-venv nodejs npm chromium chromium-driver
 
 .PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi
-.PHONY: dist
+.PHONY: dist web
 
 # Slow steps (venv, pip, npm, build) print one line each; what they print goes to
 # $(LOG), shown (its tail) only when the step fails.
@@ -38,10 +39,10 @@ help:
 	@echo "make hil-rpi   install the gateway in a Debian arm64 VM (slow; builds the image once)"
 	@echo "make qemu-image   the ESP32 flash image for TARGET=qemu (MICROPYTHON_BIN=, QEMU_CONFIG=)"
 
-demo: $(STAMP)-demo
+demo: $(STAMP)-demo web
 	$(BIN)/terrapin demo $(DEMO_ARGS)
 
-test: check-apt $(STAMP)-test npm lint
+test: check-apt $(STAMP)-test npm web lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)-test
@@ -97,6 +98,8 @@ check-apt:
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
@@ -134,10 +137,22 @@ node_modules/.stamp: package.json package-lock.json
 	@touch $@
 
 # The wheel and the sdist `pip install terrapin-sensor-network` would fetch.
-dist: $(STAMP)-test
+dist: $(STAMP)-test web
 	@rm -rf dist
 	$(call step,building the wheel and the sdist into dist/,$(BIN)/python -m build --outdir dist .)
 	@ls dist
 
+# The dashboard's chart library (uPlot, package.json) copied from node_modules into
+# the gateway package, so the wheel and an editable install serve it (no CDN).
+# `make test`, `make demo` and packaging depend on it.
+WEB_VENDOR := gateway/web/vendor
+WEB_FILES  := $(WEB_VENDOR)/uPlot.iife.min.js $(WEB_VENDOR)/uPlot.min.css
+
+web: $(WEB_FILES)
+
+$(WEB_VENDOR)/%: node_modules/.stamp
+	@mkdir -p $(WEB_VENDOR)
+	cp node_modules/uplot/dist/$* $@
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache dist
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache dist $(WEB_VENDOR)

@@ -98,6 +98,10 @@ def _path(v):
     return "must be a file path without NUL characters" if "\0" in v else None
 
 
+def _tx_template(v):
+    return None if not v or "{tx}" in v else "must contain {tx} (where the tx hash goes)"
+
+
 def _ranges(v):
     for unit, pair in v.items():
         ok = isinstance(pair, list) and len(pair) == 2
@@ -186,6 +190,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(bool, True, "serve /api/status and /metrics"),
         "host": Key(str, "127.0.0.1", "bind address (keep it local)"),
         "port": Key(int, 8377, "HTTP port", _port),
+        "token": Key(
+            str, "", "dashboard/API token (bearer, or basic-auth password); required off loopback"
+        ),
+        "token_file": Key(str, "", "file whose first line is the token (instead of token)", _path),
+        "explorer_tx_url": Key(
+            str, "", "block explorer link for a tx, {tx} replaced (e.g. .../tx/{tx})", _tx_template
+        ),
     },
     "log": {
         "level": Key(str, "info", "log level", _one_of("debug", "info", "warning", "error")),
@@ -314,6 +325,7 @@ def validate(
         ("mqtt", "password_file"),
         ("broker", "password_file"),
         ("broker", "acl_file"),
+        ("api", "token_file"),
     ):
         value = values[section][key]
         if path is not None and value and not Path(value).is_absolute():

@@ -38,6 +38,7 @@ from terrapin.gateway.pipeline import BatchResult
 from terrapin.gateway.sdnotify import notify, watchdog_interval
 from terrapin.gateway.stats import Stats
 from terrapin.gateway.store import Store
+from terrapin.gateway.web.access import api_token, check_access
 from terrapin.gateway.worker import LocalProcessor, ProcessorPool, WorkerDied
 
 log = logging.getLogger("terrapin.gateway")
@@ -54,6 +55,8 @@ LIVENESS_INTERVAL = 0.5
 class Gateway:
     def __init__(self, cfg: GatewayConfig):
         self.cfg = cfg
+        if cfg.api.enabled:  # off loopback without a token: refuse before anything starts
+            check_access(cfg.api.host, api_token(cfg.api))
         # One gateway per database, before anything else touches it (instancelock.py);
         # held until run() ends, released here if building the gateway fails.
         self.lock = InstanceLock(cfg.store.path).acquire()

@@ -13,6 +13,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     ),
     "gateway": ("terrapin.tools.bench.gateway:gateway", "Ingest throughput through Mosquitto."),
     "chain": ("terrapin.tools.bench.chain:chain", "Merkle tree speed, proof size and gas."),
+    "dashboard": (
+        "terrapin.tools.bench.dashboard:dashboard",
+        "Dashboard/API latency at 100 boards and 1M readings.",
+    ),
 }
 
 

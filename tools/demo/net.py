@@ -63,6 +63,10 @@ class Network:
     def status_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}/api/status"
 
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/"
+
     def init_home(self) -> None:
         from terrapin.gateway.config import load_config
         from terrapin.gateway.home import init_home

@@ -146,3 +146,9 @@ def print_closing(console: Console, s: dict[str, Any]) -> None:
             "afterwards)[/]"
         )
     console.print(f"[green]demo finished in {s['run_time_s']:.1f} s, every step passed[/]")
+    if s.get("gateway", {}).get("dashboard"):
+        console.print(
+            f"dashboard: [bold]{s['gateway']['dashboard']}[/] [dim](up while the network runs: "
+            "--keep-running keeps it)[/]",
+            soft_wrap=True,
+        )

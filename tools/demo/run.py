@@ -272,6 +272,7 @@ class Demo:
                 "home": str(self.net.home),
                 "db": str(self.net.db_path),
                 "status_api": self.net.status_url,
+                "dashboard": self.net.dashboard_url,
             },
             "boards": [
                 {
@@ -329,7 +330,8 @@ class Demo:
         for b in self.boards:
             b.start(None, "--period-ms", "5000")
         self.console.print(
-            f"[bold]network up[/]: status {self.net.status_url}, "
+            f"[bold]network up[/]: dashboard {self.net.dashboard_url}, "
+            f"status {self.net.status_url}, "
             f"mqtt 127.0.0.1:{self.net.mqtt_port}, gateway db {self.net.db_path}. Ctrl-C stops it.",
             soft_wrap=True,
         )

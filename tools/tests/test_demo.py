@@ -232,6 +232,23 @@ def test_demo_keep_running_serves_status_until_interrupted(
         assert stages["Anchorer"]["batches"] and stages["Batcher"]["batch_seconds"] > 0
         owners = stages["RewardsView"]["owners"]
         assert len(owners) == 1 and int(next(iter(owners.values()))["cumulative"]) > 0
+        # The dashboard the demo's last lines name, on the same listener: its board listed
+        # with what it measured, and the boards page served.
+        text = log.read_text()
+        dashboard = re.search(r"dashboard: (http://\S+/)", text).group(1)
+        assert f"dashboard {dashboard}," in text
+        deadline = time.monotonic() + 20  # the board's status follows its (re)connect
+        while True:
+            with urllib.request.urlopen(dashboard + "api/boards", timeout=5) as resp:
+                boards = json.loads(resp.read())["boards"]
+            mine = [b for b in boards if b["owner"]]  # (the demo's own bad envelopes: unbound)
+            assert len(mine) == 1 and mine[0]["readings"] >= 2 and mine[0]["latest"]["records"]
+            if mine[0]["online"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert mine[0]["firmware"] and mine[0]["online"] is True, mine[0]
+        with urllib.request.urlopen(dashboard, timeout=5) as resp:
+            assert b"<title>Boards" in resp.read()
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(30) == 0, log.read_text()
     finally:
