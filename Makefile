@@ -15,6 +15,8 @@ MPSTUBS := micropython-esp32-stubs==1.29.0.post1
 
 # Debian packages the tests need: the broker, and venv/npm on a bare machine.
 APT_PACKAGES := mosquitto python3-venv nodejs npm
+# promtool (in Debian's prometheus) checks ops/prometheus/alerts.yml and lints /metrics.
+APT_PACKAGES += prometheus
 
 .PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi
 
@@ -86,6 +88,7 @@ check-apt:
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \

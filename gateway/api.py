@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from terrapin.gateway import metrics
 from terrapin.gateway.errors import TerrapinError
 
 log = logging.getLogger("terrapin.gateway.api")
@@ -137,8 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps(snapshot(), sort_keys=True).encode()
             ctype = "application/json"
         elif path == "/metrics":
-            body = prometheus(snapshot()).encode()
-            ctype = "text/plain; version=0.0.4"
+            body = metrics.render(snapshot(), metrics.db_path_of(snapshot))
+            ctype = metrics.CONTENT_TYPE
         elif path == "/api/rewards" or path.startswith("/api/rewards/"):
             owner = path.removeprefix("/api/rewards").strip("/") or None
             self._rewards(owner)
