@@ -5,6 +5,9 @@ last block) and the anchorer's last error as a state an alert can see."""
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -15,9 +18,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from terrapin.gateway.metrics import error_label
+from terrapin.tools.devkit.gatewayhome import REPO
 from terrapin.tools.devkit.gatewayhome import GatewayHome, chain_section, reload_broker
 from terrapin.tools.devkit.gatewayproc import GatewayThread
 from terrapin.tools.devkit.simboard import SimBoard
+
+
+_CHAINS = itertools.count(1)
 
 
 def scrape(home: GatewayHome) -> str:
@@ -55,7 +62,14 @@ def wait_for(check, timeout: float = 60.0, what: str = "") -> dict:
 def chain_gateway(tmp_path, mosquitto_exe):
     from terrapin.tools.devkit.gatewayhome import start_broker
 
-    home = GatewayHome(tmp_path / "gw", chain_section())
+    # The process keeps one embedded chain per [chain] section (chain_for): a section of
+    # its own (gas_limit) gives this gateway a fresh chain, not the last test's.
+    home = GatewayHome(tmp_path / "gw", chain_section(gas_limit=120_000 + next(_CHAINS)))
+    # The rewards stage too, with 2 s epochs: its metrics show within the test.
+    text = home.config_path.read_text().replace(
+        'stages = ["batch", "anchor"]', 'stages = ["batch", "anchor", "rewards"]'
+    )
+    home.config_path.write_text(text + "\n[rewards]\nepoch_seconds = 2\npoll_seconds = 0.5\n")
     broker = start_broker(home)
     key, password = home.add_sim_board()
     reload_broker(broker)
@@ -160,3 +174,85 @@ def test_error_label_is_stable_across_retries():
     b = error_label("chain unreachable: refused (attempt 4, retrying without limit)")
     assert a == b == "chain unreachable: refused"
     assert len(error_label("x" * 1000)) == 160
+
+
+ALERTS = REPO / "ops" / "prometheus" / "alerts.yml"
+ALERT_TESTS = REPO / "ops" / "prometheus" / "alerts_test.yml"
+DASHBOARD = REPO / "ops" / "grafana" / "terrapin.json"
+METRIC_NAME = re.compile(r"\bterrapin_[a-z_]+\b")
+
+
+def names_in(text: str) -> set[str]:
+    return set(METRIC_NAME.findall(text))
+
+
+def ops_expressions() -> dict[str, list[str]]:
+    """Every PromQL expression of the alert rules and of the dashboard's panels."""
+    import yaml
+
+    rules = yaml.safe_load(ALERTS.read_text())
+    alerts = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    alerts += [r["annotations"]["description"] for g in rules["groups"] for r in g["rules"]]
+    dash = json.loads(DASHBOARD.read_text())
+    panels = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    panels += [v["definition"] for v in dash["templating"]["list"] if "definition" in v]
+    return {"alerts": alerts, "dashboard": panels}
+
+
+def exported_names(text: str) -> set[str]:
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        if family.type == "counter":  # a family without samples yet still says its name
+            names.add(family.name + "_total")
+        names.update(s.name for s in family.samples)
+    return names
+
+
+def test_alerts_and_dashboard_use_only_metrics_a_live_gateway_exports(chain_gateway):
+    home, board = chain_gateway
+    wanted = set().union(*(names_in(e) for exprs in ops_expressions().values() for e in exprs))
+    assert "terrapin_anchor_oldest_unanchored_age_seconds" in wanted  # the parse found them
+    for seq in range(1, 4):
+        board.publish(board.envelope(seq), seq)
+    assert board.wait_settled(range(1, 4), timeout=30)
+
+    def all_there():
+        missing = wanted - exported_names(scrape(home))
+        return None if missing else True
+
+    try:
+        wait_for(all_there, timeout=60, what="every metric the ops files use")
+    except AssertionError:
+        missing = sorted(wanted - exported_names(scrape(home)))
+        raise AssertionError(f"ops/ uses metrics /metrics does not export: {missing}") from None
+
+
+def test_dashboard_is_grafana_json():
+    dash = json.loads(DASHBOARD.read_text())
+    assert dash["uid"] and dash["title"] and dash["schemaVersion"] >= 36
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        assert p["type"] in {"timeseries", "stat", "table"} and p["targets"], p["title"]
+        assert (
+            set(p["gridPos"]) == {"h", "w", "x", "y"}
+            and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+        )
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_alert_rules_pass_promtool():
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is missing: `make check-apt` installs Debian's prometheus")
+    check = subprocess.run(
+        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The unit tests: each alert fires on its input series at the expected time, with
+    # the expected labels and text, and stays quiet on the healthy ones.
+    unit = subprocess.run(
+        [promtool, "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, timeout=60
+    )
+    assert unit.returncode == 0 and "SUCCESS" in unit.stdout, unit.stdout + unit.stderr
