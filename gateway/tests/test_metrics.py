@@ -18,11 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from terrapin.gateway.metrics import error_label
-from terrapin.tools.devkit.gatewayhome import REPO
-from terrapin.tools.devkit.gatewayhome import GatewayHome, chain_section, reload_broker
+from terrapin.tools.devkit.gatewayhome import REPO, GatewayHome, chain_section, reload_broker
 from terrapin.tools.devkit.gatewayproc import GatewayThread
 from terrapin.tools.devkit.simboard import SimBoard
-
 
 _CHAINS = itertools.count(1)
 
