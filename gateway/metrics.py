@@ -227,30 +227,20 @@ def board_metrics(db: sqlite3.Connection, s: dict[str, Any], now: float) -> Iter
     yield rejections
 
 
-def anchor_metrics(db: sqlite3.Connection, now: float) -> Iterator[Metric]:
-    """Anchoring from the chain tables (absent until a batcher or anchorer made them)."""
+def anchor_state(db: sqlite3.Connection) -> dict[str, Any] | None:
+    """Anchoring from the chain tables (None until a batcher or anchorer made them):
+    batches by state, readings not yet anchored and when the oldest arrived, the
+    newest anchored batch, failed transactions by kind. Also `terrapin gateway status`."""
     tables = _tables(db)
     if "batches" not in tables:
-        return
+        return None
     by_state = dict(db.execute("SELECT status, COUNT(*) FROM batches GROUP BY status").fetchall())
-    batches = GaugeMetricFamily(
-        "terrapin_anchor_batches", "Closed batches by anchoring state.", labels=["state"]
-    )
-    for state in BATCH_STATES:
-        batches.add_metric([state], float(by_state.get(state, 0)))
-    yield batches
     last_batched = db.execute("SELECT COALESCE(MAX(last_reading), 0) FROM batches").fetchone()[0]
     waiting = db.execute("SELECT COUNT(*) FROM readings WHERE id > ?", (last_batched,)).fetchone()
     in_flight, first = db.execute(
         "SELECT COALESCE(SUM(count), 0), MIN(first_reading) FROM batches "
         "WHERE status IN ('pending', 'sent')"
     ).fetchone()
-    yield _gauge(
-        "pending_readings",
-        "Stored readings not yet in an anchored batch (waiting, or in a batch not mined).",
-        waiting[0] + in_flight,
-        prefix="terrapin_anchor_",
-    )
     oldest_id = first if first is not None else (last_batched + 1 if waiting[0] else None)
     oldest = None
     if oldest_id is not None:
@@ -258,23 +248,89 @@ def anchor_metrics(db: sqlite3.Connection, now: float) -> Iterator[Metric]:
             "SELECT received_at FROM readings WHERE id >= ? ORDER BY id LIMIT 1", (oldest_id,)
         ).fetchone()
         oldest = row[0] if row else None
+    last = db.execute(
+        "SELECT id, block_number, anchored_at FROM batches "
+        "WHERE status IN ('anchored', 'confirmed') ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    block = db.execute(
+        "SELECT MAX(block_number) FROM batches WHERE status IN ('anchored', 'confirmed')"
+    ).fetchone()[0]
+    counts: dict[str, int] = {}
+    if "chain_txs" in tables:
+        counts = dict(
+            db.execute("SELECT status, COUNT(*) FROM chain_txs GROUP BY status").fetchall()
+        )
+    return {
+        "batches": {state: int(by_state.get(state, 0)) for state in BATCH_STATES},
+        "waiting": int(waiting[0]),
+        "pending_readings": int(waiting[0] + in_flight),
+        "oldest_unanchored_at": oldest,
+        "last_block": block,
+        "last_batch": None if last is None else last[0],
+        "last_batch_block": None if last is None else last[1],
+        "last_anchored_at": None if last is None else last[2],
+        "failures": {kind: int(counts.get(st, 0)) for st, kind in TX_FAILURES.items()},
+    }
+
+
+def published_epoch(db: sqlite3.Connection) -> int | None:
+    """The newest reward epoch whose root was published on chain (None: none yet)."""
+    if "rewards_epochs" not in _tables(db):
+        return None
+    return db.execute(
+        "SELECT MAX(epoch) FROM rewards_epochs WHERE publish_tx IS NOT NULL"
+    ).fetchone()[0]
+
+
+def read_state(db_path: str | Path | None) -> dict[str, Any] | None:
+    """{"anchoring": anchor_state, "published_epoch": ...} from the database, read-only;
+    None when it cannot be read (another machine's gateway, no permission)."""
+    db = _open(db_path)
+    if db is None:
+        return None
+    try:
+        return {"anchoring": anchor_state(db), "published_epoch": published_epoch(db)}
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
+def anchor_metrics(db: sqlite3.Connection, now: float) -> Iterator[Metric]:
+    state = anchor_state(db)
+    if state is None:
+        return
+    batches = GaugeMetricFamily(
+        "terrapin_anchor_batches", "Closed batches by anchoring state.", labels=["state"]
+    )
+    for name, n in state["batches"].items():
+        batches.add_metric([name], float(n))
+    yield batches
+    yield _gauge(
+        "pending_readings",
+        "Stored readings not yet in an anchored batch (waiting, or in a batch not mined).",
+        state["pending_readings"],
+        prefix="terrapin_anchor_",
+    )
+    oldest = state["oldest_unanchored_at"]
     yield _gauge(
         "oldest_unanchored_age_seconds",
         "Age of the oldest stored reading not yet anchored (0 when all are).",
         0.0 if oldest is None else max(0.0, now - oldest),
         prefix="terrapin_anchor_",
     )
-    block, at = db.execute(
-        "SELECT MAX(block_number), MAX(anchored_at) FROM batches "
-        "WHERE status IN ('anchored', 'confirmed')"
-    ).fetchone()
-    if block is not None:
-        yield _gauge("last_block", "Block of the newest anchored batch.", block, "terrapin_anchor_")
-    if at is not None:
+    if state["last_block"] is not None:
+        yield _gauge(
+            "last_block",
+            "Block of the newest anchored batch.",
+            state["last_block"],
+            "terrapin_anchor_",
+        )
+    if state["last_anchored_at"] is not None:
         yield _gauge(
             "last_anchored_timestamp_seconds",
             "Unix time the newest anchored batch was mined (as the gateway saw it).",
-            at,
+            state["last_anchored_at"],
             "terrapin_anchor_",
         )
     failures = CounterMetricFamily(
@@ -283,13 +339,8 @@ def anchor_metrics(db: sqlite3.Connection, now: float) -> Iterator[Metric]:
         "changed) or reorged out.",
         labels=["kind"],
     )
-    counts: dict[str, int] = {}
-    if "chain_txs" in tables:
-        counts = dict(
-            db.execute("SELECT status, COUNT(*) FROM chain_txs GROUP BY status").fetchall()
-        )
-    for status, kind in TX_FAILURES.items():
-        failures.add_metric([kind], float(counts.get(status, 0)))
+    for kind, n in state["failures"].items():
+        failures.add_metric([kind], float(n))
     yield failures
 
 
@@ -308,17 +359,14 @@ def rewards_metrics(db: sqlite3.Connection, s: dict[str, Any]) -> Iterator[Metri
             stage["last_settled_epoch"],
             "terrapin_rewards_",
         )
-    if "rewards_epochs" in _tables(db):
-        row = db.execute(
-            "SELECT MAX(epoch) FROM rewards_epochs WHERE publish_tx IS NOT NULL"
-        ).fetchone()
-        if row[0] is not None:
-            yield _gauge(
-                "last_published_epoch",
-                "The newest epoch whose distribution root was published on chain.",
-                row[0],
-                "terrapin_rewards_",
-            )
+    epoch = published_epoch(db)
+    if epoch is not None:
+        yield _gauge(
+            "last_published_epoch",
+            "The newest epoch whose distribution root was published on chain.",
+            epoch,
+            "terrapin_rewards_",
+        )
 
 
 def db_path_of(snapshot: Any) -> Path | None:
