@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from terrapin.gateway.metrics import error_label
+from terrapin.tools.cli.main import main
 from terrapin.tools.devkit.gatewayhome import REPO, GatewayHome, chain_section, reload_broker
 from terrapin.tools.devkit.gatewayproc import GatewayThread
 from terrapin.tools.devkit.simboard import SimBoard
@@ -81,7 +82,7 @@ def chain_gateway(tmp_path, mosquitto_exe):
         broker.stop()
 
 
-def test_metrics_show_boards_anchoring_and_a_stuck_anchorer(chain_gateway):
+def test_metrics_show_boards_anchoring_and_a_stuck_anchorer(chain_gateway, monkeypatch, capsys):
     home, board = chain_gateway
     addr = board.address.hex()
     for seq in range(1, 6):
@@ -139,6 +140,25 @@ def test_metrics_show_boards_anchoring_and_a_stuck_anchorer(chain_gateway):
     p = samples(scrape(home))
     assert value(p, "terrapin_anchor_pending_readings") >= 3
     assert value(p, "terrapin_anchor_oldest_unanchored_age_seconds") >= 1.0
+
+    # `terrapin gateway status` shows the same: pending readings, the last batch, the
+    # error, in 80 columns without cutting a word, times as local time and age.
+    monkeypatch.setenv("COLUMNS", "80")
+    capsys.readouterr()
+    assert main(["gateway", "status", "--config", str(home.config_path)]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), out
+    assert re.search(
+        r"^anchoring  pending \d+ readings, oldest \d\d:\d\d:\d\d \(\d+ s ago\)", out, re.M
+    )
+    words = " ".join(out.split())
+    assert re.search(r"batches: (\d pending, )?1 sent, 0 confirmed, no batch anchored yet", words)
+    assert "LAST ERROR (anchor): batch 0 on chain holds root 0x" in out
+    assert "ours is 0x01010101…0101 (retrying every 60 s without limit)" in words
+    assert not re.search(r"\b1[6-9]\d{8}\b", out)  # no epoch seconds anywhere
+    assert board.address.hex()[:8] in out and "rejected   BAD_SIGNATURE 1" in out
 
 
 def test_metrics_pass_promtool_lint(chain_gateway):
