@@ -386,7 +386,7 @@ def describe(checks: Checks) -> list[str]:
     ]
     width = max(len(name) for name, _unit, _value in reading.records)
     for name, unit, value in reading.records:
-        lines.append(f"  {name:<{width}}  {_number(value)} {unit}".rstrip())
+        lines.append(f"  {name:<{width}}  {number_text(value)} {unit}".rstrip())
     anchored = f"batch {b.batch}, block {b.block}"
     if checks.anchor_time is not None:
         anchored += f", {utc(checks.anchor_time)}"
@@ -398,7 +398,7 @@ def describe(checks: Checks) -> list[str]:
     return lines
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
     """The shortest text that gives the value back: a float32 reading (the board's float)
     as 19.1, not 19.100000381469727."""
     if not isinstance(value, float):

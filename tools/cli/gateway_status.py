@@ -14,6 +14,10 @@ import textwrap
 import time
 from typing import Any
 
+from terrapin.tools.timefmt import age, clock, duration, local_time
+
+__all__ = ["age", "clock", "duration", "local_time", "short_hashes", "status_text"]
+
 INDENT = 11  # "anchoring  " : the section names' column
 _HASH = re.compile(r"0x([0-9a-fA-F]{8})[0-9a-fA-F]{36,}([0-9a-fA-F]{4})")
 
@@ -21,42 +25,6 @@ _HASH = re.compile(r"0x([0-9a-fA-F]{8})[0-9a-fA-F]{36,}([0-9a-fA-F]{4})")
 def short_hashes(text: str) -> str:
     """32-byte hashes in an error as 0x56e1e79e…dcb9, so a line needs no word cut."""
     return _HASH.sub(lambda m: f"0x{m[1]}…{m[2]}", text)
-
-
-def clock(ts: float, now: float) -> str:
-    """Local time: '14:03:07' today, '2026-12-05 14:03' another day."""
-    when = time.localtime(ts)
-    same_day = time.localtime(now)[:3] == when[:3]
-    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", when)
-
-
-def local_time(ts: float | None, now: float | None = None) -> str:
-    """'14:03:07 (5 min ago)' today, '2026-12-05 14:03 (1 d ago)' another day."""
-    if not ts:
-        return "never"
-    now = time.time() if now is None else now
-    return f"{clock(ts, now)} ({age(now - ts)})"
-
-
-def age(seconds: float) -> str:
-    if seconds < 0:
-        return "in the future"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return f"{int(seconds)} s ago"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    d, rest = divmod(seconds, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    if d:
-        return f"{d} d {h} h"
-    if h:
-        return f"{h} h {m} min"
-    return f"{m} min {s} s" if m else f"{s} s"
 
 
 def _section(name: str, parts: list[str], width: int) -> list[str]:
