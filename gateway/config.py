@@ -93,6 +93,12 @@ def _path(v):
     return "must be a file path without NUL characters" if "\0" in v else None
 
 
+def _mqtt_prefix(v):
+    # A topic prefix the gateway publishes under: no wildcards, no empty levels.
+    ok = v and all(level and not set(level) & set("+#\0") for level in v.split("/"))
+    return None if ok else "must be an MQTT topic without wildcards or empty levels"
+
+
 def _ranges(v):
     for unit, pair in v.items():
         ok = isinstance(pair, list) and len(pair) == 2
@@ -181,6 +187,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key(bool, True, "serve /api/status and /metrics"),
         "host": Key(str, "127.0.0.1", "bind address (keep it local)"),
         "port": Key(int, 8377, "HTTP port", _port),
+    },
+    "homeassistant": {
+        "enabled": Key(
+            bool, False, "publish stored readings and MQTT discovery for Home Assistant"
+        ),
+        "discovery_prefix": Key(
+            str, "homeassistant", "Home Assistant's MQTT discovery prefix", _mqtt_prefix
+        ),
+        "state_prefix": Key(
+            str, "terrapin/values", "readings' values go to <state_prefix>/<board>", _mqtt_prefix
+        ),
     },
     "log": {
         "level": Key(str, "info", "log level", _one_of("debug", "info", "warning", "error")),
