@@ -21,7 +21,6 @@ decoded, hashed and checked by the protocol core (terrapin.gateway.protocol).
 from __future__ import annotations
 
 import json
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from web3 import Web3
 
 from terrapin.gateway.chain import bundle, merkle
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.homeassistant import shortest
 from terrapin.gateway.protocol.envelope import EnvelopeError, Reading, decode_payload
 from terrapin.gateway.protocol.errors import PublicKeyError
 from terrapin.gateway.protocol.reasons import Reason
@@ -401,14 +401,4 @@ def describe(checks: Checks) -> list[str]:
 def number_text(value: float) -> str:
     """The shortest text that gives the value back: a float32 reading (the board's float)
     as 19.1, not 19.100000381469727."""
-    if not isinstance(value, float):
-        return str(value)
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    as32 = struct.unpack("<f", struct.pack("<f", value))[0] if abs(value) < 3.4e38 else None
-    if as32 == value:  # a float32: the shortest decimal that rounds to it
-        for digits in range(1, 10):
-            text = f"{value:.{digits}g}"
-            if struct.unpack("<f", struct.pack("<f", float(text)))[0] == value:
-                return text
-    return repr(value)
+    return str(shortest(value))

@@ -282,3 +282,16 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
         assert json.loads(later.topic(state_prefix)[0].payload)["seq"] == 5
     finally:
         later.stop()
+
+
+def test_shortest_gives_the_boards_float32_back():
+    import struct
+
+    def f32(x: float) -> float:
+        return struct.unpack("<f", struct.pack("<f", x))[0]
+
+    for x in (19.1, 21.5, 48.25, -3.3e-5, 0.1, 1013.25, 3.4e37, 1e-30):
+        short = ha.shortest(f32(x))
+        assert f32(float(short)) == f32(x) and len(repr(short)) <= len(repr(x)) + 2, x
+    assert ha.shortest(f32(19.1)) == 19.1 and ha.shortest(20.0) == 20
+    assert ha.shortest(0.1 + 0.2) == 0.1 + 0.2  # not a float32: unchanged
