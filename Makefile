@@ -16,6 +16,8 @@ MPSTUBS := micropython-esp32-stubs==1.29.0.post1
 # Debian packages the tests need: the broker, and venv/npm on a bare machine;
 # chromium (+ its driver) for the dashboard's browser tests (no browser download).
 APT_PACKAGES := mosquitto python3-venv nodejs npm chromium chromium-driver
+# promtool (in Debian's prometheus) checks ops/prometheus/alerts.yml and lints /metrics.
+APT_PACKAGES += prometheus
 
 .PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi
 .PHONY: dist web
@@ -100,6 +102,7 @@ check-apt:
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from terrapin.gateway import queries, web
+from terrapin.gateway import metrics, queries, web
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.queries import NotFound
 from terrapin.gateway.web.access import api_token, authorised, chain_head, check_access
@@ -211,8 +211,9 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, self.server.snapshot()  # type: ignore[attr-defined]
 
     def get_metrics(self):
-        body = prometheus(self.server.snapshot()).encode()  # type: ignore[attr-defined]
-        self._send(200, body, "text/plain; version=0.0.4")
+        snapshot = self.server.snapshot  # type: ignore[attr-defined]
+        body = metrics.render(snapshot(), metrics.db_path_of(snapshot))
+        self._send(200, body, metrics.CONTENT_TYPE)
 
     def get_rewards(self, owner: str | None = None):
         self._rewards(owner)

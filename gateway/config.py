@@ -102,6 +102,12 @@ def _tx_template(v):
     return None if not v or "{tx}" in v else "must contain {tx} (where the tx hash goes)"
 
 
+def _mqtt_prefix(v):
+    # A topic prefix the gateway publishes under: no wildcards, no empty levels.
+    ok = v and all(level and not set(level) & set("+#\0") for level in v.split("/"))
+    return None if ok else "must be an MQTT topic without wildcards or empty levels"
+
+
 def _ranges(v):
     for unit, pair in v.items():
         ok = isinstance(pair, list) and len(pair) == 2
@@ -196,6 +202,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "token_file": Key(str, "", "file whose first line is the token (instead of token)", _path),
         "explorer_tx_url": Key(
             str, "", "block explorer link for a tx, {tx} replaced (e.g. .../tx/{tx})", _tx_template
+        ),
+    },
+    "homeassistant": {
+        "enabled": Key(
+            bool, False, "publish stored readings and MQTT discovery for Home Assistant"
+        ),
+        "discovery_prefix": Key(
+            str, "homeassistant", "Home Assistant's MQTT discovery prefix", _mqtt_prefix
+        ),
+        "state_prefix": Key(
+            str, "terrapin/values", "readings' values go to <state_prefix>/<board>", _mqtt_prefix
         ),
     },
     "log": {

@@ -33,6 +33,7 @@ from terrapin.gateway import secretfile
 
 GATEWAY_USER = "terrapin-gateway"
 OTA_USER = "terrapin-ota"  # `device ota publish`: its own user, so its own session
+HA_USER = "homeassistant"  # Home Assistant's MQTT integration, read-mostly
 ITERATIONS = 101
 SALT_BYTES = 12
 
@@ -176,12 +177,22 @@ def render_acl(gateway_user: str = GATEWAY_USER, ota_user: str = OTA_USER) -> st
         "topic read terrapin/v1/+/reading\n"
         "topic read terrapin/v1/+/status\n"
         "topic write terrapin/v1/+/ack\n"
+        "# Home Assistant ([homeassistant] in gateway.toml): discovery configs and values.\n"
+        "topic write homeassistant/#\n"
+        "topic write terrapin/values/#\n"
         "\n"
         "# `terrapin device ota publish`: offers and chunks out, requests and status in.\n"
         f"user {ota_user}\n"
         "topic write terrapin/v1/+/ota\n"
         "topic write terrapin/v1/+/ota/chunk\n"
         "topic read terrapin/v1/+/ota/get\n"
+        "topic read terrapin/v1/+/status\n"
+        "\n"
+        "# Home Assistant's own broker user (add it with mosquitto_passwd): discovery,\n"
+        "# its birth message, the values and the boards' status (availability).\n"
+        f"user {HA_USER}\n"
+        "topic readwrite homeassistant/#\n"
+        "topic read terrapin/values/#\n"
         "topic read terrapin/v1/+/status\n"
     )
 

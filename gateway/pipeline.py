@@ -41,6 +41,8 @@ class BatchResult:
     rejected: dict[str, int] = field(default_factory=dict)
     # board hex -> [stored count, last seq, last time, last flags, last received_at]
     boards: dict[str, list] = field(default_factory=dict)
+    # Home Assistant on: (board hex, seq, time, records) of each reading stored
+    values: list[tuple[str, int, int, list]] = field(default_factory=list)
 
 
 def policy_config(cfg: GatewayConfig) -> PolicyConfig:
@@ -77,6 +79,8 @@ class Processor:
         self.rejection_log = RateLimitedLog(log, float(cfg.log.rejection_interval))
         self._next_reload = 0.0
         self.retry = STORE_RETRY
+        ha = getattr(cfg, "homeassistant", None)
+        self.collect_values = bool(ha and ha.enabled)  # decoded again for stored ones only
 
     def close(self) -> None:
         self.store.close()
@@ -122,6 +126,8 @@ class Processor:
                 acks.stored(p.device, p.seq)
             if status == STORED:
                 result.stored += 1
+                if self.collect_values:
+                    result.values.append(_values(p))
                 b = boards.get(p.device)
                 if b is None:
                     boards[p.device] = [1, p.seq, p.time, p.flags, p.received_at]
@@ -148,3 +154,11 @@ class Processor:
         result.acks = acks.messages()
         result.boards = {k.hex(): v for k, v in boards.items()}
         return result
+
+
+def _values(p: Pending) -> tuple[str, int, int, list]:
+    """A stored reading's records, for Home Assistant (it passed check: it decodes)."""
+    from terrapin.gateway.protocol.envelope import decode_envelope, decode_payload
+
+    reading = decode_payload(decode_envelope(p.envelope).payload)
+    return (p.device.hex(), p.seq, reading.time, [list(r) for r in reading.records])

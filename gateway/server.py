@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 
+from terrapin.gateway import homeassistant_publisher
 from terrapin.gateway.api import Api
 from terrapin.gateway.config import GatewayConfig
 from terrapin.gateway.errors import TerrapinError
@@ -78,6 +79,7 @@ class Gateway:
         self.api: Api | None = None
         self._reload = threading.Event()
         self.stages = chain_stages(cfg)
+        self.homeassistant = homeassistant_publisher.for_gateway(cfg, self.ingest, self.stats)
         self._failed: StageFailed | None = None  # the first stage whose run() raised
 
     def snapshot(self) -> dict:
@@ -122,6 +124,8 @@ class Gateway:
         for topic, payload in result.acks:
             self.ingest.publish(topic, payload)
         self.ingest.ack_many(batch)
+        if self.homeassistant is not None and result.values:
+            self.homeassistant.publish(result.values)  # stored, committed readings only
 
     def run(self, shutdown: threading.Event) -> None:
         """Start every stage, serve until `shutdown`, stop them all.

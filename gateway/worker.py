@@ -261,4 +261,5 @@ def merge(results: list[BatchResult]) -> BatchResult:
         for name, k in r.rejected.items():
             out.rejected[name] = out.rejected.get(name, 0) + k
         out.boards.update(r.boards)  # shards hold disjoint boards
+        out.values += r.values
     return out

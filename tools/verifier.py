@@ -21,6 +21,7 @@ decoded, hashed and checked by the protocol core (terrapin.gateway.protocol).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from web3 import Web3
 
 from terrapin.gateway.chain import bundle, merkle
 from terrapin.gateway.errors import TerrapinError
-from terrapin.gateway.protocol.envelope import EnvelopeError, decode_payload
+from terrapin.gateway.homeassistant import shortest
+from terrapin.gateway.protocol.envelope import EnvelopeError, Reading, decode_payload
 from terrapin.gateway.protocol.errors import PublicKeyError
 from terrapin.gateway.protocol.reasons import Reason
 from terrapin.gateway.protocol.signature import address, recover_signer, verify_digest
@@ -95,6 +97,9 @@ class Checks:
         self.items: list[Check] = []
         self.on_chain = False  # every on-chain check ran (and the node answered)
         self.unreachable: str | None = None  # why the node could not be asked
+        self.reading: Reading | None = None  # the signed reading, once it decoded
+        self.bundle: bundle.Bundle | None = None
+        self.anchor_time: int | None = None  # the anchoring block's timestamp, from the chain
 
     def add(self, name: str, ok: bool, detail: str) -> bool:
         self.items.append(Check(name, ok, detail))
@@ -158,7 +163,8 @@ def check_offline(data: object, checks: Checks) -> bundle.Bundle | None:
 
     def sequence() -> str:
         try:
-            seq = decode_payload(env.payload).seq
+            checks.reading = decode_payload(env.payload)
+            seq = checks.reading.seq
         except EnvelopeError as exc:
             raise CheckFailed(f"payload does not parse: {exc}") from None
         _require(seq == b.seq, f"payload says seq {seq}, bundle says {b.seq}")
@@ -267,8 +273,9 @@ def check_chain(b: bundle.Bundle, w3: Web3, trust: Trust, checks: Checks) -> Non
             receipt["blockNumber"] == b.block,
             f"mined in block {receipt['blockNumber']}, bundle says {b.block}",
         )
-        canonical = bytes(_ask(checks, lambda: w3.eth.get_block(b.block))["hash"])
-        _require(canonical == bytes(receipt["blockHash"]), "its block is not canonical")
+        block = _ask(checks, lambda: w3.eth.get_block(b.block))
+        _require(bytes(block["hash"]) == bytes(receipt["blockHash"]), "its block is not canonical")
+        checks.anchor_time = int(block["timestamp"])
         events = contract.events.Anchored().process_receipt(receipt)
         _require(len(events) == 1, f"{len(events)} Anchored events in the transaction")
         args = events[0]["args"]
@@ -349,7 +356,7 @@ def run_checks(
             hint="pass --anchor ADDRESS (the network's anchor) or --network FILE",
         )
     checks = Checks()
-    b = check_offline(data, checks)
+    b = checks.bundle = check_offline(data, checks)
     if b is None or not checks.ok:
         return checks
     if rpc and w3 is None:
@@ -359,3 +366,39 @@ def run_checks(
     elif trust is not None:
         check_trusted(b, trust, checks)
     return checks
+
+
+def utc(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+def describe(checks: Checks) -> list[str]:
+    """What the bundle says, in words: board, seq, time, each record, the anchor. Only
+    what the checks passed vouches for it; the caller says how far that went."""
+    b, reading = checks.bundle, checks.reading
+    if b is None or reading is None:
+        return []
+    when = utc(reading.time) if reading.time else "not set (the board's clock was not set)"
+    lines = [
+        f"board     0x{b.device.hex()}",
+        f"seq       {reading.seq}",
+        f"time      {when}",
+    ]
+    width = max(len(name) for name, _unit, _value in reading.records)
+    for name, unit, value in reading.records:
+        lines.append(f"  {name:<{width}}  {number_text(value)} {unit}".rstrip())
+    anchored = f"batch {b.batch}, block {b.block}"
+    if checks.anchor_time is not None:
+        anchored += f", {utc(checks.anchor_time)}"
+    else:
+        anchored += ", time not known (the chain was not asked)"
+    lines.append(f"anchored  {anchored}")
+    lines.append(f"          chain {b.chain_id}, contract 0x{b.contract.hex()}")
+    lines.append(f"          tx 0x{b.tx.hex()}")
+    return lines
+
+
+def number_text(value: float) -> str:
+    """The shortest text that gives the value back: a float32 reading (the board's float)
+    as 19.1, not 19.100000381469727."""
+    return str(shortest(value))

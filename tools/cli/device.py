@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from terrapin.gateway.errors import TerrapinError
 from terrapin.tools.cli.device_common import (
     check_target,
     emit,
@@ -202,9 +203,13 @@ def monitor(port, target, flash_dir, duration, as_json) -> None:
 @click.option("--config", "config_path", help="Gateway config (default: the gateway's own).")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Gateway database.")
 @click.option("--api", help="Gateway status API URL (default: from the config).")
+@click.option("--rpc", help="JSON-RPC URL to ask the registry for the board's owner.")
+@click.option("--contract", help="Registry address (default with a config: [chain] registry).")
 @click.option("--json", "as_json", is_flag=True)
-def status(address, config_path, db, api, as_json) -> None:
-    """One board as the gateway sees it: readings, rejections, backlog, rewards."""
+def status(address, config_path, db, api, rpc, contract, as_json) -> None:
+    """One board as the gateway sees it: readings, latest values and whether they are
+    anchored, rejections, backlog, owner (asked on chain when a JSON-RPC chain is
+    known), rewards."""
     from terrapin.tools.board import status as boardstatus
 
     addr = boardstatus.parse_address(address)
@@ -215,11 +220,27 @@ def status(address, config_path, db, api, as_json) -> None:
         db = Path(cfg.store.path)
         if api is None and cfg.api.enabled:
             api = f"http://{cfg.api.host}:{cfg.api.port}"
-    result = boardstatus.board_status(addr, db=db, api=api)
+        rpc, contract = _registry_of(cfg, rpc, contract)
+    if rpc and not contract:
+        raise TerrapinError("--rpc needs --contract (the registry address)")
+    chain = (rpc, contract) if rpc else None
+    result = boardstatus.board_status(addr, db=db, api=api, chain=chain)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
     click.echo(boardstatus.as_text(result))
+
+
+def _registry_of(cfg, rpc: str | None, contract: str | None) -> tuple[str | None, str | None]:
+    """The chain and registry `device status` asks for the owner: the options, else the
+    config's JSON-RPC [chain] (the embedded chain lives inside the gateway process)."""
+    chain = dict(cfg.section("chain"))
+    network = chain.get("network")
+    if rpc is None and isinstance(network, str) and network.startswith(("http://", "https://")):
+        rpc = network
+    if contract is None and rpc is not None:
+        contract = dict(cfg.section("rewards")).get("binding") or chain.get("registry")
+    return rpc, contract
 
 
 # -- virtual -------------------------------------------------------------------

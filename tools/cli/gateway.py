@@ -9,8 +9,6 @@ import urllib.error
 import urllib.request
 
 import click
-from rich.console import Console
-from rich.table import Column, Table
 
 from terrapin.gateway.config import DEFAULT_PATH, load_config
 from terrapin.gateway.errors import TerrapinError
@@ -151,45 +149,17 @@ def fetch_status(cfg, timeout: float = 3.0) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="print the raw /api/status JSON")
 @config_option
 def status(as_json, config_path):
-    """Counters of the running gateway (from its status API)."""
+    """The running gateway: ingest, anchoring, rewards and boards (from its status API
+    and, when readable here, its database)."""
     cfg = load_config(config_path)
     st = fetch_status(cfg)
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))
         return
-    c = st["counts"]
-    con = Console()
-    con.print(
-        f"uptime {st['uptime_s']:.0f} s, broker {'connected' if st['connected'] else 'DOWN'}, "
-        f"queue {st['queue_depth']}, store {st['store_bytes'] / 1e6:.1f} MB"
-    )
-    con.print(
-        f"received {c['received']}, stored {c['stored']}, duplicates {c['duplicate']}, "
-        f"rejected {c['rejected_total']}, commits {c['commits']}"
-    )
-    for name, stage in sorted(st.get("stages", {}).items()):  # the chain node's state
-        said = [f"node {stage['node']}" if stage.get("node") else "", stage.get("error") or ""]
-        if any(said):
-            con.print(f"{name}: " + "; ".join(x for x in said if x), markup=False)
-    rej = {k: v for k, v in c["rejected"].items() if v}
-    if rej:
-        con.print("rejected by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(rej.items())))
-    table = Table(
-        Column("board", no_wrap=True, min_width=40),
-        "stored",
-        "last seq",
-        "last time",
-        "flags",
-        "status",
-    )
-    for addr, b in sorted(st["boards"].items()):
-        state = st["board_status"].get(addr, {}).get("state", "")
-        table.add_row(
-            addr,
-            str(b["stored"]),
-            str(b["last_seq"]),
-            str(b["last_time"]),
-            str(b["last_flags"]),
-            state,
-        )
-    con.print(table)
+    import shutil
+
+    from terrapin.gateway.metrics import read_state
+    from terrapin.tools.cli.gateway_status import status_text
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    click.echo(status_text(st, read_state(cfg.store.path), width=max(width, 60)))

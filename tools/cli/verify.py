@@ -18,7 +18,7 @@ import click
 
 from terrapin.gateway.chain import bundle
 from terrapin.gateway.errors import TerrapinError
-from terrapin.tools.verifier import Trust, TrustError, run_checks
+from terrapin.tools.verifier import Trust, TrustError, describe, run_checks
 
 OFFLINE = (
     "offline checks passed, but NOTHING was checked on chain: this root may never have "
@@ -84,8 +84,22 @@ def verify(
     if not checks.on_chain:
         if not as_json:
             click.echo(f"  {OFFLINE}")
+            _say_what(
+                "What the bundle claims (signed by the board; the anchor NOT checked):", checks
+            )
         raise NotCheckedOnChain(
             OFFLINE, hint="pass --rpc URL with --anchor ADDRESS or --network FILE"
         )
     if not as_json:
         click.echo(f"  verified on chain against the anchor you trust (0x{trust.anchor.hex()})")
+        _say_what("What this bundle proves:", checks)
+
+
+def _say_what(heading: str, checks) -> None:
+    """The reading in words (board, seq, time, records, anchor) after the checks."""
+    lines = describe(checks)
+    if lines:
+        click.echo("")
+        click.echo(heading)
+        for line in lines:
+            click.echo(f"  {line}")
