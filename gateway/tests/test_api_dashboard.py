@@ -325,3 +325,19 @@ def test_pages_behind_a_token_in_the_browser(gateway_db) -> None:
         pytest.skip(f"{exc} ({exc.hint})")
     finally:
         guarded.stop()
+
+
+def test_api_config_keys(tmp_path: Path) -> None:
+    """[api] explorer_tx_url needs {tx}; token_file is relative to gateway.toml and its
+    first line is the token."""
+    from terrapin.gateway.config import parse_config
+    from terrapin.gateway.web.access import api_token
+
+    with pytest.raises(ConfigError, match="must contain"):
+        parse_config('[api]\nexplorer_tx_url = "https://x.example/tx/"\n')
+    (tmp_path / "api.token").write_text("tok-123\n")
+    cfg = parse_config('[api]\ntoken_file = "api.token"\n', tmp_path / "gateway.toml")
+    assert api_token(cfg.api) == "tok-123"
+    missing = parse_config('[api]\ntoken_file = "nope"\n', tmp_path / "gateway.toml")
+    with pytest.raises(ConfigError, match=r"cannot read api\.token_file"):
+        api_token(missing.api)
