@@ -214,6 +214,18 @@ def test_pages_and_static_files(api) -> None:
         assert get(api, path)[0] == 404, path
 
 
+def test_without_a_database_every_data_route_is_a_json_404() -> None:
+    bare = Api("127.0.0.1", 0, snapshot, token="").start()
+    try:
+        for path in ("/api/boards", "/api/batches", "/api/readings/0x" + "11" * 20 + "/1/proof"):
+            assert get(bare, path) == (
+                404,
+                {"error": "no_database", "detail": "this API has no gateway database"},
+            ), path
+    finally:
+        bare.stop()
+
+
 def test_a_token_is_required_when_set_and_off_loopback(gateway_db) -> None:
     db, _ = gateway_db
     with pytest.raises(ConfigError, match="not a loopback address"):
