@@ -192,6 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
             except sqlite3.Error as exc:  # busy, or not a gateway database: say so, keep serving
                 log.warning("api: %s: database error: %s", url.path, exc)
                 result = 503, {"error": "database", "detail": str(exc)}
+            except Exception as exc:  # a bug: one log line and a JSON 500, keep serving
+                log.exception("api: %s failed", url.path)
+                result = 500, {"error": "internal", "detail": f"{type(exc).__name__}: {exc}"}
             if result is not None:
                 code, obj = result
                 body = json.dumps(obj, separators=(",", ":")).encode()  # compact: pages are big
@@ -224,7 +227,10 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"epochs": queries.epochs(conn), "decimals": queries.TOKEN_DECIMALS}
 
     def _db(self) -> sqlite3.Connection:
-        return queries.connect(self.server.db_path)  # type: ignore[attr-defined]
+        db_path = self.server.db_path  # type: ignore[attr-defined]
+        if db_path is None:
+            raise NotFound("no_database", "this API has no gateway database")
+        return queries.connect(db_path)
 
     def _statuses(self) -> dict[str, dict]:
         try:

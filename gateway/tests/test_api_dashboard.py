@@ -214,6 +214,18 @@ def test_pages_and_static_files(api) -> None:
         assert get(api, path)[0] == 404, path
 
 
+def test_without_a_database_every_data_route_is_a_json_404() -> None:
+    bare = Api("127.0.0.1", 0, snapshot, token="").start()
+    try:
+        for path in ("/api/boards", "/api/batches", "/api/readings/0x" + "11" * 20 + "/1/proof"):
+            assert get(bare, path) == (
+                404,
+                {"error": "no_database", "detail": "this API has no gateway database"},
+            ), path
+    finally:
+        bare.stop()
+
+
 def test_a_token_is_required_when_set_and_off_loopback(gateway_db) -> None:
     db, _ = gateway_db
     with pytest.raises(ConfigError, match="not a loopback address"):
@@ -325,3 +337,19 @@ def test_pages_behind_a_token_in_the_browser(gateway_db) -> None:
         pytest.skip(f"{exc} ({exc.hint})")
     finally:
         guarded.stop()
+
+
+def test_api_config_keys(tmp_path: Path) -> None:
+    """[api] explorer_tx_url needs {tx}; token_file is relative to gateway.toml and its
+    first line is the token."""
+    from terrapin.gateway.config import parse_config
+    from terrapin.gateway.web.access import api_token
+
+    with pytest.raises(ConfigError, match="must contain"):
+        parse_config('[api]\nexplorer_tx_url = "https://x.example/tx/"\n')
+    (tmp_path / "api.token").write_text("tok-123\n")
+    cfg = parse_config('[api]\ntoken_file = "api.token"\n', tmp_path / "gateway.toml")
+    assert api_token(cfg.api) == "tok-123"
+    missing = parse_config('[api]\ntoken_file = "nope"\n', tmp_path / "gateway.toml")
+    with pytest.raises(ConfigError, match=r"cannot read api\.token_file"):
+        api_token(missing.api)
