@@ -163,14 +163,21 @@ def _carry_forward(w3: Web3, oracle: LocalAccount, contract: Contract, epoch: in
         return
     root = bytes(contract.functions.merkleRoot().call())
     total = int(contract.functions.cumulativeTotal().call())
-    for skipped in range(latest + 1, epoch):
-        _send(w3, oracle, contract.functions.publishRoot(skipped, root, total))
+    for skipped in range(latest + 1, epoch):  # no manifest: nothing was anchored then
+        _send(w3, oracle, contract.functions.publishRoot(skipped, root, total, bytes(32)))
 
 
-def publish_root(w3: Web3, oracle: LocalAccount, contract: Contract, dist: Distribution) -> Any:
-    """Set the distribution's root for its epoch (oracle role only), after carrying the
-    latest root over any skipped epoch. Returns the receipt."""
-    call = contract.functions.publishRoot(dist.epoch, dist.root, dist.total)
+def publish_root(
+    w3: Web3,
+    oracle: LocalAccount,
+    contract: Contract,
+    dist: Distribution,
+    manifest_hash: bytes = bytes(32),
+) -> Any:
+    """Set the distribution's root for its epoch (oracle role only) with the hash of the
+    epoch's manifest (manifest.manifest_hash), after carrying the latest root over any
+    skipped epoch. Returns the receipt."""
+    call = contract.functions.publishRoot(dist.epoch, dist.root, dist.total, manifest_hash)
     for attempt in (1, 2):
         try:
             call.call({"from": oracle.address})  # a revert reason before spending gas
