@@ -127,6 +127,31 @@ def gateway_rewards_view(gateway: Any) -> RewardsView | None:
     return db_rewards_view(cfg.store.path, stage_view)
 
 
+def epoch_manifest(server: Any, path: str) -> tuple[int, bytes, str]:
+    """GET /api/rewards/epochs/<E>/manifest: the manifest file the rewards stage wrote for
+    epoch E, byte for byte (its keccak256 is on chain); JSON errors otherwise."""
+    parts = path.removeprefix("/api/rewards/epochs/").split("/")
+    gateway = getattr(server.snapshot, "__self__", None)
+    cfg = getattr(gateway, "cfg", None)
+    found = None
+    if len(parts) != 2 or parts[1] != "manifest" or not parts[0].isdigit():
+        code, obj = 400, {"error": "bad_path", "detail": "use /api/rewards/epochs/<E>/manifest"}
+    elif cfg is None or not Path(cfg.store.path).exists():
+        code, obj = 404, {"error": "no_rewards", "detail": "this gateway has no rewards data"}
+    else:
+        from terrapin.gateway.rewards import ledger
+
+        conn = sqlite3.connect(f"file:{cfg.store.path}?mode=ro", uri=True, timeout=5)
+        try:
+            found = ledger.stored(conn, int(parts[0]))
+        finally:
+            conn.close()
+        code, obj = 404, {"error": "no_manifest", "epoch": int(parts[0])}
+    if found is not None and found[0].exists():
+        return 200, found[0].read_bytes(), "application/json"
+    return code, json.dumps(obj, sort_keys=True).encode(), "application/json"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "terrapin-gateway"
 
@@ -139,6 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             body = prometheus(snapshot()).encode()
             ctype = "text/plain; version=0.0.4"
+        elif path.startswith("/api/rewards/epochs/"):  # an epoch manifest (issue 19)
+            self._send(*epoch_manifest(self.server, path))  # type: ignore[arg-type]
+            return
         elif path == "/api/rewards" or path.startswith("/api/rewards/"):
             owner = path.removeprefix("/api/rewards").strip("/") or None
             self._rewards(owner)

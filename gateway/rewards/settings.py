@@ -171,3 +171,60 @@ def owner_account(keystore: str | None):
             hint="keys are never taken from the command line",
         )
     return account
+
+
+def write_manifest(settings: Settings, epoch: int) -> tuple[Path, bytes, str | None]:
+    """`terrapin rewards manifest`: (file, hash, root) of epoch `epoch`'s manifest.
+
+    An epoch already written is rebuilt from the database with its frozen cut-off and
+    evidence, and must hash as recorded. Another one is built now, with the chain's latest
+    block as its cut-off (a JSON-RPC chain past the epoch's end), and frozen."""
+    from terrapin.gateway.rewards import ledger
+    from terrapin.gateway.rewards.tables import _address
+
+    if not settings.db.exists():
+        raise TerrapinError(f"no database at {settings.db}")
+    conn = rewards_store.connect(settings.db)
+    try:
+        ledger.ensure(conn)
+        before = ledger.stored(conn, epoch)
+        chain = cutoff = None
+        if ledger.frozen(conn, epoch) is None:
+            w3, config = settings.need_rpc("a manifest of an epoch not settled yet")
+            binding = settings.binding
+            registry = None
+            if binding:
+                from terrapin.gateway.rewards import onchain as rewards_chain
+
+                registry = rewards_chain.binding_contract(w3, binding)
+            rewards_store.sync(conn, w3, registry, settings.from_block)
+            head = w3.eth.get_block("latest")
+            end = (epoch + 1) * settings.params.epoch_seconds
+            if int(head["timestamp"]) < end:
+                raise TerrapinError(f"epoch {epoch} has not ended on chain yet (ends at {end})")
+            if not config.anchor:
+                raise ConfigError("a manifest needs [chain] anchor")
+            chain = ledger.ChainRef(
+                int(w3.eth.chain_id),
+                _address(config.anchor),
+                _address(binding) if binding else bytes(20),
+                _address(settings.contract),
+                settings.from_block,
+                rewards_store._gateways(conn),
+            )
+            cutoff = (int(head["number"]), int(head["timestamp"]))
+        try:
+            m = ledger.build_manifest(conn, epoch, settings.params.rule(), chain, cutoff)
+        except rewards_store.MissingChainData as exc:
+            raise TerrapinError(str(exc), hint="run the gateway (it syncs)") from None
+        path = ledger.manifest_path(settings.out_dir, epoch)
+        digest = ledger.write(conn, m, path)
+        if before is not None and before[1] != digest:
+            raise TerrapinError(
+                f"epoch {epoch}'s manifest rebuilt to hash 0x{digest.hex()}, "
+                f"it was written as 0x{before[1].hex()}",
+                hint="the database changed under a settled epoch (a reorg?)",
+            )
+    finally:
+        conn.close()
+    return path, digest, None if m.root is None else "0x" + m.root.hex()

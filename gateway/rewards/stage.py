@@ -218,6 +218,7 @@ class RewardsStage:
             self.out_dir,
             publish=not already,
             from_block=self.from_block,
+            anchor=self.chain.anchor.address,
         )
         dist = result.distribution
         tx = None

@@ -20,7 +20,9 @@ from terrapin.tools.devkit.simboard import SimBoard
 DAY = 86_400
 
 
-def test_compute_publish_claim_on_anvil(anvil, compiled, tmp_path, monkeypatch, capsys):
+def test_compute_publish_claim_on_anvil(
+    anvil, compiled, tmp_path, monkeypatch, capsys, stamped_readings
+):
     w3 = anvil.w3
     oracle = Account.from_key(testkit.ANVIL_KEY)  # admin, gateway and oracle
     alice, bob, stranger = anvil.accounts[1], anvil.accounts[2], anvil.accounts[3]
@@ -53,8 +55,8 @@ def test_compute_publish_claim_on_anvil(anvil, compiled, tmp_path, monkeypatch, 
 
     db = tmp_path / "gateway.sqlite"
     conn = testkit.make_db(db)
-    testkit.add_readings(conn, [boards[0]], 1)
-    testkit.add_readings(conn, [boards[1]], 3)
+    stamped_readings(conn, [boards[0]], 1, day * DAY + 60)
+    stamped_readings(conn, [boards[1]], 3, day * DAY + 60)
     chain = Chain.connect(config)
     batcher, anchorer = Batcher(db), Anchorer(db, chain)
     batcher.close_due(force=True)
