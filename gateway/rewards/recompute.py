@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from terrapin.gateway.chain import merkle
 from terrapin.gateway.errors import TerrapinError
@@ -168,10 +168,14 @@ def derive(m: Manifest, outcomes: list[list[tuple[int, str | None]]]) -> Derived
 def build(m: Manifest) -> Manifest:
     """A copy of `m` with every derived field (flags, reasons, figures, tree) filled in."""
     out = copy.deepcopy(m)
-    for batch, row in zip(out.batches, leaf_outcomes(out), strict=True):
-        for leaf, (flags, reason) in zip(batch.readings, row, strict=True):
-            leaf.flags, leaf.reason = flags, reason
-    d = derive(out, leaf_outcomes(out))
+    outcomes = leaf_outcomes(out)
+    for batch, row in zip(out.batches, outcomes, strict=True):
+        # New Leaf objects: one reading listed in two batches may be one object in `m`.
+        batch.readings = [
+            replace(leaf, flags=flags, reason=reason)
+            for leaf, (flags, reason) in zip(batch.readings, row, strict=True)
+        ]
+    d = derive(out, outcomes)
     out.boards, out.epoch_amounts, out.unowned, out.remainder = (
         d.boards,
         d.epoch_amounts,
