@@ -23,7 +23,7 @@ from pathlib import Path
 
 from terrapin.gateway.protocol.reasons import Reason
 from terrapin.gateway.rewards import recompute
-from terrapin.gateway.rewards.flags import equivocation_evidence
+from terrapin.gateway.rewards.flags import FlagParams, equivocation_evidence
 from terrapin.gateway.rewards.manifest import (
     Batch,
     Binding,
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS rewards_manifests (
     cutoff_block INTEGER NOT NULL,
     cutoff_timestamp INTEGER NOT NULL,
     chain TEXT NOT NULL,
+    rule TEXT NOT NULL,
     path TEXT,
     hash BLOB,
     written_at REAL NOT NULL
@@ -133,13 +134,20 @@ def current_evidence(conn: sqlite3.Connection, batches: list[Batch]) -> list[Evi
     return [Evidence(*e) for e in sorted(found)]
 
 
-def frozen(conn: sqlite3.Connection, epoch: int) -> tuple[int, int, ChainRef] | None:
-    """(cut-off block, its timestamp, chain references) of an epoch already written."""
+def frozen(conn: sqlite3.Connection, epoch: int) -> tuple[int, int, ChainRef, Rule] | None:
+    """(cut-off block, its timestamp, chain references, rule) of an epoch already written."""
     row = conn.execute(
-        "SELECT cutoff_block, cutoff_timestamp, chain FROM rewards_manifests WHERE epoch = ?",
+        "SELECT cutoff_block, cutoff_timestamp, chain, rule FROM rewards_manifests WHERE epoch = ?",
         (epoch,),
     ).fetchone()
-    return None if row is None else (row[0], row[1], chain_from_json(row[2]))
+    if row is None:
+        return None
+    return row[0], row[1], chain_from_json(row[2]), rule_from_json(row[3])
+
+
+def rule_from_json(text: str) -> Rule:
+    d = json.loads(text)
+    return Rule(d["epoch_seconds"], int(d["budget"]), d["cap"], FlagParams.from_json(d["flags"]))
 
 
 def _evidence(conn: sqlite3.Connection, epoch: int, batches: list[Batch]) -> list[Evidence]:
@@ -187,9 +195,11 @@ def epochs_through(conn: sqlite3.Connection, epoch: int, rule: Rule) -> list[Man
     out = []
     for e in sorted(x for x in by_epoch if x <= epoch):
         batches = by_epoch[e]
-        end = (e + 1) * rule.epoch_seconds
+        known = frozen(conn, e)
+        this_rule = rule if known is None else known[3]  # a written epoch keeps its rule
+        end = (e + 1) * this_rule.epoch_seconds
         m = Manifest(
-            e, rule, _NO_CHAIN, 0, 0, batches, _evidence(conn, e, batches),
+            e, this_rule, _NO_CHAIN, 0, 0, batches, _evidence(conn, e, batches),
             bindings_before(conn, end), previous=previous,
         )  # fmt: skip
         m = recompute.build(m)
@@ -209,8 +219,8 @@ def build_manifest(
     frozen evidence (so rebuilding it gives the same bytes); otherwise `chain` and `cutoff`
     (the block it is settled at: number, timestamp) are required."""
     known = frozen(conn, epoch) if "rewards_manifests" in _tables(conn) else None
-    if known is not None:
-        cutoff, chain = known[:2], known[2]
+    if known is not None:  # rebuilt as written: same rule, chain, cut-off (and evidence)
+        cutoff, chain, rule = known[:2], known[2], known[3]
     if chain is None or cutoff is None:
         raise RewardsError(f"epoch {epoch} has no manifest yet: it needs a chain and a cut-off")
     built = epochs_through(conn, epoch, rule)
@@ -229,8 +239,16 @@ def freeze(conn: sqlite3.Connection, m: Manifest) -> None:
     with conn:
         cur = conn.execute(
             "INSERT OR IGNORE INTO rewards_manifests "
-            "(epoch, cutoff_block, cutoff_timestamp, chain, written_at) VALUES (?, ?, ?, ?, ?)",
-            (m.epoch, m.cutoff_block, m.cutoff_timestamp, chain_to_json(m.chain), time.time()),
+            "(epoch, cutoff_block, cutoff_timestamp, chain, rule, written_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                m.epoch,
+                m.cutoff_block,
+                m.cutoff_timestamp,
+                chain_to_json(m.chain),
+                json.dumps(m.rule.to_json()),
+                time.time(),
+            ),
         )
         if cur.rowcount:
             conn.executemany(

@@ -180,6 +180,7 @@ def write_manifest(settings: Settings, epoch: int) -> tuple[Path, bytes, str | N
     evidence, and must hash as recorded. Another one is built now, with the chain's latest
     block as its cut-off (a JSON-RPC chain past the epoch's end), and frozen."""
     from terrapin.gateway.rewards import ledger
+    from terrapin.gateway.rewards.manifest import manifest_hash, to_bytes
     from terrapin.gateway.rewards.tables import _address
 
     if not settings.db.exists():
@@ -218,13 +219,14 @@ def write_manifest(settings: Settings, epoch: int) -> tuple[Path, bytes, str | N
         except rewards_store.MissingChainData as exc:
             raise TerrapinError(str(exc), hint="run the gateway (it syncs)") from None
         path = ledger.manifest_path(settings.out_dir, epoch)
-        digest = ledger.write(conn, m, path)
+        digest = manifest_hash(to_bytes(m))
         if before is not None and before[1] != digest:
             raise TerrapinError(
                 f"epoch {epoch}'s manifest rebuilt to hash 0x{digest.hex()}, "
                 f"it was written as 0x{before[1].hex()}",
                 hint="the database changed under a settled epoch (a reorg?)",
             )
+        ledger.write(conn, m, path)
     finally:
         conn.close()
     return path, digest, None if m.root is None else "0x" + m.root.hex()
