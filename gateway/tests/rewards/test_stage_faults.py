@@ -166,3 +166,25 @@ def test_the_node_unreachable_is_waited_out_past_the_bound(anchored, monkeypatch
     assert not errors, errors
     assert fault.raised == times
     assert any(s and "node away (retrying without limit)" in s for s in seen), seen
+
+
+def test_no_epoch_is_settled_while_an_anchoring_transaction_is_in_flight(anchored):
+    """A batch whose transaction is out may land in the epoch about to be settled, and the
+    epoch's manifest must list every batch anchored in it: the stage waits."""
+    db, chain = anchored
+    stage = make_stage(db, chain)
+    deadline = time.monotonic() + 30
+    while not stage.due() and time.monotonic() < deadline:  # the 2-second epochs end
+        time.sleep(0.2)
+    assert stage.due(), "an anchored epoch never became due"
+    conn = sqlite3.connect(db)
+    try:
+        with conn:  # the anchorer's state between sending a transaction and seeing it mined
+            conn.execute("UPDATE batches SET status = 'sent' WHERE id = 0")
+        assert stage.due() == []
+        assert stage.step() == [] and settled(db) == []
+        with conn:
+            conn.execute("UPDATE batches SET status = 'confirmed' WHERE id = 0")
+    finally:
+        conn.close()
+    assert stage.step() and settled(db)
