@@ -229,7 +229,7 @@ def check_leaves(m: Manifest, signatures: bool = True) -> str:
                 f"batch {batch.id}: its listed readings build root {_h(root)}, "
                 f"not {_h(batch.root)} (a reading was changed, added or removed)"
             )
-    return f"{n} readings in {len(m.batches)} batches, each signed and in its batch's tree"
+    return f"{n} readings in {len(m.batches)} batch(es), each signed and in its batch's tree"
 
 
 def check_equivocations(m: Manifest) -> str:
