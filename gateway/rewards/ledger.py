@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS rewards_manifests (
     cutoff_timestamp INTEGER NOT NULL,
     chain TEXT NOT NULL,
     rule TEXT NOT NULL,
+    cumulative TEXT NOT NULL,
     path TEXT,
     hash BLOB,
     written_at REAL NOT NULL
@@ -71,15 +72,20 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def anchored_batches(conn: sqlite3.Connection, epoch_seconds: int) -> dict[int, list[Batch]]:
-    """Epoch -> its anchored batches, each with every reading (sorted by board, seq)."""
+def anchored_batches(
+    conn: sqlite3.Connection, epoch_seconds: int, since: int = 0
+) -> dict[int, list[Batch]]:
+    """Epoch -> its anchored batches (blocks stamped at or after `since`), each with every
+    reading (sorted by board, seq)."""
     if not {"readings", "batches", "batch_leaves", "chain_txs"} <= _tables(conn):
         return {}
     rows = conn.execute(
         "SELECT b.id, b.root, b.count, b.tx_hash, b.block_hash, t.block_number, t.timestamp, "
         "(SELECT sender FROM chain_txs x WHERE x.tx_hash = b.tx_hash) "
         "FROM batches b LEFT JOIN rewards_block_times t ON t.block_hash = b.block_hash "
-        "WHERE b.status IN ('anchored', 'confirmed') ORDER BY b.id"
+        "WHERE b.status IN ('anchored', 'confirmed') "
+        "AND (t.timestamp IS NULL OR t.timestamp >= ?) ORDER BY b.id",
+        (since,),
     ).fetchall()
     out: dict[int, list[Batch]] = {}
     for bid, root, count, tx, _bh, number, timestamp, sender in rows:
@@ -186,14 +192,28 @@ def chain_from_json(text: str) -> ChainRef:
     )
 
 
+def _last_written_before(conn: sqlite3.Connection, epoch: int) -> tuple[int, dict[bytes, int]]:
+    """(epoch, cumulative amounts) of the latest epoch before `epoch` already written, or
+    (-1, {}): what it published never changes, so nothing before it is recomputed."""
+    row = conn.execute(
+        "SELECT epoch, cumulative FROM rewards_manifests WHERE epoch < ? "
+        "ORDER BY epoch DESC LIMIT 1",
+        (epoch,),
+    ).fetchone()
+    if row is None:
+        return -1, {}
+    return row[0], {bytes.fromhex(o): int(a) for o, a in json.loads(row[1]).items()}
+
+
 def epochs_through(conn: sqlite3.Connection, epoch: int, rule: Rule) -> list[Manifest]:
     """A built manifest (no chain references) for every epoch <= `epoch` with anchored
-    readings, in order, each starting from the previous one's cumulative amounts."""
+    readings after the last epoch already written before it, in order, each starting from
+    the previous one's cumulative amounts (the written epoch's, as recorded)."""
     ensure(conn)
-    by_epoch = anchored_batches(conn, rule.epoch_seconds)
-    previous: dict[bytes, int] = {}
+    after, previous = _last_written_before(conn, epoch)
+    by_epoch = anchored_batches(conn, rule.epoch_seconds, (after + 1) * rule.epoch_seconds)
     out = []
-    for e in sorted(x for x in by_epoch if x <= epoch):
+    for e in sorted(x for x in by_epoch if after < x <= epoch):
         batches = by_epoch[e]
         known = frozen(conn, e)
         this_rule = rule if known is None else known[3]  # a written epoch keeps its rule
@@ -224,7 +244,10 @@ def build_manifest(
     if chain is None or cutoff is None:
         raise RewardsError(f"epoch {epoch} has no manifest yet: it needs a chain and a cut-off")
     built = epochs_through(conn, epoch, rule)
-    previous = next((m.cumulative for m in reversed(built) if m.epoch < epoch), {})
+    previous = next(
+        (m.cumulative for m in reversed(built) if m.epoch < epoch),
+        _last_written_before(conn, epoch)[1],
+    )
     this = next((m for m in built if m.epoch == epoch), None)
     if this is None:  # no anchored reading in the epoch: nothing changes
         end = (epoch + 1) * rule.epoch_seconds
@@ -239,14 +262,15 @@ def freeze(conn: sqlite3.Connection, m: Manifest) -> None:
     with conn:
         cur = conn.execute(
             "INSERT OR IGNORE INTO rewards_manifests "
-            "(epoch, cutoff_block, cutoff_timestamp, chain, rule, written_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "(epoch, cutoff_block, cutoff_timestamp, chain, rule, cumulative, written_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 m.epoch,
                 m.cutoff_block,
                 m.cutoff_timestamp,
                 chain_to_json(m.chain),
                 json.dumps(m.rule.to_json()),
+                json.dumps({o.hex(): str(a) for o, a in sorted(m.cumulative.items())}),
                 time.time(),
             ),
         )

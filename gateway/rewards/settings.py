@@ -230,3 +230,30 @@ def write_manifest(settings: Settings, epoch: int) -> tuple[Path, bytes, str | N
     finally:
         conn.close()
     return path, digest, None if m.root is None else "0x" + m.root.hex()
+
+
+def manifest_for_publish(settings: Settings, dist: distribution.Distribution) -> bytes | None:
+    """The hash of the manifest written for the distribution's epoch, to publish with its
+    root (None if none was written); TerrapinError if the two disagree on the root."""
+    from terrapin.gateway.rewards import ledger
+    from terrapin.gateway.rewards.manifest import ManifestError, loads
+
+    conn = rewards_store.connect(settings.db)
+    try:
+        ledger.ensure(conn)
+        found = ledger.stored(conn, dist.epoch)
+    finally:
+        conn.close()
+    if found is None:
+        return None
+    path, digest = found
+    try:
+        m = loads(path.read_bytes())
+    except (OSError, ManifestError) as exc:
+        raise TerrapinError(f"cannot read epoch {dist.epoch}'s manifest {path}: {exc}") from None
+    if m.root != dist.root:
+        raise TerrapinError(
+            f"epoch {dist.epoch}: the manifest's root is not the distribution's",
+            hint="run `terrapin rewards compute` and `terrapin rewards manifest` again",
+        )
+    return digest

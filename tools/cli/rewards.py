@@ -33,6 +33,7 @@ from terrapin.gateway.rewards.settings import (
     Settings,
     compute_epoch,
     load_distribution,
+    manifest_for_publish,
     owner_account,
 )
 
@@ -159,7 +160,14 @@ def publish(epoch: int, config_path, db, out) -> None:
     if account is None:
         raise ConfigError("no oracle key: set [chain] keystore or $" + config.key_env)
     contract = rewards_chain.rewards_contract(w3, settings.contract)
-    receipt = rewards_chain.publish_root(w3, account, contract, dist)
+    manifest = manifest_for_publish(settings, dist)  # its hash goes on chain with the root
+    if manifest is None:
+        click.echo(
+            f"warning: no manifest written for epoch {epoch}: nobody can verify it "
+            "(run `terrapin rewards manifest --epoch E` before publishing)",
+            err=True,
+        )
+    receipt = rewards_chain.publish_root(w3, account, contract, dist, manifest or bytes(32))
     conn = rewards_store.connect(settings.db)
     try:
         rewards_store.record_published(conn, epoch, bytes(receipt["transactionHash"]))

@@ -83,6 +83,15 @@ def test_compute_publish_claim_on_anvil(
     }
     assert out["file"].endswith(f"rewards/epoch-{day}.json")
 
+    # The epoch's manifest needs a cut-off past the epoch's end; then publish commits to it.
+    assert main(["rewards", "manifest", "--epoch", str(day), *base]) == 1
+    assert "has not ended on chain yet" in capsys.readouterr().err
+    w3.provider.make_request("evm_setNextBlockTimestamp", [(day + 1) * DAY + 1])
+    w3.provider.make_request("evm_mine", [])
+    assert main(["rewards", "manifest", "--epoch", str(day), *base]) == 0
+    manifest = tmp_path / "rewards" / f"epoch-{day}.manifest.json"
+    assert str(manifest) in capsys.readouterr().out
+
     # publish: only with the oracle's key.
     monkeypatch.setenv("TERRAPIN_CHAIN_KEY", stranger.key.to_0x_hex())
     assert main(["rewards", "publish", "--epoch", str(day), *base]) == 1
@@ -91,6 +100,12 @@ def test_compute_publish_claim_on_anvil(
     assert main(["rewards", "publish", "--epoch", str(day), *base]) == 0
     assert token.functions.merkleRoot().call().hex() == out["root"][2:]
     capsys.readouterr()
+    (event,) = token.events.RootPublished().get_logs(from_block=0)
+    assert event["args"]["manifestHash"] == Web3.keccak(manifest.read_bytes())
+    # The owners came from a contract other than the anchor's registry: verify says so.
+    verify = ["rewards", "verify", "--epoch", str(day), "--manifest", str(manifest)]
+    assert main([*verify, "--rpc", anvil_url(w3), "--anchor", config.anchor]) == 1
+    assert "bindings on chain: bindings come from" in capsys.readouterr().err
 
     # claim: no key -> a config error (never a key on the command line).
     assert main(["rewards", "claim", "--owner", alice.address, *base]) == 2
