@@ -196,3 +196,56 @@ def test_a_malformed_manifest_is_named(edit, message):
 def test_unreadable_manifest_is_exit_2(tmp_path, capsys):
     code = main(["rewards", "verify", "--epoch", "1", "--manifest", str(tmp_path / "none.json")])
     assert code == 2 and "cannot read the manifest" in capsys.readouterr().err
+
+
+def _docs_flags(envelope_hex: str, block_time: int, params: dict) -> int:
+    """The flag table of docs/REWARDS.md written again from the document with cbor2 (no
+    project code): TIME_UNSYNCED 1, TIME_FUTURE 2, TIME_OLD 4, UNKNOWN_UNIT 8,
+    OUT_OF_RANGE 16, NON_FINITE 32 (EQUIVOCATED comes from the evidence)."""
+    import math
+
+    import cbor2
+
+    cose = cbor2.loads(bytes.fromhex(envelope_hex[2:]))
+    payload = cbor2.loads(cose.value[2])
+    t, records = payload[2], payload[3]
+    flags = 0
+    if t == 0:
+        flags |= 1
+    elif t > block_time + params["max_clock_skew"]:
+        flags |= 2
+    elif t < block_time - params["max_age"] or t < params["min_time"]:
+        flags |= 4
+    for record in records:
+        unit, value = record.get(1), record.get(2)
+        if unit not in params["units"] and unit not in params["ranges"]:
+            flags |= 8
+        if not math.isfinite(value):
+            flags |= 32
+        elif unit in params["ranges"]:
+            low, high = params["ranges"][unit]
+            flags |= 0 if low <= value <= high else 16
+    return flags
+
+
+def test_a_second_implementation_from_the_docs_gives_the_golden_figures(independent_rule, oz_root):
+    """Flags (cbor2 + the docs' table), amounts (conftest's rule from the docs) and the
+    tree (@openzeppelin/merkle-tree) from the golden manifest's inputs: its figures."""
+    doc = json.loads(GOLDEN)
+    params, rule = doc["rule"]["flags"], doc["rule"]
+    evidence = {(e["board"], e["seq"]) for e in doc["equivocations"]}
+    readings = []
+    for batch in doc["batches"]:
+        for r in batch["readings"]:
+            flags = _docs_flags(r["envelope"], batch["timestamp"], params)
+            flags |= 64 if (r["board"], r["seq"]) in evidence else 0
+            assert flags == r["flags"], (batch["id"], r["board"], r["seq"])
+            readings.append((r["board"], r["seq"], flags, EPOCH))
+    bindings = [(b["board"], b["owner"], b["timestamp"]) for b in doc["bindings"]]
+    per_epoch, _ = independent_rule(readings, bindings, EPOCH, int(rule["budget"]), rule["cap"])
+    assert per_epoch[EPOCH] == {o: int(a) for o, a in doc["epoch_amounts"].items()}
+    cumulative = {o: int(a) for o, a in doc["previous"]["cumulative"].items()}
+    for owner, amount in per_epoch[EPOCH].items():
+        cumulative[owner] = cumulative.get(owner, 0) + amount
+    assert cumulative == {o: int(a) for o, a in doc["cumulative"].items()}
+    assert oz_root(cumulative) == doc["root"] == SUMMARY["root"]
