@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from terrapin.gateway.protocol.reasons import Reason
-from terrapin.gateway.rewards import recompute
+from terrapin.gateway.rewards import distribution, recompute
 from terrapin.gateway.rewards.flags import FlagParams, equivocation_evidence
 from terrapin.gateway.rewards.manifest import (
     Batch,
@@ -200,9 +200,19 @@ def _last_written_before(conn: sqlite3.Connection, epoch: int) -> tuple[int, dic
         "ORDER BY epoch DESC LIMIT 1",
         (epoch,),
     ).fetchone()
-    if row is None:
-        return -1, {}
-    return row[0], {bytes.fromhex(o): int(a) for o, a in json.loads(row[1]).items()}
+    found = (-1, {}) if row is None else (row[0], json.loads(row[1]))
+    # An epoch published before manifests existed (rule 1): its distribution file holds
+    # the cumulative amounts the chain has, which a recomputation under rule 2 may not give.
+    old = conn.execute(
+        "SELECT epoch, path FROM rewards_epochs WHERE epoch < ? AND epoch > ? "
+        "AND publish_tx IS NOT NULL AND epoch NOT IN (SELECT epoch FROM rewards_manifests) "
+        "ORDER BY epoch DESC LIMIT 1",
+        (epoch, found[0]),
+    ).fetchone()
+    if old is not None:
+        claims = distribution.load(Path(old[1])).claims
+        found = (old[0], {o[2:]: str(c.amount) for o, c in claims.items()})
+    return found[0], {bytes.fromhex(o): int(a) for o, a in found[1].items()}
 
 
 def epochs_through(conn: sqlite3.Connection, epoch: int, rule: Rule) -> list[Manifest]:

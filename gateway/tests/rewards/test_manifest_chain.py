@@ -258,3 +258,33 @@ def test_epochs_verify_on_chain_tampering_is_named_and_a_late_equivocation_chang
     finally:
         api.stop()
     gw.close()
+
+
+def test_an_epoch_published_before_manifests_is_where_the_next_one_starts(tmp_path, monkeypatch):
+    """A gateway upgraded from rule 1 (stored flags, no manifests): its last published
+    distribution holds the cumulative amounts the chain has; the next epoch adds to those,
+    never to a recomputation of the old epochs under rule 2."""
+    from terrapin.gateway.rewards import distribution
+
+    net = Network("embedded", None, monkeypatch)
+    gw = Gateway(net, tmp_path)
+    board = SimBoard.make(random.Random(7))
+    day0 = int(net.w3.eth.get_block("latest")["timestamp"]) // DAY + 2
+    net.at(day0 * DAY + 600)
+    gw.bind(board, ALICE)
+    gw.ingest(board, 1, day0 * DAY + 600)
+    gw.anchor()
+    # What the old gateway published for day0 (its own amount, under its rule): recorded.
+    old = distribution.build(day0, {ALICE: 777})
+    path = distribution.write(old, rewards_store.distribution_path(gw.out, day0))
+    rewards_store.record(gw.conn, old, path)
+    rewards_store.record_published(gw.conn, day0, b"\x01" * 32)
+    net.at((day0 + 1) * DAY + 600)
+    gw.ingest(board, 2, (day0 + 1) * DAY + 600)
+    gw.anchor()
+    net.at((day0 + 2) * DAY + 600)
+    m = fmt.loads(gw.settle(day0 + 1).manifest.read_bytes())
+    alice = bytes.fromhex(ALICE[2:])
+    assert m.previous == {alice: 777} and m.previous_root == old.root
+    assert m.cumulative == {alice: 777 + PARAMS.budget}
+    gw.close()
