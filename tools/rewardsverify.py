@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from web3 import Web3
+from web3.exceptions import Web3Exception
 
 from terrapin.gateway.chain.node import artifact
 from terrapin.gateway.errors import TerrapinError
@@ -89,7 +90,12 @@ class ChainView:
         self._times: dict[int, int] = {}
 
     def ask(self, fn: Callable[[], Any]) -> Any:
-        return _ask(self.checks, fn)
+        """A node call: unreachable is exit 2 (verifier._ask); a block, transaction or
+        call the node does not have is a failed check, never a traceback."""
+        try:
+            return _ask(self.checks, fn)
+        except Web3Exception as exc:
+            raise CheckFailed(f"the node says {type(exc).__name__}: {exc}") from None
 
     def timestamp(self, number: int) -> int:
         if number not in self._times:

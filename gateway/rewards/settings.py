@@ -181,7 +181,7 @@ def write_manifest(settings: Settings, epoch: int) -> tuple[Path, bytes, str | N
     block as its cut-off (a JSON-RPC chain past the epoch's end), and frozen."""
     from terrapin.gateway.rewards import ledger
     from terrapin.gateway.rewards.manifest import manifest_hash, to_bytes
-    from terrapin.gateway.rewards.tables import _address
+    from terrapin.gateway.rewards.tables import address_bytes, gateway_keys
 
     if not settings.db.exists():
         raise TerrapinError(f"no database at {settings.db}")
@@ -207,11 +207,11 @@ def write_manifest(settings: Settings, epoch: int) -> tuple[Path, bytes, str | N
                 raise ConfigError("a manifest needs [chain] anchor")
             chain = ledger.ChainRef(
                 int(w3.eth.chain_id),
-                _address(config.anchor),
-                _address(binding) if binding else bytes(20),
-                _address(settings.contract),
+                address_bytes(config.anchor),
+                address_bytes(binding) if binding else bytes(20),
+                address_bytes(settings.contract),
                 settings.from_block,
-                rewards_store._gateways(conn),
+                gateway_keys(conn),
             )
             cutoff = (int(head["number"]), int(head["timestamp"]))
         try:

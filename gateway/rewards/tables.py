@@ -343,11 +343,11 @@ def settle_epoch(
     head = w3.eth.get_block("latest")
     chain = ledger.ChainRef(
         int(w3.eth.chain_id),
-        _address(anchor) if anchor else _anchor_of(conn),
-        _address(binding.address) if binding is not None else bytes(20),
-        _address(token.address),
+        address_bytes(anchor) if anchor else _anchor_of(conn),
+        address_bytes(binding.address) if binding is not None else bytes(20),
+        address_bytes(token.address),
         from_block,
-        _gateways(conn),
+        gateway_keys(conn),
     )
     manifest = ledger.build_manifest(
         conn, epoch, params.rule(), chain, (int(head["number"]), int(head["timestamp"]))
@@ -367,7 +367,7 @@ def settle_epoch(
     return result
 
 
-def _address(text: str) -> bytes:
+def address_bytes(text: str) -> bytes:
     return bytes.fromhex(rewards.normalise_address(text)[2:])
 
 
@@ -376,12 +376,12 @@ def _anchor_of(conn: sqlite3.Connection) -> bytes:
     if not _has_chain_tables(conn):
         return bytes(20)
     row = conn.execute("SELECT contract FROM chain_txs ORDER BY id DESC LIMIT 1").fetchone()
-    return _address(row[0]) if row else bytes(20)
+    return address_bytes(row[0]) if row else bytes(20)
 
 
-def _gateways(conn: sqlite3.Connection) -> tuple[bytes, ...]:
+def gateway_keys(conn: sqlite3.Connection) -> tuple[bytes, ...]:
     """Every key this gateway anchored with: whose Anchored events the epoch counts."""
     if not _has_chain_tables(conn):
         return ()
     rows = conn.execute("SELECT DISTINCT sender FROM chain_txs ORDER BY sender").fetchall()
-    return tuple(sorted({_address(r[0]) for r in rows}))
+    return tuple(sorted({address_bytes(r[0]) for r in rows}))

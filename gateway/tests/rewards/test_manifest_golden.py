@@ -249,3 +249,27 @@ def test_a_second_implementation_from_the_docs_gives_the_golden_figures(independ
         cumulative[owner] = cumulative.get(owner, 0) + amount
     assert cumulative == {o: int(a) for o, a in doc["cumulative"].items()}
     assert oz_root(cumulative) == doc["root"] == SUMMARY["root"]
+
+
+def test_a_manifest_of_another_chain_is_a_named_difference_on_chain():
+    """The golden epoch names blocks and transactions this chain never had: each is a
+    failed check with the node's answer, not a traceback (and not exit 2)."""
+    from terrapin.gateway.chain.node import Chain, ChainConfig
+    from terrapin.tools.verifier import Trust
+
+    chain = Chain.connect(ChainConfig())
+    doc = json.loads(GOLDEN)
+    doc["chain"]["anchor"] = chain.anchor.address.lower()
+    trust = Trust(anchor=bytes.fromhex(chain.anchor.address[2:]))
+    checks = run(dumps(doc), EPOCH, w3=chain.w3, trust=trust)
+    assert not checks.unreachable and not checks.on_chain
+    name, detail = next((c.name, c.detail) for c in checks.items if not c.ok)
+    assert name == "chain and cut-off" and "node is chain" in detail, detail
+    doc["chain"]["chain_id"] = chain.chain_id
+    name, detail = first_failure_on(dumps(doc), chain, trust)
+    assert name == "chain and cut-off" and "BlockNotFound" in detail, detail
+
+
+def first_failure_on(data: bytes, chain, trust) -> tuple[str, str]:
+    checks = run(data, EPOCH, w3=chain.w3, trust=trust)
+    return next((c.name, c.detail) for c in checks.items if not c.ok)
