@@ -40,6 +40,7 @@ from web3.exceptions import ProviderConnectionError
 from terrapin.gateway.chain.node import Chain, ChainError
 from terrapin.gateway.errors import ConfigError
 from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
+from terrapin.gateway.rewards import ledger
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.rule import RewardsError
@@ -97,6 +98,7 @@ class RewardsStage:
         # transaction being mined.
         self.conn = self._connect()
         self.conn.executescript(SCHEMA)
+        ledger.ensure(self.conn)  # the epoch manifests' tables (status reads them)
         self.conn.commit()
         w3 = chain.w3
         self.token = rewards_chain.rewards_contract(w3, contract or self._embedded_contract())
@@ -328,7 +330,15 @@ class RewardsStage:
             "settled": count,
             "next_due_epoch": self.next_due,
             "next_due_at": None if self.next_due is None else (self.next_due + 1) * es,
+            "last_manifest_hash": self._last_manifest_hash(),
         }
+
+    def _last_manifest_hash(self) -> str | None:
+        """keccak256 of the latest epoch manifest written (what went on chain with its root)."""
+        row = self.conn.execute(
+            "SELECT hash FROM rewards_manifests WHERE hash IS NOT NULL ORDER BY epoch DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else "0x" + bytes(row[0]).hex()
 
     def view(self, owner: str | None = None) -> dict[str, Any]:
         """The /api/rewards data: the database's view plus what the contract says."""
