@@ -29,6 +29,7 @@ RULE_VERSION = 2  # 2: flags recomputed from public facts (issue 19); 1: stored 
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 REASONS = (None, "flagged", "duplicate")
 _UINT256_MAX = (1 << 256) - 1
+_UINT64_MAX = (1 << 64) - 1  # seq, block numbers, times, batch ids, counts
 
 
 class ManifestError(TerrapinError, ValueError):
@@ -239,9 +240,9 @@ def _obj(doc: Any, keys: set[str], where: str) -> dict[str, Any]:
     return doc
 
 
-def _int(v: Any, where: str, lo: int = 0) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ManifestError(f"{where}: must be an integer >= {lo}")
+def _int(v: Any, where: str, lo: int = 0, hi: int = _UINT64_MAX) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ManifestError(f"{where}: must be an integer in [{lo}, {hi}]")
     return v
 
 

@@ -138,6 +138,12 @@ def _tamper_evidence(doc):
     return ("equivocation evidence", "the envelope names board")
 
 
+def _tamper_signature(doc):
+    r = doc["batches"][0]["readings"][0]
+    r["envelope"] = r["envelope"][:-128] + "00" * 64  # r = s = 0: no curve point signs that
+    return ("readings and batches", f"seq {r['seq']}: not signed by the board")
+
+
 def _tamper_amount(doc):
     owner = sorted(doc["epoch_amounts"])[0]
     doc["epoch_amounts"][owner] = str(int(doc["epoch_amounts"][owner]) + 1)
@@ -159,6 +165,7 @@ def _tamper_cumulative(doc):
         _tamper_remove,
         _tamper_remove_and_recount,
         _tamper_evidence,
+        _tamper_signature,
         _tamper_amount,
         _tamper_cumulative,
     ],
@@ -182,6 +189,7 @@ def test_a_tampered_manifest_fails_with_the_first_difference_named(tamper, tmp_p
         (lambda d: d.update(version=2), "unsupported manifest version 2"),
         (lambda d: d["rule"].update(version=1), "rule.version"),
         (lambda d: d["batches"][0]["readings"][0].update(seq=-1), "seq: must be an integer"),
+        (lambda d: d["batches"][0]["readings"][0].update(seq=2**64), "seq: must be an integer"),
         (lambda d: d.update(extra=1), "unknown ['extra']"),
         (lambda d: d["batches"][0].update(root="0xAB"), "root: must be 0x and lowercase hex"),
     ],
