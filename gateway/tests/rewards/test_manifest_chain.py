@@ -147,7 +147,7 @@ def first_failure(checks) -> tuple[str, str]:
 
 
 def test_epochs_verify_on_chain_tampering_is_named_and_a_late_equivocation_changes_nothing(
-    net, tmp_path, capsys
+    net, tmp_path, capsys, oz_root
 ):
     gw = Gateway(net, tmp_path)
     rng = random.Random(19)
@@ -188,6 +188,8 @@ def test_epochs_verify_on_chain_tampering_is_named_and_a_late_equivocation_chang
     flags = {(r.board, r.seq): r.flags for b in m1.batches for r in b.readings}
     assert flags[(b0.address, 4)] == Flag.EQUIVOCATED
     assert m1.previous_root == m0.root and m1.cumulative[bytes.fromhex(ALICE[2:])] > 0
+    for m in (m0, m1):  # the settled trees are @openzeppelin/merkle-tree's
+        assert oz_root({"0x" + o.hex(): a for o, a in m.cumulative.items()}) == "0x" + m.root.hex()
 
     for epoch, data in ((day0, data0), (day0 + 1, data1)):
         checks = run(data, epoch, w3=w3, trust=trust)
