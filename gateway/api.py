@@ -146,6 +146,7 @@ ROUTES: list[tuple[str, str]] = [
     (r"/api/status", "status"),
     (r"/metrics", "metrics"),
     (r"/api/rewards/epochs", "reward_epochs"),
+    (r"/api/rewards/epochs/(?P<epoch>[^/]+)/manifest", "epoch_manifest"),
     (r"/api/rewards(?:/(?P<owner>[^/]+))?", "rewards"),
     (r"/api/boards", "boards"),
     (r"/api/boards/(?P<addr>[^/]+)", "board"),
@@ -225,6 +226,18 @@ class _Handler(BaseHTTPRequestHandler):
     def get_reward_epochs(self):
         with closing(self._db()) as conn:
             return 200, {"epochs": queries.epochs(conn), "decimals": queries.TOKEN_DECIMALS}
+
+    def get_epoch_manifest(self, epoch: str):
+        """The manifest file the rewards stage wrote for the epoch, byte for byte (its
+        keccak256 is on chain, docs/REWARDS.md)."""
+        from terrapin.gateway.rewards import ledger
+
+        number = queries.parse_int(epoch, "epoch") or 0
+        with closing(self._db()) as conn:
+            found = ledger.stored(conn, number)
+        if found is None or not found[0].exists():
+            raise NotFound("no_manifest", f"no manifest was written for epoch {number}")
+        self._send(200, found[0].read_bytes(), "application/json")
 
     def _db(self) -> sqlite3.Connection:
         db_path = self.server.db_path  # type: ignore[attr-defined]

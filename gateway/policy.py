@@ -17,44 +17,19 @@ stored with the reading.
 
 from __future__ import annotations
 
-import math
 import time as _time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from terrapin.gateway.protocol.envelope import Reading
-from terrapin.gateway.protocol.reasons import Flag
+from terrapin.gateway.rewards import flags as reward_flags
 
-EPOCH_2020 = 1577836800
-
-# SenML units (RFC 8428 + RFC 8798 secondary units) the gateway knows.
-SENML_UNITS = frozenset(
-    """m kg g s A K cd mol Hz rad sr N Pa J W C V F Ohm S Wb T H Cel lm lx Bq Gy Sv kat
-    m2 m3 l m/s m/s2 m3/s l/s W/m2 cd/m2 bit bit/s lat lon pH dB dBW Bspl count / % %RH
-    %EL EL 1/s 1/min beat/min beats S/m B VA VAs var vars J/m kg/m3 deg NTU ms min h MHz
-    kW kVA kvar Ah Wh kWh varh kvarh kVAh Wh/km KiB GB Mbit/s B/s MB/s mV mA dBm ug/m3
-    mm/h m/h ppm /100 /1000 hPa mm cm km km/h""".split()  # noqa: SIM905
-)
-
-# Plausible ranges of values per unit (inclusive); outside -> Flag.OUT_OF_RANGE.
-DEFAULT_RANGES: dict[str, tuple[float, float]] = {
-    "Cel": (-90.0, 150.0),
-    "K": (180.0, 430.0),
-    "%RH": (0.0, 100.0),
-    "%": (0.0, 100.0),
-    "Pa": (30000.0, 110000.0),
-    "hPa": (300.0, 1100.0),
-    "ppm": (0.0, 100000.0),
-    "ug/m3": (0.0, 10000.0),
-    "lx": (0.0, 200000.0),
-    "V": (0.0, 60.0),
-    "mV": (0.0, 60000.0),
-    "dB": (-20.0, 200.0),
-    "m/s": (0.0, 120.0),
-    "mm/h": (0.0, 2000.0),
-    "pH": (0.0, 14.0),
-}
+# The flag rule lives with the rewards (the same functions decide rewards from the
+# anchoring block's time); ingest applies it with the arrival time.
+EPOCH_2020 = reward_flags.EPOCH_2020
+SENML_UNITS = reward_flags.SENML_UNITS
+DEFAULT_RANGES = reward_flags.DEFAULT_RANGES
 
 
 class Sequence(Enum):
@@ -130,24 +105,11 @@ class Policy:
         return False
 
     def flags(self, reading: Reading, received_at: float | None = None) -> int:
+        """The data-quality flags against the arrival time (gateway/rewards/flags.py). Rewards
+        recompute them against the anchoring block's time, so this value decides no reward."""
         now = _time.time() if received_at is None else received_at
         cfg = self.config
-        flags = 0
-        t = reading.time
-        if t == 0:
-            flags |= Flag.TIME_UNSYNCED
-        elif t > now + cfg.max_clock_skew:
-            flags |= Flag.TIME_FUTURE
-        elif t < now - cfg.max_age or t < EPOCH_2020:
-            flags |= Flag.TIME_OLD
-        ranges = cfg.ranges
-        for _name, unit, value in reading.records:
-            if unit not in SENML_UNITS and unit not in ranges:
-                flags |= Flag.UNKNOWN_UNIT
-            if not math.isfinite(value):
-                flags |= Flag.NON_FINITE
-                continue
-            bounds = ranges.get(unit)
-            if bounds is not None and not bounds[0] <= value <= bounds[1]:
-                flags |= Flag.OUT_OF_RANGE
-        return int(flags)
+        params = reward_flags.FlagParams(
+            max_clock_skew=cfg.max_clock_skew, max_age=cfg.max_age, ranges=cfg.ranges
+        )
+        return reward_flags.reading_flags(reading, now, params)

@@ -13,7 +13,9 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 /// with the tree's cumulative total. claim() mints the difference between the owner's
 /// cumulative amount and what the owner already claimed, to the owner only, whoever
 /// sends the transaction. Only the latest root is claimable. Supply can never exceed
-/// the latest published cumulative total.
+/// the latest published cumulative total. Each publication also commits to the epoch's
+/// manifest (keccak256 of its bytes, docs/REWARDS.md): it is emitted with the root, not
+/// stored, so anyone can fetch the manifest, hash it and recompute the root from it.
 ///
 /// What a leaked oracle key can do is bounded: epochs go up by exactly one, never to
 /// an epoch that has not started yet (`epochSeconds`, block time), so publishing can
@@ -35,8 +37,10 @@ contract TerrapinRewards is ERC20, AccessControl, Pausable {
     uint256 public supplyAtPublication; // totalSupply when merkleRoot was set: no claim since
     mapping(address owner => uint256 amount) public claimed;
 
-    event RootPublished(uint64 indexed epoch, bytes32 root, uint256 cumulativeTotal);
-    event RootReplaced(uint64 indexed epoch, bytes32 oldRoot, bytes32 root, uint256 cumulativeTotal);
+    event RootPublished(uint64 indexed epoch, bytes32 root, uint256 cumulativeTotal, bytes32 manifestHash);
+    event RootReplaced(
+        uint64 indexed epoch, bytes32 oldRoot, bytes32 root, uint256 cumulativeTotal, bytes32 manifestHash
+    );
     event EpochCapSet(uint256 cap);
     event Claimed(address indexed owner, uint256 amount, uint256 cumulativeAmount);
 
@@ -71,9 +75,11 @@ contract TerrapinRewards is ERC20, AccessControl, Pausable {
     }
 
     /// @notice Publish the cumulative distribution root of `newEpoch` and its tree's
-    /// cumulative `total`. The first publication may name any started epoch; every
-    /// later one exactly the next. `total` may not shrink, nor grow by more than `epochCap`.
-    function publishRoot(uint64 newEpoch, bytes32 root, uint192 total)
+    /// cumulative `total`, committing to its manifest by `manifestHash` (zero: no manifest,
+    /// e.g. a root carried over an epoch without readings). The first publication may name
+    /// any started epoch; every later one exactly the next. `total` may not shrink, nor
+    /// grow by more than `epochCap`.
+    function publishRoot(uint64 newEpoch, bytes32 root, uint192 total, bytes32 manifestHash)
         external
         onlyRole(ORACLE_ROLE)
         whenNotPaused
@@ -87,20 +93,20 @@ contract TerrapinRewards is ERC20, AccessControl, Pausable {
         previousTotal = before;
         _setRoot(root, total);
         epoch = newEpoch;
-        emit RootPublished(newEpoch, root, total);
+        emit RootPublished(newEpoch, root, total, manifestHash);
     }
 
     /// @notice Replace the latest epoch's root (e.g. one a leaked oracle key published)
     /// while nobody has claimed against it. The same bounds hold, from the total
-    /// before that epoch.
-    function replaceRoot(bytes32 root, uint192 total) external onlyRole(DEFAULT_ADMIN_ROLE) {
+    /// before that epoch; `manifestHash` commits to the replacing manifest.
+    function replaceRoot(bytes32 root, uint192 total, bytes32 manifestHash) external onlyRole(DEFAULT_ADMIN_ROLE) {
         bytes32 old = merkleRoot;
         if (old == bytes32(0)) revert NothingPublished();
         if (root == bytes32(0)) revert ZeroRoot();
         if (totalSupply() != supplyAtPublication) revert AlreadyClaimedAgainst(epoch);
         _checkTotal(total, previousTotal);
         _setRoot(root, total);
-        emit RootReplaced(epoch, old, root, total);
+        emit RootReplaced(epoch, old, root, total, manifestHash);
     }
 
     /// @notice The most one publication may add to the cumulative total.

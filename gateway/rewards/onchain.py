@@ -163,14 +163,21 @@ def _carry_forward(w3: Web3, oracle: LocalAccount, contract: Contract, epoch: in
         return
     root = bytes(contract.functions.merkleRoot().call())
     total = int(contract.functions.cumulativeTotal().call())
-    for skipped in range(latest + 1, epoch):
-        _send(w3, oracle, contract.functions.publishRoot(skipped, root, total))
+    for skipped in range(latest + 1, epoch):  # no manifest: nothing was anchored then
+        _send(w3, oracle, contract.functions.publishRoot(skipped, root, total, bytes(32)))
 
 
-def publish_root(w3: Web3, oracle: LocalAccount, contract: Contract, dist: Distribution) -> Any:
-    """Set the distribution's root for its epoch (oracle role only), after carrying the
-    latest root over any skipped epoch. Returns the receipt."""
-    call = contract.functions.publishRoot(dist.epoch, dist.root, dist.total)
+def publish_root(
+    w3: Web3,
+    oracle: LocalAccount,
+    contract: Contract,
+    dist: Distribution,
+    manifest_hash: bytes = bytes(32),
+) -> Any:
+    """Set the distribution's root for its epoch (oracle role only) with the hash of the
+    epoch's manifest (manifest.manifest_hash), after carrying the latest root over any
+    skipped epoch. Returns the receipt."""
+    call = contract.functions.publishRoot(dist.epoch, dist.root, dist.total, manifest_hash)
     for attempt in (1, 2):
         try:
             call.call({"from": oracle.address})  # a revert reason before spending gas
@@ -304,12 +311,13 @@ def gas_figures(owners: int = 1000) -> dict[str, int]:
     addresses = ["0x" + (i + 1).to_bytes(20, "big").hex() for i in range(max(owners, 1))]
     first = distribution.build(1, {a: 10**18 for a in addresses})
     second = distribution.build(2, {a: 2 * 10**18 for a in addresses})
-    root1 = publish_root(w3, oracle, contract, first)
+    manifest = bytes(range(1, 33))  # a manifest hash: 32 non-zero bytes, as in practice
+    root1 = publish_root(w3, oracle, contract, first, manifest)
     claim1 = claim(w3, oracle, contract, first, addresses[0])
-    root2 = publish_root(w3, oracle, contract, second)
+    root2 = publish_root(w3, oracle, contract, second, manifest)
     claim2 = claim(w3, oracle, contract, second, addresses[0])
     third = distribution.build(3, {a: 3 * 10**18 for a in addresses})
-    root3 = publish_root(w3, oracle, contract, third)
+    root3 = publish_root(w3, oracle, contract, third, manifest)
     return {
         "gas_per_epoch_root": int(root3["gasUsed"]),
         "gas_second_epoch_root": int(root2["gasUsed"]),

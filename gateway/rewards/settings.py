@@ -171,3 +171,89 @@ def owner_account(keystore: str | None):
             hint="keys are never taken from the command line",
         )
     return account
+
+
+def write_manifest(settings: Settings, epoch: int) -> tuple[Path, bytes, str | None]:
+    """`terrapin rewards manifest`: (file, hash, root) of epoch `epoch`'s manifest.
+
+    An epoch already written is rebuilt from the database with its frozen cut-off and
+    evidence, and must hash as recorded. Another one is built now, with the chain's latest
+    block as its cut-off (a JSON-RPC chain past the epoch's end), and frozen."""
+    from terrapin.gateway.rewards import ledger
+    from terrapin.gateway.rewards.manifest import manifest_hash, to_bytes
+    from terrapin.gateway.rewards.tables import address_bytes, gateway_keys
+
+    if not settings.db.exists():
+        raise TerrapinError(f"no database at {settings.db}")
+    conn = rewards_store.connect(settings.db)
+    try:
+        ledger.ensure(conn)
+        before = ledger.stored(conn, epoch)
+        chain = cutoff = None
+        if ledger.frozen(conn, epoch) is None:
+            w3, config = settings.need_rpc("a manifest of an epoch not settled yet")
+            binding = settings.binding
+            registry = None
+            if binding:
+                from terrapin.gateway.rewards import onchain as rewards_chain
+
+                registry = rewards_chain.binding_contract(w3, binding)
+            rewards_store.sync(conn, w3, registry, settings.from_block)
+            head = w3.eth.get_block("latest")
+            end = (epoch + 1) * settings.params.epoch_seconds
+            if int(head["timestamp"]) < end:
+                raise TerrapinError(f"epoch {epoch} has not ended on chain yet (ends at {end})")
+            if not config.anchor:
+                raise ConfigError("a manifest needs [chain] anchor")
+            chain = ledger.ChainRef(
+                int(w3.eth.chain_id),
+                address_bytes(config.anchor),
+                address_bytes(binding) if binding else bytes(20),
+                address_bytes(settings.contract),
+                settings.from_block,
+                gateway_keys(conn),
+            )
+            cutoff = (int(head["number"]), int(head["timestamp"]))
+        try:
+            m = ledger.build_manifest(conn, epoch, settings.params.rule(), chain, cutoff)
+        except rewards_store.MissingChainData as exc:
+            raise TerrapinError(str(exc), hint="run the gateway (it syncs)") from None
+        path = ledger.manifest_path(settings.out_dir, epoch)
+        digest = manifest_hash(to_bytes(m))
+        if before is not None and before[1] != digest:
+            raise TerrapinError(
+                f"epoch {epoch}'s manifest rebuilt to hash 0x{digest.hex()}, "
+                f"it was written as 0x{before[1].hex()}",
+                hint="the database changed under a settled epoch (a reorg?)",
+            )
+        ledger.write(conn, m, path)
+    finally:
+        conn.close()
+    return path, digest, None if m.root is None else "0x" + m.root.hex()
+
+
+def manifest_for_publish(settings: Settings, dist: distribution.Distribution) -> bytes | None:
+    """The hash of the manifest written for the distribution's epoch, to publish with its
+    root (None if none was written); TerrapinError if the two disagree on the root."""
+    from terrapin.gateway.rewards import ledger
+    from terrapin.gateway.rewards.manifest import ManifestError, loads
+
+    conn = rewards_store.connect(settings.db)
+    try:
+        ledger.ensure(conn)
+        found = ledger.stored(conn, dist.epoch)
+    finally:
+        conn.close()
+    if found is None:
+        return None
+    path, digest = found
+    try:
+        m = loads(path.read_bytes())
+    except (OSError, ManifestError) as exc:
+        raise TerrapinError(f"cannot read epoch {dist.epoch}'s manifest {path}: {exc}") from None
+    if m.root != dist.root:
+        raise TerrapinError(
+            f"epoch {dist.epoch}: the manifest's root is not the distribution's",
+            hint="run `terrapin rewards compute` and `terrapin rewards manifest` again",
+        )
+    return digest

@@ -9,9 +9,10 @@ distribution file, its row in `rewards_epochs`, and the root published to
 TerrapinRewards with the gateway's key (`rewards_store.settle_epoch`).
 
 Epoch E is due when (1) the chain's latest block is stamped at or after the end of E,
-so no later anchor can land in E, and (2) no batch anchored in E still waits for its
-confirmations. Only epochs with anchored readings are settled (an empty one changes
-nobody's amount). What was settled is recorded per contract in `rewards_settled`, and
+so no later anchor can land in E, (2) no batch anchored in E still waits for its
+confirmations and (3) no anchoring transaction is in flight (it may land in E). Only
+epochs with anchored readings are settled (an empty one changes nobody's amount). What
+was settled is recorded per contract in `rewards_settled`, and
 the contract itself only accepts increasing epochs, so a restart (or a crash between
 the publishing transaction and the record) never publishes an epoch twice.
 
@@ -39,6 +40,7 @@ from web3.exceptions import ProviderConnectionError
 from terrapin.gateway.chain.node import Chain, ChainError
 from terrapin.gateway.errors import ConfigError
 from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
+from terrapin.gateway.rewards import ledger
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.rule import RewardsError
@@ -96,6 +98,7 @@ class RewardsStage:
         # transaction being mined.
         self.conn = self._connect()
         self.conn.executescript(SCHEMA)
+        ledger.ensure(self.conn)  # the epoch manifests' tables (status reads them)
         self.conn.commit()
         w3 = chain.w3
         self.token = rewards_chain.rewards_contract(w3, contract or self._embedded_contract())
@@ -161,6 +164,13 @@ class RewardsStage:
         ).fetchall()
         return [(ts // es, status) for ts, status in rows]
 
+    def _in_flight(self) -> bool:
+        """A batch whose anchoring transaction is out but not yet seen mined: once mined it
+        counts in the epoch of its block, which may be one about to be settled, and an
+        epoch manifest must list every batch anchored in its epoch."""
+        row = self.conn.execute("SELECT 1 FROM batches WHERE status = 'sent' LIMIT 1")
+        return row.fetchone() is not None
+
     def _head_time(self) -> int:
         """The latest block's timestamp; on the embedded chain, mined forward to the
         wall clock when an epoch's end has passed only there."""
@@ -184,6 +194,8 @@ class RewardsStage:
         pending = sorted({e for e, _s in epochs if last is None or e > last})
         self.next_due = pending[0] if pending else None
         if not pending:
+            return []
+        if self._in_flight():  # its transaction may land in any of them: wait for it
             return []
         head = self._head_time()
         unconfirmed = {e for e, status in epochs if status != "confirmed"}
@@ -218,6 +230,7 @@ class RewardsStage:
             self.out_dir,
             publish=not already,
             from_block=self.from_block,
+            anchor=self.chain.anchor.address,
         )
         dist = result.distribution
         tx = None
@@ -317,7 +330,15 @@ class RewardsStage:
             "settled": count,
             "next_due_epoch": self.next_due,
             "next_due_at": None if self.next_due is None else (self.next_due + 1) * es,
+            "last_manifest_hash": self._last_manifest_hash(),
         }
+
+    def _last_manifest_hash(self) -> str | None:
+        """keccak256 of the latest epoch manifest written (what went on chain with its root)."""
+        row = self.conn.execute(
+            "SELECT hash FROM rewards_manifests WHERE hash IS NOT NULL ORDER BY epoch DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else "0x" + bytes(row[0]).hex()
 
     def view(self, owner: str | None = None) -> dict[str, Any]:
         """The /api/rewards data: the database's view plus what the contract says."""

@@ -91,6 +91,12 @@ class Params:
     def to_json(self) -> dict[str, Any]:
         return {"epoch_seconds": self.epoch_seconds, "budget": str(self.budget), "cap": self.cap}
 
+    def rule(self) -> Any:
+        """The manifest's rule: these parameters, the flag parameters, the rule version."""
+        from terrapin.gateway.rewards.manifest import Rule
+
+        return Rule(self.epoch_seconds, self.budget, self.cap)
+
 
 class MissingChainData(RewardsError):
     """An anchored batch whose block time is not cached yet (run sync with a chain)."""
@@ -105,7 +111,7 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
 
 def _has_chain_tables(conn: sqlite3.Connection) -> bool:
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    return {"readings", "batches", "batch_leaves"} <= names
+    return {"readings", "batches", "batch_leaves", "chain_txs"} <= names
 
 
 def sync(
@@ -142,30 +148,6 @@ def sync(
     return {"block_times": fetched, "bindings": len(events)}
 
 
-def anchored_readings(
-    conn: sqlite3.Connection, epoch_seconds: int
-) -> list[tuple[str, int, int, int]]:
-    """(board, seq, flags, epoch) of every reading in an anchored batch."""
-    if not _has_chain_tables(conn):
-        return []
-    placeholders = ",".join("?" * len(ANCHORED))
-    rows = conn.execute(
-        "SELECT r.device, r.seq, r.flags, b.id, t.timestamp FROM readings r "
-        "JOIN batch_leaves l ON l.reading_id = r.id JOIN batches b ON b.id = l.batch_id "
-        "LEFT JOIN rewards_block_times t ON t.block_hash = b.block_hash "
-        f"WHERE b.status IN ({placeholders})",
-        ANCHORED,
-    ).fetchall()
-    out = []
-    for device, seq, flags, batch_id, timestamp in rows:
-        if timestamp is None:
-            raise MissingChainData(
-                f"block time of anchored batch {batch_id} is not known yet: sync with the chain"
-            )
-        out.append(("0x" + bytes(device).hex(), seq, flags, timestamp // epoch_seconds))
-    return out
-
-
 def bindings(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
     rows = conn.execute(
         "SELECT board, owner, timestamp FROM rewards_bindings ORDER BY block_number, log_index"
@@ -178,6 +160,24 @@ class Computed:
     distribution: Distribution | None  # None when nobody has earned anything yet
     epochs: list[EpochRewards]
     this_epoch: EpochRewards
+    manifest: Path | None = None  # the epoch manifest written by settle_epoch
+    manifest_hash: bytes | None = None
+
+
+def _epoch_rewards(m: Any, params: Params) -> EpochRewards:
+    """The rule's figures of one built manifest, as the commands print them."""
+    result = EpochRewards(epoch=m.epoch, budget=params.budget, cap=params.cap)
+    for board, f in sorted(m.boards.items()):
+        key = "0x" + board.hex()
+        if f.counted:
+            result.readings[key] = f.counted
+            result.weights[key] = f.weight
+            result.boards[key] = f.amount
+        if f.flagged:
+            result.flagged[key] = f.flagged
+    result.owners = {"0x" + o.hex(): a for o, a in sorted(m.epoch_amounts.items())}
+    result.unowned = m.unowned
+    return result
 
 
 def compute(
@@ -188,20 +188,21 @@ def compute(
     chain_id: int | None = None,
     contract: str | None = None,
 ) -> Computed:
-    """The cumulative distribution through `epoch` from the database alone."""
+    """The cumulative distribution through `epoch` from the database alone: every epoch's
+    manifest figures (ledger.epochs_through: flags recomputed from the envelopes and the
+    anchoring blocks' times, evidence frozen for epochs already written)."""
+    from terrapin.gateway.rewards import ledger
+
     params = params or Params()
-    readings = anchored_readings(conn, params.epoch_seconds)
-    bound = bindings(conn)
-
-    def owners_for(e: int) -> dict[str, str]:
-        return rewards.owners_at(bound, e, params.epoch_seconds)
-
-    totals, epochs = rewards.cumulative_rewards(
-        readings, owners_for, epoch, params.budget, params.cap
-    )
+    try:
+        built = ledger.epochs_through(conn, epoch, params.rule())
+    except ledger.MissingBlockTime as exc:
+        raise MissingChainData(str(exc)) from None
+    epochs = [_epoch_rewards(m, params) for m in built]
     this = next((e for e in epochs if e.epoch == epoch), None)
     if this is None:
         this = EpochRewards(epoch=epoch, budget=params.budget, cap=params.cap)
+    totals = {"0x" + o.hex(): a for o, a in built[-1].cumulative.items()} if built else {}
     dist = None
     if any(totals.values()):
         dist = distribution.build(
@@ -327,18 +328,60 @@ def settle_epoch(
     *,
     publish: bool = True,
     from_block: int = 0,
+    anchor: str | None = None,
 ) -> Computed:
-    """One call for the gateway or the demo: sync from the chain, compute, write the file,
-    record it and (if `publish`) set the root with the oracle's key."""
+    """One call for the gateway or the demo: sync from the chain, compute, write the
+    distribution and the epoch manifest (cut-off: the chain's latest block now, unless the
+    epoch was written before), record them and (if `publish`) set the root with the
+    manifest's hash, with the oracle's key."""
+    from terrapin.gateway.rewards import ledger
     from terrapin.gateway.rewards import onchain as rewards_chain
 
+    params = params or Params()
     sync(conn, w3, binding, from_block)
     result = compute(conn, epoch, params, chain_id=w3.eth.chain_id, contract=token.address)
-    if result.distribution is None:
+    head = w3.eth.get_block("latest")
+    chain = ledger.ChainRef(
+        int(w3.eth.chain_id),
+        address_bytes(anchor) if anchor else _anchor_of(conn),
+        address_bytes(binding.address) if binding is not None else bytes(20),
+        address_bytes(token.address),
+        from_block,
+        gateway_keys(conn),
+    )
+    manifest = ledger.build_manifest(
+        conn, epoch, params.rule(), chain, (int(head["number"]), int(head["timestamp"]))
+    )
+    dist = result.distribution
+    if (None if dist is None else dist.root) != manifest.root:
+        raise RewardsError(f"epoch {epoch}: the manifest's root is not the distribution's")
+    result.manifest = ledger.manifest_path(Path(out_dir), epoch)
+    result.manifest_hash = ledger.write(conn, manifest, result.manifest)
+    if dist is None:
         return result
-    path = distribution.write(result.distribution, distribution_path(Path(out_dir), epoch))
-    record(conn, result.distribution, path)
+    path = distribution.write(dist, distribution_path(Path(out_dir), epoch))
+    record(conn, dist, path)
     if publish:
-        receipt = rewards_chain.publish_root(w3, oracle, token, result.distribution)
+        receipt = rewards_chain.publish_root(w3, oracle, token, dist, result.manifest_hash)
         record_published(conn, epoch, bytes(receipt["transactionHash"]))
     return result
+
+
+def address_bytes(text: str) -> bytes:
+    return bytes.fromhex(rewards.normalise_address(text)[2:])
+
+
+def _anchor_of(conn: sqlite3.Connection) -> bytes:
+    """The anchor contract the batches went to (chain_txs), zero if none yet."""
+    if not _has_chain_tables(conn):
+        return bytes(20)
+    row = conn.execute("SELECT contract FROM chain_txs ORDER BY id DESC LIMIT 1").fetchone()
+    return address_bytes(row[0]) if row else bytes(20)
+
+
+def gateway_keys(conn: sqlite3.Connection) -> tuple[bytes, ...]:
+    """Every key this gateway anchored with: whose Anchored events the epoch counts."""
+    if not _has_chain_tables(conn):
+        return ()
+    rows = conn.execute("SELECT DISTINCT sender FROM chain_txs ORDER BY sender").fetchall()
+    return tuple(sorted({address_bytes(r[0]) for r in rows}))

@@ -40,6 +40,7 @@ from terrapin.gateway.rewards.settings import (
     Settings,
     compute_epoch,
     load_distribution,
+    manifest_for_publish,
     owner_account,
 )
 from terrapin.tools.tokens import DECIMALS, SYMBOL, amount_text, tokens
@@ -219,7 +220,14 @@ def publish(epoch: int, config_path, db, out) -> None:
     if account is None:
         raise ConfigError("no oracle key: set [chain] keystore or $" + config.key_env)
     contract = rewards_chain.rewards_contract(w3, settings.contract)
-    receipt = rewards_chain.publish_root(w3, account, contract, dist)
+    manifest = manifest_for_publish(settings, dist)  # its hash goes on chain with the root
+    if manifest is None:
+        click.echo(
+            f"warning: no manifest written for epoch {epoch}: nobody can verify it "
+            "(run `terrapin rewards manifest --epoch E` before publishing)",
+            err=True,
+        )
+    receipt = rewards_chain.publish_root(w3, account, contract, dist, manifest or bytes(32))
     conn = rewards_store.connect(settings.db)
     try:
         rewards_store.record_published(conn, epoch, bytes(receipt["transactionHash"]))
@@ -265,3 +273,97 @@ def claim(owner: str, epoch: int | None, keystore, config_path, db, out) -> None
         f"claimed for {owner}: cumulative {paid}, tx "
         f"{receipt['transactionHash'].to_0x_hex()} (gas {receipt['gasUsed']})"
     )
+
+
+# -- epoch manifests (issue 19): write one, verify one from the chain alone ---------------
+@rewards.command()
+@click.option("--epoch", type=click.IntRange(min=0), required=True, help="Epoch number.")
+@with_common
+def manifest(epoch: int, config_path, db, out) -> None:
+    """Write EPOCH's manifest: every input and figure of its rewards (docs/REWARDS.md).
+
+    An epoch already settled is rebuilt from the database to the same bytes (its cut-off
+    and evidence are frozen); another one needs a JSON-RPC chain past the epoch's end."""
+    from terrapin.gateway.rewards.settings import write_manifest
+
+    path, digest, root = write_manifest(Settings(config_path, db, out), epoch)
+    click.echo(f"wrote {path}")
+    click.echo(f"manifest hash 0x{digest.hex()}  root {root}")
+
+
+class EpochFalse(TerrapinError):
+    exit_code = 1
+
+
+class EpochUnreachable(TerrapinError):
+    exit_code = 2
+
+
+class EpochOffline(TerrapinError):
+    exit_code = 3
+
+
+@rewards.command()
+@click.option("--epoch", type=click.IntRange(min=0), required=True, help="Epoch number.")
+@click.option("--rpc", help="JSON-RPC URL of the chain (without it: offline checks only).")
+@click.option("--anchor", help="Address of the anchor contract you trust (the network's).")
+@click.option(
+    "--network",
+    type=click.Path(dir_okay=False),
+    help="JSON file the network publishes: chain_id, anchor, registry (what you trust).",
+)
+@click.option(
+    "--rewards", "rewards_address", help="TerrapinRewards address (default: the manifest's)."
+)
+@click.option(
+    "--manifest",
+    "source",
+    help="Manifest file or URL (e.g. http://GATEWAY/api/rewards/epochs/E/manifest); "
+    "default ./epoch-E.manifest.json.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def verify(
+    epoch: int,
+    rpc: str | None,
+    anchor: str | None,
+    network: str | None,
+    rewards_address: str | None,
+    source: str | None,
+    as_json: bool,
+) -> None:
+    """Recompute EPOCH from its manifest and the chain: readings in anchored batches,
+    bindings, flags, amounts, cumulative amounts, root and manifest hash. Exit 0 verified
+    on chain, 1 a difference (the first one named), 2 unreachable or unreadable, 3 offline
+    checks only."""
+    from terrapin.tools.cli.verify import _trust
+    from terrapin.tools.rewardsverify import read_manifest, run
+    from terrapin.tools.verifier import Trust, TrustError
+
+    trust = _trust(anchor, network)
+    if rpc and trust is None:
+        raise TrustError(
+            "refusing to check on chain without a trust statement: the manifest names its "
+            "own contracts",
+            hint="pass --anchor ADDRESS (the network's anchor) or --network FILE",
+        )
+    pinned = Trust.address(rewards_address, "--rewards") if rewards_address else None
+    data = read_manifest(source or f"epoch-{epoch}.manifest.json")
+    checks = run(data, epoch, rpc=rpc, trust=trust, rewards=pinned)
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in checks.items], indent=2))
+    else:
+        for c in checks.items:
+            mark = click.style("✓", fg="green") if c.ok else click.style("✗", fg="red")
+            click.echo(f"{mark} {c.name}: {c.detail}")
+    if checks.unreachable:
+        raise EpochUnreachable(f"cannot reach the node at {rpc}: {checks.unreachable}")
+    failed = [c for c in checks.items if not c.ok]
+    if failed:
+        raise EpochFalse(f"epoch {epoch} does not verify: {failed[0].name}: {failed[0].detail}")
+    if not checks.on_chain:
+        raise EpochOffline(
+            "the manifest is consistent, but NOTHING was checked on chain: not a verification",
+            hint="pass --rpc URL with --anchor ADDRESS or --network FILE",
+        )
+    if not as_json:
+        click.echo(f"  epoch {epoch} verified on chain against the anchor you trust")

@@ -175,6 +175,7 @@ def settle_and_claim(
     conn = rewards_store.connect(db_path)
     try:
         params = rewards_store.Params()
+        ended = end_epoch(dc, epoch, params.epoch_seconds)
         result = rewards_store.settle_epoch(
             conn,
             dc.w3,
@@ -185,7 +186,9 @@ def settle_and_claim(
             params,
             out_dir,
             from_block=dc.from_block,
+            anchor=dc.chain.anchor.address,
         )
+        manifest = verify_manifest(dc, result.manifest, epoch) if ended else None
         dist = result.distribution
         if dist is None:
             raise TerrapinError(f"epoch {epoch}: no anchored reading earned anything")
@@ -205,6 +208,9 @@ def settle_and_claim(
             "root": "0x" + dist.root.hex(),
             "total": str(dist.total),
             "file": str(rewards_store.distribution_path(out_dir, epoch)),
+            "manifest": str(result.manifest),
+            "manifest_hash": "0x" + result.manifest_hash.hex(),
+            "manifest_verified_on_chain": manifest is not None,
             "owners": owners,
             "claim": {
                 "owner": claimer.address.lower(),
@@ -216,6 +222,44 @@ def settle_and_claim(
         }
     finally:
         conn.close()
+
+
+def end_epoch(dc: DemoChain, epoch: int, epoch_seconds: int) -> bool:
+    """Move the chain's clock past the epoch's end (a block stamped after it), so the
+    epoch's manifest has a cut-off no later anchor can precede (docs/REWARDS.md). The
+    demo cannot wait a UTC day: the embedded chain and anvil (evm_setNextBlockTimestamp)
+    skip ahead; a public chain cannot, and False says so."""
+    end = (epoch + 1) * epoch_seconds
+    if int(dc.w3.eth.get_block("latest")["timestamp"]) >= end:
+        return True
+    if dc.chain.tester is not None:
+        dc.chain.tester.time_travel(end + 1)
+        dc.chain.tester.mine_blocks(1)
+        return True
+    try:
+        dc.w3.provider.make_request("evm_setNextBlockTimestamp", [end + 1])
+        dc.w3.provider.make_request("evm_mine", [])
+    except Exception:  # a public node: no dev methods; the epoch ends when it ends
+        return False
+    return int(dc.w3.eth.get_block("latest")["timestamp"]) >= end
+
+
+def verify_manifest(dc: DemoChain, path: Path, epoch: int) -> dict[str, Any]:
+    """`terrapin rewards verify` on the epoch's manifest, in process (the embedded chain
+    lives here), against the demo's anchor; TerrapinError names the first difference."""
+    from terrapin.tools.rewardsverify import run
+    from terrapin.tools.verifier import Trust
+
+    trust = Trust(anchor=bytes.fromhex(dc.chain.anchor.address[2:]))
+    checks = run(path.read_bytes(), epoch, w3=dc.w3, trust=trust)
+    failed = [c for c in checks.items if not c.ok]
+    if failed or not checks.on_chain:
+        first = failed[0] if failed else None
+        raise TerrapinError(
+            f"the epoch {epoch} manifest does not verify"
+            + (f": {first.name}: {first.detail}" if first else "")
+        )
+    return {"checks": len(checks.items)}
 
 
 class RewardsView:

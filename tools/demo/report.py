@@ -145,6 +145,10 @@ def print_closing(console: Console, s: dict[str, Any]) -> None:
             "digest, leaf and proof offline; run with --rpc URL to check the anchor on chain "
             "afterwards)[/]"
         )
+    if s.get("rewards_verify_command"):
+        console.print(f"epoch manifest: {s['manifests'][0]}", soft_wrap=True)
+        console.print("recompute the epoch's rewards from its manifest and the chain:")
+        console.print(f"  [bold]{s['rewards_verify_command']}[/]", soft_wrap=True)
     console.print(f"[green]demo finished in {s['run_time_s']:.1f} s, every step passed[/]")
     if s.get("gateway", {}).get("dashboard"):
         console.print(

@@ -199,6 +199,8 @@ class Demo:
             if not rewards["claim"]["ok"]:
                 raise TerrapinError(f"the claim paid nothing: {rewards['claim']}")
             s.detail = f"root {rewards['root'][:18]}…, claim tx {rewards['claim']['tx'][:18]}…"
+            if rewards["manifest_verified_on_chain"]:  # rewards verify ran on it, in process
+                s.detail += ", manifest verified on chain"
         return self._summary(runtime, stats, per_board, counts, injected, batches, bundles, rewards)
 
     def _stored_envelope(self, address: str) -> bytes:
@@ -309,6 +311,11 @@ class Demo:
             "claims": [rewards["claim"]],
             "bundles_dir": str(self.out / "bundles"),
             "bundles": [x["path"] for x in bundles],
+            "manifests": [rewards["manifest"]],  # one per settled epoch (docs/REWARDS.md)
+            "rewards_verify_command": (
+                f"{_terrapin_command()} rewards verify --epoch {rewards['epoch']} "
+                f"--manifest {rewards['manifest']}{rpc}"
+            ),
             "verify_command": f"{_terrapin_command()} verify {first}{rpc}",
             "summary_file": str(self.out / "summary.json"),
             "timings_s": self.steps.timings,

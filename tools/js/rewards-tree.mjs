@@ -2,7 +2,8 @@
 // @openzeppelin/merkle-tree (leaf encoding ["address", "uint256"]) and print roots and proofs.
 //
 // stdin:  {"cases": [{"values": [["0x<owner>", "<cumulative amount>"], ...]}, ...]}
-// stdout: {"results": [{"root": "0x..", "proofs": {"0x<owner>": ["0x..", ...]}}, ...]}
+// stdout: {"results": [{"root": "0x..", "proofs": {"0x<owner>": ["0x..", ...]},
+//                       "tree": ["0x..", ...]}, ...]}   (tree: the flat node array of dump())
 // Every proof is also checked with StandardMerkleTree.verify before it is printed.
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
@@ -29,6 +30,6 @@ const results = cases.map(({ values }) => {
     }
     proofs[value[0].toLowerCase()] = proof;
   }
-  return { root: tree.root, proofs };
+  return { root: tree.root, proofs, tree: tree.dump().tree };
 });
 process.stdout.write(JSON.stringify({ results }));

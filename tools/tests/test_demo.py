@@ -74,6 +74,9 @@ def check_summary(out: Path, boards: int, readings: int) -> dict:
     assert all(b["bind"] and b["bind"]["tx"] for b in summary["boards"]), "bound on chain"
     assert {"bind boards", "anchor batches", "publish epoch root", "claim"} <= set(summary["gas"])
     assert len(summary["bundles"]) == boards
+    # The epoch's manifest is written beside the bundles; the demo verified it on chain.
+    (manifest,) = summary["manifests"]
+    assert Path(manifest).is_file() and summary["rewards"]["manifest_verified_on_chain"]
     return summary
 
 
@@ -84,6 +87,7 @@ def test_demo_on_the_embedded_chain(micropython_exe, mosquitto_exe, tmp_path):
     assert "MicroPython unix port" in result.stdout
     assert "every step passed" in result.stdout
     summary = check_summary(out, 2, 3)
+    manifest = summary["manifests"][0]
     assert summary["verify_command"] in " ".join(result.stdout.split())
     assert not processes_under(out), processes_under(out)
 
@@ -112,6 +116,16 @@ def test_demo_on_the_embedded_chain(micropython_exe, mosquitto_exe, tmp_path):
     bad = tmp_path / "tampered.json"
     bad.write_text(json.dumps(data))
     assert terrapin("verify", str(bad), timeout=60).returncode == 1
+
+    # The manifest checks offline (exit 3: the chain is gone); tampered, it fails (exit 1).
+    epoch = str(summary["rewards"]["epoch"])
+    check = terrapin("rewards", "verify", "--epoch", epoch, "--manifest", manifest, timeout=60)
+    assert check.returncode == 3, check.stdout + check.stderr
+    doc = json.loads(Path(manifest).read_text())
+    doc["batches"][0]["readings"][0]["flags"] = 16
+    bad.write_text(json.dumps(doc, indent=1) + "\n")
+    check = terrapin("rewards", "verify", "--epoch", epoch, "--manifest", str(bad), timeout=60)
+    assert check.returncode == 1 and "recomputed 0" in check.stdout + check.stderr, check.stdout
 
     # A second run into the same --out replaces the previous network.
     again = terrapin("demo", "--boards", "1", "--readings", "1", "--out", str(out))
@@ -143,6 +157,11 @@ def test_demo_against_anvil_then_verify_after_exit(
             assert check.returncode == 0, check.stdout + check.stderr
             assert "anchoring transaction" in check.stdout and "contract views" in check.stdout
         assert f"--rpc {node.url} --anchor {anchor}" in summary["verify_command"]
+        # ...and so does the epoch's manifest: rewards recomputed from it and the chain.
+        command = summary["rewards_verify_command"].split()
+        check = terrapin(*command[command.index("rewards") :], timeout=120)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "verified on chain" in check.stdout
     finally:
         node.stop()
 

@@ -160,3 +160,34 @@ def independent_rule():
 @pytest.fixture(scope="session")
 def oz_root(node_exe: str):
     return lambda cumulative: _oz_root(node_exe, cumulative)
+
+
+def add_stamped_readings(conn, boards: list, count: int, stamp: int) -> None:
+    """chainkit.add_readings, but each reading signed with the board time `stamp`: the rule
+    flags a reading by its own time against its anchoring block's (docs/REWARDS.md), and
+    chainkit's FIXED_TIME is months before the chain's clock (TIME_OLD). `stamp` 0 is a
+    board whose clock is unset (TIME_UNSYNCED)."""
+    conn.execute("BEGIN")
+    for board in boards:
+        conn.execute(
+            "INSERT OR IGNORE INTO devices(address, pubkey, added_at) VALUES (?, ?, ?)",
+            (board.address, board.pubkey, stamp),
+        )
+    for i in range(count):
+        board = boards[i % len(boards)]
+        (seq,) = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM readings WHERE device = ?", (board.address,)
+        ).fetchone()
+        envelope, digest = board.signed_reading(seq, stamp)
+        conn.execute(
+            "INSERT INTO readings(device, seq, digest, envelope, time, received_at, flags) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (board.address, seq, digest, envelope, stamp, stamp, 0 if stamp else 1),
+        )
+    conn.execute("COMMIT")
+
+
+@pytest.fixture
+def stamped_readings():
+    """add_stamped_readings, for the test modules (conftest is not importable)."""
+    return add_stamped_readings

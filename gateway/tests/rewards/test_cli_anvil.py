@@ -20,7 +20,9 @@ from terrapin.tools.devkit.simboard import SimBoard
 DAY = 86_400
 
 
-def test_compute_publish_claim_on_anvil(anvil, compiled, tmp_path, monkeypatch, capsys):
+def test_compute_publish_claim_on_anvil(
+    anvil, compiled, tmp_path, monkeypatch, capsys, stamped_readings
+):
     w3 = anvil.w3
     oracle = Account.from_key(testkit.ANVIL_KEY)  # admin, gateway and oracle
     alice, bob, stranger = anvil.accounts[1], anvil.accounts[2], anvil.accounts[3]
@@ -53,8 +55,8 @@ def test_compute_publish_claim_on_anvil(anvil, compiled, tmp_path, monkeypatch, 
 
     db = tmp_path / "gateway.sqlite"
     conn = testkit.make_db(db)
-    testkit.add_readings(conn, [boards[0]], 1)
-    testkit.add_readings(conn, [boards[1]], 3)
+    stamped_readings(conn, [boards[0]], 1, day * DAY + 60)
+    stamped_readings(conn, [boards[1]], 3, day * DAY + 60)
     chain = Chain.connect(config)
     batcher, anchorer = Batcher(db), Anchorer(db, chain)
     batcher.close_due(force=True)
@@ -81,6 +83,15 @@ def test_compute_publish_claim_on_anvil(anvil, compiled, tmp_path, monkeypatch, 
     }
     assert out["file"].endswith(f"rewards/epoch-{day}.json")
 
+    # The epoch's manifest needs a cut-off past the epoch's end; then publish commits to it.
+    assert main(["rewards", "manifest", "--epoch", str(day), *base]) == 1
+    assert "has not ended on chain yet" in capsys.readouterr().err
+    w3.provider.make_request("evm_setNextBlockTimestamp", [(day + 1) * DAY + 1])
+    w3.provider.make_request("evm_mine", [])
+    assert main(["rewards", "manifest", "--epoch", str(day), *base]) == 0
+    manifest = tmp_path / "rewards" / f"epoch-{day}.manifest.json"
+    assert str(manifest) in capsys.readouterr().out
+
     # publish: only with the oracle's key.
     monkeypatch.setenv("TERRAPIN_CHAIN_KEY", stranger.key.to_0x_hex())
     assert main(["rewards", "publish", "--epoch", str(day), *base]) == 1
@@ -89,6 +100,12 @@ def test_compute_publish_claim_on_anvil(anvil, compiled, tmp_path, monkeypatch, 
     assert main(["rewards", "publish", "--epoch", str(day), *base]) == 0
     assert token.functions.merkleRoot().call().hex() == out["root"][2:]
     capsys.readouterr()
+    (event,) = token.events.RootPublished().get_logs(from_block=0)
+    assert event["args"]["manifestHash"] == Web3.keccak(manifest.read_bytes())
+    # The owners came from a contract other than the anchor's registry: verify says so.
+    verify = ["rewards", "verify", "--epoch", str(day), "--manifest", str(manifest)]
+    assert main([*verify, "--rpc", anvil_url(w3), "--anchor", config.anchor]) == 1
+    assert "bindings on chain: bindings come from" in capsys.readouterr().err
 
     # claim: no key -> a config error (never a key on the command line).
     assert main(["rewards", "claim", "--owner", alice.address, *base]) == 2

@@ -157,7 +157,7 @@ def test_publish_and_claim_across_epochs(net):
     # Nobody but the oracle sets a root, the admin included.
     for account in (stranger, admin):
         reverts(
-            token.functions.publishRoot(100, d1.root, d1.total),
+            token.functions.publishRoot(100, d1.root, d1.total, bytes(32)),
             account,
             "AccessControlUnauthorizedAccount",
         )
@@ -184,9 +184,11 @@ def test_publish_and_claim_across_epochs(net):
 
     # Epochs only go forward; totals never shrink.
     d2 = distribution.build(101, {ALICE: 500, BOB: 900, CAROL: 50})
-    reverts(token.functions.publishRoot(100, d2.root, d2.total), oracle, "EpochNotNext")
-    reverts(token.functions.publishRoot(101, d2.root, d1.total - 1), oracle, "TotalDecreased")
-    reverts(token.functions.publishRoot(101, b"\0" * 32, d2.total), oracle, "ZeroRoot")
+    reverts(token.functions.publishRoot(100, d2.root, d2.total, bytes(32)), oracle, "EpochNotNext")
+    reverts(
+        token.functions.publishRoot(101, d2.root, d1.total - 1, bytes(32)), oracle, "TotalDecreased"
+    )
+    reverts(token.functions.publishRoot(101, b"\0" * 32, d2.total, bytes(32)), oracle, "ZeroRoot")
     receipt = rewards_chain.publish_root(w3, oracle, token, d2)
     (event,) = token.events.RootPublished().process_receipt(receipt, errors=DISCARD)
     assert event["args"]["epoch"] == 101 and event["args"]["cumulativeTotal"] == 1450
@@ -211,7 +213,7 @@ def test_supply_never_exceeds_the_published_total(net):
     oracle = net.accounts[1]
     token = deploy_rewards(net, oracle)
     d = distribution.build(1, {ALICE: 600, BOB: 600})
-    net.send(oracle, token.functions.publishRoot(1, d.root, 1000))
+    net.send(oracle, token.functions.publishRoot(1, d.root, 1000, bytes(32)))
     rewards_chain.claim(net.w3, net.accounts[2], token, d, ALICE)
     reverts(
         token.functions.claim(*rewards_chain.claim_args(d, BOB)),
@@ -233,7 +235,9 @@ def test_roles_are_administered_by_the_admin(embedded):
     embedded.send(admin, token.functions.grantRole(role, newcomer.address))
     embedded.send(admin, token.functions.revokeRole(role, oracle.address))
     reverts(
-        token.functions.publishRoot(7, d.root, d.total), oracle, "AccessControlUnauthorizedAccount"
+        token.functions.publishRoot(7, d.root, d.total, bytes(32)),
+        oracle,
+        "AccessControlUnauthorizedAccount",
     )
     rewards_chain.publish_root(embedded.w3, newcomer, token, d)
     assert token.functions.symbol().call() == "TRP" and token.functions.decimals().call() == 18
@@ -276,12 +280,14 @@ def test_leaked_oracle_cannot_jump_epochs_or_freeze_publishing(net):
     d = distribution.build(100, {ALICE: 300})
     top = 2**64 - 1
     # First publication: any started epoch, never one in the future (2**64 - 1 would freeze).
-    reverts(token.functions.publishRoot(top, d.root, d.total), oracle, "EpochNotStarted")
-    net.send(oracle, token.functions.publishRoot(100, d.root, d.total))
+    reverts(token.functions.publishRoot(top, d.root, d.total, bytes(32)), oracle, "EpochNotStarted")
+    net.send(oracle, token.functions.publishRoot(100, d.root, d.total, bytes(32)))
     # Then exactly the next epoch: no jump to the last epoch, none over a gap.
     for epoch in (top, 102, 100, 99):
-        reverts(token.functions.publishRoot(epoch, d.root, d.total), oracle, "EpochNotNext")
-    net.send(oracle, token.functions.publishRoot(101, d.root, d.total))  # not frozen
+        reverts(
+            token.functions.publishRoot(epoch, d.root, d.total, bytes(32)), oracle, "EpochNotNext"
+        )
+    net.send(oracle, token.functions.publishRoot(101, d.root, d.total, bytes(32)))  # not frozen
     assert token.functions.epoch().call() == 101
 
 
@@ -301,11 +307,15 @@ def test_leaked_oracle_cannot_mint_over_the_epoch_cap(net):
     admin, oracle = net.accounts[0], net.accounts[1]
     token = deploy_rewards(net, oracle, cap=1_000)
     whale = distribution.build(1, {ALICE: 2**192 - 1})
-    reverts(token.functions.publishRoot(1, whale.root, whale.total), oracle, "OverEpochCap")
+    reverts(
+        token.functions.publishRoot(1, whale.root, whale.total, bytes(32)), oracle, "OverEpochCap"
+    )
     over = distribution.build(1, {ALICE: 1_001})
-    reverts(token.functions.publishRoot(1, over.root, over.total), oracle, "OverEpochCap")
+    reverts(
+        token.functions.publishRoot(1, over.root, over.total, bytes(32)), oracle, "OverEpochCap"
+    )
     # A root whose declared total is within the cap cannot pay more than that total.
-    net.send(oracle, token.functions.publishRoot(1, over.root, 1_000))
+    net.send(oracle, token.functions.publishRoot(1, over.root, 1_000, bytes(32)))
     reverts(
         token.functions.claim(*rewards_chain.claim_args(over, ALICE)),
         admin,
@@ -313,12 +323,12 @@ def test_leaked_oracle_cannot_mint_over_the_epoch_cap(net):
     )
     # The bound is cumulative: each epoch adds at most the cap, and totals never shrink.
     d2 = distribution.build(2, {ALICE: 2_001})
-    reverts(token.functions.publishRoot(2, d2.root, d2.total), oracle, "OverEpochCap")
-    reverts(token.functions.publishRoot(2, d2.root, 999), oracle, "TotalDecreased")
+    reverts(token.functions.publishRoot(2, d2.root, d2.total, bytes(32)), oracle, "OverEpochCap")
+    reverts(token.functions.publishRoot(2, d2.root, 999, bytes(32)), oracle, "TotalDecreased")
     # Only the admin sets the cap.
     reverts(token.functions.setEpochCap(2**192 - 1), oracle, "AccessControlUnauthorizedAccount")
     net.send(admin, token.functions.setEpochCap(1_001))
-    net.send(oracle, token.functions.publishRoot(2, d2.root, d2.total))
+    net.send(oracle, token.functions.publishRoot(2, d2.root, d2.total, bytes(32)))
     assert token.functions.cumulativeTotal().call() == 2_001
 
 
@@ -332,23 +342,27 @@ def test_admin_replaces_a_bad_root_nobody_claimed_against(net):
     good = distribution.build(2, {ALICE: 500, BOB: 300})
     rewards_chain.publish_root(net.w3, oracle, token, bad)
     # The oracle cannot overwrite a root, neither by publishing again nor by replacing.
-    reverts(token.functions.publishRoot(2, good.root, good.total), oracle, "EpochNotNext")
     reverts(
-        token.functions.replaceRoot(good.root, good.total),
+        token.functions.publishRoot(2, good.root, good.total, bytes(32)), oracle, "EpochNotNext"
+    )
+    reverts(
+        token.functions.replaceRoot(good.root, good.total, bytes(32)),
         oracle,
         "AccessControlUnauthorizedAccount",
     )
     # The admin replaces it within the same bounds (from epoch 1's total).
-    reverts(token.functions.replaceRoot(good.root, 400 + 1_001), admin, "OverEpochCap")
-    reverts(token.functions.replaceRoot(good.root, 399), admin, "TotalDecreased")
-    receipt = net.send(admin, token.functions.replaceRoot(good.root, good.total))
+    reverts(token.functions.replaceRoot(good.root, 400 + 1_001, bytes(32)), admin, "OverEpochCap")
+    reverts(token.functions.replaceRoot(good.root, 399, bytes(32)), admin, "TotalDecreased")
+    receipt = net.send(admin, token.functions.replaceRoot(good.root, good.total, bytes(32)))
     (event,) = token.events.RootReplaced().process_receipt(receipt, errors=DISCARD)
     assert (event["args"]["epoch"], event["args"]["oldRoot"]) == (2, bad.root)
     assert token.functions.merkleRoot().call() == good.root
     reverts(token.functions.claim(*rewards_chain.claim_args(bad, CAROL)), relayer, "InvalidProof")
     rewards_chain.claim(net.w3, relayer, token, good, BOB)
     # Once someone claimed against the latest root it stays.
-    reverts(token.functions.replaceRoot(bad.root, bad.total), admin, "AlreadyClaimedAgainst")
+    reverts(
+        token.functions.replaceRoot(bad.root, bad.total, bytes(32)), admin, "AlreadyClaimedAgainst"
+    )
     assert balance(token, BOB) == 300 and balance(token, CAROL) == 0
 
 
@@ -362,7 +376,7 @@ def test_paused_stops_claims_and_publishing_until_the_admin_unpauses(net):
     claim = token.functions.claim(*rewards_chain.claim_args(d1, ALICE))
     reverts(claim, relayer, "EnforcedPause")
     d2 = distribution.build(2, {ALICE: 400})
-    reverts(token.functions.publishRoot(2, d2.root, d2.total), oracle, "EnforcedPause")
+    reverts(token.functions.publishRoot(2, d2.root, d2.total, bytes(32)), oracle, "EnforcedPause")
     reverts(token.functions.unpause(), oracle, "AccessControlUnauthorizedAccount")
     net.send(admin, token.functions.unpause())
     rewards_chain.claim(net.w3, relayer, token, d1, ALICE)

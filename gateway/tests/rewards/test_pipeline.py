@@ -105,7 +105,7 @@ def from_bundles_and_chain(bundles: list[dict], w3: Web3, binding_address: str):
 
 
 def test_three_epochs_bind_compute_publish_claim_and_recompute(
-    tmp_path, compiled, capsys, independent_rule, oz_root
+    tmp_path, compiled, capsys, independent_rule, oz_root, stamped_readings
 ):
     rng = random.Random(42)
     db = tmp_path / "gateway.sqlite"
@@ -128,15 +128,13 @@ def test_three_epochs_bind_compute_publish_claim_and_recompute(
         tester.time_travel(day * DAY + 600)  # the next blocks are in that UTC day
 
     def anchor_epoch(counts: list[int], flag_first_of: int | None = None) -> None:
+        stamp = w3.eth.get_block("latest")["timestamp"]  # the board's clock: now, on chain
         for i, n in enumerate(counts):
-            if n:
-                testkit.add_readings(conn, [boards[i]], n)
-        if flag_first_of is not None:  # a data-quality flag on one reading of that board
-            conn.execute(
-                "UPDATE readings SET flags = 1 WHERE id = (SELECT MAX(id) FROM readings "
-                "WHERE device = ?)",
-                (boards[flag_first_of].address,),
-            )
+            for k in range(n):
+                # A data-quality flag (the board's clock unset) on one reading of that board,
+                # recomputed from the signed envelope by the rule.
+                flagged = i == flag_first_of and k == n - 1
+                stamped_readings(conn, [boards[i]], 1, 0 if flagged else stamp)
         batcher.close_due(force=True)
         anchorer.anchor_pending()
 

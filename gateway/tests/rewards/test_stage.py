@@ -19,6 +19,7 @@ from terrapin.firmware import secp256k1
 from terrapin.gateway.chain import stage
 from terrapin.gateway.config import validate
 from terrapin.gateway.rewards import binding as rewards_binding
+from terrapin.gateway.rewards import manifest as fmt
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards.stage import rewards
 from terrapin.gateway.server import Gateway
@@ -232,6 +233,11 @@ def test_stage_settles_each_epoch_once_across_restarts(mosquitto, tmp_path: Path
         assert published_epochs(token) == epochs
         event = token.events.RootPublished().get_logs(from_block=0)[-1]
         assert again.status()["last_tx"] == event["transactionHash"].to_0x_hex()
+        # The recovered epoch's manifest is the one the chain committed to, byte for byte.
+        manifest = "0x" + bytes(event["args"]["manifestHash"]).hex()
+        assert again.status()["last_manifest_hash"] == manifest
+        path = Path(cfg.store.path).parent / "rewards" / f"epoch-{second}.manifest.json"
+        assert "0x" + fmt.manifest_hash(path.read_bytes()).hex() == manifest
     finally:
         running.stop()
         board.stop()

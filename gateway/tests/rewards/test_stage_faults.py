@@ -28,7 +28,7 @@ from terrapin.gateway.rewards import stage as stage_module
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.binding import bind_digest, pack_signature
 from terrapin.gateway.rewards.stage import RewardsStage
-from terrapin.tools.devkit.chainkit import add_readings, make_db
+from terrapin.tools.devkit.chainkit import make_db
 from terrapin.tools.devkit.simboard import SimBoard
 
 FAST = RetryPolicy(attempts=3, first=0.01, cap=0.02)
@@ -50,7 +50,7 @@ class Fault:
 
 
 @pytest.fixture
-def anchored(tmp_path: Path) -> tuple[Path, Chain]:
+def anchored(tmp_path: Path, stamped_readings) -> tuple[Path, Chain]:
     """Readings of two boards bound to OWNER, batched, anchored and confirmed."""
     db = tmp_path / "gw.db"
     conn = make_db(db)
@@ -64,7 +64,7 @@ def anchored(tmp_path: Path) -> tuple[Path, Chain]:
         sig = board.private.sign_recoverable(digest, hasher=None)
         signature = pack_signature(sig[:64], sig[64])
         rewards_chain.bind_board(chain.w3, chain.account, registry, addr, OWNER, signature)
-    add_readings(conn, boards, 6)
+    stamped_readings(conn, boards, 6, int(time.time()))
     Batcher(db, batch_size=3).close_due(force=True)
     Anchorer(db, chain).anchor_pending(until=store.CONFIRMED)
     return db, chain
@@ -166,3 +166,25 @@ def test_the_node_unreachable_is_waited_out_past_the_bound(anchored, monkeypatch
     assert not errors, errors
     assert fault.raised == times
     assert any(s and "node away (retrying without limit)" in s for s in seen), seen
+
+
+def test_no_epoch_is_settled_while_an_anchoring_transaction_is_in_flight(anchored):
+    """A batch whose transaction is out may land in the epoch about to be settled, and the
+    epoch's manifest must list every batch anchored in it: the stage waits."""
+    db, chain = anchored
+    stage = make_stage(db, chain)
+    deadline = time.monotonic() + 30
+    while not stage.due() and time.monotonic() < deadline:  # the 2-second epochs end
+        time.sleep(0.2)
+    assert stage.due(), "an anchored epoch never became due"
+    conn = sqlite3.connect(db)
+    try:
+        with conn:  # the anchorer's state between sending a transaction and seeing it mined
+            conn.execute("UPDATE batches SET status = 'sent' WHERE id = 0")
+        assert stage.due() == []
+        assert stage.step() == [] and settled(db) == []
+        with conn:
+            conn.execute("UPDATE batches SET status = 'confirmed' WHERE id = 0")
+    finally:
+        conn.close()
+    assert stage.step() and settled(db)
