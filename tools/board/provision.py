@@ -294,7 +294,12 @@ def chain_binding(
         w3 = w3 or rpc_web3(rpc)
         chain_id = w3.eth.chain_id
     except Exception as exc:
-        raise TerrapinError(f"cannot reach the chain at {rpc}: {exc}") from exc
+        from terrapin.tools import unreachable
+
+        raise TerrapinError(
+            f"cannot reach the chain at {rpc} ({unreachable.reason(exc)})",
+            hint="is the node running, and is the URL right?",
+        ) from None
     contract = rewards_chain.binding_contract(w3, registry)
     if not w3.eth.get_code(contract.address):
         raise TerrapinError(f"no registry contract at {contract.address} on chain {chain_id}")
