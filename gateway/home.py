@@ -57,16 +57,18 @@ def is_loopback(host: str) -> bool:
 def board_listener(port: int, public_host: str) -> str:
     """The Mosquitto listener boards connect to, with the same client-id rule as the
     loopback one (listener options apply per listener). Bound to `public_host` when it
-    is an address of this machine's, else to the LAN address, else to every interface."""
+    is an address, to the LAN address for a host name; "" when there is none (a listener
+    on every interface would collide with the loopback one on the same port)."""
     try:
         ipaddress.ip_address(public_host)
-        bind = public_host
+        bind: str | None = public_host
     except ValueError:  # a host name (pi.local): bind where the LAN is
-        bind = lan_address() or ""
+        bind = lan_address()
+    if bind is None:
+        return ""
     return (
         "# The listener boards reach (`gateway init --public-host`, docs/GATEWAY.md).\n"
-        f"listener {port} {bind}".rstrip()
-        + "\n"
+        f"listener {port} {bind}\n"
         "use_username_as_clientid true\n"
     )
 
@@ -123,9 +125,8 @@ def init_home(
     conf = mosquitto_conf.render_conf(
         port=port, password_file=passwd, acl_file=acl, persistence_dir=mq / "data"
     )
-    if host:
-        conf += board_listener(port, host)
-    _put(mq / "mosquitto.conf", conf, stamp, lines)
+    listener = board_listener(port, host) if host else ""
+    _put(mq / "mosquitto.conf", conf + listener, stamp, lines)
     mosquitto_conf.make_data_dir(mq / "data")
     _put(cfg_path, _config_text(overrides, old), stamp, lines)
     cfg = load_config(cfg_path)
@@ -139,6 +140,9 @@ def init_home(
     return [
         *lines,
         f"boards connect to {host}:{port} (public_host; --public-host to change)"
+        if listener
+        else f"no address of this machine's for {host}: broker on 127.0.0.1 only; "
+        "add a listener for boards to mosquitto.conf"
         if host
         else "broker on 127.0.0.1 only: virtual boards and local tools "
         "(--public-host HOST for real boards)",

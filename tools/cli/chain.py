@@ -59,7 +59,13 @@ def _address_from_env(var: str, what: str) -> str:
 @click.option("--oracle-key-env", help="Env var with the gateway's key (default: the deployer's).")
 @click.option("--gateway", "gateways", multiple=True, help="Also grant GATEWAY_ROLE to ADDRESS.")
 @click.option("--rewards", is_flag=True, help="Also deploy TerrapinRewards.")
-@click.option("--epoch-seconds", type=click.IntRange(min=1), default=86_400, show_default=True)
+@click.option(
+    "--epoch-seconds",
+    type=click.IntRange(min=1),
+    default=86_400,
+    show_default=True,
+    help="Reward epoch length (the contract's and [rewards] epoch_seconds).",
+)
 @click.option(
     "--budget", type=click.IntRange(min=0), default=1000, show_default=True, help="TRP per epoch."
 )
@@ -94,6 +100,7 @@ def deploy(
 ) -> None:
     """Deploy the contracts, grant the roles, write or print the config sections."""
     from web3 import Web3
+    from web3.exceptions import Web3Exception
 
     from terrapin.gateway.chain.deploy import deploy_network, write_sections
     from terrapin.gateway.chain.node import ChainConfig, load_account, rpc_web3
@@ -121,7 +128,16 @@ def deploy(
     try:
         chain_id = w3.eth.chain_id
     except Exception as exc:  # requests' and web3's connection errors alike
-        raise TerrapinError(f"the chain at {rpc} does not answer ({type(exc).__name__})") from None
+        from terrapin.tools import unreachable
+
+        raise TerrapinError(
+            f"the chain at {rpc} does not answer ({unreachable.reason(exc)})"
+        ) from None
+    if not int(w3.eth.get_balance(deployer.address)):
+        raise TerrapinError(
+            f"the deployer {deployer.address} has no funds on chain {chain_id}",
+            hint="fund it (a faucet on a testnet), or name another key with --key-env",
+        )
 
     def deploy_rewards(w3: Any, deployer: Any, admin: str, oracle: str) -> Any:
         from terrapin.gateway.rewards.onchain import deploy_rewards as deploy_token
@@ -135,15 +151,18 @@ def deploy(
             epoch_cap=budget * 10**18,
         )
 
-    done = deploy_network(
-        w3,
-        deployer,
-        admin=Web3.to_checksum_address(admin) if admin else deployer.address,
-        gateway=gateway,
-        extra_gateways=tuple(Web3.to_checksum_address(g) for g in gateways),
-        rewards=deploy_rewards if rewards else None,
-        say=lambda text: click.echo(text, err=True),
-    )
+    try:
+        done = deploy_network(
+            w3,
+            deployer,
+            admin=Web3.to_checksum_address(admin) if admin else deployer.address,
+            gateway=gateway,
+            extra_gateways=tuple(Web3.to_checksum_address(g) for g in gateways),
+            rewards=deploy_rewards if rewards else None,
+            say=lambda text: click.echo(text, err=True),
+        )
+    except (Web3Exception, OSError) as exc:  # the node refused a transaction or went away
+        raise TerrapinError(f"deployment stopped: {exc}") from None
     if not int(w3.eth.get_balance(gateway)):
         click.echo(f"note: the gateway {gateway} has no funds to pay for anchors", err=True)
     sections = config_sections(done, rpc, oracle_key_env or key_env, keystore, poa)

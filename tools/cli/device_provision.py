@@ -74,7 +74,6 @@ def provision(
     from terrapin.tools.board.serialconsole import BoardConsole
 
     # Every input is checked here, before the board is touched.
-    port = check_target(port, target, flash_dir)
     virtual = target == "unix"
     cfg = prov.build_config(config_file, wifi_ssid, broker, mqtt_user, ota_pubkey, not no_prompt)
     if cfg:
@@ -99,6 +98,7 @@ def provision(
         register = prov.register_with_gateway(gateway_config, virtual=virtual)
     elif gateway_db:
         register = prov.register_in_store(gateway_db)
+    port = check_target(port, target, flash_dir)  # last: it may look for the port
 
     def say(text: str) -> None:
         if not as_json:

@@ -56,6 +56,19 @@ def test_write_sections_refuses_what_the_gateway_would(tmp_path: Path) -> None:
     assert load_config(path).pipeline.workers == 1 and path.stat().st_mode & 0o777 == 0o640
 
 
+def test_a_dead_node_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    from terrapin.tools.devkit.broker import free_port
+
+    monkeypatch.setenv("TP_DEPLOYER", ANVIL_KEY)
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert main(["chain", "deploy", "--rpc", dead, "--key-env", "TP_DEPLOYER"]) == 1
+    err = capsys.readouterr().err
+    assert f"the chain at {dead} does not answer (connection refused)" in err
+    argv = ["chain", "deploy", "--rpc", dead, "--config", str(tmp_path / "gateway.toml")]
+    assert main(argv) == 2
+    assert "gateway init" in capsys.readouterr().err
+
+
 def fund(w3: Web3, *accounts) -> None:
     for account in accounts:
         tx = w3.eth.send_transaction(
@@ -89,6 +102,9 @@ def test_deploy_anchor_reward_claim_on_anvil(anvil_exe, tmp_path: Path, monkeypa
         home = GatewayHome(tmp_path / "gw")
         before = home.config_path.read_text()
 
+        monkeypatch.setenv("TP_POOR", Account.create().key.to_0x_hex())
+        assert main(["chain", "deploy", "--rpc", node.url, "--key-env", "TP_POOR"]) == 1
+        assert "has no funds on chain 31337" in capsys.readouterr().err
         argv = ["chain", "deploy", "--rpc", node.url, "--key-env", "TP_DEPLOYER", "--rewards"]
         # The admin must not be the gateway's hot key (here both the deployer's).
         deployer = Account.from_key(ANVIL_KEY).address

@@ -164,3 +164,36 @@ def test_an_unfunded_payer_is_refused_before_the_board(
         assert "has no funds on chain 31337" in err and "does not exist" not in err
     finally:
         node.stop()
+
+
+@pytest.mark.micropython
+def test_the_board_and_the_host_give_the_same_answers(micropython_exe: str) -> None:
+    """configschema on the MicroPython unix port (100 KB heap) and on CPython."""
+    from terrapin.firmware import configschema
+
+    cases = [
+        {"brokr": {}, "broker": {"host": "h", "port": "1883x"}},
+        {"broker": {"hots": "g"}, "sensors": [{"driver": "bme208"}]},
+        json.loads(EXAMPLE.read_text()),
+    ]
+    script = (
+        "import sys, json\n"
+        f"sys.path.insert(0, {str(EXAMPLE.parent)!r})\n"
+        "import configschema as c\n"
+        "cases = json.loads(sys.stdin.read())\n"
+        "print(json.dumps([[c.validate(x, 'esp32')[1:], c.host_problems(x)] for x in cases]))\n"
+    )
+    board = subprocess.run(
+        [micropython_exe, "-X", "heapsize=100k", "-c", script],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert board.returncode == 0, board.stderr
+    host = [
+        [list(configschema.validate(json.loads(json.dumps(x)), "esp32")[1:]), host_problems(x)]
+        for x in cases
+    ]
+    assert json.loads(board.stdout) == json.loads(json.dumps(host))
+    assert "did you mean bme280?" in board.stdout

@@ -72,3 +72,26 @@ def test_device_status_shows_tokens() -> None:
     }
     text = as_text({"address": "0x" + "01" * 20, "gateway": gateway})
     assert "owner earned 250 TRP this epoch, 1,250.5 TRP in total" in text
+
+
+def test_a_node_that_is_down_is_one_line(tmp_path: Path, capsys) -> None:
+    from terrapin.tools.devkit.broker import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    empty_db(tmp_path)
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'[store]\npath = "g.db"\n[chain]\nnetwork = "{dead}"\n'
+        f'registry = "0x{"11" * 20}"\nanchor = "0x{"22" * 20}"\n'
+        f'[rewards]\ncontract = "0x{"33" * 20}"\n'
+    )
+    assert main(["rewards", "compute", "--epoch", "5", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert f"the chain at {dead} does not answer (connection refused)" in err
+    assert "HTTPConnectionPool" not in err and "Traceback" not in err
+    argv = ["device", "bind", "--port", str(tmp_path / "none"), "--owner", "0x" + "ab" * 20]
+    argv += ["--rpc", dead, "--contract", "0x" + "cd" * 20, "--key-env", "TP_UNUSED"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach the chain at {dead} (connection refused)" in err
+    assert "HTTPConnectionPool" not in err
