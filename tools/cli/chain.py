@@ -128,11 +128,9 @@ def deploy(
     try:
         chain_id = w3.eth.chain_id
     except Exception as exc:  # requests' and web3's connection errors alike
-        from terrapin.tools import unreachable
+        from terrapin.gateway.chain.nodeerrors import unreachable
 
-        raise TerrapinError(
-            f"the chain at {rpc} does not answer ({unreachable.reason(exc)})"
-        ) from None
+        raise unreachable(rpc, exc) from None
     if not int(w3.eth.get_balance(deployer.address)):
         raise TerrapinError(
             f"the deployer {deployer.address} has no funds on chain {chain_id}",

@@ -63,7 +63,7 @@ def test_a_dead_node_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     assert main(["chain", "deploy", "--rpc", dead, "--key-env", "TP_DEPLOYER"]) == 1
     err = capsys.readouterr().err
-    assert f"the chain at {dead} does not answer (connection refused)" in err
+    assert f"the chain node at {dead} does not answer (connection refused)" in err
     argv = ["chain", "deploy", "--rpc", dead, "--config", str(tmp_path / "gateway.toml")]
     assert main(argv) == 2
     assert "gateway init" in capsys.readouterr().err

@@ -87,11 +87,11 @@ def test_a_node_that_is_down_is_one_line(tmp_path: Path, capsys) -> None:
     )
     assert main(["rewards", "compute", "--epoch", "5", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
-    assert f"the chain at {dead} does not answer (connection refused)" in err
+    assert f"the chain node at {dead} does not answer (connection refused)" in err
     assert "HTTPConnectionPool" not in err and "Traceback" not in err
     argv = ["device", "bind", "--port", str(tmp_path / "none"), "--owner", "0x" + "ab" * 20]
     argv += ["--rpc", dead, "--contract", "0x" + "cd" * 20, "--key-env", "TP_UNUSED"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert f"cannot reach the chain at {dead} (connection refused)" in err
+    assert f"the chain node at {dead} does not answer (connection refused)" in err
     assert "HTTPConnectionPool" not in err
