@@ -295,3 +295,14 @@ def test_shortest_gives_the_boards_float32_back():
         assert f32(float(short)) == f32(x) and len(repr(short)) <= len(repr(x)) + 2, x
     assert ha.shortest(f32(19.1)) == 19.1 and ha.shortest(20.0) == 20
     assert ha.shortest(0.1 + 0.2) == 0.1 + 0.2  # not a float32: unchanged
+
+
+@pytest.mark.parametrize("prefix", ["a/#", "a/+/b", "", "a//b", "/a"])
+def test_a_topic_prefix_with_wildcards_or_empty_levels_is_a_config_error(prefix):
+    from terrapin.gateway.config import parse_config
+    from terrapin.gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"homeassistant\.state_prefix must be an MQTT topic"):
+        parse_config(f'[homeassistant]\nstate_prefix = "{prefix}"\n')
+    cfg = parse_config('[homeassistant]\nenabled = true\nstate_prefix = "home/terrapin"\n')
+    assert cfg.homeassistant.enabled and cfg.homeassistant.discovery_prefix == "homeassistant"
