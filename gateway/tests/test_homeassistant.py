@@ -236,8 +236,9 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
     # The board's retained status: what availability follows.
     board.client.publish(f"terrapin/v1/{addr}/status", b'{"state":"online","fw":"0.1.0"}', 1, True)
     time.sleep(0.3)
-    for seq in (1, 2, 3):
-        board.publish(board.envelope(seq, records=RECORDS), seq)
+    sent = {seq: board.envelope(seq, t=1_790_000_000 + seq, records=RECORDS) for seq in (1, 2, 3)}
+    for seq, envelope in sent.items():
+        board.publish(envelope, seq)
     assert board.wait_settled([1, 2, 3], timeout=20)
     state_prefix = f"terrapin/values/{addr}"
     wait_until(lambda: len(client.topic(state_prefix)) == 3, what="3 states")
@@ -265,7 +266,7 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
     bad = bytearray(board.envelope(4, records=RECORDS))
     bad[-1] ^= 1
     board.publish(bytes(bad), 4)
-    board.publish(board.envelope(3, records=RECORDS), 3)
+    board.publish(sent[3], 3)  # the same bytes again: a duplicate
     wait_until(lambda: gw.counts["rejected_total"] == 1 and gw.counts["duplicate"] == 1)
     board.publish(board.envelope(5, records=RECORDS), 5)
     assert board.wait_settled([5], timeout=20)
@@ -273,6 +274,13 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
     time.sleep(0.3)
     assert [json.loads(m.payload)["seq"] for m in client.topic(state_prefix)] == [1, 2, 3, 5]
     assert len(client.topic("homeassistant/")) == 2  # announced once
+
+    # A board cannot speak for the gateway: the ACL drops its writes to HA's topics.
+    spoof = b'{"sensors": {"simulated.temperature": -99}}'
+    board.client.publish(state_prefix, spoof, 1, True)
+    board.client.publish(f"homeassistant/sensor/terrapin_{addr}/evil/config", b"{}", 1, True)
+    time.sleep(0.5)
+    assert len(client.topic(state_prefix)) == 4 and len(client.topic("homeassistant/")) == 2
 
     # Home Assistant restarting: discovery and the last state are retained.
     later = HomeAssistantClient(home.mqtt_port, ha_password)
