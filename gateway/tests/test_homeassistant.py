@@ -17,9 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from terrapin.gateway import homeassistant as ha
 from terrapin.gateway import mosquitto_conf
 from terrapin.gateway.homeassistant_publisher import HomeAssistantPublisher
+from terrapin.gateway.store import Store
 from terrapin.tools.devkit.gatewayhome import GatewayHome, reload_broker, start_broker
 from terrapin.tools.devkit.gatewayproc import GatewayThread
-from terrapin.tools.devkit.simboard import SimBoard
+from terrapin.tools.devkit.simboard import SimBoard, board_address
 
 # From Home Assistant core, homeassistant/components/sensor/const.py: DEVICE_CLASS_UNITS
 # and DEVICE_CLASS_STATE_CLASSES, for the device classes a SenML unit can map to.
@@ -214,6 +215,10 @@ def ha_gateway(tmp_path, mosquitto_exe):
     mosquitto_conf.set_user(home.dir / "mosquitto" / "passwd", mosquitto_conf.HA_USER, ha_password)
     broker = start_broker(home)
     key, password = home.add_sim_board()
+    # A label: the device's name in Home Assistant.
+    store = Store(home.db_path)
+    store.add_device(board_address(key), label="garden shed")
+    store.close()
     reload_broker(broker)
     gw = GatewayThread(home.config, workers=2).start(timeout=60)  # merged worker results
     board = SimBoard("127.0.0.1", home.mqtt_port, key, password=password).start()
@@ -255,6 +260,7 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
         check_discovery(topic, config)
         assert config["state_topic"] == state_prefix
         assert config["device"]["sw_version"] == "0.1.0"
+        assert config["device"]["name"] == "garden shed"
     temp = configs[f"homeassistant/sensor/terrapin_{addr}/simulated_temperature/config"]
     assert temp["device_class"] == "temperature" and temp["unit_of_measurement"] == "°C"
     assert render(temp["value_template"], client.topic(state_prefix)[-1].payload) == "19.1"
