@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -32,14 +33,17 @@ class HomeAssistantPublisher:
         publish: Publish,
         *,
         board_status: Callable[[str], dict | None] | None = None,
+        label: Callable[[str], str] | None = None,
         version: str = "",
     ):
         """`settings`: the [homeassistant] section; `board_status(board hex)`: the board's
-        last status message (its firmware version goes into the device block)."""
+        last status message (its firmware version goes into the device block);
+        `label(board hex)`: its allow-list label, the device's name in Home Assistant."""
         self.discovery_prefix = settings.discovery_prefix
         self.state_prefix = settings.state_prefix
         self._publish = publish
         self._board_status = board_status
+        self._label = label
         self.version = version
         self.announced: dict[str, set[str]] = {}  # board -> record names with a config
         self.last_seq: dict[str, int] = {}
@@ -82,6 +86,7 @@ class HomeAssistantPublisher:
                 name,
                 unit,
                 state_prefix=self.state_prefix,
+                label=self._label(board) if self._label else "",
                 firmware=firmware,
                 version=self.version,
             )
@@ -116,5 +121,25 @@ def for_gateway(cfg: Any, ingest: Any, stats: Any) -> HomeAssistantPublisher | N
         settings.state_prefix,
     )
     return HomeAssistantPublisher(
-        settings, publish, board_status=stats.board_status.get, version=ours
+        settings,
+        publish,
+        board_status=stats.board_status.get,
+        label=lambda board: label_of(cfg.store.path, board),
+        version=ours,
     )
+
+
+def label_of(db_path: Any, board: str) -> str:
+    """The board's allow-list label ("" if none or unreadable): read once per sensor
+    announced, with its own read-only connection."""
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            row = conn.execute(
+                "SELECT label FROM devices WHERE address = ?", (bytes.fromhex(board),)
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return ""
+    return row[0] if row and row[0] else ""

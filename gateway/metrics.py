@@ -195,14 +195,9 @@ def board_metrics(db: sqlite3.Connection, s: dict[str, Any], now: float) -> Iter
             "SELECT received_at FROM readings WHERE device = ? ORDER BY seq DESC LIMIT 1",
             (bytes(address),),
         ).fetchone()
-        seen = max(
-            [
-                t
-                for t in (row[0] if row else None, stats.get(board, {}).get("last_received_at"))
-                if t
-            ],
-            default=None,
-        )
+        # The database survives a restart; the snapshot may be a moment newer.
+        times = (row[0] if row else None, stats.get(board, {}).get("last_received_at"))
+        seen = max((t for t in times if t), default=None)
         if seen is not None:
             age.add_metric([board], max(0.0, now - seen))
             last.add_metric([board], seen)

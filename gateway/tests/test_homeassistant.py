@@ -17,9 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from terrapin.gateway import homeassistant as ha
 from terrapin.gateway import mosquitto_conf
 from terrapin.gateway.homeassistant_publisher import HomeAssistantPublisher
+from terrapin.gateway.store import Store
 from terrapin.tools.devkit.gatewayhome import GatewayHome, reload_broker, start_broker
 from terrapin.tools.devkit.gatewayproc import GatewayThread
-from terrapin.tools.devkit.simboard import SimBoard
+from terrapin.tools.devkit.simboard import SimBoard, board_address
 
 # From Home Assistant core, homeassistant/components/sensor/const.py: DEVICE_CLASS_UNITS
 # and DEVICE_CLASS_STATE_CLASSES, for the device classes a SenML unit can map to.
@@ -214,6 +215,10 @@ def ha_gateway(tmp_path, mosquitto_exe):
     mosquitto_conf.set_user(home.dir / "mosquitto" / "passwd", mosquitto_conf.HA_USER, ha_password)
     broker = start_broker(home)
     key, password = home.add_sim_board()
+    # A label: the device's name in Home Assistant.
+    store = Store(home.db_path)
+    store.add_device(board_address(key), label="garden shed")
+    store.close()
     reload_broker(broker)
     gw = GatewayThread(home.config, workers=2).start(timeout=60)  # merged worker results
     board = SimBoard("127.0.0.1", home.mqtt_port, key, password=password).start()
@@ -236,8 +241,9 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
     # The board's retained status: what availability follows.
     board.client.publish(f"terrapin/v1/{addr}/status", b'{"state":"online","fw":"0.1.0"}', 1, True)
     time.sleep(0.3)
-    for seq in (1, 2, 3):
-        board.publish(board.envelope(seq, records=RECORDS), seq)
+    sent = {seq: board.envelope(seq, t=1_790_000_000 + seq, records=RECORDS) for seq in (1, 2, 3)}
+    for seq, envelope in sent.items():
+        board.publish(envelope, seq)
     assert board.wait_settled([1, 2, 3], timeout=20)
     state_prefix = f"terrapin/values/{addr}"
     wait_until(lambda: len(client.topic(state_prefix)) == 3, what="3 states")
@@ -254,6 +260,7 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
         check_discovery(topic, config)
         assert config["state_topic"] == state_prefix
         assert config["device"]["sw_version"] == "0.1.0"
+        assert config["device"]["name"] == "garden shed"
     temp = configs[f"homeassistant/sensor/terrapin_{addr}/simulated_temperature/config"]
     assert temp["device_class"] == "temperature" and temp["unit_of_measurement"] == "°C"
     assert render(temp["value_template"], client.topic(state_prefix)[-1].payload) == "19.1"
@@ -265,7 +272,7 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
     bad = bytearray(board.envelope(4, records=RECORDS))
     bad[-1] ^= 1
     board.publish(bytes(bad), 4)
-    board.publish(board.envelope(3, records=RECORDS), 3)
+    board.publish(sent[3], 3)  # the same bytes again: a duplicate
     wait_until(lambda: gw.counts["rejected_total"] == 1 and gw.counts["duplicate"] == 1)
     board.publish(board.envelope(5, records=RECORDS), 5)
     assert board.wait_settled([5], timeout=20)
@@ -273,6 +280,13 @@ def test_stored_readings_reach_home_assistant_and_rejected_ones_never(ha_gateway
     time.sleep(0.3)
     assert [json.loads(m.payload)["seq"] for m in client.topic(state_prefix)] == [1, 2, 3, 5]
     assert len(client.topic("homeassistant/")) == 2  # announced once
+
+    # A board cannot speak for the gateway: the ACL drops its writes to HA's topics.
+    spoof = b'{"sensors": {"simulated.temperature": -99}}'
+    board.client.publish(state_prefix, spoof, 1, True)
+    board.client.publish(f"homeassistant/sensor/terrapin_{addr}/evil/config", b"{}", 1, True)
+    time.sleep(0.5)
+    assert len(client.topic(state_prefix)) == 4 and len(client.topic("homeassistant/")) == 2
 
     # Home Assistant restarting: discovery and the last state are retained.
     later = HomeAssistantClient(home.mqtt_port, ha_password)
@@ -295,3 +309,14 @@ def test_shortest_gives_the_boards_float32_back():
         assert f32(float(short)) == f32(x) and len(repr(short)) <= len(repr(x)) + 2, x
     assert ha.shortest(f32(19.1)) == 19.1 and ha.shortest(20.0) == 20
     assert ha.shortest(0.1 + 0.2) == 0.1 + 0.2  # not a float32: unchanged
+
+
+@pytest.mark.parametrize("prefix", ["a/#", "a/+/b", "", "a//b", "/a"])
+def test_a_topic_prefix_with_wildcards_or_empty_levels_is_a_config_error(prefix):
+    from terrapin.gateway.config import parse_config
+    from terrapin.gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"homeassistant\.state_prefix must be an MQTT topic"):
+        parse_config(f'[homeassistant]\nstate_prefix = "{prefix}"\n')
+    cfg = parse_config('[homeassistant]\nenabled = true\nstate_prefix = "home/terrapin"\n')
+    assert cfg.homeassistant.enabled and cfg.homeassistant.discovery_prefix == "homeassistant"

@@ -5,6 +5,7 @@ last block) and the anchorer's last error as a state an alert can see."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -57,33 +58,47 @@ def wait_for(check, timeout: float = 60.0, what: str = "") -> dict:
         time.sleep(0.3)
 
 
-@pytest.fixture
-def chain_gateway(tmp_path, mosquitto_exe):
+@contextlib.contextmanager
+def running_gateway(tmp_path, rewards: bool):
+    """A gateway thread with the batch and anchor stages (and rewards, with 2 s epochs,
+    so its metrics show within a test), a Mosquitto and one connected SimBoard."""
     from terrapin.tools.devkit.gatewayhome import start_broker
 
     # The process keeps one embedded chain per [chain] section (chain_for): a section of
     # its own (gas_limit) gives this gateway a fresh chain, not the last test's.
     home = GatewayHome(tmp_path / "gw", chain_section(gas_limit=120_000 + next(_CHAINS)))
-    # The rewards stage too, with 2 s epochs: its metrics show within the test.
-    text = home.config_path.read_text().replace(
-        'stages = ["batch", "anchor"]', 'stages = ["batch", "anchor", "rewards"]'
-    )
-    home.config_path.write_text(text + "\n[rewards]\nepoch_seconds = 2\npoll_seconds = 0.5\n")
+    if rewards:
+        text = home.config_path.read_text().replace(
+            'stages = ["batch", "anchor"]', 'stages = ["batch", "anchor", "rewards"]'
+        )
+        home.config_path.write_text(text + "\n[rewards]\nepoch_seconds = 2\npoll_seconds = 0.5\n")
     broker = start_broker(home)
     key, password = home.add_sim_board()
     reload_broker(broker)
     gw = GatewayThread(home.config).start(timeout=60)
     board = SimBoard("127.0.0.1", home.mqtt_port, key, password=password).start()
     try:
-        yield home, board
+        yield home, board, gw
     finally:
         board.stop()
         gw.stop()
         broker.stop()
 
 
+@pytest.fixture
+def chain_gateway(tmp_path, mosquitto_exe):
+    with running_gateway(tmp_path, rewards=False) as (home, board, gw):
+        yield home, board, gw
+
+
+@pytest.fixture
+def rewards_gateway(tmp_path, mosquitto_exe):
+    with running_gateway(tmp_path, rewards=True) as (home, board, gw):
+        yield home, board, gw
+
+
 def test_metrics_show_boards_anchoring_and_a_stuck_anchorer(chain_gateway, monkeypatch, capsys):
-    home, board = chain_gateway
+    home, board, gw = chain_gateway
     addr = board.address.hex()
     for seq in range(1, 6):
         board.publish(board.envelope(seq), seq)
@@ -130,7 +145,10 @@ def test_metrics_show_boards_anchoring_and_a_stuck_anchorer(chain_gateway, monke
             return p
         return None
 
-    p = wait_for(stuck, what="the anchorer's error in /metrics")
+    try:
+        p = wait_for(stuck, what="the anchorer's error in /metrics")
+    except AssertionError as exc:  # say what the stages said
+        raise AssertionError(f"{exc}; stages: {gw.gateway.snapshot()['stages']}") from None
     errors = [k for k in p if k[0] == "terrapin_stage_error_info"]
     assert len(errors) == 1 and ("stage", "anchor") in errors[0][1]
     message = dict(errors[0][1])["error"]
@@ -164,7 +182,7 @@ def test_metrics_show_boards_anchoring_and_a_stuck_anchorer(chain_gateway, monke
 def test_metrics_pass_promtool_lint(chain_gateway):
     if shutil.which("promtool") is None:
         pytest.skip("promtool is missing: `make check-apt` installs Debian's prometheus")
-    home, board = chain_gateway
+    home, board, _gw = chain_gateway
     board.publish(board.envelope(1), 1)
     assert board.wait_settled([1], timeout=30)
     text = scrape(home)
@@ -227,8 +245,8 @@ def exported_names(text: str) -> set[str]:
     return names
 
 
-def test_alerts_and_dashboard_use_only_metrics_a_live_gateway_exports(chain_gateway):
-    home, board = chain_gateway
+def test_alerts_and_dashboard_use_only_metrics_a_live_gateway_exports(rewards_gateway):
+    home, board, _gw = rewards_gateway
     wanted = set().union(*(names_in(e) for exprs in ops_expressions().values() for e in exprs))
     assert "terrapin_anchor_oldest_unanchored_age_seconds" in wanted  # the parse found them
     for seq in range(1, 4):
