@@ -36,45 +36,6 @@ from terrapin.gateway.web.access import api_token, authorised, chain_head, check
 log = logging.getLogger("terrapin.gateway.api")
 
 
-def prometheus(status: dict) -> str:
-    """Render the counters of a status snapshot in Prometheus text format 0.0.4."""
-    out: list[str] = []
-
-    def metric(name, kind, help_, samples):
-        out.append(f"# HELP terrapin_gateway_{name} {help_}")
-        out.append(f"# TYPE terrapin_gateway_{name} {kind}")
-        for labels, value in samples:
-            lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            head = f"terrapin_gateway_{name}{{{lab}}}" if lab else f"terrapin_gateway_{name}"
-            out.append(f"{head} {value}")
-
-    c = status["counts"]
-    s = status
-    metric("uptime_seconds", "gauge", "Seconds since the gateway started.", [({}, s["uptime_s"])])
-    metric("received_total", "counter", "Reading envelopes received.", [({}, c["received"])])
-    metric("stored_total", "counter", "Readings stored.", [({}, c["stored"])])
-    metric("duplicates_total", "counter", "Duplicate readings acked again.", [({}, c["duplicate"])])
-    metric(
-        "rejected_total",
-        "counter",
-        "Rejected envelopes by reason.",
-        [({"reason": name}, n) for name, n in sorted(c["rejected"].items())],
-    )
-    metric(
-        "dropped_early_total",
-        "counter",
-        "Readings dropped before decode: board over its admission rate and share.",
-        [({}, c.get("dropped_early", 0))],
-    )
-    metric("commits_total", "counter", "Store transactions committed.", [({}, c["commits"])])
-    metric("acks_total", "counter", "ACK messages published to boards.", [({}, c["acks"])])
-    metric("queue_depth", "gauge", "Readings waiting for verification.", [({}, s["queue_depth"])])
-    metric("store_bytes", "gauge", "Size of the SQLite file and WAL.", [({}, s["store_bytes"])])
-    metric("boards_seen", "gauge", "Boards seen since start.", [({}, len(s["boards"]))])
-    metric("broker_connected", "gauge", "1 when connected.", [({}, int(s["connected"]))])
-    return "\n".join(out) + "\n"
-
-
 class RewardsUnavailable(TerrapinError, LookupError):
     """This gateway has no rewards data to show (no database, no rewards stage)."""
 
