@@ -5,8 +5,9 @@ dashboard pages (gateway/web/) on the same listener. Routes: the ROUTES table.
 Beyond loopback it needs [api] token (bearer, or basic auth with the token as
 password) and refuses to start without one.
 
-/api/status and /metrics read a snapshot from a callable; they never touch the
-database, so a slow client cannot stall ingest. The rewards view reads the rewards
+/api/status reads a snapshot from a callable; /metrics (gateway/metrics.py) adds
+read-only queries, like every database route here: SQLite WAL readers never block
+the writer, so a slow client cannot stall ingest. The rewards view reads the rewards
 tables with its own short-lived connection (SQLite WAL: readers never block the
 writer) and, when the process holds a chain (the rewards stage), asks the
 contract what each owner has claimed and can claim.
