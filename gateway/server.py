@@ -74,6 +74,8 @@ class Gateway:
             "held": self.queue.held(),
             "dropped": {(a.hex() if a else ""): n for a, n in list(self.ingest.dropped.items())},
         }
+        if self.ingest.quarantine is not None:  # broker quarantine (quarantine.py)
+            snap["quarantine"] = self.ingest.quarantine.status()
         snap["store_bytes"] = _size(self.cfg.store.path)
         snap["connected"] = self.ingest.connected.is_set()
         snap["stages"] = {type(s).__name__: s.status() for s in self.stages if hasattr(s, "status")}

@@ -1,0 +1,120 @@
+"""The quarantine decisions (gateway/quarantine.py) on a clock the test sets: when a
+board is quarantined, for how long, how it escalates and how it is released. What
+the broker does with the commands: test_quarantine_e2e.py."""
+
+from __future__ import annotations
+
+import json
+
+from terrapin.gateway.quarantine import MARK, Quarantine
+
+BOARD = bytes.fromhex("ab" * 20)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _quarantine(clock: Clock) -> tuple[Quarantine, list[dict]]:
+    sent: list[dict] = []
+    q = Quarantine(
+        lambda payload: sent.extend(json.loads(payload)["commands"]),
+        drops=100,
+        window=10,
+        cooldown=60,
+        max_cooldown=200,
+        clock=clock,
+    )
+    return q, sent
+
+
+def _drops(q: Quarantine, n: int, at: float) -> None:
+    for _ in range(n):
+        q.note_drop(BOARD, at)
+
+
+def test_drops_spread_wider_than_the_window_never_quarantine():
+    clock = Clock()
+    q, sent = _quarantine(clock)
+    for i in range(10):  # 99 per 11 s, 990 in all
+        _drops(q, 99, clock.now + 11 * i)
+    assert sent == [] and q.active == {}
+
+
+def test_the_cooldown_doubles_per_offence_up_to_its_cap_and_is_forgotten_after_a_day():
+    clock = Clock()
+    q, sent = _quarantine(clock)
+    seconds = []
+    for _ in range(4):
+        _drops(q, 100, clock.now)
+        entry = q.active[BOARD]
+        seconds.append(entry.until - clock.now)
+        create, disable = sent[-2:]
+        assert create["command"] == "createClient" and create["username"] == BOARD.hex()
+        assert create["textname"] == f"{MARK} until {entry.until:.0f} offence {entry.offence}"
+        assert disable == {"command": "disableClient", "username": BOARD.hex()}
+        _drops(q, 500, clock.now)  # its backlog draining: no second command
+        assert len(sent) == 3 * len(seconds) - 1  # create + disable each, delete before
+        clock.now = entry.until
+        assert q.release(BOARD, why="test")
+        assert sent[-1] == {"command": "deleteClient", "username": BOARD.hex()}
+    assert seconds == [60, 120, 200, 200]
+    clock.now += 86_401
+    _drops(q, 100, clock.now)
+    assert q.active[BOARD].offence == 1
+    assert q.status()["quarantined_total"] == 5 and q.status()["released_total"] == 4
+
+
+def test_someone_elses_dynsec_client_is_enabled_again_never_deleted():
+    clock = Clock()
+    q, sent = _quarantine(clock)
+    _drops(q, 100, clock.now)
+    q.on_response(
+        json.dumps(
+            {
+                "responses": [
+                    {
+                        "command": "createClient",
+                        "error": "Client already exists",
+                        "correlationData": BOARD.hex(),
+                    },
+                    {"command": "disableClient"},
+                ]
+            }
+        ).encode()
+    )
+    assert q.broker_support is True
+    q.release(BOARD)
+    assert sent[-1] == {"command": "enableClient", "username": BOARD.hex()}
+
+
+def test_a_restarted_gateway_resumes_only_its_own_quarantines():
+    clock = Clock()
+    q, _ = _quarantine(clock)
+    other = "cd" * 20
+    clients = [
+        {"username": BOARD.hex(), "textname": f"{MARK} until {clock.now + 30:.0f} offence 3"},
+        {"username": other, "textname": "an operator's client"},
+        {"username": "terrapin-gateway", "textname": f"{MARK} until 1 offence 1"},
+        {"username": "ef" * 20, "textname": f"{MARK} until soon offence 1"},
+    ]
+    q.on_response(
+        json.dumps(
+            {
+                "responses": [
+                    {
+                        "command": "listClients",
+                        "correlationData": "resume",
+                        "data": {"clients": clients},
+                    }
+                ]
+            }
+        ).encode()
+    )
+    assert list(q.active) == [BOARD]
+    assert q.active[BOARD].offence == 3 and q.active[BOARD].until == clock.now + 30
+    q.on_response(b"not json")  # logged, ignored
