@@ -127,7 +127,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # at Mosquitto (dynamic security plugin) for a cooldown that doubles per offence.
         "quarantine_drops": Key(
             int,
-            1000,
+            200,
             "quarantine a board after this many early drops in the window, 0 = off",
             _at_least(0),
         ),

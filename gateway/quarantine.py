@@ -14,7 +14,10 @@ the password file and ACL) gets, over `$CONTROL/dynamic-security/v1`:
 `disableClient` disconnects the board and refuses its reconnects; its password
 stays in the password file, which still decides everything else (a dynsec
 client with no password and no roles defers to it). After the cooldown,
-`deleteClient` lets it in again. The cooldown doubles with each offence
+`deleteClient` lets it in again. Drops in the first `window` s after each
+(re)connect are not counted: that is the broker handing over what it kept
+while the gateway was away, and an honest board's backlog can be bigger than
+its burst. The cooldown doubles with each offence
 (`cooldown`, 2x, 4x, ... up to `max_cooldown`); offences are forgotten after
 OFFENCE_MEMORY s without one.
 
@@ -78,6 +81,7 @@ class Quarantine:
         self.released_total = 0
         self.broker_support: bool | None = None  # None: not known yet
         self._asked_at: float | None = None
+        self._grace_until = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -85,8 +89,8 @@ class Quarantine:
 
     def note_drop(self, board: bytes, now: float) -> None:
         """One reading of `board` dropped by admission; quarantine it past the limit."""
-        if board in self.active:
-            return  # its backlog at the broker, still draining
+        if board in self.active or now < self._grace_until:
+            return  # its backlog at the broker, still draining; or the session's backlog
         start, n = self._counting.get(board, (now, 0))
         if now - start > self.window:
             start, n = now, 0
@@ -99,6 +103,7 @@ class Quarantine:
 
     def on_connect(self) -> None:
         """Ask the broker which boards are quarantined (a restart keeps them there)."""
+        self._grace_until = self._clock() + self.window
         self._command([{"command": "listClients", "verbose": True, "correlationData": "resume"}])
 
     def on_response(self, payload: bytes) -> None:

@@ -92,6 +92,17 @@ def test_someone_elses_dynsec_client_is_enabled_again_never_deleted():
     assert sent[-1] == {"command": "enableClient", "username": BOARD.hex()}
 
 
+def test_drops_in_the_grace_after_a_connect_are_the_sessions_backlog_and_never_count():
+    clock = Clock()
+    q, sent = _quarantine(clock)
+    q.on_connect()
+    sent.clear()  # the listClients
+    _drops(q, 5000, clock.now + 9.9)
+    assert sent == [] and q.active == {}
+    _drops(q, 100, clock.now + 10.1)
+    assert BOARD in q.active
+
+
 def test_a_restarted_gateway_resumes_only_its_own_quarantines():
     clock = Clock()
     q, _ = _quarantine(clock)
