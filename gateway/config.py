@@ -131,6 +131,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "quarantine a board after this many early drops in the window, 0 = off",
             _at_least(0),
         ),
+        "quarantine_burst": Key(
+            int, 1000, "quarantine a board sending more readings than this in 1 s", _at_least(1)
+        ),
         "quarantine_window": Key(
             (int, float), 10, "quarantine: window the early drops are counted in, s", _at_least(0.1)
         ),

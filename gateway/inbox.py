@@ -155,6 +155,17 @@ class Inbox:
             if self._tokens(board, now) >= self.burst:
                 del self._buckets[board]
 
+    def purge(self, board: bytes | None) -> list:
+        """Take every message `board` has waiting out of the inbox (a quarantined board:
+        its flood is dropped, not verified)."""
+        with self._lock:
+            q = self._queues.pop(board, None)
+            if q is None:
+                return []
+            self._order.remove(board)
+            self._size -= len(q)
+            return list(q)
+
     def clear(self) -> None:
         with self._lock:
             self._queues.clear()

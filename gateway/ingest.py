@@ -111,7 +111,9 @@ class Ingest:
         if mqtt_cfg.quarantine_drops:
             self.quarantine = Quarantine(
                 self._control,
+                on_quarantine=self._purge,
                 drops=mqtt_cfg.quarantine_drops,
+                burst=mqtt_cfg.quarantine_burst,
                 window=mqtt_cfg.quarantine_window,
                 cooldown=mqtt_cfg.quarantine_seconds,
                 max_cooldown=mqtt_cfg.quarantine_max_seconds,
@@ -185,6 +187,8 @@ class Ingest:
         now = time.time()
         address, kind = topic_address(msg.topic)
         if kind == "reading":
+            if address is not None and self.quarantine is not None:
+                self.quarantine.note_arrival(address, now)
             m = Message(msg.topic, address, msg.payload, msg.mid, msg.qos, self.generation, now)
             while True:  # blocks when full: backpressure
                 try:
@@ -227,6 +231,15 @@ class Ingest:
             board=address.hex() if address else None,
             dropped=n,
         )
+
+    def _purge(self, address: bytes) -> None:
+        """A board just quarantined: what it has waiting in the inbox is dropped (PUBACKed,
+        never ACKed, like any admission drop), not verified at the other boards' expense."""
+        purged = self.out.purge(address)
+        if purged:
+            self.dropped[address] = self.dropped.get(address, 0) + len(purged)
+            self.dropped_total += len(purged)
+            self.ack_many(purged)
 
     # --- called by the server after COMMIT ----------------------------------------
 

@@ -1,5 +1,10 @@
 """Broker quarantine: stop a flooding board at Mosquitto, not in the gateway.
 
+A board is quarantined when more than `burst` of its readings arrive within
+one second (a flood: an honest board's whole outbox is ~500), or when
+admission has dropped `drops` of them within `window` s (a board over its
+rate for longer).
+
 Admission (inbox.py) drops a board's readings before decode when it is over
 its rate and its share, but each dropped message has still cost the gateway
 its MQTT receive path (~30 µs), and a flood faster than that queues at the
@@ -63,18 +68,22 @@ class Quarantine:
         self,
         send: Callable[[bytes], None],
         *,
+        on_quarantine: Callable[[bytes], None] | None = None,
         drops: int,
         window: float,
+        burst: int,
         cooldown: float,
         max_cooldown: float,
         clock: Callable[[], float] = time.time,
     ):
         self._send = send
-        self.drops, self.window = drops, window
+        self._on_quarantine = on_quarantine
+        self.drops, self.window, self.burst = drops, window, burst
         self.cooldown, self.max_cooldown = cooldown, max(cooldown, max_cooldown)
         self._clock = clock
         self._lock = threading.Lock()
         self._counting: dict[bytes, tuple[float, int]] = {}  # board -> (window start, drops)
+        self._arriving: dict[bytes, tuple[float, int]] = {}  # board -> (second start, readings)
         self._offences: dict[bytes, tuple[int, float]] = {}  # board -> (count, last at)
         self.active: dict[bytes, Entry] = {}
         self.quarantined_total = 0
@@ -86,6 +95,18 @@ class Quarantine:
         self._thread: threading.Thread | None = None
 
     # --- paho's thread ----------------------------------------------------------
+
+    def note_arrival(self, board: bytes, now: float) -> None:
+        """One reading of `board` received: more than `burst` in one second is a flood
+        (an honest board's whole outbox is ~500), quarantined before its burst and
+        share have even passed admission."""
+        start, n = self._arriving.get(board, (now, 0))
+        if now - start >= 1.0:
+            start, n = now, 0
+        self._arriving[board] = (start, n + 1)
+        if n >= self.burst and board not in self.active and now >= self._grace_until:
+            self._arriving.pop(board, None)
+            self._impose(board, n + 1, now, f"{n + 1} readings within 1 s")
 
     def note_drop(self, board: bytes, now: float) -> None:
         """One reading of `board` dropped by admission; quarantine it past the limit."""
@@ -99,7 +120,7 @@ class Quarantine:
             self._counting[board] = (start, n)
             return
         self._counting.pop(board, None)
-        self._impose(board, n, now)
+        self._impose(board, n, now, f"{n} readings dropped by admission within {self.window:g} s")
 
     def on_connect(self) -> None:
         """Ask the broker which boards are quarantined (a restart keeps them there)."""
@@ -167,7 +188,7 @@ class Quarantine:
         )
         return True
 
-    def _impose(self, board: bytes, drops: int, now: float) -> None:
+    def _impose(self, board: bytes, drops: int, now: float, why: str) -> None:
         count, last = self._offences.get(board, (0, now))
         if now - last > OFFENCE_MEMORY:
             count = 0
@@ -190,13 +211,13 @@ class Quarantine:
             ]
         )
         self.quarantined_total += 1
+        if self._on_quarantine is not None:
+            self._on_quarantine(board)
         log.warning(
-            "board quarantined at the broker for %.0f s (offence %d): %d readings dropped by "
-            "admission within %.0f s (over its rate and its inbox share)",
+            "board quarantined at the broker for %.0f s (offence %d): %s",
             seconds,
             count,
-            drops,
-            self.window,
+            why,
             extra={"fields": {"board": user, "until": round(entry.until)}},
         )
 

@@ -89,6 +89,18 @@ def test_a_board_within_its_rate_gets_backpressure_not_a_drop():
         box.put(3, timeout=0.05, board=b"\x01" * 20)  # inbox full, tokens left: wait
 
 
+def test_a_purged_board_leaves_the_others_waiting():
+    box = Inbox(100, rate=10.0, burst=50, share=5)
+    a, b = b"\x01" * 20, b"\x02" * 20
+    for i in range(10):
+        box.put(("a", i), board=a)
+        box.put(("b", i), board=b)
+    assert box.purge(a) == [("a", i) for i in range(10)]
+    assert box.purge(a) == []
+    assert box.qsize() == 10
+    assert box.get_batch(0.1, 100) == [("b", i) for i in range(10)]
+
+
 def test_a_burst_its_tokens_cover_is_held_without_blocking_and_the_rest_dropped():
     box = Inbox(10_000, rate=1.0, burst=500, share=3)
     board = b"\x01" * 20

@@ -25,6 +25,7 @@ def _quarantine(clock: Clock) -> tuple[Quarantine, list[dict]]:
         lambda payload: sent.extend(json.loads(payload)["commands"]),
         drops=100,
         window=10,
+        burst=1000,
         cooldown=60,
         max_cooldown=200,
         clock=clock,
@@ -101,6 +102,18 @@ def test_drops_in_the_grace_after_a_connect_are_the_sessions_backlog_and_never_c
     assert sent == [] and q.active == {}
     _drops(q, 100, clock.now + 10.1)
     assert BOARD in q.active
+
+
+def test_more_than_its_burst_in_one_second_is_quarantined_at_once():
+    clock = Clock()
+    q, sent = _quarantine(clock)
+    for i in range(10):  # 1,000 readings/s for 10 s: not more than the burst
+        for _ in range(1000):
+            q.note_arrival(BOARD, clock.now + i + 0.5)
+    assert sent == []
+    for _ in range(1001):
+        q.note_arrival(BOARD, clock.now + 20.5)
+    assert BOARD in q.active and sent[-1]["command"] == "disableClient"
 
 
 def test_a_restarted_gateway_resumes_only_its_own_quarantines():
