@@ -35,12 +35,14 @@ the client's textname, so a restarted gateway (or broker) picks them up again
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger("terrapin.gateway.quarantine")
 
@@ -50,6 +52,23 @@ MARK = "terrapin quarantine"  # textname prefix: the dynsec clients this module 
 OFFENCE_MEMORY = 86400.0  # s without an offence after which a board starts again at 1
 ANSWER_TIMEOUT = 5.0  # s to wait for the broker's first answer before saying it has no dynsec
 TICK = 0.25  # s between expiry checks
+RELEASE_DIR = "quarantine-release"  # beside the database: `device release` drops a file here
+
+
+def release_dir(store_path: str | Path) -> Path:
+    """The folder `terrapin gateway device release` asks through: one empty file per
+    board (its address in hex). Whoever may write beside the database may lift a
+    quarantine; the status API stays read-only."""
+    return Path(store_path).parent / RELEASE_DIR
+
+
+def request_release(store_path: str | Path, board: bytes) -> Path:
+    """Ask the running gateway to lift `board`'s quarantine (within TICK s)."""
+    d = release_dir(store_path)
+    d.mkdir(mode=0o700, exist_ok=True)
+    f = d / board.hex()
+    f.touch()
+    return f
 
 
 @dataclass(slots=True)
@@ -93,6 +112,7 @@ class Quarantine:
         self._grace_until = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.requests: Path | None = None  # release_dir(); set by the server
 
     # --- paho's thread ----------------------------------------------------------
 
@@ -157,6 +177,8 @@ class Quarantine:
             now = self._clock()
             for board in [b for b, e in list(self.active.items()) if e.until <= now]:
                 self.release(board, why="cooldown over")
+            if self.requests is not None:
+                self._release_requested(self.requests)
             asked = self._asked_at
             if self.broker_support is None and asked is not None and now - asked > ANSWER_TIMEOUT:
                 self.broker_support = False
@@ -168,6 +190,15 @@ class Quarantine:
                 )
 
     # --- decisions ----------------------------------------------------------------
+
+    def _release_requested(self, folder: Path) -> None:
+        with contextlib.suppress(OSError):  # no folder yet: nothing asked
+            for f in folder.iterdir():
+                board = _board(f.name)
+                if board is not None and not self.release(board):
+                    log.warning("release asked for a board that is not quarantined: %s", f.name)
+                with contextlib.suppress(OSError):
+                    f.unlink()
 
     def release(self, board: bytes, *, why: str = "released by the operator") -> bool:
         """Let `board` connect again now; False if it was not quarantined."""

@@ -34,6 +34,7 @@ from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.inbox import Inbox
 from terrapin.gateway.ingest import Ingest, Message
 from terrapin.gateway.pipeline import BatchResult
+from terrapin.gateway.quarantine import release_dir
 from terrapin.gateway.sdnotify import notify, watchdog_interval
 from terrapin.gateway.stats import Stats
 from terrapin.gateway.store import Store
@@ -60,6 +61,8 @@ class Gateway:
             pc.queue_size, rate=pc.board_rate, burst=pc.board_burst, share=pc.board_share
         )
         self.ingest = Ingest(cfg.mqtt, cfg.mqtt_password(), self.queue, on_status=self.stats.status)
+        if self.ingest.quarantine is not None:  # `gateway device release` asks through here
+            self.ingest.quarantine.requests = release_dir(cfg.store.path)
         self.processor: LocalProcessor | ProcessorPool | None = None
         self.api: Api | None = None
         self._reload = threading.Event()

@@ -15,9 +15,12 @@ import socket
 import threading
 import time
 
+from click.testing import CliRunner
+
 from terrapin.gateway.protocol.envelope import assemble, encode_payload
 from terrapin.gateway.protocol.topics import reading_topic
 from terrapin.tools.bench.gateway_flood import _connect_packet, _packet
+from terrapin.tools.cli.gateway import gateway as gateway_cli
 from terrapin.tools.devkit.simboard import board_address
 
 COOLDOWN = 4.0  # s: the test's first cooldown (the default is 60)
@@ -124,6 +127,8 @@ def test_a_flooding_board_is_shut_out_at_the_broker_and_let_in_after_its_cooldow
         assert q["active"][flooder.address.hex()]["offence"] == 1
         # Refused while the cooldown runs; the victim is not.
         assert connack(gw_home.mqtt_port, flooder.address.hex(), pw) == CONNACK_REFUSED
+        status = CliRunner().invoke(gateway_cli, ["status", "--config", str(gw_home.config_path)])
+        assert f"QUARANTINED at the broker: {flooder.address.hex()}" in status.output, status.output
         assert victim.wait_settled(seqs, 30), sorted(set(seqs) - victim.acked)
         assert victim.client.is_connected(), "the victim was disconnected"
         # After the cooldown the board is let in again.
@@ -157,9 +162,15 @@ def test_the_operator_lifts_a_quarantine_and_a_restarted_gateway_keeps_one(
         for f in (a, b):
             f.flood(f.address, range(1, 20_001))
             assert f.closed.wait(10), "the broker never disconnected the flooding board"
-        q = running.gateway.ingest.quarantine
-        assert q.release(a.address) is True
-        assert q.release(a.address) is False  # not quarantined any more
+        # `terrapin gateway device release` (the CLI, as an operator runs it).
+        args = ["device", "release", a.address.hex(), "--config", str(gw_home.config_path)]
+        out = CliRunner().invoke(gateway_cli, args)
+        assert out.exit_code == 0, out.output
+        deadline = time.monotonic() + 5
+        while a.address.hex() in running.gateway.snapshot()["quarantine"]["active"]:
+            assert time.monotonic() < deadline, "the operator's release was not done"
+            time.sleep(0.1)
+        assert running.gateway.ingest.quarantine.release(a.address) is False  # not any more
         time.sleep(0.3)
         assert connack(gw_home.mqtt_port, a.address.hex(), pw) == 0
         assert connack(gw_home.mqtt_port, b.address.hex(), pw2) == CONNACK_REFUSED

@@ -114,6 +114,14 @@ def status(as_json, config_path):
         "flags",
         "status",
     )
+    quarantine = st.get("quarantine") or {}
+    for addr, q in sorted(quarantine.get("active", {}).items()):
+        con.print(
+            f"QUARANTINED at the broker: {addr} for {q['seconds_left']:.0f} s more "
+            f"(offence {q['offence']}); lift it: terrapin gateway device release {addr}"
+        )
+    if quarantine.get("broker_support") is False:
+        con.print("broker quarantine unavailable: the broker does not answer (docs/GATEWAY.md)")
     for addr, b in sorted(st["boards"].items()):
         state = st["board_status"].get(addr, {}).get("state", "")
         table.add_row(
