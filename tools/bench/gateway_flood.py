@@ -221,6 +221,8 @@ def run_flood_phase(
         "main_cpu_us": main_us,
         "kicked_after_ms": None if kicked_at is None else round(kicked_at * 1000, 1),
         "refused_connects": refused,
+        # What the flooder got through while it was connected (None: never quarantined).
+        "rate_until_kicked": round(sent / kicked_at, 1) if kicked_at else None,
     }
     return v, flood
 
@@ -273,6 +275,7 @@ def run_flood_bench(
             "flood_gateway_main_cpu_us_per_msg": f["main_cpu_us"],
             "flood_quarantined_after_ms": f["kicked_after_ms"],
             "flood_refused_reconnects": f["refused_connects"],
+            "flood_rate_until_quarantined_per_s": f["rate_until_kicked"],
             "flood_victim_p50_ack_ms": v["p50"],
             "flood_victim_p99_ack_ms": v["p99"],
             "flood_victim_acked_ratio": v["acked_ratio"],
@@ -285,6 +288,7 @@ def run_flood_bench(
                     "flood_max_sent": f["sent"],
                     "flood_max_handled_in_time": f["handled"],
                     "flood_max_quarantined_after_ms": f["kicked_after_ms"],
+                    "flood_max_rate_until_quarantined_per_s": f["rate_until_kicked"],
                     "flood_max_victim_p50_ack_ms": v["p50"],
                     "flood_max_victim_p99_ack_ms": v["p99"],
                     "flood_max_victim_acked_ratio": v["acked_ratio"],
