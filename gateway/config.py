@@ -128,7 +128,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "quarantine_drops": Key(
             int,
             200,
-            "quarantine a board after this many early drops in the window, 0 = off",
+            "quarantine a board after this many early drops in the window, 0 = no quarantine",
             _at_least(0),
         ),
         "quarantine_burst": Key(
