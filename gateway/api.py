@@ -54,6 +54,16 @@ def prometheus(status: dict) -> str:
         "Readings dropped before decode: board over its admission rate and share.",
         [({}, c.get("dropped_early", 0))],
     )
+    q = s.get("quarantine") or {}  # the broker quarantine (gateway/quarantine.py)
+    metric(
+        "quarantined_total",
+        "counter",
+        "Boards quarantined at the broker (flooding).",
+        [({}, q.get("quarantined_total", 0))],
+    )
+    metric(
+        "quarantined_boards", "gauge", "Boards quarantined now.", [({}, len(q.get("active", {})))]
+    )
     metric("commits_total", "counter", "Store transactions committed.", [({}, c["commits"])])
     metric("acks_total", "counter", "ACK messages published to boards.", [({}, c["acks"])])
     metric("queue_depth", "gauge", "Readings waiting for verification.", [({}, s["queue_depth"])])

@@ -14,6 +14,7 @@ import contextlib
 import socket
 import threading
 import time
+import urllib.request
 
 from click.testing import CliRunner
 
@@ -129,6 +130,11 @@ def test_a_flooding_board_is_shut_out_at_the_broker_and_let_in_after_its_cooldow
         assert connack(gw_home.mqtt_port, flooder.address.hex(), pw) == CONNACK_REFUSED
         status = CliRunner().invoke(gateway_cli, ["status", "--config", str(gw_home.config_path)])
         assert f"QUARANTINED at the broker: {flooder.address.hex()}" in status.output, status.output
+        url = f"http://127.0.0.1:{gw_home.api_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert "terrapin_gateway_quarantined_boards 1\n" in metrics, metrics
+        assert "terrapin_gateway_quarantined_total 1\n" in metrics
         assert victim.wait_settled(seqs, 30), sorted(set(seqs) - victim.acked)
         assert victim.client.is_connected(), "the victim was disconnected"
         # After the cooldown the board is let in again.
