@@ -75,13 +75,14 @@ def request_release(store_path: str | Path, board: bytes) -> Path:
 class Entry:
     until: float  # Unix time the cooldown ends
     offence: int
-    drops: int  # early drops that triggered it
+    drops: int  # readings (or early drops) that triggered it
     since: float
     owned: bool = True  # False: the dynsec client existed before (never deleted, only enabled)
 
 
 class Quarantine:
-    """Counts a board's early drops; past `drops` within `window` s it is quarantined."""
+    """Counts each board's readings and early drops; past `burst` readings in a second,
+    or `drops` drops within `window` s, it is quarantined at the broker."""
 
     def __init__(
         self,
@@ -163,6 +164,9 @@ class Quarantine:
     # --- the expiry thread --------------------------------------------------------
 
     def start(self) -> None:
+        if self.requests is not None:  # made by the gateway's user, so it can read it
+            with contextlib.suppress(OSError):
+                self.requests.mkdir(mode=0o700, exist_ok=True)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="quarantine", daemon=True)
         self._thread.start()
