@@ -24,7 +24,8 @@
 - A board that admission keeps dropping (`quarantine_drops` within
   `quarantine_window` s) is quarantined at the broker (quarantine.py): Mosquitto
   disconnects it and refuses it for a cooldown, so its flood stops costing the
-  receive path here. The commands go out on this connection (the gateway user
+  receive path here; what it sent before, still draining from the broker,
+  is dropped on arrival. The commands go out on this connection (the gateway user
   may write `$CONTROL/dynamic-security/v1`), the answers come back on it.
 - Each connection has a generation number; a PUBACK is sent only for a
   message of the current connection (after a reconnect the broker resends
@@ -186,9 +187,15 @@ class Ingest:
     def _on_message(self, client, userdata, msg):
         now = time.time()
         address, kind = topic_address(msg.topic)
+        quarantine = self.quarantine
+        if kind == "reading" and quarantine is not None and address is not None:
+            quarantine.note_arrival(address, now)
+            if address in quarantine.active:
+                # Shut out at the broker: what it had sent before is dropped as it drains,
+                # never verified in front of the other boards' readings.
+                self._drop(address, now)
+                kind = ""  # PUBACKed below, not ACKed
         if kind == "reading":
-            if address is not None and self.quarantine is not None:
-                self.quarantine.note_arrival(address, now)
             m = Message(msg.topic, address, msg.payload, msg.mid, msg.qos, self.generation, now)
             while True:  # blocks when full: backpressure
                 try:
