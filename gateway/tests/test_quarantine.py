@@ -142,3 +142,29 @@ def test_a_restarted_gateway_resumes_only_its_own_quarantines():
     assert list(q.active) == [BOARD]
     assert q.active[BOARD].offence == 3 and q.active[BOARD].until == clock.now + 30
     q.on_response(b"not json")  # logged, ignored
+
+
+def test_gateway_init_loads_the_plugin_with_a_state_file_that_defers_to_the_password_file(
+    tmp_path,
+):
+    from pathlib import Path
+
+    from terrapin.gateway import mosquitto_conf
+    from terrapin.gateway.home import init_home
+
+    init_home(tmp_path)
+    conf = (tmp_path / "mosquitto" / "mosquitto.conf").read_text()
+    plugin = mosquitto_conf.find_dynsec_plugin()
+    assert plugin is not None, "Debian's mosquitto package ships the plugin (make test installs it)"
+    state = tmp_path / "mosquitto" / "data" / mosquitto_conf.DYNSEC_FILE
+    assert f"plugin {plugin}\n" in conf
+    assert f"plugin_opt_config_file {state}\n" in conf
+    dynsec = json.loads(state.read_text())
+    assert dynsec["clients"] == [] and dynsec["roles"] == []
+    assert not any(dynsec["defaultACLAccess"].values())  # never grants: it defers
+    assert state.stat().st_mode & 0o077 == 0
+    acl = (tmp_path / "mosquitto" / "acl").read_text()
+    gateway_part = acl.split("user terrapin-gateway\n", 1)[1].split("\nuser ", 1)[0]
+    assert "topic write $CONTROL/dynamic-security/v1\n" in gateway_part
+    assert "$CONTROL" not in acl.split("user terrapin-gateway\n", 1)[0]  # no board may
+    assert Path(plugin).exists()
