@@ -201,3 +201,35 @@ def test_the_operator_lifts_a_quarantine_and_a_restarted_gateway_keeps_one(
         assert connack(gw_home.mqtt_port, b.address.hex(), pw2) == 0
     finally:
         running.stop()
+
+
+def test_without_the_plugin_the_gateway_says_so_once_and_admission_alone_applies(
+    gw_home, mosquitto_exe, gw_tools, caplog
+):
+    from terrapin.tools.devkit.broker import Mosquitto
+
+    mq = gw_home.dir / "mosquitto"  # an older mosquitto.conf: same files, no plugin line
+    broker = Mosquitto(
+        mq / "old", port=gw_home.mqtt_port, password_file=mq / "passwd", acl_file=mq / "acl"
+    )
+    key, pw = gw_home.add_sim_board()
+    broker.start()
+    running = None
+    try:
+        running = _gateway(gw_home, gw_tools)
+        flooder = RawFlooder(gw_home.mqtt_port, key, pw)
+        time.sleep(GRACE)
+        flooder.flood(flooder.address, range(1, 5001))
+        deadline = time.monotonic() + 10
+        while running.gateway.snapshot()["quarantine"]["broker_support"] is not False:
+            assert time.monotonic() < deadline, "the gateway never noticed the missing plugin"
+            time.sleep(0.2)
+        assert not flooder.closed.is_set()  # nobody can shut it out at this broker
+        assert running.gateway.ingest.connected.is_set()
+        flooder.close()
+    finally:
+        if running is not None:
+            running.stop()
+        broker.stop()
+    said = [r for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
