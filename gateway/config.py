@@ -138,6 +138,26 @@ SCHEMA: dict[str, dict[str, Key]] = {
             int, 1000, "MQTT 5: QoS 1 readings in flight to the gateway", _at_least(1)
         ),
         "tls_ca": Key(str, "", "CA file to use TLS to the broker (empty: plain TCP)", _path),
+        # Broker quarantine (quarantine.py): a board admission keeps dropping is shut out
+        # at Mosquitto (dynamic security plugin) for a cooldown that doubles per offence.
+        "quarantine_drops": Key(
+            int,
+            200,
+            "quarantine a board after this many early drops in the window, 0 = no quarantine",
+            _at_least(0),
+        ),
+        "quarantine_burst": Key(
+            int, 1000, "quarantine a board sending more readings than this in 1 s", _at_least(1)
+        ),
+        "quarantine_window": Key(
+            (int, float), 10, "quarantine: window the early drops are counted in, s", _at_least(0.1)
+        ),
+        "quarantine_seconds": Key(
+            (int, float), 60, "quarantine: first cooldown, s (doubles per offence)", _at_least(1)
+        ),
+        "quarantine_max_seconds": Key(
+            (int, float), 3600, "quarantine: longest cooldown, s", _at_least(1)
+        ),
     },
     "broker": {
         "password_file": Key(

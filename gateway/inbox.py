@@ -9,12 +9,15 @@ another board's reading, and a board over its rate waits here: held, not yet
 PUBACKed, so the broker still has it.
 
 `put` returns False, before any decode or signature check, when the board
-already has `share` messages waiting and fewer tokens than that: the caller PUBACKs
+already has `share` messages waiting and no token left beyond them: the caller PUBACKs
 and drops that message (a board keeps every reading in its outbox until the
 gateway's ACK and sends it again after its ACK timeout, so nothing a board
-sent is lost). Otherwise, when the inbox holds `maxsize` messages or a board
-with tokens for all of its `share` waiting messages has one more, `put`
-waits: backpressure, never a drop.
+sent is lost). A board may have waiting `share` messages or as many as its
+tokens cover, whichever is more: its burst waits here, so the paho thread
+never stops reading (every other board's readings) for one board's burst,
+and a flood is dropped as soon as it passes burst + share, not after the
+workers have been through its burst. `put` waits (backpressure, never a
+drop) only when the inbox holds `maxsize` messages.
 With `rate` 0 there is no admission limit (and `share` only bounds the wait).
 """
 
@@ -70,15 +73,19 @@ class Inbox:
             with self._lock:
                 q = self._queues.get(board)
                 n = 0 if q is None else len(q)
-                if n < self.share and self._size < self.maxsize:
+                room = n < self.share
+                if not room and self.rate > 0:
+                    tokens = self._tokens(board, time.monotonic())
+                    if tokens < n + 1:
+                        return False  # no token for this one: over its rate and share
+                    room = True  # its burst: held here, not at the broker
+                if room and self._size < self.maxsize:
                     if q is None:
                         q = self._queues[board] = deque()
                         self._order.append(board)
                     q.append(item)
                     self._size += 1
                     break
-                if n >= self.share and self._tokens(board, time.monotonic()) < n:
-                    return False  # more waiting than its tokens cover: over its rate
             if deadline is None:
                 deadline = math.inf if timeout is None else time.monotonic() + timeout
             if time.monotonic() >= deadline:
@@ -147,6 +154,17 @@ class Inbox:
         for board in [b for b in self._buckets if b not in self._queues]:
             if self._tokens(board, now) >= self.burst:
                 del self._buckets[board]
+
+    def purge(self, board: bytes | None) -> list:
+        """Take every message `board` has waiting out of the inbox (a quarantined board:
+        its flood is dropped, not verified)."""
+        with self._lock:
+            q = self._queues.pop(board, None)
+            if q is None:
+                return []
+            self._order.remove(board)
+            self._size -= len(q)
+            return list(q)
 
     def clear(self) -> None:
         with self._lock:

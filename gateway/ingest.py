@@ -21,6 +21,12 @@
   and logged (rate-limited). The board still has that reading in its outbox
   and sends it again after its ACK timeout. A board's status messages are
   parsed at most about once a second (STATUS_BURST at once).
+- A board that admission keeps dropping (`quarantine_drops` within
+  `quarantine_window` s) is quarantined at the broker (quarantine.py): Mosquitto
+  disconnects it and refuses it for a cooldown, so its flood stops costing the
+  receive path here; what it sent before, still draining from the broker,
+  is dropped on arrival. The commands go out on this connection (the gateway user
+  may write `$CONTROL/dynamic-security/v1`), the answers come back on it.
 - Each connection has a generation number; a PUBACK is sent only for a
   message of the current connection (after a reconnect the broker resends
   the unacknowledged ones with the same ids, and those get acked instead).
@@ -45,6 +51,7 @@ from paho.mqtt.properties import Properties
 from terrapin.gateway.inbox import Inbox
 from terrapin.gateway.logs import RateLimitedLog
 from terrapin.gateway.protocol.topics import READING_FILTER, STATUS_FILTER, topic_address
+from terrapin.gateway.quarantine import CONTROL_TOPIC, RESPONSE_TOPIC, Quarantine
 
 log = logging.getLogger("terrapin.gateway.ingest")
 
@@ -101,6 +108,17 @@ class Ingest:
         c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
         self.client = c
+        self.quarantine: Quarantine | None = None
+        if mqtt_cfg.quarantine_drops:
+            self.quarantine = Quarantine(
+                self._control,
+                on_quarantine=self._purge,
+                drops=mqtt_cfg.quarantine_drops,
+                burst=mqtt_cfg.quarantine_burst,
+                window=mqtt_cfg.quarantine_window,
+                cooldown=mqtt_cfg.quarantine_seconds,
+                max_cooldown=mqtt_cfg.quarantine_max_seconds,
+            )
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -119,11 +137,15 @@ class Ingest:
         else:
             self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self.client.loop_start()
+        if self.quarantine is not None:
+            self.quarantine.start()
 
     def stop(self) -> None:
         """Disconnect; readings still queued are not acked and come again next time."""
         self._stopping = True
         self.out.clear()
+        if self.quarantine is not None:
+            self.quarantine.stop()
         try:
             self.client.disconnect()
         finally:
@@ -145,6 +167,9 @@ class Ingest:
             flags.session_present,
         )
         client.subscribe([(READING_FILTER, 1), (STATUS_FILTER, 1)])
+        if self.quarantine is not None:
+            client.subscribe(RESPONSE_TOPIC, 0)  # QoS 0: nothing to PUBACK
+            self.quarantine.on_connect()
         self.connected.set()
 
     def _on_connect_fail(self, client, userdata):
@@ -162,19 +187,29 @@ class Ingest:
     def _on_message(self, client, userdata, msg):
         now = time.time()
         address, kind = topic_address(msg.topic)
+        quarantine = self.quarantine
+        if kind == "reading" and quarantine is not None and address is not None:
+            quarantine.note_arrival(address, now)
+            if address in quarantine.active:
+                # Shut out at the broker: what it had sent before is dropped as it drains,
+                # never verified in front of the other boards' readings.
+                self._drop(address, now)
+                kind = ""  # PUBACKed below, not ACKed
         if kind == "reading":
             m = Message(msg.topic, address, msg.payload, msg.mid, msg.qos, self.generation, now)
             while True:  # blocks when full: backpressure
                 try:
                     if self.out.put(m, timeout=0.5, board=address):
                         return
-                    self._drop(address)  # over rate and share: PUBACKed below, not ACKed
+                    self._drop(address, now)  # over rate and share: PUBACKed below, not ACKed
                     break
                 except queue.Full:
                     if self._stopping:
                         return  # never acked: the broker redelivers it next session
         elif kind == "status" and address is not None and self._status_due(address, now):
             self.on_status(address, _parse_status(msg.payload), now)
+        elif msg.topic == RESPONSE_TOPIC and self.quarantine is not None:
+            self.quarantine.on_response(msg.payload)
         if msg.qos:
             client.ack(msg.mid, msg.qos)
 
@@ -191,7 +226,9 @@ class Ingest:
         self._status_at[address] = (tokens - 1.0, now)
         return True
 
-    def _drop(self, address: bytes | None) -> None:
+    def _drop(self, address: bytes | None, now: float) -> None:
+        if address is not None and self.quarantine is not None:
+            self.quarantine.note_drop(address, now)
         n = self.dropped.get(address, 0) + 1
         self.dropped[address] = n
         self.dropped_total += 1
@@ -201,6 +238,15 @@ class Ingest:
             board=address.hex() if address else None,
             dropped=n,
         )
+
+    def _purge(self, address: bytes) -> None:
+        """A board just quarantined: what it has waiting in the inbox is dropped (PUBACKed,
+        never ACKed, like any admission drop), not verified at the other boards' expense."""
+        purged = self.out.purge(address)
+        if purged:
+            self.dropped[address] = self.dropped.get(address, 0) + len(purged)
+            self.dropped_total += len(purged)
+            self.ack_many(purged)
 
     # --- called by the server after COMMIT ----------------------------------------
 
@@ -222,6 +268,10 @@ class Ingest:
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1)
+
+    def _control(self, payload: bytes) -> None:
+        """A command to the broker's dynamic security plugin (quarantine.py)."""
+        self.client.publish(CONTROL_TOPIC, payload, qos=1)
 
 
 def _nodelay(client) -> None:

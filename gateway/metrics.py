@@ -98,6 +98,11 @@ def gateway_metrics(s: dict[str, Any]) -> Iterator[Metric]:
         "Readings dropped before decode: board over its admission rate and share.",
         c.get("dropped_early", 0),
     )
+    q = s.get("quarantine") or {}  # the broker quarantine (gateway/quarantine.py)
+    yield _counter(
+        "quarantined", "Boards quarantined at the broker (flooding).", q.get("quarantined_total", 0)
+    )
+    yield _gauge("quarantined_boards", "Boards quarantined now.", len(q.get("active", {})))
     yield _counter("commits", "Store transactions committed.", c["commits"])
     yield _counter("acks", "ACK messages published to boards.", c["acks"])
     yield _gauge("queue_depth", "Readings waiting for verification.", s.get("queue_depth", 0))

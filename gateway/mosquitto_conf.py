@@ -15,6 +15,11 @@ Identity: the listener sets `use_username_as_clientid`, so Mosquitto replaces
 whatever client id a client sends with its user name. One user is one session:
 a board's credentials can only ever take over that board's own connection,
 never the gateway's or another board's (docs/GATEWAY.md, "Broker identity").
+
+Quarantine: the config loads Mosquitto's dynamic security plugin with a state
+file that starts empty and every default access off, so it defers to the
+password file and ACL for every client; the gateway user may write its
+control topic and disables a flooding board there (gateway/quarantine.py).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import glob
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -35,6 +42,10 @@ GATEWAY_USER = "terrapin-gateway"
 OTA_USER = "terrapin-ota"  # `device ota publish`: its own user, so its own session
 HA_USER = "homeassistant"  # Home Assistant's MQTT integration, read-mostly
 ITERATIONS = 101
+# Mosquitto's dynamic security plugin (Debian's mosquitto package ships it) and its
+# state file in the persistence folder: the broker quarantine (gateway/quarantine.py).
+DYNSEC_PLUGIN_GLOB = "/usr/lib/*/mosquitto_dynamic_security.so"
+DYNSEC_FILE = "dynamic-security.json"
 SALT_BYTES = 12
 
 
@@ -116,6 +127,9 @@ def make_data_dir(path: str | Path) -> None:
     autosave fails with Permission denied and a restart loses queued readings)."""
     p = Path(path)
     p.mkdir(mode=0o700, exist_ok=True)
+    dynsec = p / DYNSEC_FILE
+    if not dynsec.exists():  # the broker rewrites it (quarantines) and must keep them
+        secretfile.write_secret(dynsec, render_dynsec())
     owner = broker_user()
     if owner is not None:
         os.chown(p, *owner)
@@ -136,6 +150,32 @@ def passwd_locked(path: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def find_dynsec_plugin() -> str | None:
+    """The dynamic security plugin's path (per architecture on Debian), or None."""
+    found = sorted(glob.glob(DYNSEC_PLUGIN_GLOB))
+    return found[0] if found else None
+
+
+def render_dynsec() -> str:
+    """The plugin's starting state: no clients, no roles, and every default access
+    off, so that for any client it has no entry for (or no role for) it defers to
+    the password file and the ACL. It only ever holds quarantined boards."""
+    return json.dumps(
+        {
+            "defaultACLAccess": {
+                "publishClientSend": False,
+                "publishClientReceive": False,
+                "subscribe": False,
+                "unsubscribe": False,
+            },
+            "clients": [],
+            "groups": [],
+            "roles": [],
+        },
+        indent=1,
+    )
 
 
 def set_user(path: str | Path, user: str, password: str) -> None:
@@ -180,6 +220,10 @@ def render_acl(gateway_user: str = GATEWAY_USER, ota_user: str = OTA_USER) -> st
         "# Home Assistant ([homeassistant] in gateway.toml): discovery configs and values.\n"
         "topic write homeassistant/#\n"
         "topic write terrapin/values/#\n"
+        "# Broker quarantine of a flooding board (docs/GATEWAY.md): the dynamic security\n"
+        "# plugin's commands and answers. This makes the gateway user a broker admin.\n"
+        "topic write $CONTROL/dynamic-security/v1\n"
+        "topic read $CONTROL/dynamic-security/v1/response\n"
         "\n"
         "# `terrapin device ota publish`: offers and chunks out, requests and status in.\n"
         f"user {ota_user}\n"
@@ -204,6 +248,7 @@ def render_conf(
     password_file: str | Path,
     acl_file: str | Path,
     persistence_dir: str | Path | None = "/var/lib/mosquitto/",
+    dynsec_plugin: str | None = "auto",
 ) -> str:
     """A Mosquitto 2.0 config (a complete file, or a conf.d snippet)."""
     lines = [
@@ -233,4 +278,12 @@ def render_conf(
             f"persistence_location {str(persistence_dir).rstrip('/')}/",
             "autosave_interval 60",
         ]
+        plugin = find_dynsec_plugin() if dynsec_plugin == "auto" else dynsec_plugin
+        if plugin:
+            lines += [
+                "# Broker quarantine of a flooding board (docs/GATEWAY.md): the gateway",
+                "# disables its client here; the password file and ACL decide all else.",
+                f"plugin {plugin}",
+                f"plugin_opt_config_file {str(persistence_dir).rstrip('/')}/{DYNSEC_FILE}",
+            ]
     return "\n".join(lines) + "\n"

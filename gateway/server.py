@@ -36,6 +36,7 @@ from terrapin.gateway.inbox import Inbox
 from terrapin.gateway.ingest import Ingest, Message
 from terrapin.gateway.instancelock import InstanceLock
 from terrapin.gateway.pipeline import BatchResult
+from terrapin.gateway.quarantine import release_dir
 from terrapin.gateway.sdnotify import notify, watchdog_interval
 from terrapin.gateway.stats import Stats
 from terrapin.gateway.store import Store
@@ -75,6 +76,8 @@ class Gateway:
             pc.queue_size, rate=pc.board_rate, burst=pc.board_burst, share=pc.board_share
         )
         self.ingest = Ingest(cfg.mqtt, cfg.mqtt_password(), self.queue, on_status=self.stats.status)
+        if self.ingest.quarantine is not None:  # `gateway device release` asks through here
+            self.ingest.quarantine.requests = release_dir(cfg.store.path)
         self.processor: LocalProcessor | ProcessorPool | None = None
         self.api: Api | None = None
         self._reload = threading.Event()
@@ -90,6 +93,8 @@ class Gateway:
             "held": self.queue.held(),
             "dropped": {(a.hex() if a else ""): n for a, n in list(self.ingest.dropped.items())},
         }
+        if self.ingest.quarantine is not None:  # broker quarantine (quarantine.py)
+            snap["quarantine"] = self.ingest.quarantine.status()
         snap["store_bytes"] = _size(self.cfg.store.path)
         snap["connected"] = self.ingest.connected.is_set()
         snap["stages"] = {_name(s): s.status() for s in self.stages if hasattr(s, "status")}

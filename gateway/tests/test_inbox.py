@@ -82,8 +82,33 @@ def test_a_board_over_its_rate_and_share_is_dropped_without_waiting():
 
 
 def test_a_board_within_its_rate_gets_backpressure_not_a_drop():
-    box = Inbox(1000, rate=100.0, burst=100, share=3)
+    box = Inbox(3, rate=100.0, burst=100, share=3)
     for i in range(3):
         box.put(i, board=b"\x01" * 20)
     with pytest.raises(queue.Full):
-        box.put(3, timeout=0.05, board=b"\x01" * 20)  # tokens left: wait for the consumer
+        box.put(3, timeout=0.05, board=b"\x01" * 20)  # inbox full, tokens left: wait
+
+
+def test_a_purged_board_leaves_the_others_waiting():
+    box = Inbox(100, rate=10.0, burst=50, share=5)
+    a, b = b"\x01" * 20, b"\x02" * 20
+    for i in range(10):
+        box.put(("a", i), board=a)
+        box.put(("b", i), board=b)
+    assert box.purge(a) == [("a", i) for i in range(10)]
+    assert box.purge(a) == []
+    assert box.qsize() == 10
+    assert box.get_batch(0.1, 100) == [("b", i) for i in range(10)]
+
+
+def test_a_burst_its_tokens_cover_is_held_without_blocking_and_the_rest_dropped():
+    box = Inbox(10_000, rate=1.0, burst=500, share=3)
+    board = b"\x01" * 20
+    start = time.monotonic()
+    assert all(box.put(i, timeout=0, board=board) for i in range(500))  # never waits
+    assert time.monotonic() - start < 0.5
+    taken = 500
+    while box.put(taken, timeout=0, board=board):  # a token or two refilled meanwhile
+        taken += 1
+    assert taken <= 502, taken  # past its burst: dropped at once
+    assert box.held() == 0

@@ -6,7 +6,9 @@ its own process so it does not share this process's GIL with the victim, a
 raw MQTT client writing pre-encoded packets so the rate is the attacker's, not
 paho's) publishes envelopes with distinct seqs and a bad signature, QoS 1, at
 `flood_rate` offered (0: as fast as one client goes), at most
-`flood_rate * seconds` of them; `sent` counts what the broker PUBACKed.
+`flood_rate * seconds` of them; `sent` counts what the broker PUBACKed. When
+the broker hangs up on it (the gateway's broker quarantine), it reconnects
+every RECONNECT_EVERY s, as an attacker would, and counts the refusals.
 Everything runs on 127.0.0.1 against a real Mosquitto set up like the
 generated mosquitto.conf (max_packet_size 4096, max_inflight_messages 1000)
 and `terrapin gateway run` with its default config. The same victim run
@@ -16,6 +18,7 @@ without the flood is the baseline.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import socket
 import sqlite3
@@ -31,6 +34,7 @@ from terrapin.tools.devkit.gatewayproc import GatewayProcess
 from terrapin.tools.devkit.simboard import SimBoard, board_address
 
 BROKER_CONFIG = "max_packet_size 4096\nmax_inflight_messages 1000\nmax_queued_messages 200000"
+RECONNECT_EVERY = 0.5  # s between the quarantined flooder's reconnect attempts
 SETTLE_TIMEOUT = 30.0  # s after the run for every victim reading to be acked
 FLOOD_RECORDS = (("t", "Cel", 21.5),)
 
@@ -82,12 +86,57 @@ def _flood(port: int, key: bytes, password: str, rate: float, seconds: float, fi
         )
         for i in range(limit)
     ]
+    acked = [0]
+    connect = _connect_packet("bench-flood-" + addr.hex(), addr.hex(), password)
+    sock = _flood_connect(port, connect, acked)
+    if sock is None:
+        raise RuntimeError("the broker refused the flooding board's CONNECT")
+    out.put("ready")  # envelopes built, connected: the victim starts now
+    go.wait(60)
+    sent, start = 0, time.monotonic()
+    kicked_at, refused = None, 0
+    step = 100  # packets per write
+    while sent < limit and time.monotonic() - start < seconds:
+        if sock is None:  # hung up on: try again, as an attacker would
+            time.sleep(RECONNECT_EVERY)
+            sock = _flood_connect(port, connect, acked)
+            refused += sock is None
+            continue
+        try:
+            sock.sendall(b"".join(packets[sent : sent + step]))
+        except OSError:
+            kicked_at = kicked_at or time.monotonic() - start
+            sock.close()
+            sock = None
+            continue
+        sent = min(limit, sent + step)
+        if rate:
+            delay = start + sent / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    elapsed = time.monotonic() - start
+    deadline = time.monotonic() + 5.0
+    while sock is not None and acked[0] < sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+        sock.close()
+    out.put((acked[0], elapsed, kicked_at, refused))
+
+
+def _flood_connect(port: int, connect: bytes, acked: list) -> socket.socket | None:
+    """A connected socket whose PUBACKs are counted into acked[0]; None when refused."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(_connect_packet("bench-flood-" + addr.hex(), addr.hex(), password))
-    if sock.recv(4)[:1] != b"\x20":
-        raise RuntimeError("the broker refused the flooding board's CONNECT")
-    acked = [0]
+    try:
+        sock.sendall(connect)
+        ok = sock.recv(4) == b"\x20\x02\x00\x00"
+    except OSError:
+        ok = False
+    if not ok:
+        sock.close()
+        return None
 
     def read_pubacks():
         buf = b""
@@ -101,27 +150,8 @@ def _flood(port: int, key: bytes, password: str, rate: float, seconds: float, fi
                 acked[0] += n
                 buf = buf[n * 4 :]
 
-    reader = threading.Thread(target=read_pubacks, daemon=True)
-    reader.start()
-    out.put("ready")  # envelopes built, connected: the victim starts now
-    go.wait(60)
-    sent, start = 0, time.monotonic()
-    step = 100  # packets per write
-    while sent < limit and time.monotonic() - start < seconds:
-        sock.sendall(b"".join(packets[sent : sent + step]))
-        sent = min(limit, sent + step)
-        if rate:
-            delay = start + sent / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-    elapsed = time.monotonic() - start
-    deadline = time.monotonic() + 5.0
-    while acked[0] < sent and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with contextlib.suppress(OSError):
-        sock.sendall(b"\xe0\x00")  # DISCONNECT
-    sock.close()
-    out.put((acked[0], elapsed))
+    threading.Thread(target=read_pubacks, daemon=True).start()
+    return sock
 
 
 def _victim_run(victim: SimBoard, first: int, rate: float, seconds: float) -> dict:
@@ -168,7 +198,7 @@ def run_flood_phase(
     cpu0 = gw.cpu_seconds()
     go.set()
     v = _victim_run(victim, first_seq, victim_rate, seconds)
-    sent, elapsed = out.get(timeout=seconds + 120)
+    sent, elapsed, kicked_at, refused = out.get(timeout=seconds + 120)
     proc.join(30)
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:  # until the gateway has handled the whole flood (or the timeout)
@@ -189,6 +219,10 @@ def run_flood_phase(
         "dropped_early": after["dropped_early"] - before["dropped_early"],
         "verified": after["rejected"]["BAD_SIGNATURE"] - before["rejected"]["BAD_SIGNATURE"],
         "main_cpu_us": main_us,
+        "kicked_after_ms": None if kicked_at is None else round(kicked_at * 1000, 1),
+        "refused_connects": refused,
+        # What the flooder got through while it was connected (None: never quarantined).
+        "rate_until_kicked": round(sent / kicked_at, 1) if kicked_at else None,
     }
     return v, flood
 
@@ -205,15 +239,24 @@ def _rejection_bytes(db_path: Path) -> tuple[int, int]:
 
 
 def run_flood_bench(
-    workdir: Path, flood_rate: float, victim_rate: float, seconds: float, unthrottled: bool
+    workdir: Path,
+    flood_rate: float,
+    victim_rate: float,
+    seconds: float,
+    unthrottled: bool,
+    settings: dict[str, dict[str, object]] | None = None,
 ) -> dict:
+    """`settings`: gateway.toml keys to set, {section: {key: value}} (e.g. the quarantine off)."""
     home = GatewayHome(workdir / "flood")
+    if settings:
+        _configure(home.config_path, settings)
     broker = start_broker(home, BROKER_CONFIG)
     gw = GatewayProcess(home, log=workdir / "flood-gateway.log")
     victim = None
     try:
         vkey, vpw = home.add_sim_board()
         fcred = home.add_sim_board()
+        fcred_max = home.add_sim_board()  # the first flooder is still quarantined for phase 2
         reload_broker(broker)  # re-read the password file
         gw.start()
         victim = SimBoard("127.0.0.1", home.mqtt_port, vkey, password=vpw).start()
@@ -230,17 +273,22 @@ def run_flood_bench(
             "flood_dropped_early": f["dropped_early"],
             "flood_verified": f["verified"],
             "flood_gateway_main_cpu_us_per_msg": f["main_cpu_us"],
+            "flood_quarantined_after_ms": f["kicked_after_ms"],
+            "flood_refused_reconnects": f["refused_connects"],
+            "flood_rate_until_quarantined_per_s": f["rate_until_kicked"],
             "flood_victim_p50_ack_ms": v["p50"],
             "flood_victim_p99_ack_ms": v["p99"],
             "flood_victim_acked_ratio": v["acked_ratio"],
         }
         if unthrottled:
-            v, f = run_flood_phase(home, gw, victim, fcred, 40_000, 0.0, victim_rate, seconds)
+            v, f = run_flood_phase(home, gw, victim, fcred_max, 40_000, 0.0, victim_rate, seconds)
             result.update(
                 {
                     "flood_max_offered_per_s": f["offered_per_s"],
                     "flood_max_sent": f["sent"],
                     "flood_max_handled_in_time": f["handled"],
+                    "flood_max_quarantined_after_ms": f["kicked_after_ms"],
+                    "flood_max_rate_until_quarantined_per_s": f["rate_until_kicked"],
                     "flood_max_victim_p50_ack_ms": v["p50"],
                     "flood_max_victim_p99_ack_ms": v["p99"],
                     "flood_max_victim_acked_ratio": v["acked_ratio"],
@@ -256,3 +304,16 @@ def run_flood_bench(
         if victim is not None:
             victim.stop()
         broker.stop()
+
+
+def _configure(path: Path, settings: dict[str, dict[str, object]]) -> None:
+    """Set keys of the gateway.toml `gateway init` wrote (each key is there once)."""
+    lines = path.read_text().splitlines()
+    section = ""
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            section = line.strip("[]")
+        key = line.split("=", 1)[0].strip()
+        if key in settings.get(section, {}) and not line.startswith("#"):
+            lines[i] = f"{key} = {json.dumps(settings[section][key])}"
+    path.write_text("\n".join(lines) + "\n")

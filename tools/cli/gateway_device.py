@@ -161,6 +161,27 @@ def list_(as_json, config_path):
     Console().print(table)
 
 
+@device.command("release")
+@click.argument("address")
+@config_option
+def release(address, config_path):
+    """Lift ADDRESS's broker quarantine now (the running gateway does it within a second)."""
+    from terrapin.gateway.config import load_config
+    from terrapin.gateway.quarantine import request_release
+
+    addr = parse_address(address)
+    cfg = load_config(config_path)
+    try:
+        request_release(cfg.store.path, addr)
+    except OSError as exc:
+        raise TerrapinError(
+            f"cannot ask the gateway to release {addr.hex()}: {exc}",
+            hint="run this as the user the gateway runs as (it writes beside the database)",
+        ) from None
+    click.echo(f"asked the gateway to lift the quarantine of {addr.hex()}")
+    click.echo("check with `terrapin gateway status` (the gateway logs the release)")
+
+
 @device.command("remove")
 @click.argument("address")
 @config_option

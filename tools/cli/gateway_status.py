@@ -171,6 +171,19 @@ def status_text(st: dict[str, Any], db_state: dict | None, width: int = 80) -> s
     for name, stage in sorted((st.get("stages") or {}).items()):  # a chain node that is down
         if stage.get("node"):
             lines += _section("", [f"{name}: node {stage['node']}"], width)
+    quarantine = st.get("quarantine") or {}  # flooding boards shut out at the broker
+    for addr, q in sorted(quarantine.get("active", {}).items()):
+        lines.append(f"QUARANTINED at the broker: {addr}")
+        lines += _section(
+            "",
+            [
+                f"for {q['seconds_left']:.0f} s more (offence {q['offence']})",
+                f"lift it: terrapin gateway device release {addr}",
+            ],
+            width,
+        )
+    if quarantine.get("broker_support") is False:
+        lines += _section("", ["broker quarantine unavailable: the broker does not answer"], width)
     lines += anchoring_lines(st, db_state, now, width)
     lines += rewards_lines(st, db_state, now, width)
     lines += board_lines(st, now, width)
