@@ -14,7 +14,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MPSTUBS := micropython-esp32-stubs==1.29.0.post1
 
 # Debian packages the tests need: the broker, and venv/npm on a bare machine.
-APT_PACKAGES := mosquitto python3-venv nodejs npm
+APT_PACKAGES := mosquitto python3-venv nodejs npm postgresql
 
 .PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi
 
