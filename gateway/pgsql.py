@@ -45,6 +45,10 @@ _TYPES = [
     (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
     (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
 ]
+_TABLES = (
+    "FROM (SELECT table_name AS name FROM information_schema.tables"
+    " WHERE table_schema = current_schema()) AS t"
+)
 _MINMAX = re.compile(r"\b(max|min)\(([^(),]+),([^(),]+)\)")
 _INSERT = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)", re.I)
 
@@ -53,6 +57,7 @@ _INSERT = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)", re.I)
 def translate(sql: str) -> str:
     """One SQLite statement as PostgreSQL (without the upsert key: see _upsert)."""
     out = sql.replace("%", "%%").replace("?", "%s")
+    out = out.replace("FROM sqlite_master WHERE type='table'", _TABLES)
     if re.match(r"^\s*CREATE\s+TABLE", out, re.I):
         for pattern, repl in _TYPES:
             out = pattern.sub(repl, out)
@@ -93,17 +98,17 @@ class PgCursor:
 
     @property
     def rowcount(self) -> int:
-        return self._cur.rowcount
+        return -1 if self._cur is None else self._cur.rowcount
 
     @property
     def description(self) -> Any:
-        return self._cur.description
+        return None if self._cur is None else self._cur.description
 
     def fetchone(self) -> tuple | None:
-        return self._cur.fetchone() if self._cur.description else None
+        return self._cur.fetchone() if self.description else None
 
     def fetchall(self) -> list[tuple]:
-        return self._cur.fetchall() if self._cur.description else []
+        return self._cur.fetchall() if self.description else []
 
     def __iter__(self) -> Iterator[tuple]:
         return iter(self.fetchall())
@@ -113,30 +118,51 @@ class PgConnection:
     """A psycopg connection that speaks the gateway's sqlite3 dialect.
 
     autocommit=True is sqlite3's `isolation_level=None` (explicit BEGIN/COMMIT);
-    False is its default mode (a transaction opens by itself; commit() ends it)."""
+    False is its default mode (a transaction opens by itself; commit() ends it).
+    A connection lost between transactions (PostgreSQL restarted) is made anew at
+    the next statement; one lost inside a transaction fails every statement until
+    the caller rolls back, so half a transaction never runs on the new connection."""
 
     def __init__(self, url: str, *, autocommit: bool = True, connect_timeout: int = 10):
         import psycopg
 
         self._psycopg = psycopg
-        try:
-            self._conn = psycopg.connect(
-                url, autocommit=autocommit, connect_timeout=connect_timeout
-            )
-        except psycopg.Error as exc:
-            raise sqlite3.OperationalError(f"PostgreSQL: {exc}".strip()) from exc
+        self._url = url
+        self._autocommit = autocommit
+        self._timeout = connect_timeout
+        self._conn = self._connect()
+        self._dirty = False  # statements ran since the last COMMIT / ROLLBACK
         self._keys: dict[str, list[str]] = {}
         self._columns: dict[str, list[str]] = {}
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(
+                self._url, autocommit=self._autocommit, connect_timeout=self._timeout
+            )
+        except self._psycopg.Error as exc:
+            raise _unavailable(f"PostgreSQL: {exc}".strip()) from exc
+
+    def _ready(self) -> None:
+        if not (self._conn.closed or self._conn.broken):
+            return
+        if self._dirty:
+            raise _unavailable("PostgreSQL connection lost inside a transaction")
+        self._conn = self._connect()
 
     # -- sqlite3's connection API -------------------------------------------------
     @property
     def in_transaction(self) -> bool:
+        if self._conn.closed or self._conn.broken:
+            return self._dirty
         return self._conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
         head = sql.lstrip()[:16].upper()
         if head.startswith("PRAGMA"):
-            return PgCursor(self._conn.cursor())
+            return PgCursor(None)
+        if head.startswith(("ROLLBACK", "COMMIT")):
+            return PgCursor(self._end(head.startswith("COMMIT")))
         if head.startswith("BEGIN"):
             cur = self._run("BEGIN", ())
             if "IMMEDIATE" in head or "EXCLUSIVE" in head:
@@ -152,28 +178,34 @@ class PgConnection:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
         query, _ = self._statement(sql, returning=False)
-        cur = self._conn.cursor()
         rows = list(rows)
+        self._ready()
+        cur = self._conn.cursor()
         if rows:
+            self._dirty = self._dirty or not self._autocommit
             self._guard(lambda: cur.executemany(query, rows))
         return PgCursor(cur)
 
     def executescript(self, script: str) -> None:
         # Schema scripts: serialised (CREATE IF NOT EXISTS races between processes).
-        own = not self.in_transaction
+        own = self._autocommit and not self.in_transaction
         if own:
             self._run("BEGIN", ())
         self._run("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
         for statement in _split(script):
             self._run(translate(statement), ())
         if own:
-            self._run("COMMIT", ())
+            self._end(True)
 
     def commit(self) -> None:
-        self._guard(self._conn.commit)
+        if self._autocommit:
+            return
+        self._end(True)
 
     def rollback(self) -> None:
-        self._guard(self._conn.rollback)
+        if self._autocommit:
+            return
+        self._end(False)
 
     def close(self) -> None:
         self._conn.close()
@@ -187,6 +219,19 @@ class PgConnection:
             self.commit()
         else:
             self.rollback()
+
+    def _end(self, commit: bool) -> Any:
+        """COMMIT or ROLLBACK; a rollback on a lost connection only forgets."""
+        broken = self._conn.closed or self._conn.broken
+        self._dirty = False if not commit or not broken else self._dirty
+        if broken:
+            if commit:
+                raise _unavailable("PostgreSQL connection lost before COMMIT")
+            return None
+        if self._autocommit:
+            return self._run("COMMIT" if commit else "ROLLBACK", ())
+        self._guard(self._conn.commit if commit else self._conn.rollback)
+        return None
 
     # -- the dialect ----------------------------------------------------------------
     def _statement(self, sql: str, *, returning: bool = True) -> tuple[str, bool]:
@@ -241,8 +286,16 @@ class PgConnection:
         return self._columns[table]
 
     def _run(self, query: str, params: Sequence[Any]) -> Any:
+        self._ready()
         cur = self._conn.cursor()
+        word = query.lstrip()[:8].upper()
+        if word.startswith(("COMMIT", "ROLLBACK")):
+            self._dirty = False
+        elif not self._autocommit:
+            self._dirty = True
         self._guard(lambda: cur.execute(query, tuple(params)))
+        if word.startswith("BEGIN"):
+            self._dirty = True  # only once it began: a BEGIN that failed left nothing open
         return cur
 
     def _guard(self, call: Any) -> Any:
@@ -251,10 +304,20 @@ class PgConnection:
             return call()
         except errors.IntegrityError as exc:
             raise sqlite3.IntegrityError(str(exc)) from exc
-        except (errors.OperationalError, errors.UndefinedTable, errors.InterfaceError) as exc:
+        except errors.UndefinedTable as exc:
             raise sqlite3.OperationalError(str(exc)) from exc
+        except (errors.OperationalError, errors.InterfaceError) as exc:
+            raise _unavailable(str(exc)) from exc
         except self._psycopg.Error as exc:
             raise sqlite3.DatabaseError(str(exc)) from exc
+
+
+def _unavailable(message: str) -> sqlite3.OperationalError:
+    """The server is unreachable (restarting, network): as SQLite's BUSY, which the
+    stages wait out without limit (retry.disk_refuses), nothing acked meanwhile."""
+    exc = sqlite3.OperationalError(message)
+    exc.sqlite_errorcode = 5  # type: ignore[attr-defined]  # SQLITE_BUSY
+    return exc
 
 
 def _insert_table(query: str) -> str:

@@ -36,7 +36,7 @@ from terrapin.gateway.ingest import Ingest, Message
 from terrapin.gateway.pipeline import BatchResult
 from terrapin.gateway.sdnotify import notify, watchdog_interval
 from terrapin.gateway.stats import Stats
-from terrapin.gateway.store import Store
+from terrapin.gateway.storebase import open_store, store_location
 from terrapin.gateway.worker import LocalProcessor, ProcessorPool, WorkerDied
 
 log = logging.getLogger("terrapin.gateway")
@@ -54,7 +54,7 @@ class Gateway:
     def __init__(self, cfg: GatewayConfig):
         self.cfg = cfg
         self.stats = Stats()
-        Store(cfg.store.path).close()  # create the schema before anything reads it
+        open_store(store_location(cfg)).close()  # create the schema before anything reads it
         pc = cfg.pipeline
         self.queue = Inbox(
             pc.queue_size, rate=pc.board_rate, burst=pc.board_burst, share=pc.board_share

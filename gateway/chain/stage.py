@@ -41,13 +41,20 @@ def chain_for(cfg: Any) -> Chain:
         return _chains[key]
 
 
+def store_location(cfg: Any) -> str | Path:
+    """The gateway's database: `[store] url` (PostgreSQL) if set, else the SQLite file."""
+    return getattr(cfg.store, "url", "") or cfg.store.path
+
+
 def batcher(cfg: Any) -> Batcher:
     config = ChainConfig.from_mapping(_section(cfg))
-    return Batcher(cfg.store.path, batch_size=config.batch_size, batch_seconds=config.batch_seconds)
+    return Batcher(
+        store_location(cfg), batch_size=config.batch_size, batch_seconds=config.batch_seconds
+    )
 
 
 def anchorer(cfg: Any) -> Anchorer:
-    return Anchorer(cfg.store.path, chain_for(cfg))
+    return Anchorer(store_location(cfg), chain_for(cfg))
 
 
 def stages(db_path: str | Path, section: dict[str, Any] | None = None) -> tuple[Batcher, Anchorer]:
