@@ -11,15 +11,22 @@ from pathlib import Path
 from terrapin.gateway import mosquitto_conf, secretfile
 from terrapin.gateway.config import DEFAULT_PATH, load_config, render_config
 from terrapin.gateway.errors import TerrapinError
-from terrapin.gateway.store import Store
+from terrapin.gateway.pgsql import redact_url
+from terrapin.gateway.storebase import open_store, store_location
 
 OTA_SECRET = "ota.secret"  # the OTA publisher's broker password, beside gateway.toml
 
 
 def init_home(
-    directory: str | Path, *, mqtt_port: int = 1883, api_port: int = 8377, force: bool = False
+    directory: str | Path,
+    *,
+    mqtt_port: int = 1883,
+    api_port: int = 8377,
+    force: bool = False,
+    store_url: str = "",
 ) -> list[str]:
-    """Write a commented config, create the database and the Mosquitto files."""
+    """Write a commented config, create the database and the Mosquitto files.
+    `store_url`: a postgresql:// URL to keep the readings in (docs/SCALE.md)."""
     d = Path(directory).resolve()
     cfg_path = d / "gateway.toml"
     if cfg_path.exists() and not force:
@@ -48,19 +55,19 @@ def init_home(
             {
                 "mqtt": {"port": mqtt_port, "password_file": "gateway.secret"},
                 "broker": {"password_file": "mosquitto/passwd", "acl_file": "mosquitto/acl"},
-                "store": {"path": db},
+                "store": {"path": db, "url": store_url} if store_url else {"path": db},
                 "api": {"port": api_port},
             }
         )
     )
     cfg = load_config(cfg_path)
-    Store(cfg.store.path).close()
+    open_store(store_location(cfg)).close()
     return [
         f"wrote {cfg_path}",
         f"wrote {d}/gateway.secret, {OTA_SECRET} (broker passwords, mode 0600)",
         f"wrote {mq}/mosquitto.conf, passwd, acl (gateway user {mosquitto_conf.GATEWAY_USER}, "
         f"OTA user {mosquitto_conf.OTA_USER})",
-        f"created {cfg.store.path}",
+        f"created {redact_url(store_url) if store_url else cfg.store.path}",
         f"next: mosquitto -c {mq}/mosquitto.conf  (or see docs/GATEWAY.md for Debian)",
         f"      terrapin gateway device add ADDRESS --config {cfg_path}",
         f"      terrapin gateway run --config {cfg_path}",

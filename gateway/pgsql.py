@@ -31,6 +31,11 @@ from typing import Any
 WRITE_LOCK = 0x7E77A9  # the advisory lock key every BEGIN IMMEDIATE takes
 
 
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def is_url(location: object) -> bool:
     """Is a store location a PostgreSQL URL (rather than a SQLite file)?"""
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))

@@ -40,7 +40,8 @@ def _db(backend: str, tmp_path: Path, request) -> tuple[str | Path, object]:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_batch_anchor_and_proof_on_both_backends(backend, tmp_path, request):
     where, conn = _db(backend, tmp_path, request)
-    boards = [SimBoard.make(random.Random(7)) for _ in range(2)]
+    rng = random.Random(7)
+    boards = [SimBoard.make(rng) for _ in range(2)]
     readings = add_readings(conn, boards, 23)
     assert [r[0] for r in readings] == list(range(1, 24))  # lastrowid through the dialect
     closed = Batcher(where, batch_size=5).close_due(force=True)

@@ -16,6 +16,7 @@ from terrapin.gateway.config import DEFAULT_PATH, load_config
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.home import init_home
 from terrapin.tools.cli.gateway_device import config_option, device
+from terrapin.tools.cli.gateway_scale import migrate
 
 
 @click.group()
@@ -24,6 +25,7 @@ def gateway() -> None:
 
 
 gateway.add_command(device)
+gateway.add_command(migrate)
 
 
 @gateway.command()
@@ -38,9 +40,21 @@ gateway.add_command(device)
 @click.option("--mqtt-port", type=int, default=1883, show_default=True, help="broker listener port")
 @click.option("--api-port", type=int, default=8377, show_default=True, help="status API port")
 @click.option("--force", is_flag=True, help="overwrite an existing gateway.toml")
-def init(directory, mqtt_port, api_port, force):
+@click.option(
+    "--store",
+    "store_url",
+    default="",
+    metavar="URL",
+    help="keep readings in PostgreSQL (postgresql://user@host/db) instead of SQLite",
+)
+def init(directory, mqtt_port, api_port, force, store_url):
     """Write a commented config, create the database and the Mosquitto files."""
-    for line in init_home(directory, mqtt_port=mqtt_port, api_port=api_port, force=force):
+    if store_url and not store_url.startswith(("postgresql://", "postgres://")):
+        raise TerrapinError(f"--store {store_url!r} is not a postgresql:// URL")
+    lines = init_home(
+        directory, mqtt_port=mqtt_port, api_port=api_port, force=force, store_url=store_url
+    )
+    for line in lines:
         click.echo(line)
 
 
