@@ -144,7 +144,11 @@ class Ingest:
             self.cfg.port,
             flags.session_present,
         )
-        client.subscribe([(READING_FILTER, 1), (STATUS_FILTER, 1)])
+        group = getattr(self.cfg, "share_group", "")
+        if group:  # several instances share the readings (docs/SCALE.md)
+            client.unsubscribe(READING_FILTER)  # a session kept from before sharing
+        readings = f"$share/{group}/{READING_FILTER}" if group else READING_FILTER
+        client.subscribe([(readings, 1), (STATUS_FILTER, 1)])
         self.connected.set()
 
     def _on_connect_fail(self, client, userdata):

@@ -171,7 +171,11 @@ class PgConnection:
         if head.startswith("BEGIN"):
             cur = self._run("BEGIN", ())
             if "IMMEDIATE" in head or "EXCLUSIVE" in head:
-                self._run("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                try:
+                    self._run("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                except BaseException:
+                    self._end(False)  # BEGIN IMMEDIATE failed as a whole: nothing is open
+                    raise
             return PgCursor(cur)
         query, returning = self._statement(sql)
         cur = self._run(query, params)
@@ -291,9 +295,20 @@ class PgConnection:
         return self._columns[table]
 
     def _run(self, query: str, params: Sequence[Any]) -> Any:
+        word = query.lstrip()[:8].upper()
+        # Outside a transaction a statement may run again on a new connection: the
+        # server restarted since the last one (the old session learns it only now).
+        again = self._autocommit and not self._dirty and not word.startswith(("COMMIT", "ROLLB"))
+        try:
+            return self._run_once(query, params, word)
+        except sqlite3.OperationalError:
+            if not (again and (self._conn.closed or self._conn.broken)):
+                raise
+            return self._run_once(query, params, word)
+
+    def _run_once(self, query: str, params: Sequence[Any], word: str) -> Any:
         self._ready()
         cur = self._conn.cursor()
-        word = query.lstrip()[:8].upper()
         if word.startswith(("COMMIT", "ROLLBACK")):
             self._dirty = False
         elif not self._autocommit:

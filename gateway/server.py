@@ -33,10 +33,12 @@ from terrapin.gateway.config import GatewayConfig
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.inbox import Inbox
 from terrapin.gateway.ingest import Ingest, Message
+from terrapin.gateway.leader import Election, LeaderStages
+from terrapin.gateway.pgsql import is_url
 from terrapin.gateway.pipeline import BatchResult
 from terrapin.gateway.sdnotify import notify, watchdog_interval
 from terrapin.gateway.stats import Stats
-from terrapin.gateway.storebase import open_store, store_location
+from terrapin.gateway.storebase import open_store_waiting, store_location
 from terrapin.gateway.worker import LocalProcessor, ProcessorPool, WorkerDied
 
 log = logging.getLogger("terrapin.gateway")
@@ -54,7 +56,7 @@ class Gateway:
     def __init__(self, cfg: GatewayConfig):
         self.cfg = cfg
         self.stats = Stats()
-        open_store(store_location(cfg)).close()  # create the schema before anything reads it
+        open_store_waiting(store_location(cfg)).close()  # the schema, before anything reads it
         pc = cfg.pipeline
         self.queue = Inbox(
             pc.queue_size, rate=pc.board_rate, burst=pc.board_burst, share=pc.board_share
@@ -63,7 +65,7 @@ class Gateway:
         self.processor: LocalProcessor | ProcessorPool | None = None
         self.api: Api | None = None
         self._reload = threading.Event()
-        self.stages = chain_stages(cfg)
+        self.stages = elected_stages(cfg) if is_url(store_location(cfg)) else chain_stages(cfg)
         self._failed: StageFailed | None = None  # the first stage whose run() raised
 
     def snapshot(self) -> dict:
@@ -203,6 +205,15 @@ def chain_stages(cfg: GatewayConfig) -> list:
 
         stages.append(rewards(cfg))
     return stages
+
+
+def elected_stages(cfg: GatewayConfig) -> list:
+    """On PostgreSQL (several instances): the chain stages behind the anchorer lease, run
+    by whichever instance holds it (gateway/leader.py). Built at each election."""
+    if not cfg.pipeline.stages:
+        return []
+    election = Election(str(store_location(cfg)))
+    return [LeaderStages(election, lambda: chain_stages(cfg), instance=cfg.mqtt.username)]
 
 
 class StageFailed(TerrapinError):

@@ -9,10 +9,15 @@ insert affects no row and the stored digest decides duplicate or equivocation.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 
 from terrapin.gateway.pgsql import PgConnection
+from terrapin.gateway.retry import disk_refuses
 from terrapin.gateway.store import SCHEMA, SCHEMA_VERSION, Store
+
+log = logging.getLogger("terrapin.gateway.store")
 
 
 class PgStore(Store):
@@ -34,6 +39,18 @@ class PgStore(Store):
             )
         self._rejections_since_prune = 0
         self._audit: dict[bytes, tuple[float, float]] = {}
+        self._devices: set[bytes] | None = None
+
+    def device_addresses(self) -> set[bytes]:
+        """The allow-list; while the server is unreachable, the last one read (the
+        policy refreshes it every few seconds; a restart must not stop the checks)."""
+        try:
+            self._devices = super().device_addresses()
+        except sqlite3.OperationalError as exc:
+            if self._devices is None or not disk_refuses(exc):
+                raise
+            log.warning("allow-list not refreshed (%s); using the last one read", exc)
+        return set(self._devices)
 
     def size_bytes(self) -> int:
         with self._lock:

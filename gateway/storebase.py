@@ -10,11 +10,15 @@ an ACK is never ahead of the data. The location is a file path (SQLite) or a
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.pgsql import is_url
+from terrapin.gateway.retry import disk_refuses
 from terrapin.gateway.store import Device, Outcome, Pending, Rejected
 
 
@@ -48,6 +52,25 @@ def open_store(location: str | Path, **options: Any) -> ReadingStore:
     from terrapin.gateway.store import Store
 
     return Store(location, **options)
+
+
+class StoreUnavailable(TerrapinError):
+    """The store's server did not answer within the wait."""
+
+
+def open_store_waiting(location: str | Path, timeout: float = 60.0, **options: Any) -> ReadingStore:
+    """open_store, waiting out a server that is (re)starting, up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open_store(location, **options)
+        except sqlite3.OperationalError as exc:
+            if not disk_refuses(exc) or time.monotonic() > deadline:
+                raise StoreUnavailable(
+                    f"the store does not answer: {exc}",
+                    hint="is PostgreSQL running and [store] url right? (docs/SCALE.md)",
+                ) from None
+            time.sleep(1.0)
 
 
 def store_location(cfg: Any) -> str | Path:

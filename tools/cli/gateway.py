@@ -16,7 +16,7 @@ from terrapin.gateway.config import DEFAULT_PATH, load_config
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.home import init_home
 from terrapin.tools.cli.gateway_device import config_option, device
-from terrapin.tools.cli.gateway_scale import migrate
+from terrapin.tools.cli.gateway_scale import instance, migrate
 
 
 @click.group()
@@ -26,6 +26,7 @@ def gateway() -> None:
 
 gateway.add_command(device)
 gateway.add_command(migrate)
+gateway.add_command(instance)
 
 
 @gateway.command()

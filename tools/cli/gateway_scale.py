@@ -40,3 +40,27 @@ def migrate(url, config_path):
     where = cfg.path or "gateway.toml"
     click.echo(f'next: set [store] url = "{redact_url(url)}" in {where}, then start the gateway')
     sys.stdout.flush()
+
+
+@click.group()
+def instance() -> None:
+    """Several gateway instances on one PostgreSQL store (docs/SCALE.md)."""
+
+
+@instance.command("add")
+@click.argument("name")
+@click.option("--api-port", type=int, required=True, help="this instance's status API port")
+@click.option(
+    "--share-group", default="", help="MQTT shared-subscription group (default: terrapin)"
+)
+@config_option
+def instance_add(name, api_port, share_group, config_path):
+    """Add instance NAME: its broker user, secret and gateway-NAME.toml."""
+    from terrapin.gateway.config import default_path
+    from terrapin.gateway.instances import add_instance
+
+    _, lines = add_instance(
+        config_path or default_path(), name, api_port=api_port, share_group=share_group
+    )
+    for line in lines:
+        click.echo(line)
