@@ -54,6 +54,7 @@ _TABLES = (
     "FROM (SELECT table_name AS name FROM information_schema.tables"
     " WHERE table_schema = current_schema()) AS t"
 )
+_MASTER = re.compile(r"FROM\s+sqlite_master(\s+WHERE\s+type\s*=\s*'table')?", re.I)
 _MINMAX = re.compile(r"\b(max|min)\(([^(),]+),([^(),]+)\)")
 _INSERT = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)", re.I)
 
@@ -62,7 +63,7 @@ _INSERT = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)", re.I)
 def translate(sql: str) -> str:
     """One SQLite statement as PostgreSQL (without the upsert key: see _upsert)."""
     out = sql.replace("%", "%%").replace("?", "%s")
-    out = out.replace("FROM sqlite_master WHERE type='table'", _TABLES)
+    out = _MASTER.sub(_TABLES, out)
     if re.match(r"^\s*CREATE\s+TABLE", out, re.I):
         for pattern, repl in _TYPES:
             out = pattern.sub(repl, out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,29 @@ def test_the_dialect_rewrites_the_sqlite_isms():
         " n = n + excluded.n, at = max(at, excluded.at)"
     )
     assert upsert.endswith("SET n = c.n + excluded.n, at = GREATEST(c.at, excluded.at)")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_rewards_settle_on_both_backends(backend, tmp_path, request):
+    """The rewards stage's tables through the dialect: an ended epoch is settled once,
+    its distribution recorded, and a second step settles nothing more."""
+    from terrapin.gateway.rewards.stage import RewardsStage
+    from terrapin.gateway.rewards.tables import Params
+
+    where, conn = _db(backend, tmp_path, request)
+    rng = random.Random(9)
+    add_readings(conn, [SimBoard.make(rng) for _ in range(2)], 6)
+    chain = Chain.connect()
+    Batcher(where, batch_size=100).close_due(force=True)
+    Anchorer(where, chain).anchor_pending(until=chain_tables.CONFIRMED)
+    params = Params(epoch_seconds=2, budget=10**18, cap=100)
+    stage = RewardsStage(where, chain, params, out_dir=tmp_path / "rewards", poll_seconds=0.1)
+    settled: list[int] = []
+    deadline = time.monotonic() + 30
+    while not settled and time.monotonic() < deadline:
+        settled = stage.step()
+        time.sleep(0.2)
+    assert len(settled) == 1, stage.status()
+    assert stage.step() == []  # settled once
+    assert stage.status()["last_settled_epoch"] == settled[0]
+    assert stage.conn.execute("SELECT COUNT(*) FROM rewards_settled").fetchone()[0] == 1
