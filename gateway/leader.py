@@ -8,12 +8,13 @@ a standby takes it at its next try (every `interval` s). Server-side TCP
 keepalives bound how long a dead host's session can linger (~KEEPALIVE_BOUND s).
 
 A leader checks its session every `interval` s; when it is gone (PostgreSQL
-restarted, the network cut) it stops its chain stages before it tries again, so
-two instances run them at the same time for at most one check interval, and
-then only through the database's own guards: the batcher closes a batch inside
-the write lock and refuses when batches changed under it, every transaction is
-in the txlog before it is sent, and the anchor contract refuses a second root
-for a batch id. The stages are built anew at each election, so the new leader
+restarted, the network cut) it stops its chain stages before it tries again.
+Until they stop they are fenced (pgsql.hold_lease): each write transaction of
+a chain stage checks under the write lock that the lease session still holds
+the lock, so nothing is closed or recorded once another instance may lead.
+Behind that: the batcher refuses when batches changed under it, every
+transaction is in the txlog before it is sent, and the anchor contract refuses
+a second root for a batch id. The stages are built anew at each election, so the new leader
 reconciles the txlog (a recorded transaction maybe never sent) before it sends.
 """
 
@@ -25,9 +26,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from terrapin.gateway.pgsql import LEADER_LOCK, hold_lease
+
 log = logging.getLogger("terrapin.gateway.leader")
 
-LEADER_LOCK = 0x7E77A1  # the advisory lock key of the anchorer's lease
 DEFAULT_INTERVAL = 1.0  # s between tries (standby) and session checks (leader)
 KEEPALIVE = (5, 2, 3)  # server-side TCP keepalive: idle s, interval s, probes
 KEEPALIVE_BOUND = KEEPALIVE[0] + KEEPALIVE[1] * KEEPALIVE[2]
@@ -53,7 +55,10 @@ class Election:
                 self._conn.execute(f"SET tcp_keepalives_interval = {interval}")
                 self._conn.execute(f"SET tcp_keepalives_count = {count}")
             row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
-            return bool(row and row[0])
+            if row and row[0]:
+                hold_lease(self.url, self._conn.info.backend_pid)  # fences the stages' writes
+                return True
+            return False
         except psycopg.Error as exc:
             log.debug("election: %s", exc)
             self._drop()
@@ -76,6 +81,7 @@ class Election:
         self._drop()  # ending the session releases the lock
 
     def _drop(self) -> None:
+        hold_lease(self.url, 0)
         if self._conn is not None:
             try:
                 self._conn.close()

@@ -29,6 +29,21 @@ from functools import lru_cache
 from typing import Any
 
 WRITE_LOCK = 0x7E77A9  # the advisory lock key every BEGIN IMMEDIATE takes
+LEADER_LOCK = 0x7E77A1  # the anchorer lease's advisory lock key (gateway/leader.py)
+
+# Fencing: database URL -> backend pid of this process's session that holds the
+# anchorer lease (0: it lost it). In a process that takes part in the election,
+# connections made for the chain stages (`fenced=True`) write only while that
+# session still holds the lease: each BEGIN IMMEDIATE checks it under the write
+# lock, so a leader that lost the lease cannot record or close anything once
+# another instance may have taken over. A process without an election (a tool,
+# a test, one SQLite gateway) has no entry and no fence.
+_leases: dict[str, int] = {}
+
+
+def hold_lease(url: str, pid: int) -> None:
+    """This process's lease session on `url` is `pid` (0: none any more)."""
+    _leases[url] = pid
 
 
 def redact_url(url: str) -> str:
@@ -129,11 +144,14 @@ class PgConnection:
     the next statement; one lost inside a transaction fails every statement until
     the caller rolls back, so half a transaction never runs on the new connection."""
 
-    def __init__(self, url: str, *, autocommit: bool = True, connect_timeout: int = 10):
+    def __init__(
+        self, url: str, *, autocommit: bool = True, connect_timeout: int = 10, fenced: bool = False
+    ):
         import psycopg
 
         self._psycopg = psycopg
         self._url = url
+        self._fenced = fenced
         self._autocommit = autocommit
         self._timeout = connect_timeout
         self._conn = self._connect()
@@ -174,6 +192,8 @@ class PgConnection:
             if "IMMEDIATE" in head or "EXCLUSIVE" in head:
                 try:
                     self._run("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    if self._fenced:
+                        self._check_lease()
                 except BaseException:
                     self._end(False)  # BEGIN IMMEDIATE failed as a whole: nothing is open
                     raise
@@ -242,6 +262,21 @@ class PgConnection:
             return self._run("COMMIT" if commit else "ROLLBACK", ())
         self._guard(self._conn.commit if commit else self._conn.rollback)
         return None
+
+    def _check_lease(self) -> None:
+        pid = _leases.get(self._url)
+        if pid is None:
+            return  # no election in this process
+        held = (
+            pid != 0
+            and self._run(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = 0 AND objid = %s AND objsubid = 1 AND pid = %s)",
+                (LEADER_LOCK, pid),
+            ).fetchone()[0]
+        )
+        if not held:
+            raise _unavailable("this instance no longer holds the anchorer lease")
 
     # -- the dialect ----------------------------------------------------------------
     def _statement(self, sql: str, *, returning: bool = True) -> tuple[str, bool]:

@@ -89,7 +89,7 @@ SIGNED, TX_SENT, MINED, REPLACED, REORGED, FAILED, ABANDONED = (
 def connect(db_path: str | Path) -> sqlite3.Connection:
     """A connection to the gateway file with the chain tables present."""
     if is_url(db_path):  # PostgreSQL ([store] url): the same SQL through a dialect
-        pg = PgConnection(str(db_path))
+        pg = PgConnection(str(db_path), fenced=True)  # writes only under the anchorer lease
         pg.executescript(SCHEMA)
         return pg  # type: ignore[return-value]
     # A stage makes its connection where it is built and uses it in its own thread.

@@ -152,3 +152,30 @@ def test_rewards_settle_on_both_backends(backend, tmp_path, request):
     assert stage.step() == []  # settled once
     assert stage.status()["last_settled_epoch"] == settled[0]
     assert stage.conn.execute("SELECT COUNT(*) FROM rewards_settled").fetchone()[0] == 1
+
+
+def test_the_chain_tables_write_only_under_the_lease(postgres_url):
+    """Fencing: once the session holding the anchorer lease is gone, a chain-stage
+    connection of that instance refuses to begin a write (a batch, a txlog record)."""
+    from terrapin.gateway.leader import Election
+
+    open_store(postgres_url).close()
+    election, rival = Election(postgres_url), Election(postgres_url)
+    assert election.try_acquire() and not rival.try_acquire()
+    conn = chain_tables.connect(postgres_url)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("COMMIT")
+    killer = PgConnection(postgres_url)
+    pid = election._conn.info.backend_pid
+    killer.execute("SELECT pg_terminate_backend(?)", (pid,))  # its host vanished
+    deadline = time.monotonic() + 10
+    while killer.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ?", (pid,)).fetchone():
+        assert time.monotonic() < deadline, "the terminated session is still there"
+        time.sleep(0.05)
+    with pytest.raises(sqlite3.OperationalError, match="lease"):
+        conn.execute("BEGIN IMMEDIATE")
+    assert not conn.in_transaction
+    assert not election.held()
+    assert rival.try_acquire()  # the lease moved on
+    election.release()
+    rival.release()
