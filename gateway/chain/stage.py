@@ -22,6 +22,7 @@ from typing import Any
 from terrapin.gateway.chain.anchorer import Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig
+from terrapin.gateway.storebase import store_location
 
 _chains: dict[str, Chain] = {}
 _lock = threading.Lock()
@@ -39,11 +40,6 @@ def chain_for(cfg: Any) -> Chain:
         if key not in _chains:
             _chains[key] = Chain.connect(ChainConfig.from_mapping(section))
         return _chains[key]
-
-
-def store_location(cfg: Any) -> str | Path:
-    """The gateway's database: `[store] url` (PostgreSQL) if set, else the SQLite file."""
-    return getattr(cfg.store, "url", "") or cfg.store.path
 
 
 def batcher(cfg: Any) -> Batcher:

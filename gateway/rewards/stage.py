@@ -44,6 +44,7 @@ from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.rule import RewardsError
 from terrapin.gateway.rewards.settings import rule_params
+from terrapin.gateway.storebase import store_location
 
 log = logging.getLogger("terrapin.gateway.rewards.rule")
 
@@ -353,7 +354,7 @@ def rewards(cfg: Any) -> RewardsStage:
         raise ConfigError("[rewards] poll_seconds must be a positive number")
     db_path = Path(cfg.store.path)
     return RewardsStage(
-        getattr(cfg.store, "url", "") or db_path,
+        store_location(cfg),
         chain_for(cfg),
         params,
         contract=section.get("contract"),
