@@ -397,7 +397,15 @@ def gateway(
         from terrapin.tools.bench.gateway_scale import scale_command
 
         return scale_command(
-            store or "sqlite", instances, boards, readings, latency_readings, rate, as_json, keep
+            store or "sqlite",
+            instances,
+            boards,
+            readings,
+            latency_readings,
+            rate,
+            as_json,
+            keep,
+            repeat,
         )
     workdir = Path(tempfile.mkdtemp(prefix="terrapin-bench-gw-"))
     result: dict = {"exactly_once": True}

@@ -7,6 +7,8 @@ instance add`), its own Mosquitto and the same kind of pre-signed backlog:
   (b) the instances (`terrapin gateway run` each) register their sessions, go away,
       the boards publish the backlog, the instances come back and drain it: the
       rate is readings / (last commit - first reading received) over all of them;
+      (a) and (b) are run `repeat` times and the best run counts, as in the
+      single-gateway bench;
   (c) boards publish at a steady rate: publish -> ACK latency (p50, p99).
 Then the database must hold every reading exactly once. With --store postgresql
 the run is: SQLite x 1, PostgreSQL x 1, PostgreSQL x N (N > 1), so every figure of
@@ -57,12 +59,18 @@ def run_scale_bench(
     latency_readings: int,
     rate: float,
     workdir: Path,
+    repeat: int = 2,
     progress=lambda line: None,
 ) -> dict[str, Any]:
     """Every configuration of `_configs`, one after the other; a flat dict of figures."""
     configs = _configs(store, instances)
     pg = None
-    result: dict[str, Any] = {"boards": boards_n, "readings": readings, "exactly_once": True}
+    result: dict[str, Any] = {
+        "boards": boards_n,
+        "readings": readings,
+        "repeat": repeat,
+        "exactly_once": True,
+    }
     try:
         if any(kind == "postgresql" for kind, _ in configs):
             from terrapin.tools.devkit.postgres import Postgres
@@ -72,7 +80,9 @@ def run_scale_bench(
         for kind, n in configs:
             progress(f"{kind} x {n}: running")
             url = pg.create_database() if pg is not None and kind == "postgresql" else None
-            figures = _one(kind, n, url, boards_n, readings, latency_readings, rate, workdir)
+            figures = _one(
+                kind, n, url, boards_n, readings, latency_readings, rate, workdir, repeat
+            )
             per[(kind, n)] = figures
             progress(f"{kind} x {n}: {figures['gateway_per_s']} readings/s")
             suffix = f"{kind}_x{n}"
@@ -104,6 +114,7 @@ def _one(
     latency_readings: int,
     rate: float,
     workdir: Path,
+    repeat: int,
 ) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"{kind}-x{n}-", dir=workdir))
     home: GatewayHome = (
@@ -117,8 +128,8 @@ def _one(
     creds = [home.add_sim_board(new_key()) for _ in range(boards_n)]
     keys = [k for k, _ in creds]
     t0 = int(time.time())
-    backlog = presign(keys, per_board, 1, t0)
-    live = presign(keys, max(1, latency_readings // boards_n), per_board + 1, t0)
+    backlogs = [presign(keys, per_board, 1 + r * per_board, t0) for r in range(repeat)]
+    live = presign(keys, max(1, latency_readings // boards_n), repeat * per_board + 1, t0)
     broker = start_broker(home, extra_config=f"max_queued_messages {4 * total + 1000}")
     procs: list[GatewayProcess] = (
         Cluster(home).procs if isinstance(home, ClusterHome) else [GatewayProcess(home)]
@@ -126,24 +137,30 @@ def _one(
     sims: list[SimBoard] = []
     try:
         sims = [SimBoard("127.0.0.1", home.mqtt_port, k, password=pw).start() for k, pw in creds]
-        passthrough = _passthrough(broker, home, sims, backlog, total)
+        # Best of `repeat` (other load on the machine only ever slows a run down).
+        passthrough = max(
+            _passthrough(broker, home, sims, backlogs[0], total) for _ in range(repeat)
+        )
         for s in sims:
             s.outbox.clear()
             s.sent_at.clear()
         for p in procs:  # sessions and (shared) subscriptions registered, then away
             p.start()
-        for p in procs:
-            p.stop()
-        publish_all(sims, backlog)
-        for p in procs:
-            p.start(wait=False)
-        for p in procs:
-            p.wait_ready()
-        per_s = _drain_rate(procs, total)
+        rates = []
+        for backlog in backlogs:  # fresh seqs each round; counters restart with the processes
+            for p in procs:
+                p.stop()
+            publish_all(sims, backlog)
+            for p in procs:
+                p.start(wait=False)
+            for p in procs:
+                p.wait_ready()
+            rates.append(_drain_rate(procs, total))
+        per_s = max(rates)
         p50, p99 = _latency(sims, live, boards_n, rate)
         for p in procs:
             p.stop()
-        expected = total + sum(len(x) for x in live)
+        expected = repeat * total + sum(len(x) for x in live)
         store = open_store(url or home.db_path)
         try:
             rows = store.count_readings()
@@ -235,6 +252,7 @@ def scale_command(
     rate: float,
     as_json: bool,
     keep: bool,
+    repeat: int = 2,
 ) -> None:
     """`terrapin bench gateway --store ... --instances N`: run, print, check."""
     import json
@@ -254,6 +272,7 @@ def scale_command(
             latency_readings=latency_readings,
             rate=rate,
             workdir=workdir,
+            repeat=max(1, repeat),
             progress=lambda line: click.echo(line, err=True),
         )
     finally:

@@ -22,6 +22,7 @@ def test_sqlite_postgres_one_and_two_instances_in_one_run(tmp_path, postgres_ser
         latency_readings=20,
         rate=50.0,
         workdir=tmp_path,
+        repeat=1,
     )
     for key in ("gateway_per_s", "ratio", "p99_ack_latency_ms", "scaling_efficiency"):
         assert isinstance(result[key], float) and result[key] > 0, key
