@@ -21,12 +21,14 @@ reconciles the txlog (a recorded transaction maybe never sent) before it sends.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from terrapin.gateway.pgsql import LEADER_LOCK, hold_lease
+from terrapin.gateway.retry import disk_refuses
 
 log = logging.getLogger("terrapin.gateway.leader")
 
@@ -135,7 +137,17 @@ class LeaderStages:
         self.elections += 1
         log.info("elected the anchorer (batch, anchor, rewards run here)")
         stop = threading.Event()
-        self.stages = self.build()
+        try:
+            self.stages = self.build()
+        except sqlite3.OperationalError as exc:
+            if not disk_refuses(exc):
+                raise
+            # The database went away between the election and the stages' connections:
+            # give the lease back and try again, as after any lost lease.
+            log.warning("chain stages not started (%s); standing by", exc)
+            self.election.release()
+            shutdown.wait(self.interval)
+            return
         threads = [
             threading.Thread(target=self._run_one, args=(s, stop), name=type(s).__name__)
             for s in self.stages
