@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from terrapin.gateway.pgsql import LEADER_LOCK, hold_lease
+from terrapin.gateway.pgsql import LEADER_LOCK, PgConnection, hold_lease
 from terrapin.gateway.retry import disk_refuses
 
 log = logging.getLogger("terrapin.gateway.leader")
@@ -122,6 +122,29 @@ class LeaderStages:
             if hasattr(stage, "status"):
                 out[type(stage).__name__] = stage.status()
         return out
+
+    def view(self, owner: str | None = None) -> dict[str, Any]:
+        """/api/rewards on any instance: the rewards stage's view where it runs (with
+        claimed/claimable from the contract), else the same figures from the database."""
+        for stage in list(self.stages) if self.leader else []:
+            if callable(getattr(stage, "view", None)):
+                return stage.view(owner)
+        from terrapin.gateway.api import RewardsUnavailable
+        from terrapin.gateway.rewards import tables as rewards_store
+
+        conn = PgConnection(self.election.url)
+        try:
+            row = conn.execute("SELECT to_regclass('rewards_epochs') IS NOT NULL").fetchone()
+            if not (row and row[0]):
+                raise RewardsUnavailable("no reward epoch computed yet")
+            if owner is None:
+                result = rewards_store.overview(conn)  # type: ignore[arg-type]
+            else:
+                result = rewards_store.status(conn, owner)  # type: ignore[arg-type]
+        finally:
+            conn.close()
+        result["chain"] = False  # claimed/claimable need the rewards stage's chain
+        return result
 
     def run(self, shutdown: threading.Event) -> None:
         try:

@@ -132,6 +132,7 @@ def test_the_dialect_rewrites_the_sqlite_isms():
 def test_rewards_settle_on_both_backends(backend, tmp_path, request):
     """The rewards stage's tables through the dialect: an ended epoch is settled once,
     its distribution recorded, and a second step settles nothing more."""
+    from terrapin.gateway.rewards import tables
     from terrapin.gateway.rewards.stage import RewardsStage
     from terrapin.gateway.rewards.tables import Params
 
@@ -152,6 +153,14 @@ def test_rewards_settle_on_both_backends(backend, tmp_path, request):
     assert stage.step() == []  # settled once
     assert stage.status()["last_settled_epoch"] == settled[0]
     assert stage.conn.execute("SELECT COUNT(*) FROM rewards_settled").fetchone()[0] == 1
+    if backend == "postgresql":  # /api/rewards on an instance that does not lead
+        from terrapin.gateway.api import db_rewards_view
+        from terrapin.gateway.leader import Election, LeaderStages
+
+        standby = LeaderStages(Election(where), lambda: [])
+        overview = db_rewards_view(tmp_path / "no.db", standby.view)()
+        assert overview == tables.overview(stage.conn) | {"chain": False}
+        assert set(overview) >= {"epoch", "root", "published", "boards", "owners"}
 
 
 def test_the_chain_tables_write_only_under_the_lease(postgres_url):
