@@ -90,3 +90,35 @@ def test_migrate_copies_everything_and_the_gateway_goes_on(tmp_path, postgres_ur
     again = terrapin("gateway", "migrate", "--to", postgres_url, "--config", config)
     assert again.returncode != 0 and "Traceback" not in again.stderr
     assert "already holds" in again.stderr  # never copied twice
+
+
+def test_instance_add_needs_postgres_and_makes_a_user_a_secret_and_a_config(tmp_path, postgres_url):
+    from terrapin.gateway import mosquitto_conf
+
+    assert run("gateway", "init", "--dir", str(tmp_path / "lite")).exit_code == 0
+    proc = terrapin(
+        "gateway", "instance", "add", "pi-2", "--api-port", "8399",
+        "--config", str(tmp_path / "lite" / "gateway.toml"),
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "PostgreSQL" in proc.stderr and "gateway migrate" in proc.stderr
+
+    home = tmp_path / "gw"
+    assert run("gateway", "init", "--dir", str(home), "--store", postgres_url).exit_code == 0
+    result = run("gateway", "instance", "add", "pi-2", "--api-port", "8399",
+                 "--config", str(home / "gateway.toml"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "share_group" in result.output  # the first instance must join the group too
+    cfg = load_config(home / "gateway-pi-2.toml")
+    assert cfg.mqtt.username == cfg.mqtt.client_id == "terrapin-gateway-pi-2"
+    assert cfg.mqtt.share_group == "terrapin" and cfg.api.port == 8399
+    assert store_location(cfg) == postgres_url
+    assert (home / "gateway-pi-2.secret").stat().st_mode & 0o077 == 0
+    password = cfg.mqtt_password()
+    users = mosquitto_conf.read_passwd(home / "mosquitto" / "passwd")
+    assert mosquitto_conf.check_password(password, users["terrapin-gateway-pi-2"])
+    acl = (home / "mosquitto" / "acl").read_text()
+    assert "user terrapin-gateway-pi-2\ntopic read terrapin/v1/+/reading\n" in acl
+    again = terrapin("gateway", "instance", "add", "pi-2", "--api-port", "8400",
+                     "--config", str(home / "gateway.toml"))  # fmt: skip
+    assert again.returncode != 0 and "added before" in again.stderr
