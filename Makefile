@@ -18,6 +18,8 @@ MPSTUBS := micropython-esp32-stubs==1.29.0.post1
 APT_PACKAGES := mosquitto python3-venv nodejs npm chromium chromium-driver
 # promtool (in Debian's prometheus) checks ops/prometheus/alerts.yml and lints /metrics.
 APT_PACKAGES += prometheus
+# PostgreSQL for the store tests' throwaway cluster (several instances, docs/SCALE.md).
+APT_PACKAGES += postgresql
 
 .PHONY: demo test lint check-apt venv npm clean hil bench help rpi-image hil-rpi
 .PHONY: dist web
@@ -103,6 +105,7 @@ check-apt:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \

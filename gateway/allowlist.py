@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from terrapin.gateway import mosquitto_conf
+from terrapin.gateway import mosquitto_conf, storebase
 from terrapin.gateway.config import GatewayConfig, load_config
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.protocol.signature import address as pub_address
@@ -49,7 +49,9 @@ def parse_pubkey(text: str, addr: bytes) -> bytes:
 def open_store(config_path) -> tuple[GatewayConfig, Store]:
     """The gateway config and its store (the caller closes the store)."""
     cfg = load_config(config_path)
-    return cfg, Store(cfg.store.path, replay_window=cfg.policy.replay_window)
+    # The SQLite file, or PostgreSQL when [store] url is set (docs/SCALE.md).
+    location = storebase.store_location(cfg)
+    return cfg, storebase.open_store(location, replay_window=cfg.policy.replay_window)  # type: ignore[return-value]
 
 
 def reload_hint(cfg: GatewayConfig) -> str:

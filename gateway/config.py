@@ -117,6 +117,18 @@ def _ranges(v):
     return None
 
 
+def _store_url(v):
+    if v and not v.startswith(("postgresql://", "postgres://")):
+        return "must be empty (SQLite) or a postgresql:// URL"
+    return None
+
+
+def _share_group(v):
+    if v and not all(c.isalnum() or c in "-_" for c in v):
+        return "may hold only letters, digits, - and _"
+    return None
+
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "mqtt": {
         "host": Key(str, "127.0.0.1", "Mosquitto host"),
@@ -131,6 +143,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
             str, "terrapin-gateway", "fixed client id = username (the broker binds id to user)"
         ),
         "keepalive": Key(int, 30, "MQTT keepalive, seconds", _at_least(5)),
+        "share_group": Key(  # several instances: docs/SCALE.md
+            str, "", "MQTT shared-subscription group for readings (empty: none)", _share_group
+        ),
         "session_expiry": Key(  # MQTT 5 only; with 3.1.1 see persistent_client_expiration
             int, 14 * 86400, "MQTT 5: broker keeps the session this long, s", _at_least(0)
         ),
@@ -169,6 +184,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "store": {
         "path": Key(str, "/var/lib/terrapin/gateway.db", "SQLite database (WAL, FULL sync)", _path),
         "max_rejections": Key(int, 100_000, "rejected envelopes kept for audit", _at_least(0)),
+        "url": Key(
+            str, "", "postgresql://user@host/db: PostgreSQL instead of the file", _store_url
+        ),
     },
     "policy": {
         "replay_window": Key(

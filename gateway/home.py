@@ -25,7 +25,8 @@ from terrapin.gateway.config import DEFAULT_PATH, SCHEMA, load_config, render_co
 from terrapin.gateway.config import _toml_value as toml_value
 from terrapin.gateway.errors import ConfigError, TerrapinError
 from terrapin.gateway.instancelock import holder
-from terrapin.gateway.store import Store
+from terrapin.gateway.pgsql import redact_url
+from terrapin.gateway.storebase import open_store, store_location
 
 OTA_SECRET = "ota.secret"  # the OTA publisher's broker password, beside gateway.toml
 # Never routed: "connecting" a UDP socket there sends nothing, but picks the source
@@ -81,6 +82,7 @@ def init_home(
     force: bool = False,
     rotate_secret: bool = False,
     public_host: str | None = None,
+    store_url: str = "",
 ) -> list[str]:
     """Write a commented config, create the database and the Mosquitto files
     (ports: None keeps an existing home's, else 1883 and 8377).
@@ -88,7 +90,8 @@ def init_home(
     `public_host` is the address boards use for the broker (`lan_address()` from the
     command; None keeps an existing home's): a listener is written for it beside the
     loopback one. Empty or a loopback address: the broker is local only (the demo,
-    tests, virtual boards)."""
+    tests, virtual boards). `store_url`: a postgresql:// URL to keep the readings in
+    (docs/SCALE.md)."""
     d = Path(directory).resolve()
     cfg_path = d / "gateway.toml"
     if cfg_path.exists() and not force:
@@ -113,6 +116,8 @@ def init_home(
         overrides["mqtt"]["port"] = mqtt_port
     if api_port is not None:
         overrides["api"]["port"] = api_port
+    if store_url:
+        overrides["store"]["url"] = store_url
     if public_host is not None:
         overrides["broker"]["public_host"] = "" if is_loopback(public_host) else public_host.strip()
     host = overrides["broker"].get("public_host", "")
@@ -130,11 +135,17 @@ def init_home(
     mosquitto_conf.make_data_dir(mq / "data")
     _put(cfg_path, _config_text(overrides, old), stamp, lines)
     cfg = load_config(cfg_path)
-    db_path = Path(cfg.store.path)
-    existed = db_path.exists()
-    Store(cfg.store.path).close()
-    lines.append(f"{'kept' if existed else 'created'} database {db_path}")
-    pid = holder(db_path)
+    location = store_location(cfg)
+    if cfg.store.url:  # PostgreSQL: the schema is created if missing, never dropped
+        open_store(location).close()
+        lines.append(f"database {redact_url(cfg.store.url)} (schema created if missing)")
+        pid = None
+    else:
+        db_path = Path(cfg.store.path)
+        existed = db_path.exists()
+        open_store(location).close()
+        lines.append(f"{'kept' if existed else 'created'} database {db_path}")
+        pid = holder(db_path)
     if pid is not None and any(line.startswith(("wrote", "changed")) for line in lines):
         lines.append(f"the gateway (pid {pid}) runs on this home: restart it to use the changes")
     return [

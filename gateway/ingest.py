@@ -166,7 +166,11 @@ class Ingest:
             self.cfg.port,
             flags.session_present,
         )
-        client.subscribe([(READING_FILTER, 1), (STATUS_FILTER, 1)])
+        group = getattr(self.cfg, "share_group", "")
+        if group:  # several instances share the readings (docs/SCALE.md)
+            client.unsubscribe(READING_FILTER)  # a session kept from before sharing
+        readings = f"$share/{group}/{READING_FILTER}" if group else READING_FILTER
+        client.subscribe([(readings, 1), (STATUS_FILTER, 1)])
         if self.quarantine is not None:
             client.subscribe(RESPONSE_TOPIC, 0)  # QoS 0: nothing to PUBACK
             self.quarantine.on_connect()

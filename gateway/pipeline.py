@@ -21,7 +21,8 @@ from terrapin.gateway.policy import DEFAULT_RANGES, Policy, PolicyConfig
 from terrapin.gateway.protocol.reasons import Reason, reason_text
 from terrapin.gateway.protocol.signature import Verifier
 from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
-from terrapin.gateway.store import DUPLICATE, STORED, Pending, Rejected, Store
+from terrapin.gateway.store import DUPLICATE, STORED, Pending, Rejected
+from terrapin.gateway.storebase import open_store, store_location
 
 log = logging.getLogger("terrapin.gateway.pipeline")
 
@@ -59,8 +60,8 @@ def policy_config(cfg: GatewayConfig) -> PolicyConfig:
 
 class Processor:
     def __init__(self, cfg: GatewayConfig):
-        self.store = Store(
-            cfg.store.path,
+        self.store = open_store(
+            store_location(cfg),
             replay_window=cfg.policy.replay_window,
             max_rejections=cfg.store.max_rejections,
         )

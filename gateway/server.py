@@ -35,11 +35,13 @@ from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.inbox import Inbox
 from terrapin.gateway.ingest import Ingest, Message
 from terrapin.gateway.instancelock import InstanceLock
+from terrapin.gateway.leader import Election, LeaderStages
+from terrapin.gateway.pgsql import is_url
 from terrapin.gateway.pipeline import BatchResult
 from terrapin.gateway.quarantine import release_dir
 from terrapin.gateway.sdnotify import notify, watchdog_interval
 from terrapin.gateway.stats import Stats
-from terrapin.gateway.store import Store
+from terrapin.gateway.storebase import open_store_waiting, store_location
 from terrapin.gateway.web.access import api_token, check_access
 from terrapin.gateway.worker import LocalProcessor, ProcessorPool, WorkerDied
 
@@ -61,7 +63,8 @@ class Gateway:
             check_access(cfg.api.host, api_token(cfg.api))
         # One gateway per database, before anything else touches it (instancelock.py);
         # held until run() ends, released here if building the gateway fails.
-        self.lock = InstanceLock(cfg.store.path).acquire()
+        # On PostgreSQL several instances share the database by design (docs/SCALE.md).
+        self.lock = InstanceLock(cfg.store.path).acquire() if not cfg.store.url else None
         try:
             self._build(cfg)
         except BaseException:
@@ -70,7 +73,7 @@ class Gateway:
 
     def _build(self, cfg: GatewayConfig) -> None:
         self.stats = Stats()
-        Store(cfg.store.path).close()  # create the schema before anything reads it
+        open_store_waiting(store_location(cfg)).close()  # the schema, before anything reads it
         pc = cfg.pipeline
         self.queue = Inbox(
             pc.queue_size, rate=pc.board_rate, burst=pc.board_burst, share=pc.board_share
@@ -81,7 +84,7 @@ class Gateway:
         self.processor: LocalProcessor | ProcessorPool | None = None
         self.api: Api | None = None
         self._reload = threading.Event()
-        self.stages = chain_stages(cfg)
+        self.stages = elected_stages(cfg) if is_url(store_location(cfg)) else chain_stages(cfg)
         self.homeassistant = homeassistant_publisher.for_gateway(cfg, self.ingest, self.stats)
         self._failed: StageFailed | None = None  # the first stage whose run() raised
 
@@ -261,6 +264,15 @@ def _stop_api(api: Api | None) -> None:
         api.stop()
     else:  # bound but never served: shutdown() would wait for a loop that never ran
         api.httpd.server_close()
+
+
+def elected_stages(cfg: GatewayConfig) -> list:
+    """On PostgreSQL (several instances): the chain stages behind the anchorer lease, run
+    by whichever instance holds it (gateway/leader.py). Built at each election."""
+    if not cfg.pipeline.stages:
+        return []
+    election = Election(str(store_location(cfg)))
+    return [LeaderStages(election, lambda: chain_stages(cfg), instance=cfg.mqtt.username)]
 
 
 class StageFailed(TerrapinError):

@@ -16,10 +16,12 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import coincurve
 
+from terrapin.gateway.pgsql import PgConnection, is_url
 from terrapin.gateway.protocol.envelope import PROTECTED, digest
 from terrapin.gateway.protocol.reasons import Flag
 from terrapin.gateway.protocol.signature import address
@@ -102,12 +104,23 @@ def _verify(
     return None
 
 
+def _connect(db: Path | str) -> Any:
+    """The gateway's database read-only: its SQLite file, or its PostgreSQL URL."""
+    if is_url(db):
+        return PgConnection(str(db))
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+
+
+def _has_table(con: Any, name: str) -> bool:
+    if isinstance(con, sqlite3.Connection):
+        return con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+    return con.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
+
+
 def _rows(db: Path, device: bytes) -> list[tuple]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    con = _connect(db)
     try:
-        has_chain = con.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = 'batch_leaves'"
-        ).fetchone()
+        has_chain = _has_table(con, "batch_leaves")
         if has_chain:
             sql = (
                 "SELECT r.id, r.seq, r.digest, r.envelope, r.time, r.flags, b.status "
@@ -222,3 +235,51 @@ def unsynced_times(db: Path, board) -> tuple[list[int], list[int]]:
         elif t > 1_600_000_000:
             real.append(seq)
     return zero, real
+
+
+def batch_problems(db: Path | str, anchor: Any = None, gateway: str | None = None) -> list[str]:
+    """The ledger after a hand-over: batch ids 0..n-1 with no gap, each reading in at
+    most one batch and every batch's readings a contiguous id range after the last
+    one's, one mined anchoring transaction per anchored batch, and (given the anchor
+    contract and the gateway address) each anchored root on chain and nothing beyond."""
+    con = _connect(db)
+    problems: list[str] = []
+    try:
+        if not _has_table(con, "batches"):
+            return []
+        rows = con.execute(
+            "SELECT id, root, count, first_reading, last_reading, status FROM batches ORDER BY id"
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        if ids != list(range(len(ids))):
+            problems.append(f"batch ids not contiguous from 0: {seq_ranges(ids)}")
+        last = 0
+        for bid, _root, count, first, end, _status in rows:
+            inside = con.execute(
+                "SELECT COUNT(*), MIN(reading_id), MAX(reading_id) FROM batch_leaves"
+                " WHERE batch_id = ?",
+                (bid,),
+            ).fetchone()
+            if tuple(inside) != (count, first, end) or first <= last:
+                problems.append(
+                    f"batch {bid}: leaves {tuple(inside)} vs (count, first, last)"
+                    f" {(count, first, end)} after reading {last}"
+                )
+            last = end
+        for bid, mined in con.execute(
+            "SELECT batch_id, COUNT(*) FROM chain_txs WHERE status = 'mined' GROUP BY batch_id"
+        ).fetchall():
+            if mined != 1:
+                problems.append(f"batch {bid}: {mined} mined anchoring transactions")
+        if anchor is not None and gateway is not None:
+            for bid, root, *_rest, status in rows:
+                if status in ANCHORED and bytes(
+                    anchor.functions.rootOf(gateway, bid).call()
+                ) != bytes(root):
+                    problems.append(f"batch {bid}: the contract holds another root")
+            beyond = bytes(anchor.functions.rootOf(gateway, len(rows)).call())
+            if beyond != bytes(32):
+                problems.append(f"batch {len(rows)} is anchored on chain but not in the database")
+    finally:
+        con.close()
+    return problems

@@ -222,3 +222,27 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     terminalreporter.section("Terrapin HIL scenarios")
     terminalreporter.write(rich_table(rows))
     terminalreporter.write_line(f"summary: {out / 'summary.md'}, {out / 'results.json'}")
+
+
+# -- PostgreSQL (issue 17: the second store backend) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One throwaway PostgreSQL cluster for the session (tools/devkit/postgres.py);
+    each test takes its own database with `postgres_url`."""
+    from terrapin.tools.devkit.postgres import Postgres, find_bin
+
+    if find_bin("initdb") is None:
+        _missing("PostgreSQL", "apt-get install postgresql; make test does it")
+    server = Postgres().start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new empty database on the session's PostgreSQL."""
+    return postgres_server.create_database()

@@ -14,12 +14,13 @@ from pathlib import Path
 from terrapin.gateway.chain import bundle
 from terrapin.gateway.chain import tables as store
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.pgsql import is_url
 from terrapin.gateway.protocol.signature import recover_signer
 
 
 def make_bundle(db_path: str | Path, device: bytes, seq: int) -> bundle.Bundle:
     """The proof bundle of reading (device, seq); TerrapinError says why there is none."""
-    if not Path(db_path).exists():
+    if not is_url(db_path) and not Path(db_path).exists():
         raise TerrapinError(f"no gateway database at {db_path}", hint="pass --db PATH")
     conn = store.connect(db_path)
     try:

@@ -31,6 +31,7 @@ from terrapin.gateway.chain.anchorer import _BACKOFF_MAX, _BACKOFF_MIN, Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig
 from terrapin.gateway.chain.nodeerrors import node_down, reason
+from terrapin.gateway.storebase import store_location
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,13 @@ def chain_for(cfg: Any) -> Chain:
 
 def batcher(cfg: Any) -> Batcher:
     config = ChainConfig.from_mapping(_section(cfg))
-    return Batcher(cfg.store.path, batch_size=config.batch_size, batch_seconds=config.batch_seconds)
+    return Batcher(
+        store_location(cfg), batch_size=config.batch_size, batch_seconds=config.batch_seconds
+    )
 
 
 def anchorer(cfg: Any) -> Anchorer:
-    return Anchorer(cfg.store.path, chain_for(cfg))
+    return Anchorer(store_location(cfg), chain_for(cfg))
 
 
 def stages(db_path: str | Path, section: dict[str, Any] | None = None) -> tuple[Batcher, Anchorer]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from terrapin.gateway.chain import merkle
+from terrapin.gateway.pgsql import PgConnection, is_url
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -87,6 +88,10 @@ SIGNED, TX_SENT, MINED, REPLACED, REORGED, FAILED, ABANDONED = (
 
 def connect(db_path: str | Path) -> sqlite3.Connection:
     """A connection to the gateway file with the chain tables present."""
+    if is_url(db_path):  # PostgreSQL ([store] url): the same SQL through a dialect
+        pg = PgConnection(str(db_path), fenced=True)  # writes only under the anchorer lease
+        pg.executescript(SCHEMA)
+        return pg  # type: ignore[return-value]
     # A stage makes its connection where it is built and uses it in its own thread.
     conn = sqlite3.connect(
         str(db_path), timeout=30.0, isolation_level=None, check_same_thread=False
@@ -158,6 +163,8 @@ def leaf_proof(conn: sqlite3.Connection, reading_id: int) -> LeafProof | None:
     if batch is None:
         raise merkle.MerkleError(f"reading {reading_id} points at missing batch {batch_id}")
     size = 2 * batch.count - 1
+    if not hasattr(conn, "blobopen"):  # PostgreSQL: read the nodes the proof needs
+        return _leaf_proof_by_query(conn, batch, reading_id, tree_index, size)
     with conn.blobopen("batch_trees", "nodes", batch_id, readonly=True) as blob:
         if len(blob) != size * merkle.HASH_SIZE:
             raise merkle.MerkleError(f"stored tree of batch {batch_id} has the wrong size")
@@ -169,6 +176,29 @@ def leaf_proof(conn: sqlite3.Connection, reading_id: int) -> LeafProof | None:
         leaf = node_at(tree_index)
         proof = merkle.proof_from_nodes(node_at, size, tree_index)
     return LeafProof(reading_id, batch, tree_index, leaf, proof)
+
+
+def _leaf_proof_by_query(
+    conn: sqlite3.Connection, batch: Batch, reading_id: int, tree_index: int, size: int
+) -> LeafProof:
+    row = conn.execute(
+        "SELECT octet_length(nodes) FROM batch_trees WHERE batch_id = ?", (batch.id,)
+    ).fetchone()
+    if row is None or row[0] != size * merkle.HASH_SIZE:
+        raise merkle.MerkleError(f"stored tree of batch {batch.id} has the wrong size")
+
+    def node_at(i: int) -> bytes:
+        return bytes(
+            conn.execute(
+                "SELECT substring(nodes from ? for ?) FROM batch_trees WHERE batch_id = ?",
+                (i * merkle.HASH_SIZE + 1, merkle.HASH_SIZE, batch.id),
+            ).fetchone()[0]
+        )
+
+    leaf = node_at(tree_index)
+    return LeafProof(
+        reading_id, batch, tree_index, leaf, merkle.proof_from_nodes(node_at, size, tree_index)
+    )
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> str | None:

@@ -39,12 +39,14 @@ from web3.exceptions import ProviderConnectionError
 
 from terrapin.gateway.chain.node import Chain, ChainError
 from terrapin.gateway.errors import ConfigError
+from terrapin.gateway.pgsql import is_url
 from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
 from terrapin.gateway.rewards import ledger
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.rule import RewardsError
 from terrapin.gateway.rewards.settings import rule_params
+from terrapin.gateway.storebase import store_location
 
 log = logging.getLogger("terrapin.gateway.rewards.rule")
 
@@ -86,11 +88,12 @@ class RewardsStage:
         out_dir: str | Path | None = None,
         poll_seconds: float = DEFAULT_POLL,
     ):
-        self.db_path = Path(db_path)
+        # A SQLite file, or a postgresql:// URL ([store] url; then out_dir is given).
+        self.db_path: Any = db_path if is_url(db_path) else Path(db_path)
         self.chain = chain
         self.params = params or rewards_store.Params()
         self.from_block = from_block
-        self.out_dir = Path(out_dir) if out_dir else self.db_path.parent / "rewards"
+        self.out_dir = Path(out_dir) if out_dir else Path(db_path).parent / "rewards"
         self.poll_seconds = poll_seconds
         self._lock = threading.Lock()  # one step at a time (the run loop, tests)
         # Made in the server's thread, used in the stage's: steps are serialised by _lock;
@@ -111,6 +114,8 @@ class RewardsStage:
         self._summary = self._summarise()
 
     def _connect(self) -> sqlite3.Connection:
+        if is_url(self.db_path):
+            return rewards_store.connect(self.db_path)
         conn = sqlite3.connect(str(self.db_path), timeout=30, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(rewards_store.SCHEMA)
@@ -370,7 +375,7 @@ def rewards(cfg: Any) -> RewardsStage:
         raise ConfigError("[rewards] poll_seconds must be a positive number")
     db_path = Path(cfg.store.path)
     return RewardsStage(
-        db_path,
+        store_location(cfg),
         chain_for(cfg),
         params,
         contract=section.get("contract"),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from terrapin.gateway.pgsql import PgConnection, is_url
 from terrapin.gateway.rewards import distribution
 from terrapin.gateway.rewards import rule as rewards
 from terrapin.gateway.rewards.distribution import Distribution
@@ -103,6 +104,11 @@ class MissingChainData(RewardsError):
 
 
 def connect(db_path: str | Path) -> sqlite3.Connection:
+    if is_url(db_path):  # PostgreSQL ([store] url): sqlite3's default transaction mode
+        pg = PgConnection(str(db_path), autocommit=False)
+        pg.executescript(SCHEMA)
+        pg.commit()
+        return pg  # type: ignore[return-value]
     conn = sqlite3.connect(str(db_path), timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.executescript(SCHEMA)

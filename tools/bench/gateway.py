@@ -366,6 +366,13 @@ def run_bench(
 @click.option("--flood-seconds", default=10.0, show_default=True, help="flood phase; 0 skips it")
 @click.option("--flood-max", is_flag=True, help="also flood as fast as one client can")
 @click.option("--flood-only", is_flag=True, help="only the flood phase")
+@click.option(
+    "--store",
+    type=click.Choice(["sqlite", "postgresql"]),
+    default=None,
+    help="compare stores and instances instead (docs/SCALE.md; postgresql runs SQLite too)",
+)
+@click.option("--instances", default=1, show_default=True, help="gateway instances (with --store)")
 def gateway(
     as_json,
     boards,
@@ -379,11 +386,27 @@ def gateway(
     flood_seconds,
     flood_max,
     flood_only,
+    store,
+    instances,
 ):
     """Gateway ingest vs a counting subscriber through Mosquitto, ACK latency, and one
     board's ACK latency while another floods invalid envelopes."""
     if boards < 1 or readings < boards:
         raise TerrapinError("need --boards >= 1 and --readings >= --boards")
+    if store is not None or instances != 1:
+        from terrapin.tools.bench.gateway_scale import scale_command
+
+        return scale_command(
+            store or "sqlite",
+            instances,
+            boards,
+            readings,
+            latency_readings,
+            rate,
+            as_json,
+            keep,
+            repeat,
+        )
     workdir = Path(tempfile.mkdtemp(prefix="terrapin-bench-gw-"))
     result: dict = {"exactly_once": True}
     try:

@@ -14,6 +14,7 @@ from terrapin.gateway.config import DEFAULT_PATH, load_config
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.home import init_home
 from terrapin.tools.cli.gateway_device import config_option, device
+from terrapin.tools.cli.gateway_scale import instance, migrate
 
 
 @click.group()
@@ -22,6 +23,8 @@ def gateway() -> None:
 
 
 gateway.add_command(device)
+gateway.add_command(migrate)
+gateway.add_command(instance)
 
 
 @gateway.command()
@@ -51,14 +54,23 @@ gateway.add_command(device)
     help="with --force: new broker passwords for the gateway and OTA users",
 )
 @click.option(
+    "--store",
+    "store_url",
+    default="",
+    metavar="URL",
+    help="keep readings in PostgreSQL (postgresql://user@host/db) instead of SQLite",
+)
+@click.option(
     "--public-host",
     help="address or name boards use for the broker (default: this machine's LAN "
     "address, or kept with --force; 127.0.0.1: local only)",
 )
-def init(directory, mqtt_port, api_port, force, rotate_secret, public_host):
+def init(directory, mqtt_port, api_port, force, rotate_secret, store_url, public_host):
     """Write a commented config, create the database and the Mosquitto files."""
     from terrapin.gateway.home import lan_address
 
+    if store_url and not store_url.startswith(("postgresql://", "postgres://")):
+        raise TerrapinError(f"--store {store_url!r} is not a postgresql:// URL")
     if rotate_secret and not force:
         raise TerrapinError("--rotate-secret needs --force (it changes an existing home)")
     if public_host is None and not force:
@@ -72,6 +84,7 @@ def init(directory, mqtt_port, api_port, force, rotate_secret, public_host):
         force=force,
         rotate_secret=rotate_secret,
         public_host=public_host,
+        store_url=store_url,
     )
     for line in lines:
         click.echo(line)
