@@ -379,3 +379,10 @@ def _unavailable(message: str) -> sqlite3.OperationalError:
 def _insert_table(query: str) -> str:
     m = re.match(r"^\s*INSERT\s+INTO\s+(\w+)", query, re.I)
     return m[1] if m else ""
+
+
+def store_location(cfg: Any) -> str:
+    """Where a gateway config keeps its readings: `[store] url` if set, else the file
+    (here, not in storebase, so the chain and rewards stages need not import the store)."""
+    url = getattr(cfg.store, "url", "") or ""
+    return url if url else str(cfg.store.path)

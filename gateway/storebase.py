@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from terrapin.gateway.errors import TerrapinError
-from terrapin.gateway.pgsql import is_url
+from terrapin.gateway.pgsql import is_url, store_location  # noqa: F401 (re-exported)
 from terrapin.gateway.retry import disk_refuses
 from terrapin.gateway.store import Device, Outcome, Pending, Rejected
 
@@ -71,9 +71,3 @@ def open_store_waiting(location: str | Path, timeout: float = 60.0, **options: A
                     hint="is PostgreSQL running and [store] url right? (docs/SCALE.md)",
                 ) from None
             time.sleep(1.0)
-
-
-def store_location(cfg: Any) -> str | Path:
-    """Where a gateway config keeps its readings: `[store] url` if set, else the file."""
-    url = getattr(cfg.store, "url", "") or ""
-    return url if url else cfg.store.path

@@ -31,7 +31,7 @@ from terrapin.gateway.chain.anchorer import _BACKOFF_MAX, _BACKOFF_MIN, Anchorer
 from terrapin.gateway.chain.batcher import Batcher
 from terrapin.gateway.chain.node import Chain, ChainConfig
 from terrapin.gateway.chain.nodeerrors import node_down, reason
-from terrapin.gateway.storebase import store_location
+from terrapin.gateway.pgsql import store_location
 
 log = logging.getLogger(__name__)
 

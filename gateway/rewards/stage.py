@@ -39,14 +39,13 @@ from web3.exceptions import ProviderConnectionError
 
 from terrapin.gateway.chain.node import Chain, ChainError
 from terrapin.gateway.errors import ConfigError
-from terrapin.gateway.pgsql import is_url
+from terrapin.gateway.pgsql import is_url, store_location
 from terrapin.gateway.retry import Failures, RetryPolicy, disk_refuses
 from terrapin.gateway.rewards import ledger
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import tables as rewards_store
 from terrapin.gateway.rewards.rule import RewardsError
 from terrapin.gateway.rewards.settings import rule_params
-from terrapin.gateway.storebase import store_location
 
 log = logging.getLogger("terrapin.gateway.rewards.rule")
 
