@@ -205,7 +205,13 @@ def chain_input_checks(view: ChainView, trust: Trust, checks: Checks) -> bool:
             _require(
                 ok, f"{where}: {_h(b.gateway)} was not a registered gateway at block {b.block}"
             )
-        return f"{len(m.batches)} batch(es) anchored in epoch {m.epoch} by registered gateways"
+        keys = ", ".join(
+            _h(g) for g in m.chain.gateways
+        )  # whose anchors count: the manifest's word
+        return (
+            f"{len(m.batches)} batch(es) anchored in epoch {m.epoch} by registered gateways "
+            f"(counted: the anchors of {keys})"
+        )
 
     def complete() -> str:
         lo = view.first_block_at(start, m.cutoff_block)
