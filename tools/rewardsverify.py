@@ -32,7 +32,7 @@ from terrapin.gateway.rewards import manifest as manifest_format
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import recompute
 from terrapin.gateway.rewards.manifest import Manifest, ManifestError
-from terrapin.tools.verifier import CheckFailed, Checks, Trust, _ask
+from terrapin.tools.verifier import CheckFailed, Checks, Trust, _ask, _require
 
 FETCH_TIMEOUT = 30
 
@@ -86,11 +86,6 @@ def _mismatch(fn: Callable[[], str]) -> Callable[[], str]:
             raise CheckFailed(str(exc)) from None
 
     return run
-
-
-def _require(ok: bool, reason: str) -> None:
-    if not ok:
-        raise CheckFailed(reason)
 
 
 class ChainView:
