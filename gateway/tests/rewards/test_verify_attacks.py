@@ -232,3 +232,13 @@ def test_a_manifest_for_another_chain_or_contract_fails(scene, capsys):
     # ...and the hostile contract pinned by the user is what the user asked for.
     assert main([*argv, "--rewards", scene.evil.address]) == 0
     assert "verified on chain against the anchor and rewards you trust" in capsys.readouterr().out
+    # The network file may pin it too ("rewards" beside chain_id, anchor, registry).
+    network = path.parent / "network.json"
+    c = scene.net.chain
+    network.write_text(json.dumps({"chain_id": 31337, "anchor": c.anchor.address,
+                                   "registry": c.registry.address,
+                                   "rewards": scene.net.token.address}))  # fmt: skip
+    pinned = ["rewards", "verify", "--epoch", str(scene.day0), "--manifest", str(path),
+              "--rpc", scene.net.url, "--network", str(network)]  # fmt: skip
+    assert main(pinned) == 1
+    assert "rewards contract: the manifest names" in capsys.readouterr().out
