@@ -52,9 +52,14 @@ def node_tree(node_exe: str, script: str, cases: list[dict]) -> list[dict]:
     return json.loads(proc.stdout)["results"]
 
 
-def check_independently(data: bytes, node_exe: str, w3: Web3 | None = None) -> dict:
-    """Everything this file checks of one published manifest; returns the rebuilt one."""
+def check_independently(
+    data: bytes, node_exe: str, w3: Web3 | None = None, rewards: str | None = None
+) -> dict:
+    """Everything this file checks of one published manifest; returns the rebuilt one.
+    On chain, `rewards` is the contract the test knows it published on (pinned)."""
     m = json.loads(data)
+    if w3 is not None:
+        assert m["chain"]["rewards"] == rewards.lower()
     rebuilt = ind.rebuild(m)
     for key in m:  # name the first field that differs, then the bytes
         assert rebuilt[key] == m[key], f"{key}: published {m[key]!r}, recomputed {rebuilt[key]!r}"
@@ -148,7 +153,7 @@ def test_several_epochs_with_3_then_5_boards_are_rebuilt_and_match_the_chain(
     net.at((day0 + 3) * DAY + 300)
 
     published = [net.settle(day0 + k) for k in range(3)]
-    rebuilt = [check_independently(data, node_exe, net.w3) for data in published]
+    rebuilt = [check_independently(data, node_exe, net.w3, net.token.address) for data in published]
     sizes = [len({b for b in r["boards"]}) for r in rebuilt]
     assert sizes == [3, 5, 5]
     assert rebuilt[2]["previous"]["root"] == rebuilt[1]["root"]
@@ -211,7 +216,7 @@ def test_demo_runs_are_rebuilt_on_the_embedded_chain_and_on_anvil(
         )
         data = Path(summary["rewards"]["manifest"]).read_bytes()
         w3 = Web3(Web3.HTTPProvider(node.url))
-        rebuilt = check_independently(data, node_exe, w3)
+        rebuilt = check_independently(data, node_exe, w3, summary["chain"]["rewards"])
         assert len(rebuilt["boards"]) == 5
     finally:
         node.stop()
