@@ -170,6 +170,18 @@ def test_a_reading_counted_in_two_epochs_fails(scene):
     assert any(r["reason"] is None for r in counted)  # the forgery counts it
     name, detail = scene.verify(data)
     assert name == "earlier epochs", f"a reading of epoch {scene.day0} counted again: {detail}"
+    # On the way, the anchors of a key the manifest does not count (the stranger's batch)
+    # are named: whose anchors count is the manifest's word (docs/REWARDS.md).
+    checks = run(
+        data,
+        scene.day0 + 1,
+        w3=scene.w3,
+        trust=scene.trust,
+        rewards=bytes.fromhex(scene.evil.address[2:]),
+        history=scene.forged.get,
+    )
+    (listed,) = [c for c in checks.items if c.name == "every anchored batch listed"]
+    assert listed.ok and scene.foreign["gateway"] in listed.detail, listed.detail
     assert f"seq 1 was anchored in epoch {scene.day0}" in detail, detail
     # Without the earlier manifest at hand, the check cannot be made: an error, never a pass.
     with pytest.raises(ManifestUnreadable, match="counted in two epochs"):
