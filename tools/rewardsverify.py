@@ -32,7 +32,7 @@ from terrapin.gateway.rewards import manifest as manifest_format
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import recompute
 from terrapin.gateway.rewards.manifest import Manifest, ManifestError
-from terrapin.tools.verifier import CheckFailed, Checks, Trust, _ask
+from terrapin.tools.verifier import CheckFailed, Checks, Trust, _ask, _require
 
 FETCH_TIMEOUT = 30
 
@@ -59,6 +59,21 @@ def read_manifest(source: str) -> bytes:
     return data
 
 
+def earlier_source(source: str, epoch: int) -> Callable[[int], bytes]:
+    """Where epoch K's manifest is, from where epoch `epoch`'s came: the same folder
+    (epoch-K.manifest.json) or the same API (.../epochs/K/manifest)."""
+    marker = f"/epochs/{epoch}/manifest"
+
+    def earlier(k: int) -> bytes:
+        if not source.startswith(("http://", "https://")):
+            return read_manifest(str(Path(source).parent / f"epoch-{k}.manifest.json"))
+        if marker not in source:
+            raise ManifestUnreadable(f"{source} is not a .../epochs/{epoch}/manifest URL")
+        return read_manifest(source.replace(marker, f"/epochs/{k}/manifest"))
+
+    return earlier
+
+
 def _h(b: bytes | None) -> str:
     return "none" if b is None else "0x" + bytes(b).hex()
 
@@ -71,11 +86,6 @@ def _mismatch(fn: Callable[[], str]) -> Callable[[], str]:
             raise CheckFailed(str(exc)) from None
 
     return run
-
-
-def _require(ok: bool, reason: str) -> None:
-    if not ok:
-        raise CheckFailed(reason)
 
 
 class ChainView:
@@ -190,32 +200,40 @@ def chain_input_checks(view: ChainView, trust: Trust, checks: Checks) -> bool:
             _require(
                 ok, f"{where}: {_h(b.gateway)} was not a registered gateway at block {b.block}"
             )
-        return f"{len(m.batches)} batch(es) anchored in epoch {m.epoch} by registered gateways"
+        keys = ", ".join(
+            _h(g) for g in m.chain.gateways
+        )  # whose anchors count: the manifest's word
+        return (
+            f"{len(m.batches)} batch(es) anchored in epoch {m.epoch} by registered gateways "
+            f"(counted: the anchors of {keys})"
+        )
 
     def complete() -> str:
         lo = view.first_block_at(start, m.cutoff_block)
         hi = view.first_block_at(end, m.cutoff_block)
         listed = {(b.gateway, b.id) for b in m.batches}
-        seen = 0
-        for gateway in m.chain.gateways:
-            logs = view.ask(
-                lambda g=gateway: view.anchor.events.Anchored().get_logs(
-                    from_block=lo,
-                    to_block=max(lo, hi - 1),
-                    argument_filters={"gateway": Web3.to_checksum_address(g)},
-                )
+        logs = view.ask(
+            lambda: view.anchor.events.Anchored().get_logs(from_block=lo, to_block=max(lo, hi - 1))
+        )
+        seen, others = 0, set()
+        for log in logs:
+            gateway = bytes.fromhex(log["args"]["gateway"][2:])
+            if not lo <= log["blockNumber"] < hi:
+                continue
+            if gateway not in m.chain.gateways:  # another key's anchors: not counted
+                others.add(_h(gateway))
+                continue
+            seen += 1
+            key = (gateway, int(log["args"]["batchId"]))
+            _require(
+                key in listed,
+                f"batch {key[1]} of {_h(gateway)} was anchored in block {log['blockNumber']} "
+                f"(epoch {m.epoch}) and is not in the manifest",
             )
-            for log in logs:
-                if not lo <= log["blockNumber"] < hi:
-                    continue
-                seen += 1
-                key = (gateway, int(log["args"]["batchId"]))
-                _require(
-                    key in listed,
-                    f"batch {key[1]} of {_h(gateway)} was anchored in block {log['blockNumber']} "
-                    f"(epoch {m.epoch}) and is not in the manifest",
-                )
-        return f"blocks {lo}..{hi - 1}: {seen} Anchored event(s), all listed"
+        note = f"; not counted, by keys not in chain.gateways: {', '.join(sorted(others))}"
+        return f"blocks {lo}..{hi - 1}: {seen} Anchored event(s), all listed" + (
+            note if others else ""
+        )
 
     def bindings() -> str:
         _require(
@@ -272,11 +290,19 @@ def _binding(b: tuple | None) -> str:
     return f"block {b[0]} log {b[1]}: board {b[2]} -> owner {b[3]} (time {b[4]})"
 
 
-def commitment_checks(view: ChainView, data: bytes, checks: Checks) -> bool:
+def commitment_checks(
+    view: ChainView, data: bytes, checks: Checks, history: Callable[[int], bytes] | None
+) -> bool:
     m, w3 = view.m, view.w3
     address = view.rewards or m.chain.rewards
     if address is None:
         return checks.add("rewards contract", False, "no --rewards and the manifest names none")
+    if view.rewards is not None and m.chain.rewards not in (None, view.rewards):
+        return checks.add(
+            "rewards contract",
+            False,
+            f"the manifest names {_h(m.chain.rewards)}, you trust {_h(view.rewards)}",
+        )
     token = rewards_chain.rewards_contract(w3, _h(address))
 
     published: list[tuple[int, bytes, int, bytes]] = []
@@ -333,9 +359,45 @@ def commitment_checks(view: ChainView, data: bytes, checks: Checks) -> bool:
         )
         return f"root {_h(root)}, total {total}, manifest hash {_h(digest)}"
 
+    def earlier() -> str:
+        """No reading listed here was anchored in an earlier epoch (rule step 1: it counts
+        once, in the earliest): every earlier manifest committed on chain, read from beside
+        this one and checked against its hash."""
+        hashes = {e: h for e, _root, _total, h in published if e < m.epoch}
+        here = {(r.board, r.seq) for b in m.batches for r in b.readings}
+        read = 0
+        for k, chash in sorted(hashes.items()):
+            if chash == bytes(32):  # carried over, or published before manifests
+                continue
+            try:
+                old = history(k)  # type: ignore[misc]
+            except ManifestUnreadable as exc:
+                raise ManifestUnreadable(
+                    f"epoch {k}'s manifest is needed to rule out a reading counted in two "
+                    f"epochs: {exc}"
+                ) from None
+            _require(
+                manifest_format.manifest_hash(old) == chash,
+                f"the manifest of epoch {k} beside this one is not the one on chain",
+            )
+            try:
+                old_batches = manifest_format.loads(old).batches
+            except ManifestError as exc:
+                raise CheckFailed(f"the manifest of epoch {k}: {exc}") from None
+            for b in old_batches:
+                for r in b.readings:
+                    _require(
+                        (r.board, r.seq) not in here,
+                        f"board {_h(r.board)} seq {r.seq} was anchored in epoch {k} "
+                        f"(batch {b.id}) and is listed again in epoch {m.epoch}",
+                    )
+            read += 1
+        return f"{read} earlier manifest(s) on chain: no reading listed twice"
+
     return (
         checks.run("rewards contract", roots)
         and checks.run("previous root on chain", previous)
+        and (history is None or checks.run("earlier epochs", earlier))
         and checks.run("root, total and manifest hash on chain", this)
     )
 
@@ -348,8 +410,11 @@ def run(
     w3: Web3 | None = None,
     trust: Trust | None = None,
     rewards: bytes | None = None,
+    history: Callable[[int], bytes] | None = None,
 ) -> Checks:
-    """Every check of one epoch manifest; on chain too with `rpc` or `w3` (needs `trust`)."""
+    """Every check of one epoch manifest; on chain too with `rpc` or `w3` (needs `trust`).
+    `rewards` pins the rewards contract (else the manifest's); `history(K)` gives epoch
+    K's manifest, for the check that no reading is counted in two epochs."""
     checks = Checks()
     try:
         m = manifest_format.loads(data)
@@ -377,6 +442,6 @@ def run(
             return checks
     for name, fn in derived:
         checks.run(name, _mismatch(lambda fn=fn: fn(m)))
-    if view is not None and checks.ok and commitment_checks(view, data, checks):
+    if view is not None and checks.ok and commitment_checks(view, data, checks, history):
         checks.on_chain = True
     return checks

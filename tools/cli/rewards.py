@@ -291,6 +291,17 @@ def manifest(epoch: int, config_path, db, out) -> None:
     click.echo(f"manifest hash 0x{digest.hex()}  root {root}")
 
 
+def _network_rewards(network: str | None) -> str | None:
+    """The optional "rewards" address of a --network file (the network's TerrapinRewards)."""
+    if network is None:
+        return None
+    try:
+        value = json.loads(Path(network).read_text()).get("rewards")
+    except (OSError, ValueError, AttributeError):
+        return None  # _trust has already said what is wrong with the file
+    return value if isinstance(value, str) else None
+
+
 class EpochFalse(TerrapinError):
     exit_code = 1
 
@@ -313,7 +324,10 @@ class EpochOffline(TerrapinError):
     help="JSON file the network publishes: chain_id, anchor, registry (what you trust).",
 )
 @click.option(
-    "--rewards", "rewards_address", help="TerrapinRewards address (default: the manifest's)."
+    "--rewards",
+    "rewards_address",
+    help="TerrapinRewards address you trust (the network's); without it, or a --network "
+    'file with "rewards", nothing is verified (exit 3).',
 )
 @click.option(
     "--manifest",
@@ -332,11 +346,13 @@ def verify(
     as_json: bool,
 ) -> None:
     """Recompute EPOCH from its manifest and the chain: readings in anchored batches,
-    bindings, flags, amounts, cumulative amounts, root and manifest hash. Exit 0 verified
-    on chain, 1 a difference (the first one named), 2 unreachable or unreadable, 3 offline
-    checks only."""
+    bindings, flags, amounts, cumulative amounts, root and manifest hash, and that no
+    reading was counted in an earlier epoch (their manifests, beside this one). Exit 0
+    verified on chain, 1 a difference (the first one named), 2 unreachable or unreadable,
+    3 not verified against what you trust (offline only, or the rewards contract not
+    pinned)."""
     from terrapin.tools.cli.verify import _trust
-    from terrapin.tools.rewardsverify import read_manifest, run
+    from terrapin.tools.rewardsverify import earlier_source, read_manifest, run
     from terrapin.tools.verifier import Trust, TrustError
 
     trust = _trust(anchor, network)
@@ -346,9 +362,12 @@ def verify(
             "own contracts",
             hint="pass --anchor ADDRESS (the network's anchor) or --network FILE",
         )
+    rewards_address = rewards_address or _network_rewards(network)
     pinned = Trust.address(rewards_address, "--rewards") if rewards_address else None
-    data = read_manifest(source or f"epoch-{epoch}.manifest.json")
-    checks = run(data, epoch, rpc=rpc, trust=trust, rewards=pinned)
+    source = source or f"epoch-{epoch}.manifest.json"
+    data = read_manifest(source)
+    history = earlier_source(source, epoch)
+    checks = run(data, epoch, rpc=rpc, trust=trust, rewards=pinned, history=history)
     if as_json:
         click.echo(json.dumps([c.__dict__ for c in checks.items], indent=2))
     else:
@@ -365,5 +384,12 @@ def verify(
             "the manifest is consistent, but NOTHING was checked on chain: not a verification",
             hint="pass --rpc URL with --anchor ADDRESS or --network FILE",
         )
+    if pinned is None:  # a contract the oracle deployed itself would verify too
+        raise EpochOffline(
+            "the root was checked on the rewards contract the manifest names, which you "
+            "did not pin: not a verification",
+            hint="pass --rewards ADDRESS (the network's TerrapinRewards), or a --network "
+            'file with "rewards"',
+        )
     if not as_json:
-        click.echo(f"  epoch {epoch} verified on chain against the anchor you trust")
+        click.echo(f"  epoch {epoch} verified on chain against the anchor and rewards you trust")

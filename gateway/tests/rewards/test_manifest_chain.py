@@ -131,10 +131,11 @@ class StatusOnly:
         return {}
 
 
-def verify_cli(net: Network, epoch: int, source: str, capsys) -> tuple[int, str]:
+def verify_cli(gw: Gateway, epoch: int, source: str, capsys) -> tuple[int, str]:
     argv = ["rewards", "verify", "--epoch", str(epoch), "--manifest", source]
-    if net.url:
-        argv += ["--rpc", net.url, "--anchor", net.chain.anchor.address]
+    if gw.net.url:  # the anchor and the rewards contract a stranger trusts
+        argv += ["--rpc", gw.net.url, "--anchor", gw.net.chain.anchor.address]
+        argv += ["--rewards", gw.token.address]
     code = main(argv)
     out = capsys.readouterr()
     return code, out.out + out.err
@@ -195,7 +196,7 @@ def test_epochs_verify_on_chain_tampering_is_named_and_a_late_equivocation_chang
         checks = run(data, epoch, w3=w3, trust=trust)
         assert checks.ok and checks.on_chain, [c for c in checks.items if not c.ok]
     if net.url:  # the command, as a stranger runs it: exit 0
-        code, text = verify_cli(net, day0 + 1, str(second.manifest), capsys)
+        code, text = verify_cli(gw, day0 + 1, str(second.manifest), capsys)
         assert code == 0 and "verified on chain" in text, text
 
     # Tampered copies: the first difference is named, on chain too.
@@ -251,10 +252,10 @@ def test_epochs_verify_on_chain_tampering_is_named_and_a_late_equivocation_chang
     try:
         host, port = api.address
         url = f"http://{host}:{port}/api/rewards/epochs/{day0 + 1}/manifest"
-        code, text = verify_cli(net, day0 + 1, url, capsys)
+        code, text = verify_cli(gw, day0 + 1, url, capsys)
         assert code == (0 if net.url else 3), text
         code, text = verify_cli(
-            net, 5, f"http://{host}:{port}/api/rewards/epochs/5/manifest", capsys
+            gw, 5, f"http://{host}:{port}/api/rewards/epochs/5/manifest", capsys
         )
         assert code == 2 and "404" in text, text
     finally:
