@@ -315,6 +315,8 @@ class Demo:
             "rewards_verify_command": (
                 f"{_terrapin_command()} rewards verify --epoch {rewards['epoch']} "
                 f"--manifest {rewards['manifest']}{rpc}"
+                # pin the rewards contract too, or verify says it checked nothing (exit 3)
+                + (f" --rewards {self.dc.token.address}" if self.rpc else "")
             ),
             "verify_command": f"{_terrapin_command()} verify {first}{rpc}",
             "summary_file": str(self.out / "summary.json"),
