@@ -33,7 +33,7 @@ def parse_device(text: str) -> bytes:
     "--db",
     "db_path",
     type=click.Path(dir_okay=False),
-    help="Gateway database (default: the store path in the gateway config).",
+    help="Gateway database: a file or a postgresql:// URL (default: the gateway config's store).",
 )
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 def proof(device: str, seq: int, db_path: str | None, out: str | None) -> None:
@@ -51,8 +51,9 @@ def proof(device: str, seq: int, db_path: str | None, out: str | None) -> None:
 def _default_db() -> str:
     try:
         from terrapin.gateway.config import load_config
+        from terrapin.gateway.pgsql import store_location
 
-        return str(load_config().store.path)
+        return store_location(load_config())  # [store] url (PostgreSQL) or the file
     except Exception as exc:
         raise TerrapinError(
             f"no --db given and the gateway config gives none ({exc})", hint="pass --db PATH"
