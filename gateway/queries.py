@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from terrapin.gateway.boardstatus import last_known
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.protocol.envelope import decode_envelope, decode_payload
 from terrapin.gateway.protocol.errors import ProtocolError
@@ -170,18 +171,22 @@ def _board_row(
 
 
 def _with_status(board: dict[str, Any], status: dict[str, Any] | None) -> dict[str, Any]:
-    """Merge the retained status message (the ingest keeps the last one per board)."""
+    """Merge the retained status message (the ingest keeps the last one per board).
+    An offline board's firmware, heap and outbox are the last it reported
+    (gateway/boardstatus.py), with `values_at` saying when."""
     status = status or {}
     state = status.get("state")
     seen = [t for t in (board["last_reading_at"], status.get("received_at")) if t is not None]
+    values = last_known(status) or {}
     return board | {
         "online": None if state is None else state == "online",
         "state": state,
         "last_seen": max(seen) if seen else None,
-        "firmware": status.get("fw"),
-        "heap_free": status.get("heap_free"),
-        "outbox": status.get("outbox"),
+        "firmware": values.get("fw"),
+        "heap_free": values.get("heap_free"),
+        "outbox": values.get("outbox"),
         "status_at": status.get("received_at"),
+        "values_at": values.get("received_at"),
     }
 
 

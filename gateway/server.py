@@ -30,6 +30,7 @@ from collections import deque
 
 from terrapin.gateway import homeassistant_publisher
 from terrapin.gateway.api import Api
+from terrapin.gateway.boardstatus import KeptStatus, file_for
 from terrapin.gateway.config import GatewayConfig
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.inbox import Inbox
@@ -69,6 +70,7 @@ class Gateway:
 
     def _build(self, cfg: GatewayConfig) -> None:
         self.stats = Stats()
+        self.stats.kept_status = KeptStatus(file_for(cfg.store.path))  # values of offline boards
         Store(cfg.store.path).close()  # create the schema before anything reads it
         pc = cfg.pipeline
         self.queue = Inbox(
