@@ -44,6 +44,22 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def chain_lines(st: dict, width: int) -> list[str]:
+    """The chain (network, chain id) and its node as each chain stage sees it:
+    reachable, or down since when."""
+    stages = {n: s for n, s in sorted((st.get("stages") or {}).items()) if s.get("node")}
+    if not stages:
+        return []
+    first = next(iter(stages.values()))
+    head = [str(first["network"])] if first.get("network") else []
+    if first.get("chain_id") is not None:
+        head.append(f"chain id {first['chain_id']}")
+    lines = _section("chain", head, width)
+    for name, stage in stages.items():
+        lines += _section("", [f"{name}: node {stage['node']}"], width)
+    return lines
+
+
 def anchoring_lines(st: dict, db_state: dict | None, now: float, width: int) -> list[str]:
     stages = st.get("stages") or {}
     anchorer, batcher = stages.get("Anchorer"), stages.get("Batcher")
@@ -62,7 +78,7 @@ def anchoring_lines(st: dict, db_state: dict | None, now: float, width: int) -> 
         if anchoring["last_batch"] is not None:
             parts.append(
                 f"last batch {anchoring['last_batch']} in block {anchoring['last_batch_block']} "
-                f"({local_time(anchoring['last_anchored_at'], now)})"
+                f"at {local_time(anchoring['last_anchored_at'], now)}"
             )
         else:
             parts.append("no batch anchored yet")
@@ -168,9 +184,7 @@ def status_text(st: dict[str, Any], db_state: dict | None, width: int = 80) -> s
     rej = {k: v for k, v in c["rejected"].items() if v}
     if rej:
         lines += _section("rejected", [f"{k} {v}" for k, v in sorted(rej.items())], width)
-    for name, stage in sorted((st.get("stages") or {}).items()):  # a chain node that is down
-        if stage.get("node"):
-            lines += _section("", [f"{name}: node {stage['node']}"], width)
+    lines += chain_lines(st, width)
     lines += anchoring_lines(st, db_state, now, width)
     lines += rewards_lines(st, db_state, now, width)
     lines += board_lines(st, now, width)
