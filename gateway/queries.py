@@ -458,6 +458,7 @@ def rewards_in_tokens(view: dict[str, Any], epoch_rows: list[dict[str, Any]]) ->
         owner: {
             "earned": tokens(entry.get("cumulative", "0")),
             "claimed": tokens(entry["claimed"]) if "claimed" in entry else None,
+            "claimable": tokens(entry["claimable"]) if "claimable" in entry else None,
         }
         for owner, entry in view.get("owners", {}).items()
     }

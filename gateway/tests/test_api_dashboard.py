@@ -196,7 +196,7 @@ def test_batches_and_anchoring_health(api) -> None:
 def test_rewards_in_token_units_and_status(api) -> None:
     code, body = get(api, "/api/rewards")
     assert code == 200, body
-    assert body["owner_tokens"][OWNER] == {"earned": "1.5", "claimed": None}
+    assert body["owner_tokens"][OWNER] == {"earned": "1.5", "claimed": None, "claimable": None}
     assert [e["epoch"] for e in body["epochs"]] == [3]
     assert body["epochs"][0]["total_tokens"] == "1.5"
     assert tokens("1000000000000000000000") == "1000" and tokens(1) == "0.000000000000000001"
@@ -275,6 +275,8 @@ def test_every_page_renders_without_console_errors(api, gateway_db, browser) -> 
     page = browser.open(api.url + "rewards")
     page.wait_for_selector(f"tr[data-owner='{OWNER}']")
     assert "1.5" in page.inner_text("#owners")
+    # No rewards stage here: the page says why claims are not shown, not just "–".
+    assert "need the chain" in page.inner_text("#claims-note")
     assert browser.errors == []
 
 

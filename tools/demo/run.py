@@ -330,7 +330,7 @@ class Demo:
 
         batcher, anchorer = self._stages
         # Shown under "stages" in /api/status (the gateway reads the list on each request).
-        self.views.append(RewardsView(self.net.db_path))
+        self.views.append(RewardsView(self.net.db_path, self.dc.token))
         self.net.gateway.stages.extend([batcher, anchorer, *self.views])
         for target in (batcher.run, anchorer.run):
             threading.Thread(target=target, args=(self.stage_stop,), daemon=True).start()

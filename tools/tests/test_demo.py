@@ -268,6 +268,13 @@ def test_demo_keep_running_serves_status_until_interrupted(
         assert mine[0]["firmware"] and mine[0]["online"] is True, mine[0]
         with urllib.request.urlopen(dashboard, timeout=5) as resp:
             assert b"<title>Boards" in resp.read()
+        # The rewards page's figures: the one owner claimed all it earned, on chain.
+        with urllib.request.urlopen(dashboard + "api/rewards", timeout=5) as resp:
+            rewards = json.loads(resp.read())
+        (owner_tokens,) = rewards["owner_tokens"].values()
+        assert owner_tokens["claimed"] == owner_tokens["earned"] != "0", rewards
+        # Amounts in token units on every line: no base-unit integer (10**18 per token).
+        assert not re.search(r"(?<![\w.])\d{19,}(?![\w.])", text), text
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(30) == 0, log.read_text()
     finally:
