@@ -383,7 +383,7 @@ def run_demo(
             summary = run.run()
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             demo_report.print_summary(console, summary)
-            demo_report.print_closing(console, summary)
+            demo_report.print_closing(console, summary, keep_running)
             if keep_running:
                 run.keep_running()
         except TerrapinError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,9 @@ def test_demo_on_the_embedded_chain(micropython_exe, mosquitto_exe, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MicroPython unix port" in result.stdout
     assert "every step passed" in result.stdout
+    # The last line: the dashboard's URL, and that it stopped with the demo (how to keep it).
+    last = " ".join(result.stdout.strip().splitlines()[-2:])
+    assert re.search(r"dashboard: http://\S+/ \(it stopped with the demo; --keep-running", last)
     summary = check_summary(out, 2, 3)
     manifest = summary["manifests"][0]
     assert summary["verify_command"] in " ".join(result.stdout.split())
@@ -255,7 +259,10 @@ def test_demo_keep_running_serves_status_until_interrupted(
         # with what it measured, and the boards page served.
         text = log.read_text()
         dashboard = re.search(r"dashboard: (http://\S+/)", text).group(1)
-        assert f"dashboard {dashboard}," in text
+        assert (
+            f"dashboard {dashboard}," in text
+            and f"dashboard: {dashboard} (up until Ctrl-C)" in text
+        )
         deadline = time.monotonic() + 20  # the board's status follows its (re)connect
         while True:
             with urllib.request.urlopen(dashboard + "api/boards", timeout=5) as resp:
