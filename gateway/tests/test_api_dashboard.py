@@ -377,6 +377,7 @@ def test_an_offline_board_shows_its_last_reported_values(api, gateway_db, browse
         text = page.inner_text(f'tr[data-board="{addr(b)}"]')
         assert "offline" in text and "0.1.0" in text and "31.0 KB" in text, text
         assert "last reported" in row.inner_text() and "(10 min ago)" in row.inner_text()
+        browser.screenshot(page, "api-boards-offline")
         page = browser.open(api.url + "boards/" + addr(b))
         page.wait_for_selector("#facts [data-values-at]")
         assert "31.0 KB" in page.inner_text("#facts")
