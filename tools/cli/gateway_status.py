@@ -28,16 +28,35 @@ def short_hashes(text: str) -> str:
 
 
 def _section(name: str, parts: list[str], width: int) -> list[str]:
-    """`name` then the parts joined with ', ', wrapped at words under an indent."""
-    text = ", ".join(p for p in parts if p)
-    return textwrap.wrap(
-        text,
-        width=width,
-        initial_indent=name.ljust(INDENT),
-        subsequent_indent=" " * INDENT,
-        break_long_words=False,
-        break_on_hyphens=False,
-    ) or [name]
+    """`name` then the parts joined with ', ' under an indent. A part that does not
+    fit on the line starts the next one whole ("1.1 MB" stays together); only a part
+    wider than a line is wrapped, at words."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return [name]
+    room = width - INDENT
+    lines: list[str] = []
+    prefix, current = name.ljust(INDENT), ""
+    for i, part in enumerate(parts):
+        text = part + ("," if i < len(parts) - 1 else "")
+        candidate = f"{current} {text}" if current else text
+        if len(candidate) <= room:
+            current = candidate
+            continue
+        pieces = [text] if len(text) <= room else _words(text, room)
+        if current:
+            lines.append(prefix + current)
+            prefix = " " * INDENT
+        for piece in pieces[:-1]:
+            lines.append(prefix + piece)
+            prefix = " " * INDENT
+        current = pieces[-1]
+    lines.append(prefix + current)
+    return lines
+
+
+def _words(text: str, room: int) -> list[str]:
+    return textwrap.wrap(text, width=room, break_long_words=False, break_on_hyphens=False)
 
 
 def _plural(n: int, word: str) -> str:

@@ -137,3 +137,16 @@ def test_the_chain_node_is_a_labelled_row():
         text,
         re.M,
     ), text
+
+
+def test_a_figure_stays_with_its_unit_at_every_width():
+    """A part ("store 1.2 MB", "pending 12 readings") moves to the next line whole; only a
+    part wider than the line is wrapped. Checked at every width from 50 to 120."""
+    now = time.time()
+    phrases = ["store 1.2 MB", "broker connected", "duplicates 1", "last published 20429",
+               "pending 12 readings", "failed txs reverted 1", "epoch 20431 now"]  # fmt: skip
+    for width in range(50, 121):
+        text = status_text(snapshot(now), db_state(now), width=width)
+        check_fits(text, width)
+        for phrase in phrases:
+            assert any(phrase in line for line in text.splitlines()), (width, phrase, text)
