@@ -115,7 +115,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         title=f"Rewards, epoch {rw['epoch']} (from {day} UTC), root {rw['root'][:18]}…",
         title_justify="left",
     )
-    for name in ("owner", "boards", "earned", "claimed", "balance"):
+    # "in wallet": the owner's token balance (claims land there), not what is left to claim.
+    for name in ("owner", "boards", "earned", "claimed", "in wallet"):
         owners.add_column(name, justify="left" if name in ("owner", "boards") else "right")
     for owner, view in rw["owners"].items():
         owners.add_row(

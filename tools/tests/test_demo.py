@@ -90,6 +90,8 @@ def test_demo_on_the_embedded_chain(micropython_exe, mosquitto_exe, tmp_path):
     # The last line: the dashboard's URL, and that it stopped with the demo (how to keep it).
     last = " ".join(result.stdout.strip().splitlines()[-2:])
     assert re.search(r"dashboard: http://\S+/ \(it stopped with the demo; --keep-running", last)
+    # The rewards table's last column is the owner's wallet, not what is left to claim.
+    assert re.search(r"earned \S+\s+claimed \S+\s+in wallet", result.stdout), result.stdout
     summary = check_summary(out, 2, 3)
     manifest = summary["manifests"][0]
     assert summary["verify_command"] in " ".join(result.stdout.split())
