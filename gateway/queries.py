@@ -19,7 +19,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from terrapin.gateway.boardstatus import last_known
 from terrapin.gateway.errors import TerrapinError
+from terrapin.gateway.metrics import anchor_state
 from terrapin.gateway.protocol.envelope import decode_envelope, decode_payload
 from terrapin.gateway.protocol.errors import ProtocolError
 from terrapin.gateway.protocol.reasons import Reason, flag_names
@@ -170,18 +172,22 @@ def _board_row(
 
 
 def _with_status(board: dict[str, Any], status: dict[str, Any] | None) -> dict[str, Any]:
-    """Merge the retained status message (the ingest keeps the last one per board)."""
+    """Merge the retained status message (the ingest keeps the last one per board).
+    An offline board's firmware, heap and outbox are the last it reported
+    (gateway/boardstatus.py), with `values_at` saying when."""
     status = status or {}
     state = status.get("state")
     seen = [t for t in (board["last_reading_at"], status.get("received_at")) if t is not None]
+    values = last_known(status) or {}
     return board | {
         "online": None if state is None else state == "online",
         "state": state,
         "last_seen": max(seen) if seen else None,
-        "firmware": status.get("fw"),
-        "heap_free": status.get("heap_free"),
-        "outbox": status.get("outbox"),
+        "firmware": values.get("fw"),
+        "heap_free": values.get("heap_free"),
+        "outbox": values.get("outbox"),
         "status_at": status.get("received_at"),
+        "values_at": values.get("received_at"),
     }
 
 
@@ -373,37 +379,20 @@ def batches(
 
 
 def anchoring(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
-    """Pending readings (not in an anchored batch), the age of the oldest, batch counts."""
-    names = tables(conn)
-    if "batches" not in names:
+    """Pending readings (not in an anchored batch), the age of the oldest, batch counts:
+    the figures /metrics and `terrapin gateway status` show (metrics.anchor_state), so
+    the dashboard never disagrees with them."""
+    state = anchor_state(conn)
+    if state is None:  # no batcher has run yet: every stored reading is waiting
         total, oldest = conn.execute("SELECT COUNT(*), MIN(received_at) FROM readings").fetchone()
         return {"pending_readings": total, "waiting_readings": total, "batches": {}} | _age(
             oldest, now
         )
-    last = conn.execute("SELECT COALESCE(MAX(last_reading), 0) FROM batches").fetchone()[0]
-    # readings.id is the rowid: the waiting ones are a range, counted without a scan
-    # of what is already batched.
-    waiting = conn.execute("SELECT COUNT(*) FROM readings WHERE id > ?", (last,)).fetchone()[0]
-    marks = ",".join("?" * len(ANCHORED))
-    unanchored = conn.execute(
-        f"SELECT COALESCE(SUM(count), 0), MIN(first_reading) FROM batches"
-        f" WHERE status NOT IN ({marks})",
-        ANCHORED,
-    ).fetchone()
-    if unanchored[1] is not None:  # the first reading of the oldest unanchored batch
-        oldest = conn.execute(
-            "SELECT received_at FROM readings WHERE id >= ? ORDER BY id LIMIT 1", (unanchored[1],)
-        ).fetchone()
-    else:
-        oldest = conn.execute(
-            "SELECT received_at FROM readings WHERE id > ? ORDER BY id LIMIT 1", (last,)
-        ).fetchone()
-    counts = dict(conn.execute("SELECT status, COUNT(*) FROM batches GROUP BY status"))
     return {
-        "pending_readings": waiting + unanchored[0],
-        "waiting_readings": waiting,
-        "batches": counts,
-    } | _age(None if oldest is None else oldest[0], now)
+        "pending_readings": state["pending_readings"],
+        "waiting_readings": state["waiting"],
+        "batches": {k: n for k, n in state["batches"].items() if n},
+    } | _age(state["oldest_unanchored_at"], now)
 
 
 def _age(oldest: float | None, now: float) -> dict[str, Any]:
@@ -453,6 +442,7 @@ def rewards_in_tokens(view: dict[str, Any], epoch_rows: list[dict[str, Any]]) ->
         owner: {
             "earned": tokens(entry.get("cumulative", "0")),
             "claimed": tokens(entry["claimed"]) if "claimed" in entry else None,
+            "claimable": tokens(entry["claimable"]) if "claimable" in entry else None,
         }
         for owner, entry in view.get("owners", {}).items()
     }

@@ -30,6 +30,7 @@ from collections import deque
 
 from terrapin.gateway import homeassistant_publisher
 from terrapin.gateway.api import Api
+from terrapin.gateway.boardstatus import KeptStatus, file_for
 from terrapin.gateway.config import GatewayConfig
 from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.inbox import Inbox
@@ -73,6 +74,7 @@ class Gateway:
 
     def _build(self, cfg: GatewayConfig) -> None:
         self.stats = Stats()
+        self.stats.kept_status = KeptStatus(file_for(cfg.store.path))  # values of offline boards
         open_store_waiting(store_location(cfg)).close()  # the schema, before anything reads it
         pc = cfg.pipeline
         self.queue = Inbox(

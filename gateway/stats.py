@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 
+from terrapin.gateway.boardstatus import KeptStatus, with_last_known
 from terrapin.gateway.protocol.reasons import Reason
 
 
@@ -23,10 +24,13 @@ class Stats:
         self.last_commit_at: float | None = None
         self.boards: dict[str, dict] = {}
         self.board_status: dict[str, dict] = {}
+        self.kept_status: KeptStatus | None = None  # the server's: kept across restarts
 
     def status(self, address: bytes, status: dict, now: float) -> None:
         with self._lock:
-            self.board_status[address.hex()] = dict(status, received_at=round(now, 3))
+            key = address.hex()
+            previous = self.board_status.get(key)
+            self.board_status[key] = with_last_known(previous, status, now, self.kept_status, key)
 
     def apply(self, result, received: int, first_at: float) -> None:
         """Add one committed batch (a pipeline.BatchResult)."""

@@ -61,9 +61,12 @@ def gateway_db(tmp_path_factory) -> tuple[Path, list[SimBoard]]:
     return db, boards
 
 
+STATUSES: dict[str, dict] = {}  # the boards' status messages, as the ingest keeps them
+
+
 def snapshot() -> dict:
     return {
-        "board_status": {},
+        "board_status": STATUSES,
         "stages": {"Anchorer": {"error": "anchoring stopped: contract expects batch 0"}},
     }
 
@@ -196,7 +199,7 @@ def test_batches_and_anchoring_health(api) -> None:
 def test_rewards_in_token_units_and_status(api) -> None:
     code, body = get(api, "/api/rewards")
     assert code == 200, body
-    assert body["owner_tokens"][OWNER] == {"earned": "1.5", "claimed": None}
+    assert body["owner_tokens"][OWNER] == {"earned": "1.5", "claimed": None, "claimable": None}
     assert [e["epoch"] for e in body["epochs"]] == [3]
     assert body["epochs"][0]["total_tokens"] == "1.5"
     assert tokens("1000000000000000000000") == "1000" and tokens(1) == "0.000000000000000001"
@@ -275,6 +278,8 @@ def test_every_page_renders_without_console_errors(api, gateway_db, browser) -> 
     page = browser.open(api.url + "rewards")
     page.wait_for_selector(f"tr[data-owner='{OWNER}']")
     assert "1.5" in page.inner_text("#owners")
+    # No rewards stage here: the page says why claims are not shown, not just "–".
+    assert "need the chain" in page.inner_text("#claims-note")
     assert browser.errors == []
 
 
@@ -353,3 +358,29 @@ def test_api_config_keys(tmp_path: Path) -> None:
     missing = parse_config('[api]\ntoken_file = "nope"\n', tmp_path / "gateway.toml")
     with pytest.raises(ConfigError, match=r"cannot read api\.token_file"):
         api_token(missing.api)
+
+
+def test_an_offline_board_shows_its_last_reported_values(api, gateway_db, browser) -> None:
+    """After its retained `offline`, a board's firmware, heap and outbox are the last it
+    reported (gateway/boardstatus.py), said as such on the boards page and its own."""
+    _, (_a, b) = gateway_db
+    now = time.time()
+    reported = {"fw": "0.1.0", "heap_free": 31744, "outbox": 4, "received_at": now - 600}
+    STATUSES[b.address.hex()] = {"state": "offline", "received_at": now - 5, "last_known": reported}
+    try:
+        code, one = get(api, "/api/boards/" + addr(b))
+        assert code == 200 and one["online"] is False, one
+        assert (one["firmware"], one["heap_free"], one["outbox"]) == ("0.1.0", 31744, 4)
+        assert one["values_at"] == now - 600 and one["status_at"] == now - 5
+        page = browser.open(api.url)
+        row = page.wait_for_selector(f'tr[data-board="{addr(b)}"] [data-values-at]')
+        text = page.inner_text(f'tr[data-board="{addr(b)}"]')
+        assert "offline" in text and "0.1.0" in text and "31.0 KB" in text, text
+        assert "last reported" in row.inner_text() and "(10 min ago)" in row.inner_text()
+        browser.screenshot(page, "api-boards-offline")
+        page = browser.open(api.url + "boards/" + addr(b))
+        page.wait_for_selector("#facts [data-values-at]")
+        assert "31.0 KB" in page.inner_text("#facts")
+        assert browser.errors == []
+    finally:
+        STATUSES.clear()

@@ -21,7 +21,8 @@ async function loadFacts(pending) {
   document.getElementById("facts").replaceChildren(
     fact("status", online), fact("last seen", T.when(b.last_seen)),
     fact("owner", b.owner ? T.short(b.owner) : "not bound"), fact("firmware", b.firmware || "–"),
-    fact("free heap", b.heap_free ?? "–"), fact("outbox", b.outbox ?? "–"),
+    fact("free heap", T.kb(b.heap_free)), fact("outbox", b.outbox ?? "–"),
+    ...(T.asOf(b) ? [fact("values", T.asOf(b))] : []),
     fact("highest seq", b.highest_seq ?? "–"), fact("readings", b.readings),
     fact("rejections", Object.entries(b.rejections).map(([k, n]) => k + " " + n).join(", ") || "none"));
 }

@@ -51,6 +51,17 @@ const T = {
     return T.el("span", { title: d.toISOString() }, d.toLocaleString() + " (" + ago + " ago)");
   },
 
+  // Free heap in KB ("30.4 KB"), as the firmware's 100 KB budget is stated.
+  kb(bytes) {
+    return bytes === null || bytes === undefined ? "–" : (bytes / 1024).toFixed(1) + " KB";
+  },
+
+  // An offline board's firmware/heap/outbox are the last it reported: say when.
+  asOf(b) {
+    if (b.online !== false || !b.values_at) return "";
+    return T.el("span", { class: "muted", "data-values-at": "" }, "last reported ", T.when(b.values_at));
+  },
+
   value(rec) {
     const x = Number(rec.value);
     // 4 significant digits, but never an exponent for everyday magnitudes (101325 Pa)

@@ -30,10 +30,17 @@ async function load() {
       T.el("td", {}, T.el("code", {}, owner)),
       T.el("td", {}, (e.boards || []).map(T.short).join(", ") || "–"),
       T.el("td", { class: "num" }, t.earned ?? "–"),
-      T.el("td", { class: "num" }, t.claimed ?? "–"));
+      T.el("td", { class: "num" }, t.claimed ?? "–"),
+      T.el("td", { class: "num" }, t.claimable ?? "–"));
   });
+  // Claims are on chain: only a gateway running the rewards stage can ask for them.
+  const note = data.chain === false
+    ? T.el("p", { class: "muted", id: "claims-note" },
+      "Claimed and claimable need the chain: this gateway runs no rewards stage.")
+    : "";
   document.getElementById("owners").replaceChildren(
-    T.table(["Owner", "Boards", "Earned (tokens)", "Claimed (tokens)"], owners));
+    T.table(["Owner", "Boards", "Earned (tokens)", "Claimed (tokens)", "Claimable (tokens)"],
+      owners), note);
   const epochs = data.epochs.map((e) => T.el("tr", {},
     T.el("td", { class: "num" }, e.epoch),
     T.el("td", { class: "num" }, e.total_tokens),

@@ -27,6 +27,7 @@ import os
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 import urllib.error
@@ -67,6 +68,25 @@ def _board_rows(args: tuple[int, int, int]) -> tuple[bytes, bytes, list[tuple]]:
     return kid, pub, rows
 
 
+def _progress(done: int, total: int) -> None:
+    """One line rewritten on a terminal; in a log (a pipe), a line per tenth."""
+    if sys.stderr.isatty():
+        click.echo(f"\r  filled {done:,}/{total:,} readings", nl=False, err=True)
+    elif done * 10 // total > (done - 1) * 10 // total or done == total:
+        click.echo(f"  filled {done:,}/{total:,} readings", err=True)
+
+
+def database_size(db: Path) -> dict[str, int]:
+    """What the figures were measured on: a reused --db may hold other sizes than asked."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        readings = conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+        boards = conn.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
+    finally:
+        conn.close()
+    return {"boards": boards, "readings": readings}
+
+
 def fill(db: Path, boards: int, readings: int, seed: int = 1) -> None:
     from terrapin.gateway.chain.batcher import Batcher
     from terrapin.gateway.store import Store
@@ -93,7 +113,7 @@ def fill(db: Path, boards: int, readings: int, seed: int = 1) -> None:
             )
             conn.execute("COMMIT")
             done += len(rows)
-            click.echo(f"\r  filled {done:,}/{readings:,} readings", nl=False, err=True)
+            _progress(done, readings)
     click.echo(f" ({time.monotonic() - started:.0f} s)", err=True)
     click.echo("  batching (real Merkle trees)...", err=True)
     Batcher(db, batch_size=max(1, min(BATCH_SIZE, readings // 10))).close_due(force=True)
@@ -248,13 +268,19 @@ def dashboard(boards: int, readings: int, db_path: Path | None, requests: int, a
         else:
             click.echo(f"reusing {db_path}", err=True)
         rows = measure(db_path, requests)
+        size = database_size(db_path)
     finally:
         if tmp is not None:
             tmp.cleanup()
     worst = max(r["p99_ms"] for r in rows)
+    load = [round(x, 1) for x in os.getloadavg()]  # a busy machine slows the pages most
     if as_json:
-        click.echo(json.dumps({"boards": boards, "readings": readings, "rows": rows}, indent=2))
+        click.echo(json.dumps(size | {"load_average": load, "rows": rows}, indent=2))
         return
+    click.echo(
+        f"database: {size['boards']} boards, {size['readings']:,} readings; "
+        f"load average {load[0]} on {os.cpu_count()} cores"
+    )
     click.echo(f"{'endpoint':44} {'n':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for r in rows:
         flag = "" if r["p99_ms"] < TARGET_MS else "  over target"

@@ -28,20 +28,55 @@ def short_hashes(text: str) -> str:
 
 
 def _section(name: str, parts: list[str], width: int) -> list[str]:
-    """`name` then the parts joined with ', ', wrapped at words under an indent."""
-    text = ", ".join(p for p in parts if p)
-    return textwrap.wrap(
-        text,
-        width=width,
-        initial_indent=name.ljust(INDENT),
-        subsequent_indent=" " * INDENT,
-        break_long_words=False,
-        break_on_hyphens=False,
-    ) or [name]
+    """`name` then the parts joined with ', ' under an indent. A part that does not
+    fit on the line starts the next one whole ("1.1 MB" stays together); only a part
+    wider than a line is wrapped, at words."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return [name]
+    room = width - INDENT
+    lines: list[str] = []
+    prefix, current = name.ljust(INDENT), ""
+    for i, part in enumerate(parts):
+        text = part + ("," if i < len(parts) - 1 else "")
+        candidate = f"{current} {text}" if current else text
+        if len(candidate) <= room:
+            current = candidate
+            continue
+        pieces = [text] if len(text) <= room else _words(text, room)
+        if current:
+            lines.append(prefix + current)
+            prefix = " " * INDENT
+        for piece in pieces[:-1]:
+            lines.append(prefix + piece)
+            prefix = " " * INDENT
+        current = pieces[-1]
+    lines.append(prefix + current)
+    return lines
+
+
+def _words(text: str, room: int) -> list[str]:
+    return textwrap.wrap(text, width=room, break_long_words=False, break_on_hyphens=False)
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def chain_lines(st: dict, width: int) -> list[str]:
+    """The chain (network, chain id) and its node as each chain stage sees it:
+    reachable, or down since when."""
+    stages = {n: s for n, s in sorted((st.get("stages") or {}).items()) if s.get("node")}
+    if not stages:
+        return []
+    first = next(iter(stages.values()))
+    head = [str(first["network"])] if first.get("network") else []
+    if first.get("chain_id") is not None:
+        head.append(f"chain id {first['chain_id']}")
+    lines = _section("chain", head, width)
+    for name, stage in stages.items():
+        lines += _section("", [f"{name}: node {stage['node']}"], width)
+    return lines
 
 
 def anchoring_lines(st: dict, db_state: dict | None, now: float, width: int) -> list[str]:
@@ -62,7 +97,7 @@ def anchoring_lines(st: dict, db_state: dict | None, now: float, width: int) -> 
         if anchoring["last_batch"] is not None:
             parts.append(
                 f"last batch {anchoring['last_batch']} in block {anchoring['last_batch_block']} "
-                f"({local_time(anchoring['last_anchored_at'], now)})"
+                f"at {local_time(anchoring['last_anchored_at'], now)}"
             )
         else:
             parts.append("no batch anchored yet")
@@ -168,9 +203,7 @@ def status_text(st: dict[str, Any], db_state: dict | None, width: int = 80) -> s
     rej = {k: v for k, v in c["rejected"].items() if v}
     if rej:
         lines += _section("rejected", [f"{k} {v}" for k, v in sorted(rej.items())], width)
-    for name, stage in sorted((st.get("stages") or {}).items()):  # a chain node that is down
-        if stage.get("node"):
-            lines += _section("", [f"{name}: node {stage['node']}"], width)
+    lines += chain_lines(st, width)
     quarantine = st.get("quarantine") or {}  # flooding boards shut out at the broker
     for addr, q in sorted(quarantine.get("active", {}).items()):
         lines.append(f"QUARANTINED at the broker: {addr}")

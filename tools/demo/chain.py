@@ -264,10 +264,14 @@ def verify_manifest(dc: DemoChain, path: Path, epoch: int) -> dict[str, Any]:
 
 class RewardsView:
     """The rewards part of /api/status while the demo keeps running: the latest epoch,
-    every board's owner and every owner's amounts (docs/REWARDS.md, status API)."""
+    every board's owner and every owner's amounts (docs/REWARDS.md, status API); and,
+    as `view`, /api/rewards with what each owner has claimed on chain (the same
+    answer the gateway's rewards stage gives, gateway/rewards/stage.py)."""
 
-    def __init__(self, db_path: Path):
+    def __init__(self, db_path: Path, token: Any = None):
         self.conn = sqlite3.connect(str(db_path), timeout=10, check_same_thread=False)
+        self.db_path = db_path
+        self.token = token
 
     def close(self) -> None:
         self.conn.close()
@@ -279,3 +283,25 @@ class RewardsView:
             return rewards_store.status(self.conn)
         except (sqlite3.Error, ValueError) as exc:
             return {"error": str(exc)}
+
+    def view(self, owner: str | None = None) -> dict[str, Any]:
+        from terrapin.gateway.rewards import onchain as rewards_chain
+        from terrapin.gateway.rewards import tables as rewards_store
+
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            base = rewards_store.status(conn, owner) if owner else rewards_store.overview(conn)
+            dist = rewards_store.latest_distribution(conn)
+        finally:
+            conn.close()
+        if self.token is None:
+            return base | {"chain": False}
+        base["contract"] = self.token.address
+        keys = ("balance", "claimed", "claimable", "published_epoch")
+        owners = [base["owner"]] if owner is not None else list(base["owners"])
+        chain = {o: rewards_chain.owner_view(self.token, dist, o) for o in owners}
+        if owner is not None:
+            return base | {k: chain[base["owner"]][k] for k in keys}
+        for o, entry in base["owners"].items():
+            entry.update({k: chain[o][k] for k in keys})
+        return base

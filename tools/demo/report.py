@@ -115,7 +115,8 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
         title=f"Rewards, epoch {rw['epoch']} (from {day} UTC), root {rw['root'][:18]}…",
         title_justify="left",
     )
-    for name in ("owner", "boards", "earned", "claimed", "balance"):
+    # "in wallet": the owner's token balance (claims land there), not what is left to claim.
+    for name in ("owner", "boards", "earned", "claimed", "in wallet"):
         owners.add_column(name, justify="left" if name in ("owner", "boards") else "right")
     for owner, view in rw["owners"].items():
         owners.add_row(
@@ -132,7 +133,7 @@ def print_summary(console: Console, s: dict[str, Any]) -> None:
     )
 
 
-def print_closing(console: Console, s: dict[str, Any]) -> None:
+def print_closing(console: Console, s: dict[str, Any], keep_running: bool = False) -> None:
     console.print(f"proof bundles: {s['bundles_dir']}", soft_wrap=True)
     for b in s["boards"]:
         console.print(f"  {b['bundle']}", soft_wrap=True)
@@ -140,10 +141,11 @@ def print_closing(console: Console, s: dict[str, Any]) -> None:
     console.print("check one yourself, without the gateway:")
     console.print(f"  [bold]{s['verify_command']}[/]", soft_wrap=True)
     if s["chain"]["network"] == "embedded":
+        where = "lives inside the demo's process" if keep_running else "ended with the demo"
         console.print(
-            "  [dim](the embedded chain ended with the demo: this checks the signature, "
-            "digest, leaf and proof offline; run with --rpc URL to check the anchor on chain "
-            "afterwards)[/]"
+            f"  [dim](the embedded chain {where}: this checks the signature, "
+            "digest, leaf and proof offline; run the demo with --rpc URL to check the anchor "
+            "on chain afterwards)[/]"
         )
     if s.get("rewards_verify_command"):
         console.print(f"epoch manifest: {s['manifests'][0]}", soft_wrap=True)
@@ -151,8 +153,12 @@ def print_closing(console: Console, s: dict[str, Any]) -> None:
         console.print(f"  [bold]{s['rewards_verify_command']}[/]", soft_wrap=True)
     console.print(f"[green]demo finished in {s['run_time_s']:.1f} s, every step passed[/]")
     if s.get("gateway", {}).get("dashboard"):
+        note = (
+            "up until Ctrl-C"
+            if keep_running
+            else "it stopped with the demo; --keep-running (make demo "
+            "DEMO_ARGS=--keep-running) keeps it up"
+        )
         console.print(
-            f"dashboard: [bold]{s['gateway']['dashboard']}[/] [dim](up while the network runs: "
-            "--keep-running keeps it)[/]",
-            soft_wrap=True,
+            f"dashboard: [bold]{s['gateway']['dashboard']}[/] [dim]({note})[/]", soft_wrap=True
         )

@@ -332,7 +332,7 @@ class Demo:
 
         batcher, anchorer = self._stages
         # Shown under "stages" in /api/status (the gateway reads the list on each request).
-        self.views.append(RewardsView(self.net.db_path))
+        self.views.append(RewardsView(self.net.db_path, self.dc.token))
         self.net.gateway.stages.extend([batcher, anchorer, *self.views])
         for target in (batcher.run, anchorer.run):
             threading.Thread(target=target, args=(self.stage_stop,), daemon=True).start()
@@ -385,7 +385,7 @@ def run_demo(
             summary = run.run()
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             demo_report.print_summary(console, summary)
-            demo_report.print_closing(console, summary)
+            demo_report.print_closing(console, summary, keep_running)
             if keep_running:
                 run.keep_running()
         except TerrapinError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,11 @@ def test_demo_on_the_embedded_chain(micropython_exe, mosquitto_exe, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MicroPython unix port" in result.stdout
     assert "every step passed" in result.stdout
+    # The last line: the dashboard's URL, and that it stopped with the demo (how to keep it).
+    last = " ".join(result.stdout.strip().splitlines()[-2:])
+    assert re.search(r"dashboard: http://\S+/ \(it stopped with the demo; --keep-running", last)
+    # The rewards table's last column is the owner's wallet, not what is left to claim.
+    assert re.search(r"earned \S+\s+claimed \S+\s+in wallet", result.stdout), result.stdout
     summary = check_summary(out, 2, 3)
     manifest = summary["manifests"][0]
     assert summary["verify_command"] in " ".join(result.stdout.split())
@@ -255,7 +261,10 @@ def test_demo_keep_running_serves_status_until_interrupted(
         # with what it measured, and the boards page served.
         text = log.read_text()
         dashboard = re.search(r"dashboard: (http://\S+/)", text).group(1)
-        assert f"dashboard {dashboard}," in text
+        assert (
+            f"dashboard {dashboard}," in text
+            and f"dashboard: {dashboard} (up until Ctrl-C)" in text
+        )
         deadline = time.monotonic() + 20  # the board's status follows its (re)connect
         while True:
             with urllib.request.urlopen(dashboard + "api/boards", timeout=5) as resp:
@@ -268,6 +277,13 @@ def test_demo_keep_running_serves_status_until_interrupted(
         assert mine[0]["firmware"] and mine[0]["online"] is True, mine[0]
         with urllib.request.urlopen(dashboard, timeout=5) as resp:
             assert b"<title>Boards" in resp.read()
+        # The rewards page's figures: the one owner claimed all it earned, on chain.
+        with urllib.request.urlopen(dashboard + "api/rewards", timeout=5) as resp:
+            rewards = json.loads(resp.read())
+        (owner_tokens,) = rewards["owner_tokens"].values()
+        assert owner_tokens["claimed"] == owner_tokens["earned"] != "0", rewards
+        # Amounts in token units on every line: no base-unit integer (10**18 per token).
+        assert not re.search(r"(?<![\w.])\d{19,}(?![\w.])", text), text
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(30) == 0, log.read_text()
     finally:

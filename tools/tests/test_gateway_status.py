@@ -40,6 +40,9 @@ def snapshot(now: float) -> dict:
                 "batches": {"confirmed": 4, "sent": 1},
                 "last_anchored": {"batch": 3, "block": 77},
                 "error": ERROR,
+                "network": "embedded",
+                "chain_id": 31337,
+                "node": "reachable",
             },
             "RewardsStage": {
                 "current_epoch": 20431,
@@ -87,7 +90,7 @@ def test_status_in_80_columns_from_the_database():
     assert "up 2 h 3 min" in flat and "broker connected" in flat
     assert re.search(r"pending 12 readings, oldest \d\d:\d\d:\d\d \(3 min ago\)", flat)
     assert "batches: 1 sent, 4 confirmed" in flat
-    assert re.search(r"last batch 3 in block 77 \(\S+ \(1 h ago\)\)", flat), flat
+    assert re.search(r"last batch 3 in block 77 at \S+ \(1 h ago\)", flat), flat
     assert "failed txs reverted 1" in flat
     assert "LAST ERROR (anchor): batch 2 on chain holds root 0xabababab…abab" in flat
     assert "epoch 20431 now, last settled 20430, last published 20429" in flat
@@ -120,3 +123,30 @@ def test_times():
     assert local_time(now - 2 * 86400, now) == "2026-12-04 12:00 (2 d ago)"
     assert local_time(None, now) == "never"
     assert age(5) == "5 s ago" and age(7200) == "2 h ago"
+
+
+def test_the_chain_node_is_a_labelled_row():
+    now = time.time()
+    snap = snapshot(now)
+    down = "unreachable since 2026-12-06 22:00:00 UTC"
+    snap["stages"]["RewardsStage"]["node"] = down
+    text = status_text(snap, db_state(now), width=80)
+    assert re.search(
+        rf"^chain      embedded, chain id 31337\n {{11}}Anchorer: node reachable\n"
+        rf" {{11}}RewardsStage: node {down}\nanchoring  ",
+        text,
+        re.M,
+    ), text
+
+
+def test_a_figure_stays_with_its_unit_at_every_width():
+    """A part ("store 1.2 MB", "pending 12 readings") moves to the next line whole; only a
+    part wider than the line is wrapped. Checked at every width from 50 to 120."""
+    now = time.time()
+    phrases = ["store 1.2 MB", "broker connected", "duplicates 1", "last published 20429",
+               "pending 12 readings", "failed txs reverted 1", "epoch 20431 now"]  # fmt: skip
+    for width in range(50, 121):
+        text = status_text(snapshot(now), db_state(now), width=width)
+        check_fits(text, width)
+        for phrase in phrases:
+            assert any(phrase in line for line in text.splitlines()), (width, phrase, text)
