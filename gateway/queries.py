@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,11 @@ from terrapin.gateway.metrics import anchor_state
 from terrapin.gateway.protocol.envelope import decode_envelope, decode_payload
 from terrapin.gateway.protocol.errors import ProtocolError
 from terrapin.gateway.protocol.reasons import Reason, flag_names
+from terrapin.gateway.rewards import units
 
 MAX_LIMIT = 1000  # readings or batches in one page
 DEFAULT_LIMIT = 100
-TOKEN_DECIMALS = 18  # the reward token (contracts/RewardToken.sol, ERC-20 default)
+TOKEN_DECIMALS = units.DECIMALS  # the reward token (an ERC-20 with the default 18)
 ANCHORED = ("anchored", "confirmed")
 
 
@@ -407,9 +407,7 @@ def _age(oldest: float | None, now: float) -> dict[str, Any]:
 
 def tokens(base_units: str | int, decimals: int = TOKEN_DECIMALS) -> str:
     """A base-unit amount as token units, exact: "1500000000000000000" -> "1.5"."""
-    value = Decimal(int(base_units)).scaleb(-decimals)
-    text = f"{value:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    return units.tokens(base_units, decimals, grouping=False)
 
 
 def epochs(conn: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from terrapin.gateway.rewards import manifest as manifest_format
 from terrapin.gateway.rewards import onchain as rewards_chain
 from terrapin.gateway.rewards import recompute
 from terrapin.gateway.rewards.manifest import Manifest, ManifestError
+from terrapin.gateway.rewards.units import amount_text
 from terrapin.tools.verifier import CheckFailed, Checks, Trust, _ask, _require
 
 FETCH_TIMEOUT = 30
@@ -357,7 +358,7 @@ def commitment_checks(
             chash == digest,
             f"the chain commits to manifest {_h(chash)}, this file hashes to {_h(digest)}",
         )
-        return f"root {_h(root)}, total {total}, manifest hash {_h(digest)}"
+        return f"root {_h(root)}, total {amount_text(total)}, manifest hash {_h(digest)}"
 
     def earlier() -> str:
         """No reading listed here was anchored in an earlier epoch (rule step 1: it counts

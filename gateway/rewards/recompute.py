@@ -25,6 +25,7 @@ from terrapin.gateway.rewards import distribution
 from terrapin.gateway.rewards import rule as reward_rule
 from terrapin.gateway.rewards.flags import equivocation_evidence, reading_flags
 from terrapin.gateway.rewards.manifest import BoardFigures, Leaf, Manifest
+from terrapin.gateway.rewards.units import amount_text
 
 
 class Mismatch(TerrapinError):
@@ -312,7 +313,7 @@ def check_cumulative(m: Manifest) -> str:
     if m.tree != d.tree:
         raise Mismatch("tree: the listed nodes are not the tree of the cumulative amounts")
     _compare("root", _opt(m.root), _opt(d.root))
-    return f"{len(d.cumulative)} owner(s), total {d.total}, root {_opt(d.root)}"
+    return f"{len(d.cumulative)} owner(s), total {amount_text(d.total)}, root {_opt(d.root)}"
 
 
 def _opt(b: bytes | None) -> str | None:
