@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 
-from terrapin.gateway import homeassistant_publisher
+from terrapin.gateway import homeassistant_publisher, presence
 from terrapin.gateway.api import Api
 from terrapin.gateway.config import GatewayConfig
 from terrapin.gateway.errors import TerrapinError
@@ -138,6 +138,9 @@ class Gateway:
         try:
             # The API port first: a port in use fails before any child process exists.
             self.api = _bind_api(cfg, self.snapshot)
+            # One gateway per broker client id too (presence.py): before the session starts.
+            presence.check(cfg.mqtt, cfg.mqtt_password())
+            presence.attach(self.ingest.client, cfg.mqtt)
             workers = cfg.pipeline.workers
             self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)
             if self.api is not None:
@@ -171,6 +174,8 @@ class Gateway:
             if started:
                 log.info("stopping: last transaction done, disconnecting")
             shutdown.set()
+            if started:  # never clear the message of a holder this one deferred to
+                presence.release(self.ingest.client, cfg.mqtt)
             self.ingest.stop()
             for t in threads:
                 t.join(timeout=5)

@@ -1,0 +1,126 @@
+"""One gateway per broker client id, on a real Mosquitto run from `gateway init`'s files:
+two gateways with their own homes and databases but the same broker credentials.
+Without presence.py both run and take the session from each other every second."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from terrapin.gateway import presence
+from terrapin.gateway.instancelock import EXIT_LOCKED
+from terrapin.tools.devkit.gatewayhome import GatewayHome
+from terrapin.tools.devkit.gatewayproc import GatewayProcess, run_command
+
+QUICK = 30.0  # s: a refused start ends well before this
+
+
+def _twin(home: GatewayHome, root) -> GatewayHome:
+    """Another home (own database, own API port) with `home`'s broker and credentials."""
+    twin = GatewayHome(root)
+    text = twin.config_path.read_text().replace(
+        f"port = {twin.mqtt_port}", f"port = {home.mqtt_port}", 1
+    )
+    twin.config_path.write_text(text)
+    shutil.copy(home.dir / "gateway.secret", twin.dir / "gateway.secret")
+    assert twin.config.mqtt.port == home.mqtt_port and twin.db_path != home.db_path
+    return twin
+
+
+def _run_refused(config_path) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    try:
+        done = subprocess.run(
+            run_command(config_path), capture_output=True, text=True, timeout=QUICK
+        )
+    except subprocess.TimeoutExpired as exc:  # both would run, knocking each other off
+        raise AssertionError(
+            f"the second gateway still runs after {QUICK} s: {exc.stderr}"
+        ) from None
+    return done.returncode, done.stderr, time.monotonic() - t0
+
+
+def _retained(home: GatewayHome) -> bytes | None:
+    """The presence message as the broker keeps it (read as the gateway user, other id
+    impossible under use_username_as_clientid, so read through a probe)."""
+    probe = presence._Probe(home.config.mqtt, home.gateway_password())
+    try:
+        assert probe.open() and not probe.denied, "the ACL must let the gateway use its topic"
+        return probe.retained
+    finally:
+        probe.close()
+
+
+def test_a_second_gateway_with_the_same_client_id_exits_naming_the_holder(
+    gw_home, gw_broker, tmp_path
+):
+    twin = _twin(gw_home, tmp_path / "twin")
+    first = GatewayProcess(gw_home).start()
+    second = GatewayProcess(twin)
+    try:
+        code, err, took = _run_refused(twin.config_path)
+        assert code == EXIT_LOCKED, err
+        lines = err.strip().splitlines()
+        assert "Traceback" not in err and len(lines) <= 2, err
+        assert f"host {socket.gethostname()} (pid {first.pid})" in lines[0], err
+        assert "terrapin-gateway" in lines[0], err
+        assert took < 15, took
+        time.sleep(1.5)  # the probe took the session for a moment: the first one is back
+        assert first.running() and first.status()["connected"]
+        # kill -9: the broker publishes the will, so a crashed holder never blocks a restart
+        first.kill()
+        t0 = time.monotonic()
+        second.start()
+        assert time.monotonic() - t0 < 15
+        assert presence.Holder.parse(_retained(twin)).pid == second.pid
+        code, err, _ = _run_refused(gw_home.config_path)  # now the first one is refused
+        assert code == EXIT_LOCKED and f"(pid {second.pid})" in err, err
+        assert second.status()["connected"]
+        # A clean stop clears the message: the next start does not wait for anyone.
+        assert second.stop() == 0
+        assert not _retained(gw_home)
+        first.start()
+        assert presence.Holder.parse(_retained(gw_home)).pid == first.pid
+    finally:
+        first.kill()
+        second.kill()
+
+
+def _leave(home: GatewayHome, payload: bytes) -> None:
+    """A retained presence message left behind, as after a power loss the broker did
+    not notice before the restart."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="x", clean_session=False)
+    c.username_pw_set(home.config.mqtt.username, home.gateway_password())
+    c.connect("127.0.0.1", home.mqtt_port)
+    c.loop_start()
+    c.publish(presence.topic(home.config.mqtt), payload, qos=1, retain=True).wait_for_publish(5)
+    c.disconnect()
+    c.loop_stop()
+
+
+def test_a_holder_that_is_gone_never_blocks_a_start(gw_home, gw_broker):
+    cfg, password = gw_home.config, gw_home.gateway_password()
+    here = presence.me()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    # This machine, same boot, a pid that is gone: free at once.
+    _leave(gw_home, presence.Holder(here.host, dead.pid, here.boot, time.time(), "t").payload())
+    t0 = time.monotonic()
+    presence.check(cfg.mqtt, password, grace=10)
+    assert time.monotonic() - t0 < 5
+    # Another machine that lost power: nobody takes the session back within the grace.
+    _leave(gw_home, presence.Holder("elsewhere", os.getpid(), "b", time.time(), "t").payload())
+    t0 = time.monotonic()
+    presence.check(cfg.mqtt, password, grace=2)
+    assert 2 <= time.monotonic() - t0 < 8
+    # Not a presence message at all (a stray retained payload): free.
+    _leave(gw_home, b"not json")
+    t0 = time.monotonic()
+    presence.check(cfg.mqtt, password, grace=10)
+    assert time.monotonic() - t0 < 5
