@@ -144,6 +144,7 @@ class _Probe:
         self.client = _client(mqtt_cfg, password)
         self.connected = self.dropped = self.denied = False
         self.refused = ""
+        self.unreachable = ""  # why open() failed
         self.subacked_at: float | None = None
         self.retained: bytes | None = None
         self.client.on_connect = self._on_connect
@@ -184,8 +185,10 @@ class _Probe:
             kw.update(clean_start=False, properties=props)
         try:
             self.client.connect(self.cfg.host, self.cfg.port, **kw)
-        except OSError:
+        except OSError as exc:
+            self.unreachable = exc.strerror or type(exc).__name__
             return False
+        self.unreachable = f"no answer within {PROBE_TIMEOUT:.0f} s"
         return self.run_until(
             lambda: (
                 bool(self.refused)
@@ -213,12 +216,12 @@ def check(mqtt_cfg, password: str, *, grace: float = HOLDER_GRACE) -> None:
     try:
         if not probe.open():
             log.warning(
-                "client id %r not checked for another gateway: the broker at %s:%s did not "
-                "answer within %.0f s",
+                "client id %r not checked for another gateway: the broker at %s:%s does not "
+                "answer (%s)",
                 client_key(mqtt_cfg),
                 mqtt_cfg.host,
                 mqtt_cfg.port,
-                PROBE_TIMEOUT,
+                probe.unreachable,
             )
             return
         if probe.refused:

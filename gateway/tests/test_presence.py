@@ -4,6 +4,7 @@ Without presence.py both run and take the session from each other every second."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -124,3 +125,18 @@ def test_a_holder_that_is_gone_never_blocks_a_start(gw_home, gw_broker):
     t0 = time.monotonic()
     presence.check(cfg.mqtt, password, grace=10)
     assert time.monotonic() - t0 < 5
+
+
+def test_a_broker_that_is_down_skips_the_check_with_one_warning(gw_home, caplog):
+    """The gateway starts with the broker down (ingest retries); the check says why it
+    did not run, at once, instead of claiming it waited."""
+    from terrapin.tools.devkit.broker import free_port
+
+    cfg = gw_home.config
+    down = dataclasses.replace(cfg.mqtt, port=free_port())
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING", logger="terrapin.gateway.presence"):
+        presence.check(down, "x")
+    assert time.monotonic() - t0 < 3
+    [record] = caplog.records
+    assert "does not answer (Connection refused)" in record.getMessage(), record.getMessage()
