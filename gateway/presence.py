@@ -192,6 +192,7 @@ class _Probe:
         return self.run_until(
             lambda: (
                 bool(self.refused)
+                or self.retained is not None
                 or (
                     self.subacked_at is not None
                     and time.monotonic() - self.subacked_at >= RETAINED_WAIT
@@ -214,7 +215,11 @@ def check(mqtt_cfg, password: str, *, grace: float = HOLDER_GRACE) -> None:
     """Raise ClientIdInUse when a live gateway holds this client id (module docstring)."""
     probe = _Probe(mqtt_cfg, password)
     try:
-        if not probe.open():
+        opened = probe.open()
+        if probe.dropped and not probe.refused:
+            # Taken back before the check finished: a live client holds this id.
+            raise _in_use(mqtt_cfg, Holder.parse(probe.retained) if probe.retained else None)
+        if not opened:
             log.warning(
                 "client id %r not checked for another gateway: the broker at %s:%s does not "
                 "answer (%s)",
@@ -245,12 +250,7 @@ def check(mqtt_cfg, password: str, *, grace: float = HOLDER_GRACE) -> None:
             return
         probe.run_until(lambda: False, grace)  # a live holder takes the session back
         if probe.dropped:
-            raise ClientIdInUse(
-                f"gateway cannot start: broker client id {client_key(mqtt_cfg)!r} is in use "
-                f"by the gateway on {holder.describe()}",
-                hint="one gateway per broker user: stop that one, or give this one its own "
-                "[mqtt] username (and broker user)",
-            )
+            raise _in_use(mqtt_cfg, holder)
         log.warning(
             "client id %r was held by the gateway on %s, which did not come back within "
             "%.0f s: taking it over",
@@ -260,6 +260,15 @@ def check(mqtt_cfg, password: str, *, grace: float = HOLDER_GRACE) -> None:
         )
     finally:
         probe.close()
+
+
+def _in_use(mqtt_cfg, holder: Holder | None) -> ClientIdInUse:
+    who = f"the gateway on {holder.describe()}" if holder else "another client"
+    return ClientIdInUse(
+        f"gateway cannot start: broker client id {client_key(mqtt_cfg)!r} is in use by {who}",
+        hint="one gateway per broker user: stop that one, or give this one its own "
+        "[mqtt] username (and broker user)",
+    )
 
 
 def attach(client: mqtt.Client, mqtt_cfg) -> Holder:

@@ -4,12 +4,12 @@ Without presence.py both run and take the session from each other every second."
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import socket
 import subprocess
 import time
+from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -133,7 +133,7 @@ def test_a_broker_that_is_down_skips_the_check_with_one_warning(gw_home, caplog)
     from terrapin.tools.devkit.broker import free_port
 
     cfg = gw_home.config
-    down = dataclasses.replace(cfg.mqtt, port=free_port())
+    down = SimpleNamespace(**{**vars(cfg.mqtt), "port": free_port()})
     t0 = time.monotonic()
     with caplog.at_level("WARNING", logger="terrapin.gateway.presence"):
         presence.check(down, "x")
