@@ -36,6 +36,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -49,6 +50,10 @@ log = logging.getLogger("terrapin.gateway.presence")
 
 HOLDER_GRACE = 5.0  # s: a live holder takes its session back within ~1 s (reconnect delay)
 PROBE_TIMEOUT = 10.0  # s: connect + subscribe; a broker that does not answer skips the check
+# What the broker's ACL needs (mosquitto_conf.render_acl writes it). Mosquitto 2.0 grants
+# a subscription the ACL denies and drops a denied publish in silence, so the check
+# reads the ACL file itself when the gateway knows it ([broker] acl_file).
+ACL_LINE = "pattern readwrite terrapin/gateway/%u/presence"
 RETAINED_WAIT = 0.2  # s after the SUBACK: Mosquitto sends the retained message right behind it
 
 
@@ -211,8 +216,30 @@ class _Probe:
         self.run_until(lambda: False, 0.1)
 
 
-def check(mqtt_cfg, password: str, *, grace: float = HOLDER_GRACE) -> None:
+def acl_lacks_presence(acl_file: str | Path | None) -> bool:
+    """True when the broker's ACL file is known and has no presence line."""
+    if not acl_file:
+        return False
+    try:
+        lines = Path(acl_file).read_text().splitlines()
+    except OSError:
+        return False  # not on this machine: nothing to tell
+    return not any(line.split() == ACL_LINE.split() for line in lines)
+
+
+def check(
+    mqtt_cfg, password: str, *, grace: float = HOLDER_GRACE, acl_file: str | Path | None = None
+) -> None:
     """Raise ClientIdInUse when a live gateway holds this client id (module docstring)."""
+    if acl_lacks_presence(acl_file):
+        log.warning(
+            "client id %r not checked for another gateway: the broker's ACL %s has no line "
+            "`%s` (`terrapin gateway init --force` writes it; then reload Mosquitto)",
+            client_key(mqtt_cfg),
+            acl_file,
+            ACL_LINE,
+        )
+        return
     probe = _Probe(mqtt_cfg, password)
     try:
         opened = probe.open()

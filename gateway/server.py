@@ -139,7 +139,7 @@ class Gateway:
             # The API port first: a port in use fails before any child process exists.
             self.api = _bind_api(cfg, self.snapshot)
             # One gateway per broker client id too (presence.py): before the session starts.
-            presence.check(cfg.mqtt, cfg.mqtt_password())
+            presence.check(cfg.mqtt, cfg.mqtt_password(), acl_file=cfg.broker.acl_file)
             presence.attach(self.ingest.client, cfg.mqtt)
             workers = cfg.pipeline.workers
             self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)

@@ -140,3 +140,20 @@ def test_a_broker_that_is_down_skips_the_check_with_one_warning(gw_home, caplog)
     assert time.monotonic() - t0 < 3
     [record] = caplog.records
     assert "does not answer (Connection refused)" in record.getMessage(), record.getMessage()
+
+
+def test_an_acl_without_the_presence_line_is_named(gw_home, caplog):
+    """Mosquitto 2.0 grants a denied subscription and drops a denied publish silently, so
+    an old home's ACL would switch the check off without a word."""
+    from terrapin.gateway.mosquitto_conf import render_acl
+
+    assert presence.ACL_LINE in render_acl().splitlines()  # what init writes, the check wants
+    acl = gw_home.dir / "mosquitto" / "acl"
+    assert not presence.acl_lacks_presence(acl)
+    acl.write_text("".join(ln for ln in acl.read_text().splitlines(True) if "presence" not in ln))
+    assert presence.acl_lacks_presence(acl)
+    cfg = gw_home.config
+    with caplog.at_level("WARNING", logger="terrapin.gateway.presence"):
+        presence.check(cfg.mqtt, "x", acl_file=cfg.broker.acl_file)  # no broker needed
+    [record] = caplog.records
+    assert "has no line `pattern readwrite terrapin/gateway/%u/presence`" in record.getMessage()
