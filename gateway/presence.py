@@ -229,8 +229,9 @@ def acl_lacks_presence(acl_file: str | Path | None) -> bool:
 
 def check(
     mqtt_cfg, password: str, *, grace: float = HOLDER_GRACE, acl_file: str | Path | None = None
-) -> None:
-    """Raise ClientIdInUse when a live gateway holds this client id (module docstring)."""
+) -> Holder | None:
+    """Raise ClientIdInUse when a live gateway holds this client id (module docstring);
+    returns the holder found gone, whose message `attach` then ignores."""
     if acl_lacks_presence(acl_file):
         log.warning(
             "client id %r not checked for another gateway: the broker's ACL %s has no line "
@@ -239,7 +240,7 @@ def check(
             acl_file,
             ACL_LINE,
         )
-        return
+        return None
     probe = _Probe(mqtt_cfg, password)
     try:
         opened = probe.open()
@@ -255,7 +256,7 @@ def check(
                 mqtt_cfg.port,
                 probe.unreachable,
             )
-            return
+            return None
         if probe.refused:
             log.warning(
                 "client id %r not checked for another gateway: the broker refused the "
@@ -263,7 +264,7 @@ def check(
                 client_key(mqtt_cfg),
                 probe.refused,
             )
-            return
+            return None
         if probe.denied:
             log.warning(
                 "client id %r not checked for another gateway: the broker's ACL denies %s "
@@ -271,10 +272,10 @@ def check(
                 client_key(mqtt_cfg),
                 topic(mqtt_cfg),
             )
-            return
+            return None
         holder = Holder.parse(probe.retained) if probe.retained else None
         if holder is None or _gone_here(holder, me()):
-            return
+            return holder
         probe.run_until(lambda: False, grace)  # a live holder takes the session back
         if probe.dropped:
             raise _in_use(mqtt_cfg, holder)
@@ -285,6 +286,7 @@ def check(
             holder.describe(),
             grace,
         )
+        return holder
     finally:
         probe.close()
 
@@ -298,9 +300,16 @@ def _in_use(mqtt_cfg, holder: Holder | None) -> ClientIdInUse:
     )
 
 
-def attach(client: mqtt.Client, mqtt_cfg) -> Holder:
+def attach(client: mqtt.Client, mqtt_cfg, *, ignore: Holder | None = None, on_taken=None) -> Holder:
     """Make `client` (the gateway's session, before it connects) the holder: a will that
-    clears the presence message, and the message published again on every connect."""
+    clears the presence message, and the message published again on every connect.
+
+    Two gateways that both started while the broker was down skipped `check`; the
+    first connects of each take the session from the other. So on every connect the
+    session also reads the retained message (subscribe, then publish: the broker sends
+    the old message before it stores ours) and, when it names a gateway that started
+    earlier (not `ignore`, the holder `check` found gone), calls `on_taken` with the
+    ClientIdInUse to stop on. The earlier one republishes and keeps the id."""
     mine = me()
     t = topic(mqtt_cfg)
     client.will_set(t, b"", qos=1, retain=True)
@@ -310,8 +319,19 @@ def attach(client: mqtt.Client, mqtt_cfg) -> Holder:
         if inner is not None:
             inner(c, userdata, flags, rc, props)
         if not rc.is_failure:
+            if on_taken is not None:
+                c.subscribe(t, qos=0)  # the retained message comes before our publish
             c.publish(t, mine.payload(), qos=1, retain=True)
 
+    def on_presence(c, userdata, msg):
+        other = Holder.parse(msg.payload) if msg.retain and msg.payload else None
+        if other is None or other.token in (mine.token, ignore.token if ignore else None):
+            return
+        if (other.since, other.token) < (mine.since, mine.token) and on_taken is not None:
+            log.error("the gateway on %s holds this client id too; stopping", other.describe())
+            on_taken(_in_use(mqtt_cfg, other))
+
+    client.message_callback_add(t, on_presence)
     client.on_connect = on_connect
     return mine
 

@@ -115,6 +115,13 @@ class Gateway:
                 )
             shutdown.set()
 
+    def _stop_with(self, exc: TerrapinError, shutdown: threading.Event) -> None:
+        """Stop the gateway with `exc` as its error (presence.py: an earlier gateway holds
+        the client id)."""
+        if self._failed is None:
+            self._failed = exc  # type: ignore[assignment]  # raised by run() like a stage's
+        shutdown.set()
+
     def _next_batch(self, timeout: float) -> list[Message]:
         return self.queue.get_batch(timeout, self.cfg.pipeline.max_batch)
 
@@ -139,8 +146,13 @@ class Gateway:
             # The API port first: a port in use fails before any child process exists.
             self.api = _bind_api(cfg, self.snapshot)
             # One gateway per broker client id too (presence.py): before the session starts.
-            presence.check(cfg.mqtt, cfg.mqtt_password(), acl_file=cfg.broker.acl_file)
-            presence.attach(self.ingest.client, cfg.mqtt)
+            gone = presence.check(cfg.mqtt, cfg.mqtt_password(), acl_file=cfg.broker.acl_file)
+            presence.attach(
+                self.ingest.client,
+                cfg.mqtt,
+                ignore=gone,
+                on_taken=lambda exc: self._stop_with(exc, shutdown),
+            )
             workers = cfg.pipeline.workers
             self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)
             if self.api is not None:

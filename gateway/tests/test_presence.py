@@ -157,3 +157,38 @@ def test_an_acl_without_the_presence_line_is_named(gw_home, caplog):
         presence.check(cfg.mqtt, "x", acl_file=cfg.broker.acl_file)  # no broker needed
     [record] = caplog.records
     assert "has no line `pattern readwrite terrapin/gateway/%u/presence`" in record.getMessage()
+
+
+def test_two_gateways_started_while_the_broker_was_down_end_with_one(
+    mosquitto_exe, gw_home, tmp_path
+):
+    """Neither could check at start; when the broker comes, the one started later reads
+    the earlier one's message on connect and stops (exit 3), the earlier one keeps the id."""
+    from terrapin.tools.devkit.gatewayhome import start_broker
+
+    twin = _twin(gw_home, tmp_path / "twin")
+    first, second = GatewayProcess(gw_home), GatewayProcess(twin)
+    broker = None
+    try:
+        first.start(wait=False)
+        time.sleep(1.5)  # the first one is the earlier
+        second.start(wait=False)
+        time.sleep(1.5)
+        assert first.running() and second.running()  # both up, broker down: no check
+        broker = start_broker(gw_home)
+        try:
+            code = second.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"both still run:\n{second.log_tail()}") from None
+        log = second.log_path.read_text()
+        assert code == EXIT_LOCKED, log
+        assert f"(pid {first.pid})" in log, log
+        first.wait_ready(15)
+        time.sleep(2)
+        assert first.running() and first.status()["connected"]
+        assert presence.Holder.parse(_retained(gw_home)).pid == first.pid
+    finally:
+        first.kill()
+        second.kill()
+        if broker is not None:
+            broker.stop()
