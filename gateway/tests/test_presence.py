@@ -12,6 +12,7 @@ import time
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from terrapin.gateway import presence
@@ -58,10 +59,15 @@ def _retained(home: GatewayHome) -> bytes | None:
         probe.close()
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_a_second_gateway_with_the_same_client_id_exits_naming_the_holder(
-    gw_home, gw_broker, tmp_path
+    gw_home, gw_broker, tmp_path, protocol
 ):
     twin = _twin(gw_home, tmp_path / "twin")
+    for home in (gw_home, twin):  # the probe mirrors the session's version and settings
+        text = home.config_path.read_text()
+        home.config_path.write_text(text.replace('protocol = "3.1.1"', f'protocol = "{protocol}"'))
+        assert home.config.mqtt.protocol == protocol
     first = GatewayProcess(gw_home).start()
     second = GatewayProcess(twin)
     try:
