@@ -198,3 +198,14 @@ def test_two_gateways_started_while_the_broker_was_down_end_with_one(
         second.kill()
         if broker is not None:
             broker.stop()
+
+
+def test_systemd_does_not_restart_a_gateway_that_deferred_to_another():
+    """Each start of a refused gateway takes the holder's session for a moment: restarted
+    every RestartSec it would knock the holder off in slow motion."""
+    from pathlib import Path
+
+    unit = Path(presence.__file__).parent / "systemd" / "terrapin-gateway.service"
+    lines = [ln.split("=", 1) for ln in unit.read_text().splitlines() if "=" in ln]
+    prevent = [v.split() for k, v in lines if k.strip() == "RestartPreventExitStatus"]
+    assert prevent and str(EXIT_LOCKED) in prevent[0], unit.read_text()
