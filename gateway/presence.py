@@ -35,7 +35,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -70,13 +70,19 @@ class Holder:
     boot: str
     since: float
     token: str
+    at: float = 0.0  # when this message was published (each connect): a stale one is exact
 
     @classmethod
     def parse(cls, payload: bytes) -> Holder | None:
         try:
             d = json.loads(payload)
             return cls(
-                str(d["host"]), int(d["pid"]), str(d["boot"]), float(d["since"]), str(d["token"])
+                str(d["host"]),
+                int(d["pid"]),
+                str(d["boot"]),
+                float(d["since"]),
+                str(d["token"]),
+                float(d.get("at", 0.0)),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -321,11 +327,14 @@ def attach(client: mqtt.Client, mqtt_cfg, *, ignore: Holder | None = None, on_ta
         if not rc.is_failure:
             if on_taken is not None:
                 c.subscribe(t, qos=0)  # the retained message comes before our publish
-            c.publish(t, mine.payload(), qos=1, retain=True)
+            now = replace(mine, at=time.time())
+            c.publish(t, now.payload(), qos=1, retain=True)
 
     def on_presence(c, userdata, msg):
         other = Holder.parse(msg.payload) if msg.retain and msg.payload else None
-        if other is None or other.token in (mine.token, ignore.token if ignore else None):
+        # `ignore` is the exact message check() found stale; the same holder back (a new
+        # `at`) is alive after all and counts.
+        if other is None or other.token == mine.token or other == ignore:
             return
         if (other.since, other.token) < (mine.since, mine.token) and on_taken is not None:
             log.error("the gateway on %s holds this client id too; stopping", other.describe())

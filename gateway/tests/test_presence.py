@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
@@ -209,3 +210,30 @@ def test_systemd_does_not_restart_a_gateway_that_deferred_to_another():
     lines = [ln.split("=", 1) for ln in unit.read_text().splitlines() if "=" in ln]
     prevent = [v.split() for k, v in lines if k.strip() == "RestartPreventExitStatus"]
     assert prevent and str(EXIT_LOCKED) in prevent[0], unit.read_text()
+
+
+def test_the_stale_message_is_ignored_but_its_holder_coming_back_is_not(gw_home, gw_broker):
+    """check() found a holder gone and took over; if that holder comes back after all (a
+    new publish of its message), the session that started later stops."""
+    cfg = gw_home.config
+    earlier = presence.Holder("elsewhere", 4242, "b", time.time() - 60, "old", at=1.0)
+    _leave(gw_home, earlier.payload())
+    taken: list = []
+    c = presence._client(cfg.mqtt, gw_home.gateway_password())
+    c.on_connect = None
+    presence.attach(c, cfg.mqtt, ignore=earlier, on_taken=taken.append)
+    c.reconnect_delay_set(min_delay=1, max_delay=1)
+    c.connect("127.0.0.1", gw_home.mqtt_port)
+    c.loop_start()
+    try:
+        time.sleep(1.0)
+        assert taken == []  # the stale message itself: ignored
+        _leave(gw_home, replace(earlier, at=2.0).payload())  # takes the session, like it would
+        deadline = time.monotonic() + 10
+        while not taken and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert taken and "(pid 4242)" in str(taken[0]), taken
+        assert isinstance(taken[0], presence.ClientIdInUse)
+    finally:
+        c.disconnect()
+        c.loop_stop()
