@@ -161,4 +161,4 @@ $(WEB_VENDOR)/%: node_modules/.stamp
 	cp node_modules/uplot/dist/$* $@
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache dist $(WEB_VENDOR)
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache dist $(WEB_FILES)

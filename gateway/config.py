@@ -430,6 +430,9 @@ def _toml_value(v: Any) -> str:
     return repr(v)
 
 
+toml_value = _toml_value  # public name: `gateway init` and `chain deploy` write with it
+
+
 def render_config(overrides: dict[str, dict[str, Any]] | None = None) -> str:
     """A commented TOML file with every setting (overrides replace defaults)."""
     overrides = overrides or {}

@@ -21,8 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from terrapin.gateway import mosquitto_conf, secretfile
-from terrapin.gateway.config import DEFAULT_PATH, SCHEMA, load_config, render_config, validate
-from terrapin.gateway.config import _toml_value as toml_value
+from terrapin.gateway.config import (
+    DEFAULT_PATH,
+    SCHEMA,
+    load_config,
+    render_config,
+    toml_value,
+    validate,
+)
 from terrapin.gateway.errors import ConfigError, TerrapinError
 from terrapin.gateway.instancelock import holder
 from terrapin.gateway.pgsql import redact_url

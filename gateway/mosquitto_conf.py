@@ -211,6 +211,8 @@ def render_acl(gateway_user: str = GATEWAY_USER, ota_user: str = OTA_USER) -> st
         "pattern read terrapin/v1/%u/ota\n"
         "pattern read terrapin/v1/%u/ota/chunk\n"
         "pattern write terrapin/v1/%u/ota/get\n"
+        "# One gateway per broker user (gateway/presence.py): its retained presence message.\n"
+        "pattern readwrite terrapin/gateway/%u/presence\n"
         "\n"
         "# The gateway reads every board's readings and status and writes every ack.\n"
         f"user {gateway_user}\n"

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 
-from terrapin.gateway import homeassistant_publisher
+from terrapin.gateway import homeassistant_publisher, presence
 from terrapin.gateway.api import Api
 from terrapin.gateway.boardstatus import KeptStatus, file_for
 from terrapin.gateway.config import GatewayConfig
@@ -125,6 +125,13 @@ class Gateway:
                 )
             shutdown.set()
 
+    def _stop_with(self, exc: TerrapinError, shutdown: threading.Event) -> None:
+        """Stop the gateway with `exc` as its error (presence.py: an earlier gateway holds
+        the client id)."""
+        if self._failed is None:
+            self._failed = exc  # type: ignore[assignment]  # raised by run() like a stage's
+        shutdown.set()
+
     def _next_batch(self, timeout: float) -> list[Message]:
         return self.queue.get_batch(timeout, self.cfg.pipeline.max_batch)
 
@@ -148,6 +155,14 @@ class Gateway:
         try:
             # The API port first: a port in use fails before any child process exists.
             self.api = _bind_api(cfg, self.snapshot)
+            # One gateway per broker client id too (presence.py): before the session starts.
+            gone = presence.check(cfg.mqtt, cfg.mqtt_password(), acl_file=cfg.broker.acl_file)
+            presence.attach(
+                self.ingest.client,
+                cfg.mqtt,
+                ignore=gone,
+                on_taken=lambda exc: self._stop_with(exc, shutdown),
+            )
             workers = cfg.pipeline.workers
             self.processor = ProcessorPool(cfg, workers) if workers else LocalProcessor(cfg)
             if self.api is not None:
@@ -181,6 +196,8 @@ class Gateway:
             if started:
                 log.info("stopping: last transaction done, disconnecting")
             shutdown.set()
+            if started:  # never clear the message of a holder this one deferred to
+                presence.release(self.ingest.client, cfg.mqtt)
             self.ingest.stop()
             for t in threads:
                 t.join(timeout=5)

@@ -100,22 +100,11 @@ def deploy_network(
     return out
 
 
-def _toml_value(value: Any) -> str:
-    """TOML for the values written here: text, numbers, booleans, lists of them."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, int | float):
-        return repr(value)
-    raise ConfigError(f"cannot write {value!r} into the config")
-
-
 def set_keys(text: str, sections: dict[str, dict[str, Any]]) -> str:
     """`text` with each section's keys set: a key line replaced in place, a missing key
     added at the end of its section, a missing section appended. Nothing else changes."""
+    from terrapin.gateway.config import toml_value  # the one TOML writer (init uses it too)
+
     lines = text.splitlines()
     for name, keys in sections.items():
         starts = [i for i, line in enumerate(lines) if (m := _HEADER.match(line)) and m[1] == name]
@@ -125,7 +114,7 @@ def set_keys(text: str, sections: dict[str, dict[str, Any]]) -> str:
             if lines and lines[-1].strip():
                 lines.append("")
             lines.append(f"[{name}]")
-            lines += [f"{key} = {_toml_value(value)}" for key, value in keys.items()]
+            lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
             continue
         begin = starts[0] + 1
         end = next((i for i in range(begin, len(lines)) if _HEADER.match(lines[i])), len(lines))
@@ -137,7 +126,7 @@ def set_keys(text: str, sections: dict[str, dict[str, Any]]) -> str:
         for key, value in keys.items():
             pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
             found = [i for i in range(begin, end) if pattern.match(lines[i])]
-            line = f"{key} = {_toml_value(value)}"
+            line = f"{key} = {toml_value(value)}"
             if found:
                 lines[found[0]] = line
             else:

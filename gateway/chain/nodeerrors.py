@@ -102,7 +102,10 @@ def node_errors(url: str | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if isinstance(exc, node_down()):
+        # Also a wrapper whose cause is the dead node: "publishing epoch 1 would revert:
+        # HTTPConnectionPool(...)" is not a revert (onchain.py wraps any call failure).
+        down = next((e for e in _causes(exc) if isinstance(e, node_down())), None)
+        if down is not None:
             raise unreachable(url or url_of(exc), exc) from None
         raise
 

@@ -60,6 +60,13 @@ def secret_input(env: str, prompt: str, interactive: bool) -> str:
     missing = f"{prompt} is needed: set ${env} (or run in a terminal to type it)"
     if not interactive:
         raise ConfigError(missing)
+    if sys.stdin is None or not sys.stdin.isatty():
+        # No terminal: read a piped line, without getpass's "may be echoed" and a prompt
+        # written to nobody; nothing there (/dev/null, cron) is the one-line error.
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+        if not line.strip():
+            raise ConfigError(missing, hint="without a terminal nothing can be typed")
+        return line.rstrip("\r\n")
     try:
         with warnings.catch_warnings():  # getpass warns when there is no terminal
             warnings.simplefilter("ignore")

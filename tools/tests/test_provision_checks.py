@@ -143,6 +143,10 @@ def test_no_terminal_and_no_password_variable_names_it(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "set $TERRAPIN_WIFI_PASSWORD" in proc.stderr
     assert "GetPassWarning" not in proc.stderr and "aborted" not in proc.stderr
+    # No prompt to nobody: the error is the first thing said (no "Password input may be
+    # echoed", no "WiFi password:" written to a pipe).
+    assert proc.stderr.startswith("error: WiFi password is needed"), proc.stderr
+    assert "echoed" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.anvil
