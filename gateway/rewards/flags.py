@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from terrapin.gateway.errors import TerrapinError
 from terrapin.gateway.protocol.envelope import (
     EnvelopeError,
     Reading,
@@ -63,7 +64,7 @@ DEFAULT_MAX_CLOCK_SKEW = 300  # s a reading's time may be ahead of the reference
 DEFAULT_MAX_AGE = 30 * 86_400  # s a reading's time may be behind the reference time
 
 
-class FlagParamsError(ValueError):
+class FlagParamsError(TerrapinError, ValueError):
     """Flag parameters that are not well formed (a manifest's `rule.flags`)."""
 
 
