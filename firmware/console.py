@@ -5,9 +5,14 @@ A line-based request/answer protocol on the board's serial console, used by
 `feed()` and a `write(bytes)` callable for the answers, so the same code runs
 on an ESP32 (UART REPL), on the unix port (a pty) and on CPython.
 
-    host:  TP1 <command> [args...]\\n
-    board: TP1 OK <json>\\n   |   TP1 ERR <CODE> <text>\\n
+    host:  TP1 [#<id>] <command> [args...]\\n
+    board: TP1 OK [#<id>] <json>\\n   |   TP1 ERR [#<id>] <CODE> <text>\\n
     board: TP1 EV <json>\\n   (unsolicited status line, see `event()`)
+
+The request id (1-16 letters or digits) is echoed in the answer, so a host
+matches each answer to its request: a late answer to an earlier request
+(say, an `info` poll sent while the board was booting) is never taken as the
+answer to a later one. Without an id the answer has none (TP1 as before).
 
 Commands: info, keygen [force], config-set <b64>, config-begin,
 config-chunk <b64>, config-end <sha256-hex>,
@@ -30,6 +35,7 @@ from .compat import const, unload
 
 PREFIX = b"TP1 "
 _MAX_LINE = const(1536)
+_MAX_ID = const(16)
 VERSION = "0.1.0"
 CONFIG_FILE = "config.json"
 PROVISIONED_FILE = "provisioned"
@@ -105,6 +111,7 @@ class Console:
         self._known = identity
         self._config_buf = None
         self._ota = None  # [file, expected size, written, sha256]
+        self._rid = b""  # " #<id>" of the request being answered, or empty
 
     # -- bytes in ---------------------------------------------------------
     def feed(self, data):
@@ -113,6 +120,7 @@ class Console:
             if b == 10:  # \n
                 line = bytes(self._line)
                 self._line = bytearray()
+                self._rid = b""  # a line refused before handle() has no id to echo
                 if self._overflow:
                     self._overflow = False
                     self._err("TOO_LONG", "line longer than %d bytes" % _MAX_LINE)
@@ -133,6 +141,12 @@ class Console:
 
     def handle(self, text):
         parts = text.split()
+        self._rid = b""
+        if parts and parts[0].startswith("#"):
+            rid = parts.pop(0)[1:]
+            if not _request_id(rid):
+                return self._err("BAD_COMMAND", "request id must be 1-16 letters or digits")
+            self._rid = b" #" + rid.encode()
         if not parts:
             return self._err("BAD_COMMAND", "empty command")
         name = parts[0]
@@ -171,10 +185,12 @@ class Console:
 
     # -- bytes out --------------------------------------------------------
     def _ok(self, obj):
-        self.write(PREFIX + b"OK " + json.dumps(obj).encode() + b"\n")
+        self.write(PREFIX + b"OK" + self._rid + b" " + json.dumps(obj).encode() + b"\n")
 
     def _err(self, code, text):
-        self.write(PREFIX + b"ERR " + code.encode() + b" " + text.encode() + b"\n")
+        self.write(
+            PREFIX + b"ERR" + self._rid + b" " + code.encode() + b" " + text.encode() + b"\n"
+        )
 
     def event(self, obj):
         """Write one unsolicited status line (same JSON as the MQTT status).
@@ -316,6 +332,16 @@ def _config_problems(cfg):
     if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
         return list(checked[1]) + list(checked[2])
     return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))
+
+
+def _request_id(text):
+    """1-16 ASCII letters or digits: safe to echo back on the console line."""
+    if not 0 < len(text) <= _MAX_ID:
+        return False
+    for c in text:
+        if not ("0" <= c <= "9" or "a" <= c <= "z" or "A" <= c <= "Z"):
+            return False
+    return True
 
 
 def _b64(text):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from terrapin.hil.boards import BoardBase
+from terrapin.tools.board.serialconsole import BoardError, RequestIds, answer_of, parse_line
 from terrapin.tools.devkit.appboard import BOARD_PASSWORD
 from terrapin.tools.devkit.appboard import STORED as _STORED
 from terrapin.tools.devkit.gatewayhome import GatewayHome, reload_broker
@@ -37,13 +38,17 @@ class SerialBoard(BoardBase):
     target = "serial"
     period_s = 0.5  # an ESP32 signs in ~50-90 ms; leave it room
     idle_period_s = 86400
+    boot_timeout_s = 30.0  # until the app answers TP1 after a boot (QemuBoard: longer)
+    request_timeout_s = 15.0  # one TP1 answer (keygen on an emulated ESP32 is slow)
+    console_poll_s = 1.0  # each `info` poll while waiting for the console after a boot
 
     def __init__(self, *a, port: str, relay_cmd: str | None = None, **kw):
         self.port = port
         self.relay_cmd = relay_cmd
         self.ser = None
         self._lines: list[bytes] = []
-        self._answers: list[bytes] = []
+        self._answers: list[tuple[bytes, str | None, bytes]] = []  # (kind, id, rest)
+        self.stale_answers = 0  # late answers to earlier requests, dropped
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
@@ -54,6 +59,7 @@ class SerialBoard(BoardBase):
         self.status_at = 0.0
         super().__init__(*a, **kw)
         self.console_path = self.dir / "console.log"
+        self._ids = RequestIds()
 
     def write_config(self, **over: object) -> None:
         self.overrides.update(over)  # the board's config is set over TP1, not written here
@@ -98,8 +104,9 @@ class SerialBoard(BoardBase):
                 self.status_at = time.monotonic()
             return
         if line.startswith((b"TP1 OK", b"TP1 ERR")):
+            parsed = parse_line(line)
             with self._cond:
-                self._answers.append(line)
+                self._answers.append(parsed)
                 self._cond.notify_all()
             return
         log.write(line + b"\n")
@@ -110,24 +117,32 @@ class SerialBoard(BoardBase):
                 if len(self._lines) >= self.sampling_until:
                     self._cond.notify_all()
 
-    def request(self, command: str, *args: str, timeout: float = 15.0) -> dict:
-        """One TP1 request; its JSON answer, or AssertionError naming the board's error."""
+    def request(self, command: str, *args: str, timeout: float | None = None) -> dict:
+        """One TP1 request with its own id; its JSON answer, or AssertionError naming
+        the board's error. Late answers to earlier requests are dropped, never taken."""
         self._open()
         assert self.ser is not None
-        with self._cond:
-            self._answers.clear()
-        self.ser.write(("TP1 " + " ".join((command, *args)) + "\n").encode())
+        timeout = self.request_timeout_s if timeout is None else timeout
+        rid = self._ids.next()
+        self.ser.write(("TP1 " + " ".join((f"#{rid}", command, *args)) + "\n").encode())
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._answers:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{self.name}: no answer to TP1 {command} on {self.port}")
-                self._cond.wait(left)
-            answer = self._answers.pop(0)
-        if answer.startswith(b"TP1 ERR"):
-            raise AssertionError(f"{self.name}: TP1 {command}: {answer.decode(errors='replace')}")
-        return json.loads(answer[7:] or b"{}")
+            while True:
+                while not self._answers:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise AssertionError(
+                            f"{self.name}: no answer to TP1 {command} on {self.port}"
+                        )
+                    self._cond.wait(left)
+                kind, got, rest = self._answers.pop(0)
+                try:
+                    answer = answer_of(rid, kind, got, rest, command)
+                except BoardError as exc:
+                    raise AssertionError(f"{self.name}: TP1 {command}: {exc}") from None
+                if answer is not None:
+                    return answer
+                self.stale_answers += 1
 
     def _config_set(self, cfg: dict) -> None:
         import base64
@@ -138,20 +153,20 @@ class SerialBoard(BoardBase):
         with contextlib.suppress(AssertionError):
             self.request("reboot", timeout=5)
         self.boots += 1
-        self.wait_console(timeout=30)
+        self.wait_console(timeout=self.boot_timeout_s)
 
     def wait_console(self, timeout: float) -> None:
         """Until the app answers TP1 again after a boot."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(AssertionError):
-                self.request("info", timeout=1)
+                self.request("info", timeout=self.console_poll_s)
                 return
         raise AssertionError(f"{self.name}: the console did not come back:\n{self.console_tail()}")
 
     # -- the board interface ----------------------------------------------------------
     def provision(self, home: GatewayHome, broker) -> None:
-        self.wait_console(timeout=30)
+        self.wait_console(timeout=self.boot_timeout_s)
         info = self.request("info")
         if not info.get("addr"):
             info = self.request("keygen")
@@ -284,7 +299,7 @@ class SerialBoard(BoardBase):
         finally:
             self._hold.clear()
         self.boots += 1
-        self.wait_console(timeout=30)
+        self.wait_console(timeout=self.boot_timeout_s)
         return base64.b64decode(out)
 
     def stop(self) -> None:
