@@ -332,6 +332,14 @@ class RawRepl:
                 hint="is MicroPython running on it? flash it first with `terrapin device flash`",
             ) from exc
 
+    def recover(self, timeout: float = 5.0) -> None:
+        """After a call that stalled: Ctrl-D ends a half-sent raw paste (the board
+        then reports the cut code's error, or runs an empty buffer), Ctrl-C stops
+        code still running, and the raw REPL is entered again."""
+        self.link.write(b"\x04")
+        time.sleep(0.1)
+        self.enter(timeout)
+
     def exec(self, code: str | bytes, timeout: float = 20.0) -> bytes:
         data = code.encode() if isinstance(code, str) else code
         if self.raw_paste is not False and self._try_paste(data, timeout):
