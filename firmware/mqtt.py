@@ -19,6 +19,7 @@
 import struct
 
 from .compat import const, ticks_diff, ticks_ms
+from .sockerr import PLATFORM as _ERRNO
 
 _RX = const(512)  # an ACK is < 100 bytes; a larger packet is read and dropped
 _SKIP_MAX = const(16384)  # a packet larger than this breaks the session
@@ -41,7 +42,8 @@ class MQTTTimeout(MQTTError):
 
 
 def _blocked(exc):
-    return exc.args and exc.args[0] in (11, 115, 110)  # EAGAIN, EINPROGRESS, ETIMEDOUT
+    # EAGAIN, EINPROGRESS, ETIMEDOUT, ... with this platform's numbers (sockerr.py).
+    return _ERRNO.blocked(exc)
 
 
 class MQTTClient:

@@ -25,14 +25,12 @@ import select
 from binascii import a2b_base64, b2a_base64
 
 from .compat import const, ticks_diff, ticks_ms
+from .sockerr import ECONNREFUSED, ECONNRESET, ETIMEDOUT
 
 _POLL = const(3)  # MP_STREAM_POLL
 _GET_FILENO = const(10)  # MP_STREAM_GET_FILENO
 _POLLIN = const(1)
 _POLLOUT = const(4)
-_ECONNREFUSED = const(111)
-_ETIMEDOUT = const(110)
-_ECONNRESET = const(104)
 _STREAM_CLOSE = const(4)  # MP_STREAM_CLOSE: how ssl closes the stream it wraps
 _OPEN_MS = const(8000)  # longer than the bridge's 5 s connect: no stale answers
 _READ_MS = const(10000)  # a blocking read (the TLS handshake) gives up after this
@@ -97,10 +95,10 @@ class SerialLink(io.IOBase):
                     pass  # a host that does not send its clock
                 return
             if line.startswith(b"TPX E") or not line:
-                raise OSError(_ECONNREFUSED)
+                raise OSError(ECONNREFUSED)
             # anything else belongs to an older uplink
         tx.write(b"TPX C\n")  # the bridge may still be connecting: let it go
-        raise OSError(_ETIMEDOUT)
+        raise OSError(ETIMEDOUT)
 
     def _next_line(self, wait_ms):
         # One whole line from rx (b"" at end of input), or None if none is
@@ -153,7 +151,7 @@ class SerialLink(io.IOBase):
 
     def write(self, data):
         if not self.up:
-            raise OSError(_ECONNRESET)
+            raise OSError(ECONNRESET)
         self.tx.write(b"TPX D ")
         self.tx.write(b2a_base64(data))
         return len(data)
@@ -162,7 +160,7 @@ class SerialLink(io.IOBase):
         t0 = ticks_ms()
         while not self.rx and self.up:
             if ticks_diff(ticks_ms(), t0) > self.read_ms:
-                raise OSError(_ETIMEDOUT)
+                raise OSError(ETIMEDOUT)
             if self.feed is not None:
                 self.feed()
             self.poller.poll(100)
