@@ -47,7 +47,8 @@ def test_the_unix_port_takes_its_errno_module_values(run_mp, tmp_path):
         "import errno\n"
         "from firmware import sockerr\n"
         "p = sockerr.PLATFORM\n"
-        "print(p.value('EINPROGRESS') == errno.EINPROGRESS, p.value('ETIMEDOUT') == errno.ETIMEDOUT)\n"
+        "print(p.value('EINPROGRESS') == errno.EINPROGRESS,\n"
+        "      p.value('ETIMEDOUT') == errno.ETIMEDOUT)\n"
         "e = sockerr.SocketErrors('esp32')\n"
         "print(e.blocked(OSError(119)), e.blocked(OSError(116)), e.blocked(OSError(104)))\n"
     )
