@@ -31,11 +31,13 @@ import hashlib
 import json
 import os
 
+from . import jsonsafe
 from .compat import const, unload
 
 PREFIX = b"TP1 "
 _MAX_LINE = const(1536)
 _MAX_ID = const(16)
+_HEAD = const(22)  # "TP1 #" + id + " ": what an over-long line keeps
 VERSION = "0.1.0"
 CONFIG_FILE = "config.json"
 PROVISIONED_FILE = "provisioned"
@@ -53,7 +55,7 @@ class ConsoleError(Exception):
 
 def _json_dict(data):
     try:
-        obj = json.loads(data)
+        obj = jsonsafe.loads(data)
     except ValueError:
         return None
     return obj if isinstance(obj, dict) else None
@@ -120,9 +122,10 @@ class Console:
             if b == 10:  # \n
                 line = bytes(self._line)
                 self._line = bytearray()
-                self._rid = b""  # a line refused before handle() has no id to echo
+                self._rid = b""
                 if self._overflow:
                     self._overflow = False
+                    self._rid = _head_id(line)  # the line's head was kept for its id
                     self._err("TOO_LONG", "line longer than %d bytes" % _MAX_LINE)
                 elif line.startswith(PREFIX):
                     try:
@@ -135,7 +138,8 @@ class Console:
                 continue
             elif len(self._line) >= _MAX_LINE:
                 self._overflow = self._line.startswith(PREFIX) or self._overflow
-                self._line = bytearray(PREFIX) if self._overflow else bytearray()
+                # Keep "TP1 #<id> " so the TOO_LONG answer carries the request's id.
+                self._line = self._line[:_HEAD] if self._overflow else bytearray()
             else:
                 self._line.append(b)
 
@@ -272,9 +276,9 @@ class Console:
 
     def _store_config(self, raw):
         try:
-            new = json.loads(raw)
-        except (ValueError, RuntimeError):  # RuntimeError: nested too deep (`terrapin fuzz`)
-            raise ConsoleError("BAD_CONFIG", "not JSON")
+            new = jsonsafe.loads(raw)
+        except ValueError as exc:  # bad, too deep or too big (jsonsafe.py)
+            raise ConsoleError("BAD_CONFIG", "not JSON: %s" % exc.args[0])
         if not isinstance(new, dict):
             raise ConsoleError("BAD_CONFIG", "config must be a JSON object")
         if not self.provisioning:  # the trust config is locked (console_trust.OPEN_KEYS)
@@ -332,6 +336,19 @@ def _config_problems(cfg):
     if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
         return list(checked[1]) + list(checked[2])
     return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))
+
+
+def _head_id(line):
+    # b" #<id>" from the head of a TP1 line, or b"" when it has no valid id.
+    word = line[len(PREFIX) :].split(b" ", 1)[0]
+    if word[:1] == b"#":
+        try:
+            rid = word[1:].decode()
+        except UnicodeError:
+            return b""
+        if _request_id(rid):
+            return b" " + word
+    return b""
 
 
 def _request_id(text):

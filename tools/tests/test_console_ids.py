@@ -34,6 +34,13 @@ def test_a_bad_request_id_is_refused_without_echoing_it(tmp_path, rid):
     assert line == "TP1 ERR BAD_COMMAND request id must be 1-16 letters or digits"
 
 
+def test_an_over_long_line_is_refused_with_its_id(tmp_path):
+    (line,) = answers(tmp_path, "TP1 #k9 config-set " + "A" * 3000)
+    assert line == "TP1 ERR #k9 TOO_LONG line longer than 1536 bytes"
+    (line,) = answers(tmp_path, "TP1 config-set " + "A" * 3000)
+    assert line == "TP1 ERR TOO_LONG line longer than 1536 bytes"
+
+
 def test_host_matches_answers_by_id():
     kind, rid, rest = parse_line(b'TP1 OK #ab1 {"x": 1}\r\n')
     assert (kind, rid, rest) == (b"OK", "ab1", b'{"x": 1}')
