@@ -12,8 +12,10 @@ import select
 import struct
 
 from . import mqtt
-from .compat import ticks_diff, ticks_ms
+from .compat import const, ticks_add, ticks_diff, ticks_ms
 from .mqtt import MQTTConnectError, MQTTError, MQTTTimeout
+
+_OPEN_STEP_MS = const(20)  # how soon the main loop looks at a link being opened again
 
 
 def init_uplink(up, board, cfg, addr_hex, outbox, app):
@@ -51,6 +53,7 @@ def init_uplink(up, board, cfg, addr_hex, outbox, app):
     up.last_pid = 0
     up.published = up.republished = up.acked = up.rejected = 0
     up.connects = up.bad_acks = 0
+    up.opening = None  # a link being opened in steps (uplink_connect)
 
 
 def mqtt_connect(c, sock, timeout_ms):
@@ -113,9 +116,19 @@ def uplink_connect(up):
     board = up.board
     board.led_state("connecting")
     try:
-        if not board.network_up():
-            raise OSError("network down")
-        up.client.connect(board.open_socket(b["host"], b["port"], b["tls"], b["ca_file"]))
+        sock = up.opening
+        if sock is None:
+            if not board.network_up():
+                raise OSError("network down")
+            sock = board.open_socket(b["host"], b["port"], b["tls"], b["ca_file"])
+        # A link that opens in steps (seriallink, wait=False): look again on the
+        # next pass of the main loop instead of blocking it until the host answers.
+        if getattr(sock, "opening", False) and not sock.opened():
+            up.opening = sock
+            up.next_try = ticks_add(ticks_ms(), _OPEN_STEP_MS)
+            return
+        up.opening = None
+        up.client.connect(sock)
         up.client.subscribe(up.t_ack)
         # Firmware updates over MQTT (ota_mqtt.py): offers and chunks for this board.
         up.client.subscribe(up.t_ack[:-3] + b"ota")
@@ -123,6 +136,9 @@ def uplink_connect(up):
     except MemoryError:
         raise
     except Exception as exc:  # OSError, MQTTError, TLS/CA errors (ValueError)
+        if up.opening is not None:
+            up.opening.close()
+            up.opening = None
         up._lost("broker %s:%d unreachable" % (b["host"], b["port"]), exc)
         return
     up.connects += 1
