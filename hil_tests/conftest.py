@@ -23,8 +23,9 @@ from terrapin.hil.boards import BoardBase, SocketBoard, UnixBoard
 from terrapin.hil.endstate import Result, check, wait_anchored
 from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import record_hil_result
-from terrapin.hil.qemuboard import QemuBoard, split_args
+from terrapin.hil.qemuboard import QemuBoard
 from terrapin.hil.serialboard import SerialBoard
+from terrapin.tools.bench.board_qemu import split_args
 from terrapin.tools.devkit.gatewayhome import (
     GatewayHome,
     GatewayProcess,

@@ -19,7 +19,6 @@ docs/HIL.md says how a bench owner installs it.
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import shutil
 import signal
@@ -30,79 +29,19 @@ from pathlib import Path
 
 from terrapin.hil.flashfs import read_flash_file
 from terrapin.hil.serialboard import SerialBoard
+from terrapin.tools.bench.board_qemu import (  # one QEMU command line for bench and HIL
+    MACHINE,
+    QemuStartError,
+    log_tail,
+    qemu_command,
+    wait_listening,
+)
 from terrapin.tools.devkit.broker import free_port
 
 UPLINK_UART = 1  # the config's serial_uplink.uart (qemu_image.BENCH_CONFIG)
-MACHINE = "esp32"
 # An emulated ESP32 runs MicroPython several times slower than the chip: the
 # first boot (key, empty outbox, config) takes tens of seconds, not one or two.
 BOOT_TIMEOUT_S = 180.0
-LOG_TAIL = 2000  # characters of the emulator's log quoted in a start failure
-
-
-class QemuStartError(AssertionError):
-    """QEMU did not start or the board in it did not come up; the text ends with
-    the tail of the emulator's own log (its reason is there, e.g. a flash size)."""
-
-
-def qemu_command(
-    qemu_bin: str,
-    flash: Path,
-    console_port: int,
-    uplink_port: int,
-    monitor_port: int,
-    *,
-    machine: str = MACHINE,
-    extra: tuple[str, ...] | list[str] = (),
-) -> list[str]:
-    """The QEMU command line: the flash as the SPI flash, UART0 and UART1 as TCP
-    serial servers (`wait=off`: the bench connects after start), the monitor on TCP;
-    `extra` (--terrapin-qemu-args) last, so it can add to or override what is here."""
-
-    def tcp(port: int) -> str:
-        return f"tcp:127.0.0.1:{port},server=on,wait=off"
-
-    return [
-        qemu_bin, "-nographic", "-machine", machine,
-        "-drive", f"file={flash},if=mtd,format=raw",
-        # The timer-group watchdog fires under slow emulation; the firmware's
-        # own watchdog (config watchdog_s) is what a real board relies on.
-        "-global", "driver=timer.esp32.timg,property=wdt_disable,value=true",
-        "-nic", "none",
-        "-serial", tcp(console_port),  # UART0
-        "-serial", tcp(uplink_port),  # UART1
-        "-monitor", tcp(monitor_port),
-        *extra,
-    ]  # fmt: skip
-
-
-def split_args(text: str | None) -> tuple[str, ...]:
-    """--terrapin-qemu-args "-icount 3 -d guest_errors" -> the words, shell-quoted."""
-    return tuple(shlex.split(text or ""))
-
-
-def log_tail(log: Path, limit: int = LOG_TAIL) -> str:
-    """The end of the emulator's log, for failure messages."""
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return f"--- no emulator log at {log} ---"
-    text = text[-limit:].rstrip() or "(empty)"
-    return f"--- emulator log {log} ---\n{text}"
-
-
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    """Until QEMU listens on `port`; QemuStartError with its log if it exits or stalls."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise QemuStartError(
-                f"qemu exited with code {proc.returncode} while starting\n{log_tail(log)}"
-            )
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise QemuStartError(f"qemu did not open 127.0.0.1:{port} in {timeout:.0f} s\n{log_tail(log)}")
 
 
 class QemuBoard(SerialBoard):

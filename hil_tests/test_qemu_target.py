@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 
 from terrapin.hil.qemu_image import BENCH_CONFIG, DEFAULT_FLASH_SIZE, FLASH_SIZES, main
-from terrapin.hil.qemuboard import (
-    UPLINK_UART,
-    QemuBoard,
-    QemuStartError,
-    qemu_command,
-    split_args,
-)
+from terrapin.hil.qemuboard import UPLINK_UART, QemuBoard
+from terrapin.tools.bench.board_qemu import QemuStartError, qemu_command, split_args
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 def test_command_line_puts_uart0_uart1_and_the_monitor_on_loopback(tmp_path) -> None:
     cmd = qemu_command("qemu-system-xtensa", tmp_path / "flash.bin", 4001, 4002, 4003)
     assert cmd[:4] == ["qemu-system-xtensa", "-nographic", "-machine", "esp32"]
-    assert cmd[cmd.index("-drive") + 1] == f"file={tmp_path / 'flash.bin'},if=mtd,format=raw"
+    assert (
+        cmd[cmd.index("-drive") + 1]
+        == f"file={tmp_path / 'flash.bin'},if=mtd,format=raw,cache=unsafe"
+    )
     serials = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-serial"]
     # QEMU gives -serial options to UART0, UART1, ... in order.
     assert serials == [
