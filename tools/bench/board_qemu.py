@@ -9,9 +9,10 @@ as `terrapin device deploy` uses it) and runs one probe on the 32-bit image:
     esp32_app_alloc_bytes    gc.mem_alloc() growth with every module the app uses
                              at run time imported at once (APP_MODULES), after a
                              collect: the app's resident heap
-    esp32_sign_peak_bytes    the peak heap of one reading's encode + sign + MQTT
-                             publish: the free heap less the largest ballast
-                             (bisected to 256 bytes) with which it still succeeds
+    esp32_sign_peak_bytes    the heap one reading's encode + sign + MQTT publish
+                             needs: the least free heap (after a collect) in
+                             which it still succeeds, found by holding back a
+                             ballast of 512-byte pieces, bisected to 512 bytes
     esp32_sign_ms_emulated   median of 5 signs, in the emulator's milliseconds
 
 Emulation, labelled as such: the CPU runs close to the chip's speed here, but
@@ -46,7 +47,12 @@ APP_MODULES = (
 PACKAGE = "terrapin.firmware"
 
 PROBE = """
-import gc, time
+import gc, sys, time
+for n in ('os', 'struct', 'binascii', 'json', 'hashlib', 'select', 'random', 'errno', 'io'):
+    try:
+        sys.modules[n] = __import__('u' + n)  # as main.py does: no flash search per import
+    except ImportError:
+        pass
 gc.collect()
 free0 = gc.mem_free()
 alloc0 = gc.mem_alloc()
@@ -66,11 +72,16 @@ c.connected = True
 topic = b'terrapin/v1/' + b'0' * 40 + b'/reading'
 cose.sign1(priv, kid, cose.encode_payload(1, 0, [('t', 'Cel', 21.5)]))  # the comb table
 def fits(n):
-    # Does one reading's encode + sign + publish succeed with n bytes held back?
+    # The free heap left with n bytes held back, and whether one reading's
+    # encode + sign + publish still succeeded in it.
+    ballast = [None] * (n // 512)  # sized once: no list growth leaving holes
     try:
-        ballast = bytearray(n)
+        for i in range(len(ballast)):
+            ballast[i] = bytearray(512)  # pieces: they fill a fragmented heap's gaps
     except MemoryError:
-        return False
+        return False, 0
+    gc.collect()
+    room = gc.mem_free()
     try:
         env = cose.sign1(priv, kid, cose.encode_payload(2, 1700000000, [('t', 'Cel', 21.5)]))
         c.publish(topic, env, 1)
@@ -79,18 +90,19 @@ def fits(n):
         ok = False
     ballast = env = None
     gc.collect()
-    return ok
+    return ok, room
 gc.collect()
-free = gc.mem_free()
-lo, hi = 0, free
-while hi - lo > 256:
+lo, hi = 0, gc.mem_free()
+peak = gc.mem_free()
+while hi - lo > 512:
     mid = (lo + hi) // 2
-    if fits(mid):
+    ok, room = fits(mid)
+    if ok:
         lo = mid
+        peak = min(peak, room)
     else:
         hi = mid
-gc.collect()
-print('PEAK', gc.mem_free() - lo)
+print('PEAK', peak)
 ts = []
 for i in range(5):
     t = time.ticks_us()
