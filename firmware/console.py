@@ -326,13 +326,15 @@ def _config_problems(cfg):
     """The firmware's own messages about this config (they never quote secrets)."""
     try:
         from . import config
-
+    except Exception:  # MemoryError beside a full app: no messages, the config is stored
+        return []
+    try:
         checked = config.validate(cfg)
     except Exception:
         return []
     finally:
         # A boot-only module: beside the running app its RAM is needed back.
-        unload(__name__[:-7] + "config")  # __name__ ends in "console"
+        unload(config.__name__)
     if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
         return list(checked[1]) + list(checked[2])
     return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))
