@@ -52,6 +52,17 @@ def test_a_missing_emulator_is_said_before_any_benchmarking(tmp_path, capsys):
     assert code != 0 and "no flash image" in capsys.readouterr().err
 
 
+def test_the_unix_port_guard_of_the_esp32_budget(tmp_path, micropython_exe):
+    """The same probe on the 64-bit unix port: the app within UNIX_APP_GUARD (64 KB
+    on the 32-bit image, scaled by the measured ratio), one reading's peak small."""
+    from terrapin.tools.board.deploy import DirTarget, deploy
+
+    deploy(DirTarget(tmp_path))
+    figures = board_qemu.unix_probe(micropython_exe, tmp_path)
+    assert figures["esp32_app_alloc_bytes"] <= board_qemu.UNIX_APP_GUARD, figures
+    assert 1000 < figures["esp32_sign_peak_bytes"] < 16 * 1024, figures
+
+
 @pytest.mark.hardware
 @pytest.mark.skipif(
     shutil.which(QEMU) is None or not IMAGE.is_file(),
