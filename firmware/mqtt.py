@@ -20,7 +20,7 @@ import select
 import struct
 
 from .compat import const, ticks_diff, ticks_ms
-from .sockerr import PLATFORM as _ERRNO
+from .sockerr import BUSY as _BUSY
 
 _RX = const(512)  # an ACK is < 100 bytes; a larger packet is read and dropped
 _SKIP_MAX = const(16384)  # a packet larger than this breaks the session
@@ -43,8 +43,8 @@ class MQTTTimeout(MQTTError):
 
 
 def _blocked(exc):
-    # EAGAIN, EINPROGRESS, ETIMEDOUT, ... with this platform's numbers (sockerr.py).
-    return _ERRNO.blocked(exc)
+    # EAGAIN, EINPROGRESS, EALREADY, ETIMEDOUT with this platform's numbers (sockerr.py).
+    return exc.args and exc.args[0] in _BUSY
 
 
 class MQTTClient:

@@ -2,79 +2,54 @@
 #
 # MicroPython's ESP32 port reports lwIP errors with ESP-IDF newlib's numbers,
 # which differ from Linux's: EINPROGRESS is 119 there (115 on Linux), ETIMEDOUT
-# 116 (110), ECONNABORTED 113 (103), ENOTCONN 128 (107). A client that
-# hard-codes Linux numbers takes a would-block on an ESP32 for a broken
-# connection and drops the session. As mqtt_as does, the `errno` module's
-# names are used where the port has them, with the platform's table beside
-# them for the names a port leaves out.
+# 116 (110), EALREADY 120 (114). A client that hard-codes Linux numbers takes a
+# would-block on an ESP32 for a broken connection and drops the session. As
+# mqtt_as does, the `errno` module's names are used where the port has them,
+# with the platform's table for the names a port leaves out.
 #
-# Pure logic: imports nothing from machine or network.
+# Pure logic: imports nothing from machine or network. Kept small: mqtt.py
+# holds BUSY for as long as the board runs.
 
 import sys
 
-try:
-    import errno
-except ImportError:  # a MicroPython built without it: the tables alone
-    errno = None
-
-# name: (Linux / the unix port, ESP-IDF newlib)
-_TABLE = {
-    "EAGAIN": (11, 11),
-    "EWOULDBLOCK": (11, 11),
-    "EINPROGRESS": (115, 119),
-    "EALREADY": (114, 120),
-    "ETIMEDOUT": (110, 116),
-    "ECONNRESET": (104, 104),
-    "ECONNABORTED": (103, 113),
-    "ECONNREFUSED": (111, 111),
-    "ENOTCONN": (107, 128),
-    "EHOSTUNREACH": (113, 118),
-}
-_NEWLIB_PLATFORMS = ("esp32", "esp8266")
+_NAMES = ("EAGAIN", "EINPROGRESS", "EALREADY", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED")
+_LINUX = (11, 115, 114, 110, 104, 111)  # also the unix port's
+_NEWLIB = (11, 119, 120, 116, 104, 111)  # ESP-IDF (esp32, esp8266)
 
 
-class SocketErrors:
-    # The errno values of one platform, grouped by what the client does with them.
+def _newlib(platform):
+    return platform in ("esp32", "esp8266")
 
-    def __init__(self, platform=None, module=errno):
-        self.platform = platform or sys.platform
-        self._col = 1 if self.platform in _NEWLIB_PLATFORMS else 0
-        self._module = module
-        # Would-block: try again later, the connection is fine.
-        self.busy = self.values("EAGAIN", "EWOULDBLOCK", "EINPROGRESS", "EALREADY", "ETIMEDOUT")
-        # The peer or the network ended the connection.
-        self.dropped = self.values("ECONNRESET", "ECONNABORTED", "ENOTCONN", "EHOSTUNREACH")
 
-    def value(self, name):
-        # The platform's number for `name`: the errno module's, else the table's.
-        if self._module is not None and self._col == _native_col():
-            v = getattr(self._module, name, None)
+def value(name, platform=None):
+    # `name`'s number on `platform` (default: here); the errno module's where
+    # it has the name and runs on that platform, else the table's.
+    here = sys.platform
+    platform = platform or here
+    if _newlib(platform) == _newlib(here):
+        try:
+            import errno
+
+            v = getattr(errno, name, None)
             if v is not None:
                 return v
-        return _TABLE[name][self._col]
-
-    def values(self, *names):
-        out = []
-        for name in names:
-            v = self.value(name)
-            if v not in out:
-                out.append(v)
-        return tuple(out)
-
-    def blocked(self, exc):
-        # True when an OSError only means "not now" on this platform.
-        args = getattr(exc, "args", ())
-        return bool(args) and args[0] in self.busy
+        except ImportError:
+            pass
+    return (_NEWLIB if _newlib(platform) else _LINUX)[_NAMES.index(name)]
 
 
-def _native_col():
-    # Which table column this interpreter's own errno module follows.
-    return 1 if sys.platform in _NEWLIB_PLATFORMS else 0
+def busy(platform=None):
+    # The numbers that only mean "not now": EAGAIN, EINPROGRESS, EALREADY, ETIMEDOUT.
+    return tuple(value(n, platform) for n in _NAMES[:4])
 
 
-PLATFORM = SocketErrors()  # the values where this firmware runs
-EAGAIN = PLATFORM.value("EAGAIN")
-ETIMEDOUT = PLATFORM.value("ETIMEDOUT")
-ECONNRESET = PLATFORM.value("ECONNRESET")
-ECONNREFUSED = PLATFORM.value("ECONNREFUSED")
-EINPROGRESS = PLATFORM.value("EINPROGRESS")
+def blocked(exc, busy_values):
+    # True when an OSError only means "not now" (busy_values: busy(platform)).
+    args = getattr(exc, "args", ())
+    return bool(args) and args[0] in busy_values
+
+
+BUSY = busy()
+ETIMEDOUT = value("ETIMEDOUT")
+ECONNRESET = value("ECONNRESET")
+ECONNREFUSED = value("ECONNREFUSED")

@@ -120,28 +120,35 @@ class SerialBoard(BoardBase):
     def request(self, command: str, *args: str, timeout: float | None = None) -> dict:
         """One TP1 request with its own id; its JSON answer, or AssertionError naming
         the board's error. Late answers to earlier requests are dropped, never taken."""
+        timeout = self.request_timeout_s if timeout is None else timeout
+        rid = self._send(command, *args)
+        answer = self._await({rid}, time.monotonic() + timeout, command)
+        if answer is None:
+            raise AssertionError(f"{self.name}: no answer to TP1 {command} on {self.port}")
+        return answer
+
+    def _send(self, command: str, *args: str) -> str:
         self._open()
         assert self.ser is not None
-        timeout = self.request_timeout_s if timeout is None else timeout
         rid = self._ids.next()
         self.ser.write(("TP1 " + " ".join((f"#{rid}", command, *args)) + "\n").encode())
-        deadline = time.monotonic() + timeout
+        return rid
+
+    def _await(self, ids: set[str], deadline: float, command: str) -> dict | None:
+        """The answer to any request in `ids` (None at the deadline); others are stale."""
         with self._cond:
             while True:
                 while not self._answers:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        raise AssertionError(
-                            f"{self.name}: no answer to TP1 {command} on {self.port}"
-                        )
+                        return None
                     self._cond.wait(left)
                 kind, got, rest = self._answers.pop(0)
-                try:
-                    answer = answer_of(rid, kind, got, rest, command)
-                except BoardError as exc:
-                    raise AssertionError(f"{self.name}: TP1 {command}: {exc}") from None
-                if answer is not None:
-                    return answer
+                if got in ids:
+                    try:
+                        return answer_of(got, kind, got, rest, command)
+                    except BoardError as exc:
+                        raise AssertionError(f"{self.name}: TP1 {command}: {exc}") from None
                 self.stale_answers += 1
 
     def _config_set(self, cfg: dict) -> None:
@@ -156,12 +163,17 @@ class SerialBoard(BoardBase):
         self.wait_console(timeout=self.boot_timeout_s)
 
     def wait_console(self, timeout: float) -> None:
-        """Until the app answers TP1 again after a boot."""
+        """Until the app answers TP1 again after a boot: an `info` poll every
+        console_poll_s, and an answer to any of them counts (a slow board answers
+        each one late)."""
         deadline = time.monotonic() + timeout
+        polls: set[str] = set()
         while time.monotonic() < deadline:
-            with contextlib.suppress(AssertionError):
-                self.request("info", timeout=self.console_poll_s)
-                return
+            polls.add(self._send("info"))
+            until = min(deadline, time.monotonic() + self.console_poll_s)
+            with contextlib.suppress(AssertionError):  # an ERR answer: not up yet
+                if self._await(polls, until, "info") is not None:
+                    return
         raise AssertionError(f"{self.name}: the console did not come back:\n{self.console_tail()}")
 
     # -- the board interface ----------------------------------------------------------

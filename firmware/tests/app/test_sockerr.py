@@ -12,7 +12,6 @@ import pytest
 
 from terrapin.firmware import mqtt, sockerr
 from terrapin.firmware.mqtt import MQTTClient, MQTTError
-from terrapin.firmware.sockerr import SocketErrors
 
 ESP32 = {"EAGAIN": 11, "EINPROGRESS": 119, "ETIMEDOUT": 116, "ECONNRESET": 104}
 LINUX = {"EAGAIN": 11, "EINPROGRESS": 115, "ETIMEDOUT": 110, "ECONNRESET": 104}
@@ -20,25 +19,24 @@ LINUX = {"EAGAIN": 11, "EINPROGRESS": 115, "ETIMEDOUT": 110, "ECONNRESET": 104}
 
 @pytest.mark.parametrize(("platform", "values"), [("esp32", ESP32), ("linux", LINUX)])
 def test_each_platform_has_its_own_numbers(platform, values):
-    errs = SocketErrors(platform)
     for name, number in values.items():
-        assert errs.value(name) == number, name
-    assert set(errs.busy) >= {values["EAGAIN"], values["EINPROGRESS"], values["ETIMEDOUT"]}
-    assert values["ECONNRESET"] in errs.dropped and values["ECONNRESET"] not in errs.busy
+        assert sockerr.value(name, platform) == number, name
+    busy = sockerr.busy(platform)
+    assert set(busy) >= {values["EAGAIN"], values["EINPROGRESS"], values["ETIMEDOUT"]}
+    assert values["ECONNRESET"] not in busy
 
 
 def test_a_number_busy_on_one_platform_is_not_busy_on_the_other():
-    esp32, linux = SocketErrors("esp32"), SocketErrors("linux")
-    assert esp32.blocked(OSError(119)) and not linux.blocked(OSError(119))  # Linux: ENAVAIL
-    assert esp32.blocked(OSError(116)) and not linux.blocked(OSError(116))  # Linux: ESTALE
-    assert linux.blocked(OSError(115)) and not esp32.blocked(OSError(115))
-    assert not esp32.blocked(OSError(104)) and not esp32.blocked(ValueError())
+    esp32, linux = sockerr.busy("esp32"), sockerr.busy("linux")
+    assert sockerr.blocked(OSError(119), esp32) and not sockerr.blocked(OSError(119), linux)
+    assert sockerr.blocked(OSError(116), esp32) and not sockerr.blocked(OSError(116), linux)
+    assert sockerr.blocked(OSError(115), linux) and not sockerr.blocked(OSError(115), esp32)
+    assert not sockerr.blocked(OSError(104), esp32) and not sockerr.blocked(ValueError(), esp32)
 
 
 def test_where_it_runs_the_errno_module_names_win():
-    here = sockerr.PLATFORM
-    assert here.value("EINPROGRESS") == errno.EINPROGRESS
-    assert here.value("ETIMEDOUT") == errno.ETIMEDOUT
+    assert sockerr.value("EINPROGRESS") == errno.EINPROGRESS
+    assert sockerr.ETIMEDOUT == errno.ETIMEDOUT and errno.EINPROGRESS in sockerr.BUSY
 
 
 def test_the_unix_port_takes_its_errno_module_values(run_mp, tmp_path):
@@ -46,11 +44,11 @@ def test_the_unix_port_takes_its_errno_module_values(run_mp, tmp_path):
     script.write_text(
         "import errno\n"
         "from firmware import sockerr\n"
-        "p = sockerr.PLATFORM\n"
-        "print(p.value('EINPROGRESS') == errno.EINPROGRESS,\n"
-        "      p.value('ETIMEDOUT') == errno.ETIMEDOUT)\n"
-        "e = sockerr.SocketErrors('esp32')\n"
-        "print(e.blocked(OSError(119)), e.blocked(OSError(116)), e.blocked(OSError(104)))\n"
+        "print(sockerr.value('EINPROGRESS') == errno.EINPROGRESS,\n"
+        "      sockerr.ETIMEDOUT == errno.ETIMEDOUT)\n"
+        "e = sockerr.busy('esp32')\n"
+        "print(sockerr.blocked(OSError(119), e), sockerr.blocked(OSError(116), e),\n"
+        "      sockerr.blocked(OSError(104), e))\n"
     )
     assert run_mp(script) == ["True True", "True True False"]
 
@@ -72,7 +70,7 @@ class WouldBlockOnce:
 @pytest.mark.mosquitto
 @pytest.mark.parametrize(("platform", "code"), [("esp32", 119), ("esp32", 116), ("linux", 115)])
 def test_a_would_block_write_keeps_the_session(mosquitto, monkeypatch, platform, code):
-    monkeypatch.setattr(mqtt, "_ERRNO", SocketErrors(platform))
+    monkeypatch.setattr(mqtt, "_BUSY", sockerr.busy(platform))
     acks: list[int] = []
     c = MQTTClient("errno-" + platform, on_puback=acks.append)
     c.connect(socket.create_connection((mosquitto.host, mosquitto.port)))
@@ -87,7 +85,7 @@ def test_a_would_block_write_keeps_the_session(mosquitto, monkeypatch, platform,
 
 @pytest.mark.mosquitto
 def test_a_reset_still_breaks_the_session(mosquitto, monkeypatch):
-    monkeypatch.setattr(mqtt, "_ERRNO", SocketErrors("esp32"))
+    monkeypatch.setattr(mqtt, "_BUSY", sockerr.busy("esp32"))
     c = MQTTClient("errno-reset")
     c.connect(socket.create_connection((mosquitto.host, mosquitto.port)))
     c.write = WouldBlockOnce(c.write, 104)
