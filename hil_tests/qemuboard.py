@@ -63,7 +63,7 @@ class QemuBoard(SerialBoard):
         self.extra_args = tuple(extra_args)
         # Emulation runs MicroPython several times slower: scale what waits on it.
         self.boot_timeout_s = boot_timeout_s
-        self.request_timeout_s = 60.0
+        self.request_timeout_s = 240.0  # a console import after a quiet spell: minutes
         self.console_poll_s = 5.0
         self.qemu_bin = qemu_bin
         self.flash_image = self.dir / "flash.bin"

@@ -162,7 +162,7 @@ class SerialBoard(BoardBase):
         self.boots += 1
         self.wait_console(timeout=self.boot_timeout_s)
 
-    def wait_console(self, timeout: float) -> None:
+    def wait_console(self, timeout: float) -> dict:
         """Until the app answers TP1 again after a boot: an `info` poll every
         console_poll_s, and an answer to any of them counts (a slow board answers
         each one late)."""
@@ -172,14 +172,14 @@ class SerialBoard(BoardBase):
             polls.add(self._send("info"))
             until = min(deadline, time.monotonic() + self.console_poll_s)
             with contextlib.suppress(AssertionError):  # an ERR answer: not up yet
-                if self._await(polls, until, "info") is not None:
-                    return
+                info = self._await(polls, until, "info")
+                if info is not None:
+                    return info
         raise AssertionError(f"{self.name}: the console did not come back:\n{self.console_tail()}")
 
     # -- the board interface ----------------------------------------------------------
     def provision(self, home: GatewayHome, broker) -> None:
-        self.wait_console(timeout=self.boot_timeout_s)
-        info = self.request("info")
+        info = self.wait_console(timeout=self.boot_timeout_s)  # its answer is `info`
         if not info.get("addr"):
             info = self.request("keygen")
         self.address, self.pubkey = info["addr"], info["pub"]
