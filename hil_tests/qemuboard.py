@@ -65,6 +65,7 @@ class QemuBoard(SerialBoard):
         self.boot_timeout_s = boot_timeout_s
         self.request_timeout_s = 240.0  # a console import after a quiet spell: minutes
         self.console_poll_s = 5.0
+        self.config_chunk = 96  # short TP1 lines: the emulated UART0 buffer is slow to drain
         self.qemu_bin = qemu_bin
         self.flash_image = self.dir / "flash.bin"
         shutil.copyfile(image, self.flash_image)

@@ -41,6 +41,7 @@ class SerialBoard(BoardBase):
     boot_timeout_s = 30.0  # until the app answers TP1 after a boot (QemuBoard: longer)
     request_timeout_s = 15.0  # one TP1 answer (keygen on an emulated ESP32 is slow)
     console_poll_s = 1.0  # each `info` poll while waiting for the console after a boot
+    config_chunk = 1024  # config bytes per TP1 line (QemuBoard: fewer)
 
     def __init__(self, *a, port: str, relay_cmd: str | None = None, **kw):
         self.port = port
@@ -152,9 +153,20 @@ class SerialBoard(BoardBase):
                 self.stale_answers += 1
 
     def _config_set(self, cfg: dict) -> None:
+        """The config in `config_chunk` pieces (config-begin/chunk/end, checked by
+        its SHA-256, as `terrapin device provision` sends it): short lines for a
+        board whose UART receive buffer a long line would overrun."""
         import base64
+        import hashlib
 
-        self.request("config-set", base64.b64encode(json.dumps(cfg).encode()).decode())
+        raw = json.dumps(cfg).encode()
+        if len(raw) <= self.config_chunk:
+            self.request("config-set", base64.b64encode(raw).decode())
+            return
+        self.request("config-begin")
+        for i in range(0, len(raw), self.config_chunk):
+            self.request("config-chunk", base64.b64encode(raw[i : i + self.config_chunk]).decode())
+        self.request("config-end", hashlib.sha256(raw).hexdigest())
 
     def _reboot(self) -> None:
         with contextlib.suppress(AssertionError):

@@ -56,6 +56,7 @@ def test_serial_target_on_a_virtual_app_board(request, tmp_path, micropython_exe
     ).start()
     board = SerialBoard("b0", tmp_path / "boards", (proxy.host, proxy.port), port=vb.pty_path)
     board.period_s = 0.1  # the unix port signs in ~2 ms
+    board.config_chunk = 64  # the chunked config path (the qemu target's) runs here too
     try:
         board.provision(home, broker)
         board.start("--max-readings", "10", "--exit-when-drained", "--stats")
