@@ -41,7 +41,7 @@ help:
 	@echo "make dist   build the wheel and the sdist into dist/"
 	@echo "make hil TARGET=serial PORT=/dev/ttyUSB0   run the HIL bench on real hardware"
 	@echo "make hil-rpi   install the gateway in a Debian arm64 VM (slow; builds the image once)"
-	@echo "make qemu-image   the ESP32 flash image for TARGET=qemu (MICROPYTHON_BIN=, QEMU_CONFIG=)"
+	@echo "make qemu-image   the ESP32 flash image for TARGET=qemu (MICROPYTHON_BIN=, QEMU_CONFIG=, QEMU_FLASH_SIZE=)"
 
 demo: $(STAMP)-demo web
 	$(BIN)/terrapin demo $(DEMO_ARGS)
@@ -86,6 +86,8 @@ hil-rpi: $(STAMP)-test $(RPI_IMAGE)
 MICROPYTHON_BIN ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/terrapin/micropython/esp32.bin
 QEMU_IMAGE      := .cache/qemu/esp32-flash.bin
 QEMU_CONFIG     ?=
+# Espressif's QEMU (-machine esp32) reads exactly 16 MB of flash.
+QEMU_FLASH_SIZE ?= 16MB
 
 .PHONY: qemu-image
 qemu-image: $(STAMP)-test
@@ -94,7 +96,7 @@ qemu-image: $(STAMP)-test
 	       "from https://micropython.org/download/ESP32_GENERIC/ and put it there," \
 	       "or pass MICROPYTHON_BIN=FILE"; exit 2; }
 	$(BIN)/python -m terrapin.hil.qemu_image --micropython "$(MICROPYTHON_BIN)" \
-	  --out $(QEMU_IMAGE) $(if $(QEMU_CONFIG),--config "$(QEMU_CONFIG)")
+	  --out $(QEMU_IMAGE) --flash-size $(QEMU_FLASH_SIZE) $(if $(QEMU_CONFIG),--config "$(QEMU_CONFIG)")
 
 # Install missing Debian packages (as root, or via sudo) only when a tool is absent.
 check-apt:

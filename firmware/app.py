@@ -33,6 +33,7 @@ MAX_RECORDS = const(16)
 
 _LEVELS = {"error": 0, "info": 1, "debug": 2}
 _TIMES = const(64)  # reading durations kept for the median
+_CONSOLE_MS = const(50)  # longest wait between two looks at the TP1 console
 _PACKAGE = __name__.rsplit(".", 1)[0]
 
 
@@ -49,11 +50,16 @@ def _import_runtime():
     from .uplink import Uplink
 
 
+_TOO_DEEP = "nested too deep or too large for the free memory"
+
+
 def _load_config(board):
     from . import config
 
     try:
         return config.load(board.config_path, board.name)
+    except MemoryError:  # json.loads on a deeply nested file (issue 14): refuse, carry on
+        return {}, ["config is not valid JSON: " + _TOO_DEEP], [], []
     finally:
         _unload("config")
 
@@ -199,7 +205,11 @@ class App:
             board.deep_sleep(self.schedule.wait_ms(ticks_ms()))
         wait = self.schedule.wait_ms(ticks_ms()) if wanted else 1000
         w = up.wait_ms()
-        up.poll(w if w < wait else wait)
+        if w < wait:
+            wait = w
+        if self.port is not None and wait > _CONSOLE_MS:
+            wait = _CONSOLE_MS  # a host on the console is answered while the link backs off
+        up.poll(wait)
         return None
 
     def status_published(self, payload):

@@ -5,9 +5,14 @@ A line-based request/answer protocol on the board's serial console, used by
 `feed()` and a `write(bytes)` callable for the answers, so the same code runs
 on an ESP32 (UART REPL), on the unix port (a pty) and on CPython.
 
-    host:  TP1 <command> [args...]\\n
-    board: TP1 OK <json>\\n   |   TP1 ERR <CODE> <text>\\n
+    host:  TP1 [#<id>] <command> [args...]\\n
+    board: TP1 OK [#<id>] <json>\\n   |   TP1 ERR [#<id>] <CODE> <text>\\n
     board: TP1 EV <json>\\n   (unsolicited status line, see `event()`)
+
+The request id (1-16 letters or digits) is echoed in the answer, so a host
+matches each answer to its request: a late answer to an earlier request
+(say, an `info` poll sent while the board was booting) is never taken as the
+answer to a later one. Without an id the answer has none (TP1 as before).
 
 Commands: info, keygen [force], config-set <b64>, config-begin,
 config-chunk <b64>, config-end <sha256-hex>,
@@ -26,10 +31,13 @@ import hashlib
 import json
 import os
 
+from . import jsonsafe
 from .compat import const, unload
 
 PREFIX = b"TP1 "
 _MAX_LINE = const(1536)
+_MAX_ID = const(16)
+_HEAD = const(22)  # "TP1 #" + id + " ": what an over-long line keeps
 VERSION = "0.1.0"
 CONFIG_FILE = "config.json"
 PROVISIONED_FILE = "provisioned"
@@ -47,7 +55,7 @@ class ConsoleError(Exception):
 
 def _json_dict(data):
     try:
-        obj = json.loads(data)
+        obj = jsonsafe.loads(data)
     except ValueError:
         return None
     return obj if isinstance(obj, dict) else None
@@ -105,6 +113,7 @@ class Console:
         self._known = identity
         self._config_buf = None
         self._ota = None  # [file, expected size, written, sha256]
+        self._rid = b""  # " #<id>" of the request being answered, or empty
 
     # -- bytes in ---------------------------------------------------------
     def feed(self, data):
@@ -113,8 +122,10 @@ class Console:
             if b == 10:  # \n
                 line = bytes(self._line)
                 self._line = bytearray()
+                self._rid = b""
                 if self._overflow:
                     self._overflow = False
+                    self._rid = _head_id(line)  # the line's head was kept for its id
                     self._err("TOO_LONG", "line longer than %d bytes" % _MAX_LINE)
                 elif line.startswith(PREFIX):
                     try:
@@ -127,12 +138,19 @@ class Console:
                 continue
             elif len(self._line) >= _MAX_LINE:
                 self._overflow = self._line.startswith(PREFIX) or self._overflow
-                self._line = bytearray(PREFIX) if self._overflow else bytearray()
+                # Keep "TP1 #<id> " so the TOO_LONG answer carries the request's id.
+                self._line = self._line[:_HEAD] if self._overflow else bytearray()
             else:
                 self._line.append(b)
 
     def handle(self, text):
         parts = text.split()
+        self._rid = b""
+        if parts and parts[0].startswith("#"):
+            rid = parts.pop(0)[1:]
+            if not _request_id(rid):
+                return self._err("BAD_COMMAND", "request id must be 1-16 letters or digits")
+            self._rid = b" #" + rid.encode()
         if not parts:
             return self._err("BAD_COMMAND", "empty command")
         name = parts[0]
@@ -171,10 +189,12 @@ class Console:
 
     # -- bytes out --------------------------------------------------------
     def _ok(self, obj):
-        self.write(PREFIX + b"OK " + json.dumps(obj).encode() + b"\n")
+        self.write(PREFIX + b"OK" + self._rid + b" " + json.dumps(obj).encode() + b"\n")
 
     def _err(self, code, text):
-        self.write(PREFIX + b"ERR " + code.encode() + b" " + text.encode() + b"\n")
+        self.write(
+            PREFIX + b"ERR" + self._rid + b" " + code.encode() + b" " + text.encode() + b"\n"
+        )
 
     def event(self, obj):
         """Write one unsolicited status line (same JSON as the MQTT status).
@@ -256,9 +276,9 @@ class Console:
 
     def _store_config(self, raw):
         try:
-            new = json.loads(raw)
-        except (ValueError, RuntimeError):  # RuntimeError: nested too deep (`terrapin fuzz`)
-            raise ConsoleError("BAD_CONFIG", "not JSON")
+            new = jsonsafe.loads(raw)
+        except ValueError as exc:  # bad, too deep or too big (jsonsafe.py)
+            raise ConsoleError("BAD_CONFIG", "not JSON: %s" % exc.args[0])
         if not isinstance(new, dict):
             raise ConsoleError("BAD_CONFIG", "config must be a JSON object")
         if not self.provisioning:  # the trust config is locked (console_trust.OPEN_KEYS)
@@ -306,16 +326,41 @@ def _config_problems(cfg):
     """The firmware's own messages about this config (they never quote secrets)."""
     try:
         from . import config
-
+    except Exception:  # MemoryError beside a full app: no messages, the config is stored
+        return []
+    try:
         checked = config.validate(cfg)
     except Exception:
         return []
     finally:
         # A boot-only module: beside the running app its RAM is needed back.
-        unload(__name__[:-7] + "config")  # __name__ ends in "console"
+        unload(config.__name__)
     if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
         return list(checked[1]) + list(checked[2])
     return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))
+
+
+def _head_id(line):
+    # b" #<id>" from the head of a TP1 line, or b"" when it has no valid id.
+    word = line[len(PREFIX) :].split(b" ", 1)[0]
+    if word[:1] == b"#":
+        try:
+            rid = word[1:].decode()
+        except UnicodeError:
+            return b""
+        if _request_id(rid):
+            return b" " + word
+    return b""
+
+
+def _request_id(text):
+    """1-16 ASCII letters or digits: safe to echo back on the console line."""
+    if not 0 < len(text) <= _MAX_ID:
+        return False
+    for c in text:
+        if not ("0" <= c <= "9" or "a" <= c <= "z" or "A" <= c <= "Z"):
+            return False
+    return True
 
 
 def _b64(text):

@@ -12,8 +12,30 @@
 # so everything that is needed once lives in functions of other modules.
 
 import gc
-import os
 import sys
+
+
+def _builtins():
+    # MicroPython looks on the filesystem for a module before it uses an
+    # extensible built-in (os, struct, json, ...), and at every `import` of
+    # it: 3 stats per sys.path folder, 30-odd imports per boot. On the ESP32
+    # image in QEMU a stat costs 0.1-0.3 s, so this was most of the minutes a
+    # first boot took (docs/FIRMWARE.md, "First boot"). The u-names are the
+    # built-ins themselves; once in sys.modules, `import os` is a lookup.
+    for name in _BUILTINS:
+        try:
+            sys.modules[name] = __import__("u" + name)
+        except ImportError:
+            pass  # not in this port (or CPython, where this file never runs)
+
+
+_BUILTINS = (
+    "os", "struct", "binascii", "json", "hashlib", "time", "select", "random",
+    "errno", "array", "socket", "io", "ssl", "re",
+)  # fmt: skip
+_builtins()
+
+import os  # noqa: E402 - after the built-ins are registered: no filesystem search
 
 
 def _ota_boot(name, root, reset):

@@ -14,11 +14,13 @@
 #
 # CONNECT (clean session, keepalive, last will, user/password), PUBLISH QoS
 # 0/1 both ways with PUBACK, DUP on resend, SUBSCRIBE, PINGREQ. No QoS 2.
-# CONNECT is written in session.py, loaded only to (re)connect.
+# The client owns every packet it speaks, CONNECT included.
 
+import select
 import struct
 
 from .compat import const, ticks_diff, ticks_ms
+from .sockerr import BUSY as _BUSY
 
 _RX = const(512)  # an ACK is < 100 bytes; a larger packet is read and dropped
 _SKIP_MAX = const(16384)  # a packet larger than this breaks the session
@@ -41,7 +43,8 @@ class MQTTTimeout(MQTTError):
 
 
 def _blocked(exc):
-    return exc.args and exc.args[0] in (11, 115, 110)  # EAGAIN, EINPROGRESS, ETIMEDOUT
+    # EAGAIN, EINPROGRESS, EALREADY, ETIMEDOUT with this platform's numbers (sockerr.py).
+    return exc.args and exc.args[0] in _BUSY
 
 
 class MQTTClient:
@@ -114,11 +117,57 @@ class MQTTClient:
         return i + 2 + n
 
     def connect(self, sock, timeout_ms=10000):
-        # CONNECT (clean session) over `sock`; waits for CONNACK. The code is
-        # in session.py (reconnect-only; the uplink unloads it after).
-        from . import session
-
-        session.mqtt_connect(self, sock, timeout_ms)
+        # CONNECT (clean session, keepalive, last will, user/password) over
+        # `sock`, a connected socket or stream; waits for CONNACK.
+        self.sock = sock
+        self.n = self.skip = 0
+        self.ping_at = None
+        self.write = getattr(sock, "write", None) or sock.send
+        self.readinto = getattr(sock, "readinto", None) or sock.recv_into
+        sock.setblocking(False)
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        parts = [self.client_id]
+        flags = 2
+        if self.will:
+            topic, msg, retain = self.will
+            flags |= 0x0C | (0x20 if retain else 0)  # will flag, will QoS 1
+            parts += [topic, msg]
+        if self.user is not None:
+            flags |= 0x80
+            parts.append(self.user)
+            if self.password is not None:
+                flags |= 0x40
+                parts.append(self.password)
+        size = 10
+        for p in parts:
+            size += 2 + len(p)
+        i = self._head(0x10, size)
+        self.txv[i : i + 7] = b"\x00\x04MQTT\x04"
+        self.tx[i + 7] = flags
+        struct.pack_into("!H", self.tx, i + 8, self.keepalive)
+        i += 10
+        for p in parts:
+            i = self._str(i, p)
+        self._send(i)
+        t0 = ticks_ms()
+        while True:
+            got = self._packet()
+            if got:
+                kind, at, size = got
+                if kind != 0x20 or size != 2:
+                    raise MQTTError("expected CONNACK")
+                code = self.rx[at + 1]
+                self._drop(at + size)
+                if code:
+                    raise MQTTConnectError("broker refused the connection", code)
+                self.connected = True
+                return
+            left = timeout_ms - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                raise MQTTTimeout("no CONNACK")
+            self.poller.poll(min(left, 100))
+            self._fill()
 
     def close(self, goodbye=False):
         # Close the socket; with goodbye, send DISCONNECT first (no last will).

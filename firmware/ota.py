@@ -38,7 +38,6 @@ confirm a trial image while its own heap is in use); the installer (verify,
 stage) is firmware/ota_install.py, imported only to install a bundle.
 """
 
-import json
 import os
 import sys
 
@@ -95,8 +94,10 @@ def _makedirs(path):
 
 # -- state (firmware/ota_state.py: two checksummed copies) --------------
 def _json_dict(data):
+    from .jsonsafe import loads
+
     try:
-        obj = json.loads(data)
+        obj = loads(data)
     except ValueError:
         return None
     return obj if isinstance(obj, dict) else None

@@ -10,10 +10,10 @@ Pure logic over a directory: imports no machine/network.
 
 import binascii
 import hashlib
-import json
 import os
 import sys
 
+from . import jsonsafe
 from .compat import const
 from .ota import (
     _SLOTS,
@@ -82,9 +82,9 @@ def read_manifest(f, trusted_pub):
     if not secp256k1.verify_digest(trusted_pub, h.digest(), sig):
         raise SignatureError("manifest signature does not verify with the trusted release key")
     try:
-        man = json.loads(raw)
-    except (ValueError, RuntimeError):  # RuntimeError: nested too deep (fuzz)
-        raise ManifestError("manifest is not JSON")
+        man = jsonsafe.loads(raw)
+    except ValueError as exc:  # bad, too deep or too big (jsonsafe.py)
+        raise ManifestError("manifest is not JSON: %s" % exc.args[0])
     if not isinstance(man, dict) or man.get("format") != 1:
         raise ManifestError("unknown manifest format")
     files = man.get("files")

@@ -35,6 +35,7 @@ import struct
 import sys
 from binascii import unhexlify
 
+from . import jsonsafe
 from .compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
 
 MAX_CHUNK = const(384)  # + topic and headers stays under the 512-byte MQTT buffer
@@ -57,8 +58,8 @@ FLASH_ERROR = const(8)  # staging failed (flash full?) or no heap for it
 def parse_offer(payload):
     # The offer dict plus "digest" (32 bytes); raises ValueError.
     try:
-        o = json.loads(bytes(payload))
-    except RuntimeError:  # nested too deep (found by `terrapin fuzz`): not a ValueError
+        o = jsonsafe.loads(bytes(payload))
+    except ValueError:  # bad, too deep or too big (jsonsafe.py)
         raise ValueError("offer is not JSON")
     if not isinstance(o, dict) or o.get("v") != 1:
         raise ValueError("offer format")
@@ -289,7 +290,7 @@ def on_offer(up, payload):
     why = _read(root + "/ota/refused") if root is not None else None
     try:
         with open(up.board.config_path) as f:
-            key = json.load(f).get("ota_pubkey")  # checked by config.py at boot
+            key = jsonsafe.loads(f.read()).get("ota_pubkey")  # checked by config.py at boot
     except (OSError, ValueError, AttributeError):
         key = None
     if st.get("damaged"):

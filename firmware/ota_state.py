@@ -29,6 +29,7 @@
 import json
 from binascii import crc32
 
+from . import jsonsafe
 from .seqstore import StoreError, read_atomic, remove_quiet, write_atomic
 
 _COPIES = ("/ota/state.a", "/ota/state.b")
@@ -54,7 +55,7 @@ def decode(data):
     try:
         if int(data[-9:-1], 16) != crc32(body) & 0xFFFFFFFF:
             return None
-        st = json.loads(body)
+        st = jsonsafe.loads(body)
     except ValueError:
         return None
     if not isinstance(st, dict) or not isinstance(st.get("gen"), int):
@@ -96,7 +97,7 @@ def _legacy(root):
     except OSError:
         return fresh()
     try:
-        st = json.loads(f.read())
+        st = jsonsafe.loads(f.read())
     except ValueError:
         st = None
     finally:

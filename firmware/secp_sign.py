@@ -100,7 +100,7 @@ def _fill_table():
     from . import secp_table
 
     secp_table._build_table()
-    unload(__name__.rsplit(".", 1)[0] + ".secp_table")
+    unload(secp_table.__name__)
 
 
 def _mul_g(k):

@@ -25,14 +25,12 @@ import select
 from binascii import a2b_base64, b2a_base64
 
 from .compat import const, ticks_diff, ticks_ms
+from .sockerr import ECONNREFUSED, ECONNRESET, ETIMEDOUT
 
 _POLL = const(3)  # MP_STREAM_POLL
 _GET_FILENO = const(10)  # MP_STREAM_GET_FILENO
 _POLLIN = const(1)
 _POLLOUT = const(4)
-_ECONNREFUSED = const(111)
-_ETIMEDOUT = const(110)
-_ECONNRESET = const(104)
 _STREAM_CLOSE = const(4)  # MP_STREAM_CLOSE: how ssl closes the stream it wraps
 _OPEN_MS = const(8000)  # longer than the bridge's 5 s connect: no stale answers
 _READ_MS = const(10000)  # a blocking read (the TLS handshake) gives up after this
@@ -61,12 +59,18 @@ def check_config(given, c, warnings, merge, board="unix"):
 
 
 class SerialLink(io.IOBase):
-    def __init__(self, rx, tx, host, port, fd=-1, open_ms=_OPEN_MS, feed=None):
+    def __init__(
+        self, rx, tx, host, port, fd=-1, open_ms=_OPEN_MS, feed=None, wait=True, on_open=None
+    ):
         # rx: a readable stream select.poll accepts (a UART, stdin); tx: where
         # frames are written. fd: rx's file descriptor where it has one (the
         # unix port), so a poll on the link sleeps in the OS; -1 makes poll ask
         # ioctl(MP_STREAM_POLL), as every object is polled on the ESP32.
         # feed: called while waiting (the board's watchdog).
+        # wait=False: return at once with the open request sent; the caller
+        # (the uplink's supervisor) calls opened() from its main loop until it
+        # says True, so the board never blocks on a host that does not answer.
+        # on_open(link): called when the host has opened the uplink.
         # Blocking (reads wait up to _READ_MS, for a TLS handshake) until
         # setblocking(False), which the MQTT client sets.
         self.rx_stream = rx
@@ -81,26 +85,45 @@ class SerialLink(io.IOBase):
         self.host_time = 0
         self.poller = select.poll()
         self.poller.register(rx, select.POLLIN)
+        self.on_open = on_open
+        self.open_ms = open_ms
+        self.opening = True
         tx.write(("TPX O %s %d\n" % (host, port)).encode())
-        t0 = ticks_ms()
-        while ticks_diff(ticks_ms(), t0) < open_ms:
+        self.open_at = ticks_ms()
+        while wait and not self.opened():
             if feed is not None:
                 feed()
-            line = self._next_line(100)
+            self.poller.poll(100)
+
+    def opened(self):
+        # One non-blocking look at the open request: True once the host
+        # answered `TPX K`, False while it may still; OSError(ECONNREFUSED) if
+        # it refused, OSError(ETIMEDOUT) after open_ms without an answer.
+        if not self.opening:
+            return self.up
+        while True:
+            line = self._next_line(0)
             if line is None:
-                continue
+                break
             if line.startswith(b"TPX K"):
+                self.opening = False
                 self.up = True
                 try:
                     self.host_time = int(line[6:])
                 except ValueError:
                     pass  # a host that does not send its clock
-                return
+                if self.on_open is not None:
+                    self.on_open(self)
+                return True
             if line.startswith(b"TPX E") or not line:
-                raise OSError(_ECONNREFUSED)
+                self.opening = False
+                raise OSError(ECONNREFUSED)
             # anything else belongs to an older uplink
-        tx.write(b"TPX C\n")  # the bridge may still be connecting: let it go
-        raise OSError(_ETIMEDOUT)
+        if ticks_diff(ticks_ms(), self.open_at) >= self.open_ms:
+            self.opening = False
+            self.tx.write(b"TPX C\n")  # the bridge may still be connecting: let it go
+            raise OSError(ETIMEDOUT)
+        return False
 
     def _next_line(self, wait_ms):
         # One whole line from rx (b"" at end of input), or None if none is
@@ -153,7 +176,7 @@ class SerialLink(io.IOBase):
 
     def write(self, data):
         if not self.up:
-            raise OSError(_ECONNRESET)
+            raise OSError(ECONNRESET)
         self.tx.write(b"TPX D ")
         self.tx.write(b2a_base64(data))
         return len(data)
@@ -162,7 +185,7 @@ class SerialLink(io.IOBase):
         t0 = ticks_ms()
         while not self.rx and self.up:
             if ticks_diff(ticks_ms(), t0) > self.read_ms:
-                raise OSError(_ETIMEDOUT)
+                raise OSError(ETIMEDOUT)
             if self.feed is not None:
                 self.feed()
             self.poller.poll(100)

@@ -1,19 +1,17 @@
 # Set-up and reconnect-only code of the uplink: Uplink.__init__ (topics,
-# MQTT client, settings), open the socket, MQTT CONNECT (clean session,
-# keepalive, last will, user/password) and wait for CONNACK, SUBSCRIBE to
-# the ack topic; and the clean close (exit, deep sleep).
+# MQTT client, settings), open the socket (a serial link in steps), the MQTT
+# session (MQTTClient.connect: the client owns its packets, CONNECT included),
+# SUBSCRIBE to the ack topic; and the clean close (exit, deep sleep).
 #
 # None of this runs per reading, so the uplink imports this module when it
-# is needed and unloads it right after (MQTTClient.connect imports it too,
-# for direct callers): the board keeps only publish / PUBACK / poll / ping
-# and the drain resident. Same code on CPython (where it stays imported).
-
-import select
-import struct
+# is needed and unloads it right after. Same code on CPython (where it stays
+# imported).
 
 from . import mqtt
-from .compat import ticks_diff, ticks_ms
-from .mqtt import MQTTConnectError, MQTTError, MQTTTimeout
+from .compat import const, ticks_add, ticks_diff, ticks_ms
+from .mqtt import MQTTError
+
+_OPEN_STEP_MS = const(20)  # how soon the main loop looks at a link being opened again
 
 
 def init_uplink(up, board, cfg, addr_hex, outbox, app):
@@ -51,59 +49,7 @@ def init_uplink(up, board, cfg, addr_hex, outbox, app):
     up.last_pid = 0
     up.published = up.republished = up.acked = up.rejected = 0
     up.connects = up.bad_acks = 0
-
-
-def mqtt_connect(c, sock, timeout_ms):
-    # MQTTClient.connect: CONNECT (clean session) over `sock`; waits for CONNACK.
-    c.sock = sock
-    c.n = c.skip = 0
-    c.ping_at = None
-    c.write = getattr(sock, "write", None) or sock.send
-    c.readinto = getattr(sock, "readinto", None) or sock.recv_into
-    sock.setblocking(False)
-    c.poller = select.poll()
-    c.poller.register(sock, select.POLLIN)
-    parts = [c.client_id]
-    flags = 2
-    if c.will:
-        topic, msg, retain = c.will
-        flags |= 0x0C | (0x20 if retain else 0)  # will flag, will QoS 1
-        parts += [topic, msg]
-    if c.user is not None:
-        flags |= 0x80
-        parts.append(c.user)
-        if c.password is not None:
-            flags |= 0x40
-            parts.append(c.password)
-    size = 10
-    for p in parts:
-        size += 2 + len(p)
-    i = c._head(0x10, size)
-    c.txv[i : i + 7] = b"\x00\x04MQTT\x04"
-    c.tx[i + 7] = flags
-    struct.pack_into("!H", c.tx, i + 8, c.keepalive)
-    i += 10
-    for p in parts:
-        i = c._str(i, p)
-    c._send(i)
-    t0 = ticks_ms()
-    while True:
-        got = c._packet()
-        if got:
-            kind, at, size = got
-            if kind != 0x20 or size != 2:
-                raise MQTTError("expected CONNACK")
-            code = c.rx[at + 1]
-            c._drop(at + size)
-            if code:
-                raise MQTTConnectError("broker refused the connection", code)
-            c.connected = True
-            return
-        left = timeout_ms - ticks_diff(ticks_ms(), t0)
-        if left <= 0:
-            raise MQTTTimeout("no CONNACK")
-        c.poller.poll(min(left, 100))
-        c._fill()
+    up.opening = None  # a link being opened in steps (uplink_connect)
 
 
 def uplink_connect(up):
@@ -113,9 +59,19 @@ def uplink_connect(up):
     board = up.board
     board.led_state("connecting")
     try:
-        if not board.network_up():
-            raise OSError("network down")
-        up.client.connect(board.open_socket(b["host"], b["port"], b["tls"], b["ca_file"]))
+        sock = up.opening
+        if sock is None:
+            if not board.network_up():
+                raise OSError("network down")
+            sock = board.open_socket(b["host"], b["port"], b["tls"], b["ca_file"])
+        # A link that opens in steps (seriallink, wait=False): look again on the
+        # next pass of the main loop instead of blocking it until the host answers.
+        if getattr(sock, "opening", False) and not sock.opened():
+            up.opening = sock
+            up.next_try = ticks_add(ticks_ms(), _OPEN_STEP_MS)
+            return
+        up.opening = None
+        up.client.connect(sock)
         up.client.subscribe(up.t_ack)
         # Firmware updates over MQTT (ota_mqtt.py): offers and chunks for this board.
         up.client.subscribe(up.t_ack[:-3] + b"ota")
@@ -123,6 +79,9 @@ def uplink_connect(up):
     except MemoryError:
         raise
     except Exception as exc:  # OSError, MQTTError, TLS/CA errors (ValueError)
+        if up.opening is not None:
+            up.opening.close()
+            up.opening = None
         up._lost("broker %s:%d unreachable" % (b["host"], b["port"]), exc)
         return
     up.connects += 1

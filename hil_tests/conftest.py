@@ -25,6 +25,7 @@ from terrapin.hil.netproxy import NetProxy
 from terrapin.hil.plugin import record_hil_result
 from terrapin.hil.qemuboard import QemuBoard
 from terrapin.hil.serialboard import SerialBoard
+from terrapin.tools.bench.board_qemu import split_args
 from terrapin.tools.devkit.gatewayhome import (
     GatewayHome,
     GatewayProcess,
@@ -190,6 +191,9 @@ def boards(
                 where,
                 qemu_bin=opts.getoption("--terrapin-qemu-bin"),
                 image=qemu_image(opts.getoption("--terrapin-qemu-image")),
+                machine=opts.getoption("--terrapin-qemu-machine"),
+                extra_args=split_args(opts.getoption("--terrapin-qemu-args")),
+                boot_timeout_s=opts.getoption("--terrapin-qemu-boot-timeout"),
                 **config,
             )
         made.append(b)

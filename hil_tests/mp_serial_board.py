@@ -24,7 +24,8 @@ from firmware.seriallink import SerialLink  # noqa: E402
 
 class SerialUplinkBoard(unix.Board):
     def open_socket(self, host, port, tls=False, ca_file=None):
-        return SerialLink(sys.stdin.buffer, sys.stdout, host, port)
+        # Not TLS: opened in steps from the main loop (the uplink calls opened()).
+        return SerialLink(sys.stdin.buffer, sys.stdout, host, port, wait=tls)
 
 
 def main():

@@ -144,6 +144,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Espressif's QEMU (--terrapin-target qemu)",
     )
     g.addoption(
+        "--terrapin-qemu-machine",
+        default="esp32",
+        help="QEMU -machine for --terrapin-target qemu (default esp32)",
+    )
+    g.addoption(
+        "--terrapin-qemu-args",
+        default="",
+        help='more QEMU arguments, shell-quoted, added last (e.g. "-icount 3")',
+    )
+    g.addoption(
+        "--terrapin-qemu-boot-timeout",
+        type=float,
+        default=180.0,
+        help="seconds the emulated board may take to answer TP1 after a boot (default 180)",
+    )
+    g.addoption(
         "--terrapin-qemu-image",
         default=None,
         help="ESP32 flash image (MicroPython + the firmware) for --terrapin-target qemu",

@@ -7,7 +7,9 @@ Layout, for the classic ESP32 and MicroPython's ESP32_GENERIC build:
     vfs        the `vfs` data partition from that table (0x200000 on a 4MB
                board): a littlefs v2 filesystem holding the firmware exactly
                as `terrapin device deploy` lays it out, plus /config.json
-    the rest   0xFF, erased flash, up to 2, 4, 8 or 16 MB (what QEMU accepts)
+    the rest   0xFF, erased flash, up to 2, 4, 8 or 16 MB; 16 MB by default,
+               the only size Espressif's QEMU 7.x `-machine esp32` boots
+               (a 4 MB file fails with "failed to read the initial flash content")
 
 This module gathers the files (the compiled firmware, the config), checks the
 .bin and assembles the flash. The partition table is read by partition_table;
@@ -15,7 +17,7 @@ the littlefs, with the parameters MicroPython's esp32 port mounts it with, is
 made by flashfs, which also reads and changes files on a built image.
 
 CLI: python -m terrapin.hil.qemu_image --micropython BIN --out FLASH
-         [--config JSON] [--flash-size 4MB] [--board-mpy N]
+         [--config JSON] [--flash-size 16MB] [--board-mpy N]
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ BOARD = "esp32"
 IMAGE_OFFSET = BOARDS[BOARD].offset  # 0x1000: where the merged .bin goes on a classic ESP32
 ESP_IMAGE_MAGIC = 0xE9  # first byte of the bootloader and of every app image
 FLASH_SIZES = {"2MB": 2 << 20, "4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20}
+# What Espressif's QEMU (7.x, `-machine esp32`) needs: it reads exactly 16 MB.
+DEFAULT_FLASH_SIZE = "16MB"
 CONFIG_PATH = "config.json"
 # sys.implementation._mpy of MicroPython >= 1.23 on the ESP32: .mpy v6.3, xtensawin.
 ESP32_MPY = 6 | (3 << 8) | (ARCHES.index("xtensawin") << 10)
@@ -180,7 +184,7 @@ def micropython_image(path: str | Path | None = None) -> Path:
 def build_flash(
     micropython: bytes,
     files: dict[str, bytes],
-    flash_size: int = FLASH_SIZES["4MB"],
+    flash_size: int = FLASH_SIZES[DEFAULT_FLASH_SIZE],
     *,
     source: str = "the MicroPython image",
 ) -> tuple[bytearray, BuildReport]:
@@ -249,7 +253,7 @@ def build_flash_image(
     *,
     micropython: str | Path | None = None,
     config: dict | str | Path | None = None,
-    flash_size: str | int = "4MB",
+    flash_size: str | int = DEFAULT_FLASH_SIZE,
     board_mpy: int = ESP32_MPY,
     src: Path = FIRMWARE_DIR,
     files: dict[str, bytes] | None = None,
@@ -290,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", metavar="JSON", help="/config.json for the board (default: a bench config)"
     )
-    parser.add_argument("--flash-size", default="4MB", help="2MB, 4MB, 8MB or 16MB")
+    parser.add_argument(
+        "--flash-size",
+        default=DEFAULT_FLASH_SIZE,
+        help=f"2MB, 4MB, 8MB or 16MB (default {DEFAULT_FLASH_SIZE}: Espressif's QEMU needs it)",
+    )
     parser.add_argument(
         "--board-mpy",
         type=int,

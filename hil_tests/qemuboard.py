@@ -19,7 +19,7 @@ docs/HIL.md says how a bench owner installs it.
 
 from __future__ import annotations
 
-import contextlib
+import shlex
 import shutil
 import signal
 import socket
@@ -29,50 +29,43 @@ from pathlib import Path
 
 from terrapin.hil.flashfs import read_flash_file
 from terrapin.hil.serialboard import SerialBoard
+from terrapin.tools.bench.board_qemu import (  # one QEMU command line for bench and HIL
+    MACHINE,
+    QemuStartError,
+    log_tail,
+    qemu_command,
+    wait_listening,
+)
 from terrapin.tools.devkit.broker import free_port
 
 UPLINK_UART = 1  # the config's serial_uplink.uart (qemu_image.BENCH_CONFIG)
-
-
-def qemu_command(
-    qemu_bin: str, flash: Path, console_port: int, uplink_port: int, monitor_port: int
-) -> list[str]:
-    """The QEMU command line: the flash as the SPI flash, UART0 and UART1 as TCP
-    serial servers (`wait=off`: the bench connects after start), the monitor on TCP."""
-
-    def tcp(port: int) -> str:
-        return f"tcp:127.0.0.1:{port},server=on,wait=off"
-
-    return [
-        qemu_bin, "-nographic", "-machine", "esp32",
-        "-drive", f"file={flash},if=mtd,format=raw",
-        # The timer-group watchdog fires under slow emulation; the firmware's
-        # own watchdog (config watchdog_s) is what a real board relies on.
-        "-global", "driver=timer.esp32.timg,property=wdt_disable,value=true",
-        "-nic", "none",
-        "-serial", tcp(console_port),  # UART0
-        "-serial", tcp(uplink_port),  # UART1
-        "-monitor", tcp(monitor_port),
-    ]  # fmt: skip
-
-
-def _wait_listening(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"qemu exited with code {proc.returncode} while starting")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"qemu did not open 127.0.0.1:{port} in {timeout:.0f} s")
+# An emulated ESP32 runs MicroPython several times slower than the chip: the
+# first boot (key, empty outbox, config) takes tens of seconds, not one or two.
+BOOT_TIMEOUT_S = 180.0
 
 
 class QemuBoard(SerialBoard):
     target = "qemu"
     period_s = 1.0  # the emulated ESP32 signs far slower than the unix port
 
-    def __init__(self, *a, qemu_bin: str, image: Path, **kw):
+    def __init__(
+        self,
+        *a,
+        qemu_bin: str,
+        image: Path,
+        machine: str = MACHINE,
+        extra_args: tuple[str, ...] = (),
+        boot_timeout_s: float = BOOT_TIMEOUT_S,
+        **kw,
+    ):
         super().__init__(*a, port="", **kw)
+        self.machine = machine
+        self.extra_args = tuple(extra_args)
+        # Emulation runs MicroPython several times slower: scale what waits on it.
+        self.boot_timeout_s = boot_timeout_s
+        self.request_timeout_s = 240.0  # a console import after a quiet spell: minutes
+        self.console_poll_s = 5.0
+        self.config_chunk = 96  # short TP1 lines: the emulated UART0 buffer is slow to drain
         self.qemu_bin = qemu_bin
         self.flash_image = self.dir / "flash.bin"
         shutil.copyfile(image, self.flash_image)
@@ -87,13 +80,27 @@ class QemuBoard(SerialBoard):
         from terrapin.hil.serialbridge import SerialBridge
 
         console, uplink, self.monitor_port = free_port(), free_port(), free_port()
-        cmd = qemu_command(self.qemu_bin, self.flash_image, console, uplink, self.monitor_port)
-        log = open(self.dir / "qemu.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
-        log.close()
+        cmd = qemu_command(
+            self.qemu_bin,
+            self.flash_image,
+            console,
+            uplink,
+            self.monitor_port,
+            machine=self.machine,
+            extra=self.extra_args,
+        )
+        log = open(self.qemu_log, "ab")  # noqa: SIM115 - the child keeps it
+        log.write(("$ " + shlex.join(cmd) + "\n").encode())
+        log.flush()
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        except OSError as exc:
+            raise QemuStartError(f"cannot run {self.qemu_bin}: {exc}") from None
+        finally:
+            log.close()
         try:
             for port in (console, uplink, self.monitor_port):
-                _wait_listening(port, self.proc, 30)
+                wait_listening(port, self.proc, 30, self.qemu_log)
             self.port = f"socket://127.0.0.1:{console}"
             self._open()
             self.bridge = SerialBridge(f"socket://127.0.0.1:{uplink}", self.dir / "uplink.log")
@@ -117,6 +124,14 @@ class QemuBoard(SerialBoard):
             mon.sendall(command.encode() + b"\n")
             time.sleep(0.2)  # the monitor acts on the line; its banner is not needed
 
+    @property
+    def qemu_log(self) -> Path:
+        return self.dir / "qemu.log"
+
+    def console_tail(self, n: int = 30) -> str:
+        """The console, then the emulator's log: a board that never came up says why."""
+        return super().console_tail(n) + "\n" + log_tail(self.qemu_log)
+
     # -- the board interface -------------------------------------------------------------
     def power_cut(self) -> None:
         self._power_off()
@@ -127,7 +142,7 @@ class QemuBoard(SerialBoard):
     def reset(self, *args: str) -> None:
         self._monitor("system_reset")
         self.boots += 1
-        self.wait_console(timeout=60)  # the emulated boot is slow
+        self.wait_console(timeout=self.boot_timeout_s)
         self.start(*args)
 
     def read_file(self, path: str) -> bytes:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from terrapin.hil.boards import BoardBase
+from terrapin.tools.board.serialconsole import BoardError, RequestIds, answer_of, parse_line
 from terrapin.tools.devkit.appboard import BOARD_PASSWORD
 from terrapin.tools.devkit.appboard import STORED as _STORED
 from terrapin.tools.devkit.gatewayhome import GatewayHome, reload_broker
@@ -37,13 +38,18 @@ class SerialBoard(BoardBase):
     target = "serial"
     period_s = 0.5  # an ESP32 signs in ~50-90 ms; leave it room
     idle_period_s = 86400
+    boot_timeout_s = 30.0  # until the app answers TP1 after a boot (QemuBoard: longer)
+    request_timeout_s = 15.0  # one TP1 answer (keygen on an emulated ESP32 is slow)
+    console_poll_s = 1.0  # each `info` poll while waiting for the console after a boot
+    config_chunk = 1024  # config bytes per TP1 line (QemuBoard: fewer)
 
     def __init__(self, *a, port: str, relay_cmd: str | None = None, **kw):
         self.port = port
         self.relay_cmd = relay_cmd
         self.ser = None
         self._lines: list[bytes] = []
-        self._answers: list[bytes] = []
+        self._answers: list[tuple[bytes, str | None, bytes]] = []  # (kind, id, rest)
+        self.stale_answers = 0  # late answers to earlier requests, dropped
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
@@ -54,6 +60,7 @@ class SerialBoard(BoardBase):
         self.status_at = 0.0
         super().__init__(*a, **kw)
         self.console_path = self.dir / "console.log"
+        self._ids = RequestIds()
 
     def write_config(self, **over: object) -> None:
         self.overrides.update(over)  # the board's config is set over TP1, not written here
@@ -98,8 +105,9 @@ class SerialBoard(BoardBase):
                 self.status_at = time.monotonic()
             return
         if line.startswith((b"TP1 OK", b"TP1 ERR")):
+            parsed = parse_line(line)
             with self._cond:
-                self._answers.append(line)
+                self._answers.append(parsed)
                 self._cond.notify_all()
             return
         log.write(line + b"\n")
@@ -110,49 +118,80 @@ class SerialBoard(BoardBase):
                 if len(self._lines) >= self.sampling_until:
                     self._cond.notify_all()
 
-    def request(self, command: str, *args: str, timeout: float = 15.0) -> dict:
-        """One TP1 request; its JSON answer, or AssertionError naming the board's error."""
+    def request(self, command: str, *args: str, timeout: float | None = None) -> dict:
+        """One TP1 request with its own id; its JSON answer, or AssertionError naming
+        the board's error. Late answers to earlier requests are dropped, never taken."""
+        timeout = self.request_timeout_s if timeout is None else timeout
+        rid = self._send(command, *args)
+        answer = self._await({rid}, time.monotonic() + timeout, command)
+        if answer is None:
+            raise AssertionError(f"{self.name}: no answer to TP1 {command} on {self.port}")
+        return answer
+
+    def _send(self, command: str, *args: str) -> str:
         self._open()
         assert self.ser is not None
+        rid = self._ids.next()
+        self.ser.write(("TP1 " + " ".join((f"#{rid}", command, *args)) + "\n").encode())
+        return rid
+
+    def _await(self, ids: set[str], deadline: float, command: str) -> dict | None:
+        """The answer to any request in `ids` (None at the deadline); others are stale."""
         with self._cond:
-            self._answers.clear()
-        self.ser.write(("TP1 " + " ".join((command, *args)) + "\n").encode())
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._answers:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{self.name}: no answer to TP1 {command} on {self.port}")
-                self._cond.wait(left)
-            answer = self._answers.pop(0)
-        if answer.startswith(b"TP1 ERR"):
-            raise AssertionError(f"{self.name}: TP1 {command}: {answer.decode(errors='replace')}")
-        return json.loads(answer[7:] or b"{}")
+            while True:
+                while not self._answers:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._cond.wait(left)
+                kind, got, rest = self._answers.pop(0)
+                if got in ids:
+                    try:
+                        return answer_of(got, kind, got, rest, command)
+                    except BoardError as exc:
+                        raise AssertionError(f"{self.name}: TP1 {command}: {exc}") from None
+                self.stale_answers += 1
 
     def _config_set(self, cfg: dict) -> None:
+        """The config in `config_chunk` pieces (config-begin/chunk/end, checked by
+        its SHA-256, as `terrapin device provision` sends it): short lines for a
+        board whose UART receive buffer a long line would overrun."""
         import base64
+        import hashlib
 
-        self.request("config-set", base64.b64encode(json.dumps(cfg).encode()).decode())
+        raw = json.dumps(cfg).encode()
+        if len(raw) <= self.config_chunk:
+            self.request("config-set", base64.b64encode(raw).decode())
+            return
+        self.request("config-begin")
+        for i in range(0, len(raw), self.config_chunk):
+            self.request("config-chunk", base64.b64encode(raw[i : i + self.config_chunk]).decode())
+        self.request("config-end", hashlib.sha256(raw).hexdigest())
 
     def _reboot(self) -> None:
         with contextlib.suppress(AssertionError):
             self.request("reboot", timeout=5)
         self.boots += 1
-        self.wait_console(timeout=30)
+        self.wait_console(timeout=self.boot_timeout_s)
 
-    def wait_console(self, timeout: float) -> None:
-        """Until the app answers TP1 again after a boot."""
+    def wait_console(self, timeout: float) -> dict:
+        """Until the app answers TP1 again after a boot: an `info` poll every
+        console_poll_s, and an answer to any of them counts (a slow board answers
+        each one late)."""
         deadline = time.monotonic() + timeout
+        polls: set[str] = set()
         while time.monotonic() < deadline:
-            with contextlib.suppress(AssertionError):
-                self.request("info", timeout=1)
-                return
+            polls.add(self._send("info"))
+            until = min(deadline, time.monotonic() + self.console_poll_s)
+            with contextlib.suppress(AssertionError):  # an ERR answer: not up yet
+                info = self._await(polls, until, "info")
+                if info is not None:
+                    return info
         raise AssertionError(f"{self.name}: the console did not come back:\n{self.console_tail()}")
 
     # -- the board interface ----------------------------------------------------------
     def provision(self, home: GatewayHome, broker) -> None:
-        self.wait_console(timeout=30)
-        info = self.request("info")
+        info = self.wait_console(timeout=self.boot_timeout_s)  # its answer is `info`
         if not info.get("addr"):
             info = self.request("keygen")
         self.address, self.pubkey = info["addr"], info["pub"]
@@ -284,7 +323,7 @@ class SerialBoard(BoardBase):
         finally:
             self._hold.clear()
         self.boots += 1
-        self.wait_console(timeout=30)
+        self.wait_console(timeout=self.boot_timeout_s)
         return base64.b64decode(out)
 
     def stop(self) -> None:

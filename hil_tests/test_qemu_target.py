@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from terrapin.hil.qemu_image import BENCH_CONFIG
-from terrapin.hil.qemuboard import UPLINK_UART, qemu_command
+import pytest
+
+from terrapin.hil.qemu_image import BENCH_CONFIG, DEFAULT_FLASH_SIZE, FLASH_SIZES, main
+from terrapin.hil.qemuboard import UPLINK_UART, QemuBoard
+from terrapin.tools.bench.board_qemu import QemuStartError, qemu_command, split_args
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,7 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 def test_command_line_puts_uart0_uart1_and_the_monitor_on_loopback(tmp_path) -> None:
     cmd = qemu_command("qemu-system-xtensa", tmp_path / "flash.bin", 4001, 4002, 4003)
     assert cmd[:4] == ["qemu-system-xtensa", "-nographic", "-machine", "esp32"]
-    assert cmd[cmd.index("-drive") + 1] == f"file={tmp_path / 'flash.bin'},if=mtd,format=raw"
+    assert (
+        cmd[cmd.index("-drive") + 1]
+        == f"file={tmp_path / 'flash.bin'},if=mtd,format=raw,cache=unsafe"
+    )
     serials = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-serial"]
     # QEMU gives -serial options to UART0, UART1, ... in order.
     assert serials == [
@@ -26,6 +32,62 @@ def test_command_line_puts_uart0_uart1_and_the_monitor_on_loopback(tmp_path) -> 
     ]
     assert cmd[cmd.index("-monitor") + 1] == "tcp:127.0.0.1:4003,server=on,wait=off"
     assert cmd[cmd.index("-nic") + 1] == "none"  # no network: the uplink is UART1
+
+
+def test_machine_and_extra_arguments_are_options() -> None:
+    extra = split_args("-icount 3 -d 'guest_errors,unimp'")
+    cmd = qemu_command("q", Path("f.bin"), 1, 2, 3, machine="esp32-test", extra=extra)
+    assert cmd[cmd.index("-machine") + 1] == "esp32-test"
+    assert cmd[-4:] == ["-icount", "3", "-d", "guest_errors,unimp"]  # last: they can override
+
+
+def test_the_image_is_16mb_by_default_what_the_emulator_reads() -> None:
+    assert FLASH_SIZES[DEFAULT_FLASH_SIZE] == 16 << 20
+
+
+def test_default_image_size_from_the_cli(tmp_path) -> None:
+    from terrapin.hil.esp32_standin import standin_bin
+
+    mp = tmp_path / "ESP32_GENERIC.bin"
+    mp.write_bytes(standin_bin())
+    out = tmp_path / "flash.bin"
+    assert main(["--micropython", str(mp), "--out", str(out)]) == 0
+    assert out.stat().st_size == 16 << 20
+
+
+FAILING_QEMU = """#!/bin/sh
+echo "qemu-system-xtensa: failed to read the initial flash content" >&2
+exit 1
+"""
+
+
+def test_a_failed_start_quotes_the_emulator_log(tmp_path) -> None:
+    """An emulator that exits at start (here a script standing in for QEMU's
+    refusal of a wrong-size flash): the error carries its own words."""
+    fake = tmp_path / "qemu-system-xtensa"
+    fake.write_text(FAILING_QEMU)
+    fake.chmod(0o755)
+    image = tmp_path / "flash.bin"
+    image.write_bytes(b"\xff" * 1024)
+    with pytest.raises(QemuStartError) as err:
+        QemuBoard("b0", tmp_path / "boards", ("127.0.0.1", 1883), qemu_bin=str(fake), image=image)
+    text = str(err.value)
+    assert "qemu exited with code 1 while starting" in text
+    assert "failed to read the initial flash content" in text
+    assert str(tmp_path / "boards" / "b0" / "qemu.log") in text
+
+
+def test_a_missing_emulator_binary_is_a_clear_error(tmp_path) -> None:
+    image = tmp_path / "flash.bin"
+    image.write_bytes(b"\xff" * 1024)
+    with pytest.raises(QemuStartError, match=r"cannot run .*no-such-qemu"):
+        QemuBoard(
+            "b0",
+            tmp_path / "boards",
+            ("127.0.0.1", 1883),
+            qemu_bin=str(tmp_path / "no-such-qemu"),
+            image=image,
+        )
 
 
 def test_image_config_and_board_agree_on_the_uplink_uart() -> None:

@@ -181,10 +181,15 @@ class Board:
         except (OSError, OverflowError, ImportError):
             pass  # readings carry time 0 until the clock is set
 
-    def _serial_socket(self, host, port):
+    def _serial_socket(self, host, port, wait):
         from ..seriallink import SerialLink
 
-        link = SerialLink(self.uart, self.uart, host, port, feed=self.feed)
+        # wait=False: the uplink steps the opening from the main loop (opened()).
+        return SerialLink(
+            self.uart, self.uart, host, port, feed=self.feed, wait=wait, on_open=self._host_clock
+        )
+
+    def _host_clock(self, link):
         # No NTP without a network: the bridge's clock, sent with every open,
         # also corrects the RTC's drift over deep sleep. A host whose own clock
         # is plainly unset (before 2023-11) is not believed.
@@ -195,7 +200,6 @@ class Board:
                 self.time_synced = True
             except (OverflowError, ValueError, OSError):
                 pass  # readings keep the time they had; the uplink is fine
-        return link
 
     def _tcp_socket(self, host, port):
         addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
@@ -214,7 +218,7 @@ class Board:
 
     def open_socket(self, host, port, tls=False, ca_file=None):
         if self.uart is not None:
-            sock = self._serial_socket(host, port)
+            sock = self._serial_socket(host, port, wait=tls)  # TLS needs it open
         else:
             sock = self._tcp_socket(host, port)
         if not tls:

@@ -132,6 +132,20 @@ register(_board_figures)
 # -- collecting and the command --------------------------------------------------------
 
 
+ESP32_APP_BUDGET = 64 * 1024  # esp32_app_alloc_bytes: the whole app on the 32-bit image
+ESP32_BOOT_SHARE = 0.40  # ... and under 40% of the free heap at boot
+
+
+def esp32_targets(figures: dict[str, Any]) -> dict[str, bool]:
+    """The heap budget on the ESP32 image (issue 18), from the esp32_* figures."""
+    app = figures["esp32_app_alloc_bytes"]
+    return {
+        "esp32_app_le_64k": app <= ESP32_APP_BUDGET,
+        "esp32_app_le_40pct_of_boot_free": app
+        <= ESP32_BOOT_SHARE * figures["esp32_heap_free_boot"],
+    }
+
+
 def collect(runs: int, naive_runs: int, readings: int = 1000) -> dict[str, Any]:
     """All figures of one bench run."""
     exe = find_micropython()
@@ -181,6 +195,21 @@ def collect(runs: int, naive_runs: int, readings: int = 1000) -> dict[str, Any]:
 
 
 @click.command()
+@click.option(
+    "--target",
+    type=click.Choice(["unix", "qemu"]),
+    default="unix",
+    show_default=True,
+    help="qemu: also the esp32_* figures from MicroPython's ESP32 image in Espressif's QEMU.",
+)
+@click.option("--qemu-bin", default="qemu-system-xtensa", show_default=True)
+@click.option(
+    "--qemu-image",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=REPO_ROOT / ".cache" / "qemu" / "esp32-flash.bin",
+    show_default=True,
+    help="The flash image `make qemu-image` builds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.option("--runs", default=21, show_default=True, type=click.IntRange(1), help="Timed runs.")
 @click.option(
@@ -193,14 +222,33 @@ def collect(runs: int, naive_runs: int, readings: int = 1000) -> dict[str, Any]:
     type=click.IntRange(0),
     help="Readings of the virtual-board run (0 skips it; needs Mosquitto).",
 )
-def firmware(as_json: bool, runs: int, naive_runs: int, readings: int) -> None:
+def firmware(
+    as_json: bool,
+    runs: int,
+    naive_runs: int,
+    readings: int,
+    target: str = "unix",
+    qemu_bin: str = "qemu-system-xtensa",
+    qemu_image: Path | None = None,
+) -> None:
     """Speed and heap of the crypto core (unix port and CPython) and of the whole
-    firmware on a virtual board."""
+    firmware on a virtual board; with --target qemu, on the ESP32 image too."""
     if 0 < readings < 10:
         raise TerrapinError("--readings must be 0 or at least 10")
+    image = qemu_image or REPO_ROOT / ".cache" / "qemu" / "esp32-flash.bin"
+    if target == "qemu":  # before minutes of benchmarking, not after
+        from terrapin.tools.bench.board_qemu import check_emulator
+
+        check_emulator(qemu_bin, image)
     console = Console(stderr=True)
     with console.status("benchmarking the firmware (crypto core, then a virtual board)..."):
         figures = collect(runs, naive_runs, readings)
+    if target == "qemu":
+        from terrapin.tools.bench.board_qemu import esp32_figures
+
+        with console.status("the ESP32 image in QEMU (emulation: minutes, flash is slow)..."):
+            figures.update(esp32_figures(qemu_bin, image))
+        figures.setdefault("targets", {}).update(esp32_targets(figures))
     for side in ("mp", "cpython"):
         if side + "_naive_matches" in figures and not figures[side + "_naive_matches"]:
             raise TerrapinError(f"{side}: baseline and fast signer disagree")

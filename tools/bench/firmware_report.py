@@ -85,4 +85,13 @@ def figures_table(figures: dict[str, Any]) -> Table:
             f"{figures['sampling_readings_per_s']}",
             "",
         )
+    if "esp32_heap_free_boot" in figures:
+        table.add_section()
+        for label, key, unit in (
+            ("ESP32 image (emulation): free heap at boot", "esp32_heap_free_boot", "B"),
+            ("  the app, every module it uses, resident", "esp32_app_alloc_bytes", "B"),
+            ("  one reading: encode + sign + publish, allocated", "esp32_sign_peak_bytes", "B"),
+            ("  sign1, emulated milliseconds", "esp32_sign_ms_emulated", "ms"),
+        ):
+            table.add_row(label, f"{figures[key]} {unit}", "")
     return table

@@ -227,19 +227,74 @@ class DirTarget(Target):
         (self.root / path).unlink(missing_ok=True)
 
 
+CALL_TIMEOUT_S = 20.0  # one raw-REPL call; an emulated board's flash needs more
+RETRIES = 2  # stalls survived per step (a file, the manifest, a delete)
+RECOVER_S = 5.0  # at least this long for the board to take the raw REPL back
+
+
+class DeployStalled(TerrapinError):
+    """The board stopped answering the raw REPL and did not recover."""
+
+
 class ReplTarget(Target):
-    """A board over MicroPython's raw REPL (tools/serialconsole.RawRepl)."""
+    """A board over MicroPython's raw REPL (tools/serialconsole.RawRepl).
+
+    Every raw-REPL call waits `call_timeout` s. A step that stalls (no answer in
+    time: a lost byte, a board busy in a flash compaction) is resumed: Ctrl-C,
+    the raw REPL entered again, and the step redone from its start, up to
+    `retries` times. Each step is idempotent: a file goes to `<path>.tmp` and is
+    renamed only when whole, and the manifest is written last, so a deploy cut
+    anywhere leaves the old file or the new one, and running it again resumes."""
 
     CHUNK = 768  # raw bytes per write() call on the board
 
-    def __init__(self, repl):
+    def __init__(
+        self,
+        repl,
+        call_timeout: float = CALL_TIMEOUT_S,
+        retries: int = RETRIES,
+        note: Callable[[str], None] | None = None,
+    ):
         self.repl = repl
+        self.call_timeout = call_timeout
+        self.retries = retries
+        self.note = note or (lambda text: None)
+        self.recoveries = 0
+
+    def _exec(self, code: str) -> bytes:
+        return self.repl.exec(code, timeout=self.call_timeout)
+
+    def _step(self, what: str, fn: Callable[[], object]):
+        """Run one idempotent step; after a stall, recover the raw REPL and redo it."""
+        from terrapin.tools.board.serialconsole import NoAnswer
+
+        for attempt in range(self.retries + 1):
+            try:
+                if attempt:  # stop what hangs, take the raw REPL back, start the step again
+                    self.repl.recover(timeout=max(RECOVER_S, self.call_timeout))
+                return fn()
+            except NoAnswer as exc:
+                if attempt == self.retries:
+                    raise DeployStalled(
+                        f"the board stalled at {what} {attempt + 1} times "
+                        f"({exc}; --call-timeout {self.call_timeout:g} s)",
+                        hint="reset the board and run the deploy again: it resumes "
+                        "where it stopped; a slow (emulated) board needs a longer "
+                        "--call-timeout",
+                    ) from None
+                self.recoveries += 1
+                self.note(f"the board stalled at {what} ({exc}); resuming")
+        raise AssertionError("unreachable")
 
     def mpy(self) -> BoardMpy:
-        return BoardMpy(int(self.repl.eval("__import__('sys').implementation._mpy")))
+        code = "print(repr(__import__('sys').implementation._mpy))"
+        return self._step("reading its .mpy version", lambda: BoardMpy(int(self._exec(code))))
 
     def read_manifest(self) -> dict[str, str]:
-        out = self.repl.exec(
+        return self._step("reading its manifest", self._read_manifest)
+
+    def _read_manifest(self) -> dict[str, str]:
+        out = self._exec(
             f"try:\n with open({MANIFEST!r}) as f: print(f.read())\n"
             "except OSError:\n print('{}')\n"
         )
@@ -255,27 +310,48 @@ class ReplTarget(Target):
             code = "import os\nfor d in %r:\n try: os.mkdir(d)\n except OSError: pass\n" % [
                 "/".join(parts[: i + 1]) for i in range(len(parts))
             ]
-            self.repl.exec(code)
+            self._exec(code)
 
     def write(self, path: str, data: bytes, progress: Callable[[int], None]) -> None:
+        reported = [0]  # bytes of this file reported: a redone file is not counted twice
+
+        def once() -> None:
+            done = [0]
+
+            def step(n: int) -> None:
+                done[0] += n
+                if done[0] > reported[0]:
+                    progress(done[0] - reported[0])
+                    reported[0] = done[0]
+
+            self._write(path, data, step)
+
+        self._step(path, once)
+
+    def _write(self, path: str, data: bytes, progress: Callable[[int], None]) -> None:
         self._mkdirs(path)
         tmp = path + ".tmp"
-        self.repl.exec(f"from binascii import a2b_base64 as A\nf=open({tmp!r},'wb')\nw=f.write")
+        # Close a file a stalled attempt left open (its handle is still `f`).
+        self._exec(
+            "try: f.close()\nexcept Exception: pass\n"
+            f"from binascii import a2b_base64 as A\nf=open({tmp!r},'wb')\nw=f.write"
+        )
         for i in range(0, len(data), self.CHUNK * 4):
             block = data[i : i + self.CHUNK * 4]
             lines = [
                 f"w(A({base64.b64encode(block[j : j + self.CHUNK]).decode()!r}))"
                 for j in range(0, len(block), self.CHUNK)
             ]
-            self.repl.exec("\n".join(lines))
+            self._exec("\n".join(lines))
             progress(len(block))
-        self.repl.exec(
+        self._exec(
             f"f.close()\nimport os\ntry: os.remove({path!r})\nexcept OSError: pass\n"
             f"os.rename({tmp!r},{path!r})"
         )
 
     def delete(self, path: str) -> None:
-        self.repl.exec(f"import os\ntry: os.remove({path!r})\nexcept OSError: pass")
+        code = f"import os\ntry: os.remove({path!r})\nexcept OSError: pass"
+        self._step("removing " + path, lambda: self._exec(code))
 
 
 @dataclass

@@ -193,16 +193,72 @@ class Link:
         self.ser.close()
 
 
+def parse_line(raw: bytes) -> tuple[bytes, str | None, bytes] | None:
+    """A TP1 line from the board -> (kind, request id or None, rest); None if not TP1.
+
+    `TP1 OK #7 {...}` -> (b"OK", "7", b"{...}"); `TP1 EV {...}` -> (b"EV", None, b"{...}").
+    """
+    raw = raw.strip()
+    if not raw.startswith(PREFIX):
+        return None
+    kind, _, rest = raw[len(PREFIX) :].partition(b" ")
+    rid = None
+    if kind in (b"OK", b"ERR") and rest.startswith(b"#"):
+        word, _, rest = rest.partition(b" ")
+        rid = word[1:].decode("ascii", "replace")
+    return kind, rid, rest
+
+
+class RequestIds:
+    """Request ids for TP1 (`TP1 #<id> <command>`): unique per host session, so an
+    answer is matched to its own request and a late one is recognised as stale."""
+
+    def __init__(self) -> None:
+        # A per-session prefix keeps ids apart from another host's earlier session.
+        self._prefix = os.urandom(3).hex()
+        self._n = 0
+
+    def next(self) -> str:
+        self._n += 1
+        return f"{self._prefix}{self._n}"
+
+
+def answer_of(rid: str, kind: bytes, got: str | None, rest: bytes, command: str) -> dict | None:
+    """The JSON answer if this OK/ERR line answers request `rid`; None for a stale one.
+
+    BoardError for the board's ERR; a firmware too old to echo ids answers our id
+    as an unknown command, which becomes an error saying so."""
+    if got == rid:
+        if kind == b"OK":
+            return json.loads(rest or b"{}")
+        code, _, text = rest.decode("utf-8", "replace").partition(" ")
+        raise BoardError(code, text)
+    if (
+        got is None
+        and kind == b"ERR"
+        and rest.startswith(b"BAD_COMMAND unknown command #" + rid.encode())
+    ):
+        raise BoardError(
+            "BAD_COMMAND",
+            f"the firmware does not know TP1 request ids (`{command}` was not run): "
+            "update it with `terrapin device deploy`",
+        )
+    return None  # the answer to an earlier request (one that timed out): not ours
+
+
 class BoardConsole:
-    """The TP1 console protocol, one request at a time."""
+    """The TP1 console protocol, one request at a time, each with its own id."""
 
     def __init__(self, link: Link, on_event: Callable[[dict], None] | None = None):
         self.link = link
         self.on_event = on_event
         self.events: list[dict] = []
+        self.ids = RequestIds()
+        self.stale = 0  # answers to earlier requests that arrived late and were dropped
 
     def request(self, command: str, *args: str, timeout: float = 10.0) -> dict:
-        line = " ".join((command, *args))
+        rid = self.ids.next()
+        line = " ".join((f"#{rid}", command, *args))
         self.link.write(PREFIX + line.encode() + b"\n")
         deadline = time.monotonic() + timeout
         while True:
@@ -212,17 +268,17 @@ class BoardConsole:
                     f"the board did not answer `{command}` within {timeout:.0f} s",
                     hint="is the firmware running? `terrapin device monitor` shows its console",
                 )
-            raw = self.link.read_line(left).strip()
-            if not raw.startswith(PREFIX):
+            parsed = parse_line(self.link.read_line(left))
+            if parsed is None:
                 continue  # log output of the app
-            kind, _, rest = raw[len(PREFIX) :].partition(b" ")
-            if kind == b"OK":
-                return json.loads(rest or b"{}")
-            if kind == b"ERR":
-                code, _, text = rest.decode("utf-8", "replace").partition(" ")
-                raise BoardError(code, text)
+            kind, got, rest = parsed
             if kind == b"EV":
                 self._event(rest)
+            elif kind in (b"OK", b"ERR"):
+                answer = answer_of(rid, kind, got, rest, command)
+                if answer is not None:
+                    return answer
+                self.stale += 1
 
     def _event(self, rest: bytes) -> None:
         try:
@@ -275,6 +331,14 @@ class RawRepl:
                 "the board did not enter the raw REPL",
                 hint="is MicroPython running on it? flash it first with `terrapin device flash`",
             ) from exc
+
+    def recover(self, timeout: float = 5.0) -> None:
+        """After a call that stalled: Ctrl-D ends a half-sent raw paste (the board
+        then reports the cut code's error, or runs an empty buffer), Ctrl-C stops
+        code still running, and the raw REPL is entered again."""
+        self.link.write(b"\x04")
+        time.sleep(0.1)
+        self.enter(timeout)
 
     def exec(self, code: str | bytes, timeout: float = 20.0) -> bytes:
         data = code.encode() if isinstance(code, str) else code

@@ -129,8 +129,24 @@ def ports(as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Copy every file, ignoring the board's manifest.")
 @click.option("--mpy-cross", "mpy_cross", help="Use this mpy-cross binary.")
 @click.option("--no-reset", is_flag=True, help="Do not soft-reset the board afterwards.")
+@click.option(
+    "--call-timeout",
+    type=click.FloatRange(min=0.1),
+    default=20.0,
+    show_default=True,
+    help="Seconds to wait for each raw-REPL call (more for an emulated board).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Stalls to resume from per file before giving up.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def deploy(port, target, flash_dir, force, mpy_cross, no_reset, as_json) -> None:
+def deploy(
+    port, target, flash_dir, force, mpy_cross, no_reset, as_json, call_timeout=20.0, retries=2
+) -> None:
     """Compile the firmware to .mpy and copy what changed to the board."""
     from terrapin.tools.board import deploy as dep
 
@@ -150,10 +166,14 @@ def deploy(port, target, flash_dir, force, mpy_cross, no_reset, as_json) -> None
 
             with open_link(port, target, flash_dir) as link:
                 repl = RawRepl(link)
-                repl.enter()
-                result = dep.deploy(
-                    dep.ReplTarget(repl), mpy_cross=mpy_cross, force=force, progress=progress
-                )
+                repl.enter(timeout=max(5.0, call_timeout))
+
+                def note(text: str) -> None:
+                    if not as_json:
+                        bar.console.print(text, markup=False)
+
+                board = dep.ReplTarget(repl, call_timeout, retries, note)
+                result = dep.deploy(board, mpy_cross=mpy_cross, force=force, progress=progress)
                 if not no_reset:
                     repl.soft_reset()
                 else:
