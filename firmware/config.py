@@ -14,7 +14,7 @@ from .compat import unload as _unload
 
 # Boot-only, like this module: drop it from sys.modules now, so that unloading
 # this module (app.py, console.py) gives back the schema's RAM too.
-_unload(__name__[:-7] + ".configschema")  # __name__ ends in ".config"
+_unload(_schema.__name__)
 
 DEFAULTS = _schema.DEFAULTS
 DRIVERS = _schema.DRIVERS

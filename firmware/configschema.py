@@ -10,7 +10,8 @@
 # Secret values (passwords) are never echoed: messages name the key only.
 
 import json
-import sys
+
+from . import jsonsafe
 
 DEFAULTS = {
     "wifi": {"ssid": "", "password": ""},
@@ -179,8 +180,8 @@ def _merge(defaults, given, label, warnings):
 def parse(text, board="unix"):
     # Validate config JSON text: (data, errors, sensor_errors, warnings).
     try:
-        given = json.loads(text)
-    except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: nested too deep
+        given = jsonsafe.loads(text)  # nesting capped: never a MemoryError on the board
+    except (ValueError, TypeError) as exc:
         return {}, ["config is not valid JSON: %s" % exc], [], []
     if not isinstance(given, dict):
         return {}, ["config must be a JSON object {...}"], [], []
@@ -198,17 +199,13 @@ def validate(given, board="unix"):
             sub = {}
         data[section] = _merge(DEFAULTS[section], sub, section + ".", warnings)
 
-    # A board with no WiFi: MQTT over a UART; seriallink.py checks the section.
-    # The unix port never loads it, and must not intern new names for it here
-    # (they would stay on its heap for good): the module and function are named
-    # by strings longer than 10 characters, which the compiler keeps as plain
-    # constants, freed when this boot-only module is unloaded.
+    # A board with no WiFi: MQTT over a UART; seriallink.py checks the section
+    # (imported only for such a board).
     serial = data.get("serial_uplink")
     if serial is not None:
-        module = __name__[:-13] + ".seriallink"  # __name__ ends in ".configschema"
-        __import__(module)
-        check = getattr(sys.modules[module], "check_config")  # noqa: B009
-        data["serial_uplink"] = serial = check(serial, c, warnings, _merge, board)
+        from . import seriallink
+
+        data["serial_uplink"] = serial = seriallink.check_config(serial, c, warnings, _merge, board)
 
     wifi = data["wifi"]
     if board == "esp32" and serial is None:

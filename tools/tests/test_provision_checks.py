@@ -182,8 +182,8 @@ def test_the_board_and_the_host_give_the_same_answers(micropython_exe: str) -> N
     ]
     script = (
         "import sys, json\n"
-        f"sys.path.insert(0, {str(EXAMPLE.parent)!r})\n"
-        "import configschema as c\n"
+        f"sys.path.insert(0, {str(EXAMPLE.parent.parent)!r})\n"
+        "from firmware import configschema as c\n"  # a package, as on the board
         "cases = json.loads(sys.stdin.read())\n"
         "print(json.dumps([[c.validate(x, 'esp32')[1:], c.host_problems(x)] for x in cases]))\n"
     )
