@@ -74,7 +74,7 @@ def test_a_deeply_nested_config_is_a_config_error_not_a_crash(tmp_path, micropyt
     try:
         assert vb.wait_exit(60) == 2, vb.console_log()[-2000:]
         log = vb.console_log()
-        assert "config: config is not valid JSON: nested too deep" in log, log[-2000:]
+        assert "config: config is not valid JSON: nested deeper than 8 levels" in log, log[-2000:]
         assert "Traceback" not in log, log[-2000:]
     finally:
         vb.stop()
