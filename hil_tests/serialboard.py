@@ -139,7 +139,9 @@ class SerialBoard(BoardBase):
         self._open()
         assert self.ser is not None
         rid = self._ids.next()
-        self.ser.write(("TP1 " + " ".join((f"#{rid}", command, *args)) + "\n").encode())
+        # The leading newline ends any piece of a line the board holds (its input
+        # ring dropped the rest): the request is then a line of its own.
+        self.ser.write(("\nTP1 " + " ".join((f"#{rid}", command, *args)) + "\n").encode())
         return rid
 
     def _await(self, ids: set[str], deadline: float, command: str) -> dict | None:

@@ -26,12 +26,12 @@ RING = 260  # MicroPython esp32 port: stdin_ringbuf_array[260] (mphalport.c)
 class RingBoard:
     """A TCP serial line into a Console through a ring that drops what overflows."""
 
-    def __init__(self, root: Path, boot_s: float, answer_s: float):
+    def __init__(self, root: Path, boot_s: float, answer_s: float, held: bytes = b""):
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.boot_s = boot_s
         self.answer_s = answer_s
-        self.ring = bytearray()
+        self.ring = bytearray(held)  # what an earlier overflow left: a piece of a line
         self.dropped = 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -99,6 +99,21 @@ def test_polls_during_a_slow_boot_never_overflow_the_ring_or_delay_the_next_requ
         assert board.request("config-begin", timeout=3.0) == {}
         assert time.monotonic() - begun < 1.5, "config-begin waited behind stale answers"
         assert model.dropped == 0, f"{model.dropped} console bytes overflowed the board's ring"
+    finally:
+        board.stop()
+        model.close()
+
+
+def test_a_request_after_a_piece_of_a_line_left_by_an_overflow_is_answered(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "flash"
+    root.mkdir()
+    model = RingBoard(root, boot_s=0.0, answer_s=0.0, held=b"TP1 #old7 in")
+    port = f"socket://127.0.0.1:{model.port}"
+    board = SerialBoard("b0", tmp_path / "boards", ("127.0.0.1", 1), port=port)
+    try:
+        assert board.request("config-begin", timeout=3.0) == {}
     finally:
         board.stop()
         model.close()
