@@ -156,8 +156,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--terrapin-qemu-boot-timeout",
         type=float,
-        default=180.0,
-        help="seconds the emulated board may take to answer TP1 after a boot (default 180)",
+        default=600.0,
+        help="seconds the emulated board may take to answer TP1 after a boot (default 600)",
     )
     g.addoption(
         "--terrapin-qemu-image",

@@ -40,7 +40,11 @@ class SerialBoard(BoardBase):
     idle_period_s = 86400
     boot_timeout_s = 30.0  # until the app answers TP1 after a boot (QemuBoard: longer)
     request_timeout_s = 15.0  # one TP1 answer (keygen on an emulated ESP32 is slow)
-    console_poll_s = 1.0  # each `info` poll while waiting for the console after a boot
+    console_poll_s = 1.0  # the first `info` poll's wait for the console after a boot
+    # The wait doubles up to this: an ESP32 drops console input beyond its 260-byte
+    # stdin ring while the app is not reading it, so polls must not pile up there.
+    console_poll_max_s = 4.0
+    drain_s = 5.0  # after the console answers, how long each older poll's answer may take
     config_chunk = 1024  # config bytes per TP1 line (QemuBoard: fewer)
 
     def __init__(self, *a, port: str, relay_cmd: str | None = None, **kw):
@@ -125,18 +129,24 @@ class SerialBoard(BoardBase):
         rid = self._send(command, *args)
         answer = self._await({rid}, time.monotonic() + timeout, command)
         if answer is None:
-            raise AssertionError(f"{self.name}: no answer to TP1 {command} on {self.port}")
+            raise AssertionError(
+                f"{self.name}: no answer to TP1 {command} on {self.port} within {timeout:.0f} s:\n"
+                + self.console_tail()
+            )
         return answer
 
     def _send(self, command: str, *args: str) -> str:
         self._open()
         assert self.ser is not None
         rid = self._ids.next()
-        self.ser.write(("TP1 " + " ".join((f"#{rid}", command, *args)) + "\n").encode())
+        # The leading newline ends any piece of a line the board holds (its input
+        # ring dropped the rest): the request is then a line of its own.
+        self.ser.write(("\nTP1 " + " ".join((f"#{rid}", command, *args)) + "\n").encode())
         return rid
 
     def _await(self, ids: set[str], deadline: float, command: str) -> dict | None:
-        """The answer to any request in `ids` (None at the deadline); others are stale."""
+        """The answer to any request in `ids` (None at the deadline); others are stale.
+        The answered id leaves `ids`."""
         with self._cond:
             while True:
                 while not self._answers:
@@ -146,6 +156,7 @@ class SerialBoard(BoardBase):
                     self._cond.wait(left)
                 kind, got, rest = self._answers.pop(0)
                 if got in ids:
+                    ids.discard(got)
                     try:
                         return answer_of(got, kind, got, rest, command)
                     except BoardError as exc:
@@ -175,19 +186,36 @@ class SerialBoard(BoardBase):
         self.wait_console(timeout=self.boot_timeout_s)
 
     def wait_console(self, timeout: float) -> dict:
-        """Until the app answers TP1 again after a boot: an `info` poll every
-        console_poll_s, and an answer to any of them counts (a slow board answers
-        each one late)."""
+        """Until the app answers TP1 again after a boot: `info` polls, the wait between
+        them doubling from console_poll_s to console_poll_max_s, and an answer to any of
+        them counts (a slow board answers each one late). Then the drain: the answers to
+        the other polls still on their way are awaited, so the next request never lands
+        behind a backlog in the board's small input buffer (drain-and-sync)."""
         deadline = time.monotonic() + timeout
         polls: set[str] = set()
+        wait = self.console_poll_s
         while time.monotonic() < deadline:
             polls.add(self._send("info"))
-            until = min(deadline, time.monotonic() + self.console_poll_s)
+            until = min(deadline, time.monotonic() + wait)
+            wait = min(wait * 2, self.console_poll_max_s)
             with contextlib.suppress(AssertionError):  # an ERR answer: not up yet
                 info = self._await(polls, until, "info")
                 if info is not None:
+                    self._drain(polls)
                     return info
         raise AssertionError(f"{self.name}: the console did not come back:\n{self.console_tail()}")
+
+    def _drain(self, polls: set[str]) -> None:
+        """Take the answers to `polls` (each counted stale) until none is left or
+        none came for drain_s: a poll sent while the board was resetting is lost."""
+        while polls:
+            try:
+                got = self._await(polls, time.monotonic() + self.drain_s, "info")
+            except AssertionError:
+                got = {}  # an ERR answer to an old poll still drains it
+            if got is None:
+                return
+            self.stale_answers += 1
 
     # -- the board interface ----------------------------------------------------------
     def provision(self, home: GatewayHome, broker) -> None:
