@@ -43,6 +43,7 @@ from terrapin.gateway.rewards.settings import (
     manifest_for_publish,
     owner_account,
 )
+from terrapin.tools.cli.verify import BundleFalse, NodeUnreachable, NotCheckedOnChain
 from terrapin.tools.tokens import DECIMALS, SYMBOL, amount_text, tokens
 
 
@@ -302,16 +303,8 @@ def _network_rewards(network: str | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class EpochFalse(TerrapinError):
-    exit_code = 1
-
-
-class EpochUnreachable(TerrapinError):
-    exit_code = 2
-
-
-class EpochOffline(TerrapinError):
-    exit_code = 3
+# `rewards verify` exits as `terrapin verify` does: one set of exit-code errors.
+EpochFalse, EpochUnreachable, EpochOffline = BundleFalse, NodeUnreachable, NotCheckedOnChain
 
 
 @rewards.command()
