@@ -356,8 +356,7 @@ def _report_fatal(self):
         "backoff_max_s": 120,
     }
     up = Uplink(self.board, quiet, self.addr_hex, None, self)
-    up.step()
-    if up.client.connected:
+    if up.wait_open(20000):
         up.publish_status()
         up.close(False)
 

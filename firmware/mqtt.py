@@ -8,7 +8,9 @@
 # uplink.py owns reconnects, backoff and republishing.
 #
 # The socket is passed in (connected, TLS-wrapped if configured), so the same
-# code runs on the unix port, an ESP32 and CPython. Input goes into one
+# code runs on the unix port, an ESP32 and CPython. A session starts in steps
+# (start, then connack until it says True), so a board's main loop never
+# waits for a broker; connect() is the blocking form for host tools. Input goes into one
 # preallocated bytearray through a memoryview; each outgoing packet is built
 # in another and sent with one write.
 #
@@ -71,6 +73,8 @@ class MQTTClient:
         self.pid = 0
         self.sent_at = 0
         self.ping_at = None
+        self.out = self.tx_at = 0  # CONNECT bytes not written yet (start, connack)
+        self.subacks = 0  # SUBSCRIBEs not answered yet
 
     def _send(self, n, mv=None):
         # Write the first n bytes of mv (default: the transmit buffer).
@@ -116,12 +120,16 @@ class MQTTClient:
         self.txv[i + 2 : i + 2 + n] = data
         return i + 2 + n
 
-    def connect(self, sock, timeout_ms=10000):
-        # CONNECT (clean session, keepalive, last will, user/password) over
-        # `sock`, a connected socket or stream; waits for CONNACK.
+    def start(self, sock):
+        # Begin a session over `sock`, a connected socket or stream: CONNECT
+        # (clean session, keepalive, last will, user/password) is built here
+        # and written by connack(), which the caller steps until the broker
+        # answers. Nothing here waits: a TLS socket still shaking hands just
+        # takes the bytes later (its handshake runs inside those writes).
         self.sock = sock
         self.n = self.skip = 0
         self.ping_at = None
+        self.subacks = 0
         self.write = getattr(sock, "write", None) or sock.send
         self.readinto = getattr(sock, "readinto", None) or sock.recv_into
         sock.setblocking(False)
@@ -149,25 +157,50 @@ class MQTTClient:
         i += 10
         for p in parts:
             i = self._str(i, p)
-        self._send(i)
+        self.out = i  # CONNECT bytes still to write, from tx[tx_at]
+        self.tx_at = 0
+
+    def connack(self):
+        # One non-blocking step of the session's start: write what the socket
+        # takes of CONNECT, then look for CONNACK. True once the broker
+        # accepted; False while it may still (the caller owns the deadline);
+        # MQTTConnectError if it refused, MQTTError on a broken socket.
+        while self.out:
+            try:
+                k = self.write(self.txv[self.tx_at : self.tx_at + self.out])
+            except OSError as exc:
+                if not _blocked(exc):
+                    raise MQTTError("write: %r" % (exc,))
+                k = None
+            if not k:
+                return False
+            self.tx_at += k
+            self.out -= k
+            self.sent_at = ticks_ms()
+        self._fill()
+        got = self._packet()
+        if not got:
+            return False
+        kind, at, size = got
+        if kind != 0x20 or size != 2:
+            raise MQTTError("expected CONNACK")
+        code = self.rx[at + 1]
+        self._drop(at + size)
+        if code:
+            raise MQTTConnectError("broker refused the connection", code)
+        self.connected = True
+        return True
+
+    def connect(self, sock, timeout_ms=10000):
+        # start() and connack() until the broker answers (host tools and
+        # tests; the board steps them from its main loop, uplink.py).
+        self.start(sock)
         t0 = ticks_ms()
-        while True:
-            got = self._packet()
-            if got:
-                kind, at, size = got
-                if kind != 0x20 or size != 2:
-                    raise MQTTError("expected CONNACK")
-                code = self.rx[at + 1]
-                self._drop(at + size)
-                if code:
-                    raise MQTTConnectError("broker refused the connection", code)
-                self.connected = True
-                return
+        while not self.connack():
             left = timeout_ms - ticks_diff(ticks_ms(), t0)
             if left <= 0:
                 raise MQTTTimeout("no CONNACK")
             self.poller.poll(min(left, 100))
-            self._fill()
 
     def close(self, goodbye=False):
         # Close the socket; with goodbye, send DISCONNECT first (no last will).
@@ -207,13 +240,15 @@ class MQTTClient:
         return pid
 
     def subscribe(self, topic):
-        # SUBSCRIBE at QoS 1 (a refusal in SUBACK raises from poll()).
+        # SUBSCRIBE at QoS 1; `subacks` counts those the broker has not
+        # answered yet (a refusal in SUBACK raises from poll()).
         self.pid = pid = self.pid % 65535 + 1
         i = self._head(0x82, 5 + len(topic))
         struct.pack_into("!H", self.tx, i, pid)
         i = self._str(i + 2, topic)
         self.tx[i] = 1
         self._send(i + 1)
+        self.subacks += 1
 
     def _fill(self):
         skip = self.skip
@@ -318,6 +353,8 @@ class MQTTClient:
             elif t == 0x90 and size >= 3:  # SUBACK
                 refused = rx[at + 2] == 0x80
                 self._drop(end)
+                if self.subacks:
+                    self.subacks -= 1
                 if refused:
                     raise MQTTError("subscription refused (broker ACL?)")
             elif t == 0xD0:  # PINGRESP

@@ -12,9 +12,11 @@
 
 import sys
 
-_NAMES = ("EAGAIN", "EINPROGRESS", "EALREADY", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED")
-_LINUX = (11, 115, 114, 110, 104, 111)  # also the unix port's
-_NEWLIB = (11, 119, 120, 116, 104, 111)  # ESP-IDF (esp32, esp8266)
+_NAMES = (
+    "EAGAIN", "EINPROGRESS", "EALREADY", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED", "EISCONN",
+)  # fmt: skip
+_LINUX = (11, 115, 114, 110, 104, 111, 106)  # also the unix port's (its errno lacks EISCONN)
+_NEWLIB = (11, 119, 120, 116, 104, 111, 127)  # ESP-IDF (esp32, esp8266)
 
 
 def _newlib(platform):
@@ -53,3 +55,4 @@ BUSY = busy()
 ETIMEDOUT = value("ETIMEDOUT")
 ECONNRESET = value("ECONNRESET")
 ECONNREFUSED = value("ECONNREFUSED")
+EISCONN = value("EISCONN")  # a stepped TCP connect has completed (board/tcpopen.py)

@@ -13,13 +13,14 @@
 # error (the board then stops at the REPL so the config can be fixed).
 
 import gc
-import socket
 import time
 
 import machine
 import network
 
 from ..sensors.base import SensorError
+from ..wifijoin import WifiJoin
+from .tcpopen import TcpOpen
 
 _EPOCH_2000 = 946684800  # MicroPython ports whose time() counts from 2000
 
@@ -51,6 +52,7 @@ class Board:
         self.retained = RTCMemory()
         self.time_synced = False
         self.wlan = None
+        self.join = None  # the WiFi join, stepped by network_up()
         self.wifi = None
         self.uart = None  # the serial uplink's UART (config serial_uplink), else WiFi
         self.ntp_host = "pool.ntp.org"
@@ -142,29 +144,26 @@ class Board:
     # -- network -------------------------------------------------------------
 
     def network_up(self):
-        # True when WiFi is connected; otherwise (re)starts the connection.
+        # One non-blocking look (the uplink steps it): True once WiFi is up,
+        # False while it joins; OSError when a join fails or times out
+        # (wifijoin.py; the next call starts a new join).
         if self.uart is not None:
             return True  # the serial uplink: the host bridge answers the open
-        if self.wlan is None:
-            self.wlan = network.WLAN(network.STA_IF)
-            self.wlan.active(True)
-        if self.wlan.isconnected():
-            self._sync_time()
-            return True
-        if self.wifi and self.wlan.status() != network.STAT_CONNECTING:
-            try:
-                self.wlan.disconnect()
-            except OSError:
-                pass
-            self.wlan.connect(self.wifi["ssid"], self.wifi["password"] or "")
-        t0 = time.ticks_ms()
-        while not self.wlan.isconnected() and time.ticks_diff(time.ticks_ms(), t0) < 10000:
-            time.sleep_ms(100)
-            self.feed()
-        if self.wlan.isconnected():
-            self._sync_time()
-            return True
-        return False
+        if self.join is None:
+            wlan = network.WLAN(network.STA_IF)
+            wlan.active(True)
+            self.wlan = wlan
+            self.join = WifiJoin(
+                wlan,
+                self.wifi["ssid"],
+                self.wifi["password"],
+                network.STAT_IDLE,
+                network.STAT_CONNECTING,
+            )
+        if not self.join.step():
+            return False
+        self._sync_time()
+        return True
 
     def _sync_time(self):
         # NTP at first connect, then every 6 hours.
@@ -201,42 +200,22 @@ class Board:
             except (OverflowError, ValueError, OSError):
                 pass  # readings keep the time they had; the uplink is fine
 
-    def _tcp_socket(self, host, port):
-        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(10)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (AttributeError, OSError):
-                pass
-            sock.connect(addr)
-        except Exception:
-            sock.close()
-            raise
-        return sock
-
     def open_socket(self, host, port, tls=False, ca_file=None):
-        if self.uart is not None:
-            sock = self._serial_socket(host, port, wait=tls)  # TLS needs it open
-        else:
-            sock = self._tcp_socket(host, port)
+        # The broker's link, opened in steps: the uplink calls its opened()
+        # from the main loop (board/tcpopen.py; seriallink.py).
+        if self.uart is None:
+            return TcpOpen(host, port, tls, ca_file)
+        link = self._serial_socket(host, port, wait=tls)  # TLS needs it open
         if not tls:
-            return sock
+            return link
         try:
-            import ssl
+            from .tlsclient import tls_client
 
-            # ssl wraps any stream, the serial link included.
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            if ca_file:
-                # verify_mode exists on MicroPython's SSLContext; the stubs lack it.
-                ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-                ctx.load_verify_locations(cadata=ca_der(ca_file))
-            else:
-                ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]
-            return ctx.wrap_socket(sock, server_hostname=host)
+            # ssl wraps any stream, the serial link included (a blocking
+            # handshake, bounded by the link's read timeout).
+            return Ready(tls_client(link, host, ca_file))
         except Exception:
-            sock.close()
+            link.close()
             raise
 
     # -- sensors -------------------------------------------------------------
@@ -301,17 +280,17 @@ class Board:
         pass
 
 
-def ca_der(path):
-    # The CA certificate as DER (MicroPython's mbedtls binding takes DER;
-    # a PEM file is decoded here).
-    import binascii
+class Ready:
+    # A link that is open already (TLS over the serial link, opened blocking).
 
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.lstrip().startswith(b"-----BEGIN"):
-        body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
-        data = binascii.a2b_base64(b"".join(body))
-    return data
+    def __init__(self, stream):
+        self.stream = stream
+
+    def opened(self):
+        return True
+
+    def close(self):
+        self.stream.close()
 
 
 def main():

@@ -20,7 +20,7 @@
 # the config is reported as a missing sensor and the others keep running.
 
 #
-# Argument parsing, the broker socket (TLS, CA file) and the RTC file live in
+# Argument parsing, the flash folder, the sensors and the RTC file live in
 # board/unixboot.py, imported for those moments and unloaded again: they are
 # not needed per reading.
 
@@ -30,6 +30,7 @@ import sys
 import time
 
 from ..compat import IS_MICROPYTHON, unload
+from .tcpopen import TcpOpen  # the broker's socket, each (re)connect: loaded with the board
 
 
 def _unload():
@@ -105,16 +106,13 @@ class Board:
         self.led = state
 
     def network_up(self):
+        # One look at the network (the uplink steps it): always up here.
         return True
 
     def open_socket(self, host, port, tls=False, ca_file=None):
-        # Called at each (re)connect: the code lives in board/unixboot.py.
-        from . import unixboot
-
-        try:
-            return unixboot.open_socket(host, port, tls, ca_file)
-        finally:
-            _unload()
+        # The broker's TCP connection (TLS if asked), opened in steps: the
+        # uplink calls its opened() from the main loop (board/tcpopen.py).
+        return TcpOpen(host, port, tls, ca_file)
 
     def make_sensor(self, spec):
         from . import unixboot

@@ -1,14 +1,11 @@
 # What the unix board does once or rarely, kept out of its resident code:
-# argument parsing, the flash folder and the sensors (boot), the broker
-# socket with its optional TLS set-up (each (re)connect), the CA file, and
-# the file playing the RTC memory (--deep-sleep-sim). board/unix.py imports
+# argument parsing, the flash folder and the sensors (boot), and the file
+# playing the RTC memory (--deep-sleep-sim). The broker socket is
+# board/tcpopen.py (opened in steps, shared with the ESP32). board/unix.py imports
 # this module for those moments and unloads it again; `unix.parse_args`
 # stays importable there.
 
 import os
-import socket
-
-from ..compat import IS_MICROPYTHON
 
 _FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console", "--deep-sleep-sim")
 _VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
@@ -54,44 +51,6 @@ class FileRTC:
     def save(self, data):
         with open(self.path, "wb") as f:
             f.write(data)
-
-
-def open_socket(host, port, tls=False, ca_file=None):
-    addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(5)
-        sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: no Nagle delay on small packets
-        sock.connect(addr)
-        if tls:
-            import ssl
-
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            if ca_file:
-                ctx.verify_mode = ssl.CERT_REQUIRED
-                ctx.load_verify_locations(cadata=ca_der(ca_file))
-            else:
-                if not IS_MICROPYTHON:
-                    ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            sock = ctx.wrap_socket(sock, server_hostname=host)
-    except Exception:
-        sock.close()
-        raise
-    return sock
-
-
-def ca_der(path):
-    # The CA certificate as DER (MicroPython's mbedtls binding takes DER;
-    # a PEM file is decoded here).
-    import binascii
-
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.lstrip().startswith(b"-----BEGIN"):
-        body = [ln for ln in data.split(b"\n") if ln.strip() and not ln.startswith(b"-----")]
-        data = binascii.a2b_base64(b"".join(body))
-    return data
 
 
 def flash_ready(root):

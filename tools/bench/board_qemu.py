@@ -41,7 +41,7 @@ LOG_TAIL = 2000  # characters of the emulator's log quoted in a start failure
 # console port, status), imported at once for esp32_app_alloc_bytes.
 APP_MODULES = (
     "compat", "sockerr", "cborenc", "secp_sign", "cose", "jsonsafe", "mqtt", "outbox",
-    "ack", "schedule", "seqstore", "uplink", "session", "seriallink", "consoleport",
+    "ack", "schedule", "seqstore", "uplink", "seriallink", "consoleport",
     "status", "sensors.base", "sensors.simulated", "board.esp32", "app",
 )  # fmt: skip
 PACKAGE = "terrapin.firmware"

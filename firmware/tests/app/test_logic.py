@@ -142,6 +142,7 @@ def test_uplink_probes_with_the_oldest_then_resends_the_window_in_order(tmp_path
     }
     up = uplink.Uplink(None, cfg, "ab" * 20, box, _FakeApp())
     up.client = fake = _FakeClient()
+    up.state = uplink._UP  # as once the session is open
     up.status_due, up.status_at = False, ticks_ms()
 
     def ack(*seqs: int) -> None:
