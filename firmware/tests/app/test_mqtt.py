@@ -184,3 +184,88 @@ def test_oversized_packet_is_dropped_and_the_next_one_handled() -> None:
     while not got and time.time() < deadline:
         c.poll(20)
     assert got == [(b"a/b", b"hey")] and c.oversize == 1
+
+
+class TakesFew:
+    """A socket that takes at most `n` bytes per write and is then full again
+    until `room()` (a small send buffer, a TLS socket still shaking hands)."""
+
+    def __init__(self, sock: socket.socket, n: int):
+        self.sock, self.n, self.full = sock, n, True
+
+    def room(self) -> None:
+        self.full = False
+
+    def send(self, data) -> int:  # type: ignore[no-untyped-def]
+        if self.full:
+            raise BlockingIOError(11, "would block")
+        self.full = True
+        return self.sock.send(bytes(data[: self.n]))
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.sock, name)
+
+
+def test_the_session_starts_in_steps_that_never_wait() -> None:
+    # start() sends nothing and waits for nothing; connack() writes what the
+    # socket takes and says False until the whole CONNACK is in.
+    p = Pair()
+    sock = TakesFew(p.client_sock, 5)
+    c = MQTTClient("stepped", keepalive=0)
+    c.start(sock)
+    t0 = time.monotonic()
+    assert c.connack() is False and c.connack() is False, "nothing written yet"
+    steps = 0
+    while c.out:
+        sock.room()
+        assert c.connack() is False
+        steps += 1
+    connect = p.read()
+    assert steps == 5 and connect[0] == 0x10 and b"stepped" in connect, (steps, connect)
+    p.broker.sendall(b"\x20")  # half a CONNACK
+    assert c.connack() is False and not c.connected
+    p.broker.sendall(b"\x02\x00\x00")
+    for _ in range(50):
+        if c.connack():
+            break
+        time.sleep(0.01)
+    assert c.connected
+    assert time.monotonic() - t0 < 1.0, "no step waited"
+
+
+def test_a_refusal_and_a_closed_socket_end_the_steps_with_typed_errors() -> None:
+    p = Pair()
+    c = MQTTClient("x")
+    c.start(p.client_sock)
+    p.broker.sendall(b"\x20\x02\x00\x05")
+    deadline = time.time() + 2
+    with pytest.raises(MQTTConnectError):
+        while time.time() < deadline:
+            c.connack()
+    p = Pair()
+    c = MQTTClient("x")
+    c.start(p.client_sock)
+    p.broker.close()
+    with pytest.raises(MQTTError):
+        while time.time() < deadline + 2:
+            c.connack()
+
+
+def test_subacks_are_counted_until_the_broker_answers() -> None:
+    p = Pair()
+    c = MQTTClient("x", keepalive=0)
+    p.connect(c)
+    c.subscribe(b"a")
+    c.subscribe(b"b")
+    assert c.subacks == 2
+    p.read()
+    p.broker.sendall(b"\x90\x03\x00\x01\x01")  # SUBACK, granted QoS 1
+    deadline = time.time() + 2
+    while c.subacks == 2 and time.time() < deadline:
+        c.poll(20)
+    assert c.subacks == 1
+    p.broker.sendall(b"\x90\x03\x00\x02\x80")  # refused (a broker ACL)
+    with pytest.raises(MQTTError, match="refused"):
+        while time.time() < deadline + 2:
+            c.poll(20)
+    assert c.subacks == 0
