@@ -150,6 +150,8 @@ class Board:
         if self.uart is not None:
             return True  # the serial uplink: the host bridge answers the open
         if self.join is None:
+            if not self.wifi:
+                raise OSError("wifi not configured")  # a config with errors: no configure()
             wlan = network.WLAN(network.STA_IF)
             wlan.active(True)
             self.wlan = wlan

@@ -11,7 +11,9 @@ on 127.0.0.1:
 - a relay in front of Mosquitto that holds back the broker's first bytes
   (the CONNACK) for 4 s;
 - a TCP connect that never completes: a listener whose accept queue is full
-  (Linux drops the SYN, the board's connect stays in progress).
+  (Linux drops the SYN, the board's connect stays in progress);
+- a broker that accepts the session (CONNACK) and never answers its
+  SUBSCRIBEs: without a SUBACK for its ack topic no session is up.
 
 Each test prints the longest gap between two readings the board stored while
 its link was down or opening (the sampling period is 50-100 ms): the longest
@@ -68,6 +70,23 @@ class SilentBroker:
         for conn in self.accepted:
             conn.close()
         self.server.close()
+
+
+class ConnackOnlyBroker(SilentBroker):
+    """Answers each CONNECT with CONNACK (accepted), then says nothing: no
+    SUBACK for the board's subscriptions."""
+
+    def _serve(self) -> None:
+        self.server.settimeout(0.1)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, _ = self.server.accept()
+                conn.settimeout(0.1)
+                self.accepted.append(conn)
+                conn.sendall(b"\x20\x02\x00\x00")  # ahead of CONNECT: TCP keeps it
+            for conn in list(self.accepted):
+                with contextlib.suppress(TimeoutError, OSError):
+                    self.received += len(conn.recv(4096))
 
 
 class SlowConnackRelay:
@@ -278,4 +297,24 @@ def test_a_tcp_connect_that_never_completes_keeps_the_board_sampling(fw, micropy
     print(f"TCP connect in progress: {before} readings stored in 10 s; longest gap between "
           f"readings {longest_gap(stamps) * 1000:.0f} ms (period 50 ms)")  # fmt: skip
     # 10 s at 50 ms is ~200 readings; a connect that blocks the loop stores 1.
+    assert before >= 100, text[-3000:]
+
+
+def test_a_session_without_subacks_is_not_up(fw, micropython_exe, tmp_path):
+    broker = ConnackOnlyBroker()
+    try:
+        board = timed_board(fw, micropython_exe, tmp_path, fw.board_config(broker.port))
+        board.start("--max-readings", "400", "--stats")
+        fw.wait_for(lambda: b"unreachable" in b"".join(board.lines), 20, "a deadline",
+                    board.console)  # fmt: skip
+        board.kill()
+    finally:
+        broker.close()
+    text = board.console()
+    assert "no SUBACK within 10000 ms" in text, text[-3000:]
+    assert "connected to" not in text, text[-3000:]
+    before = stored_before(board, b"unreachable")
+    gap = longest_gap(board.stamps[:before])
+    print(f"SUBACKs never come: {before} readings stored in 10 s; longest gap between "
+          f"readings {gap * 1000:.0f} ms (period 50 ms)")  # fmt: skip
     assert before >= 100, text[-3000:]
