@@ -318,3 +318,29 @@ def test_a_session_without_subacks_is_not_up(fw, micropython_exe, tmp_path):
     print(f"SUBACKs never come: {before} readings stored in 10 s; longest gap between "
           f"readings {gap * 1000:.0f} ms (period 50 ms)")  # fmt: skip
     assert before >= 100, text[-3000:]
+
+
+def test_a_tls_handshake_that_never_ends_keeps_the_board_sampling(fw, micropython_exe, tmp_path):
+    # The "broker" takes the TCP connection and the ClientHello and says
+    # nothing: the handshake runs inside the CONNECT writes, step by step
+    # (board/tcpopen.py), until the CONNACK deadline drops it.
+    silent = SilentBroker()
+    try:
+        cfg = fw.board_config(silent.port)
+        cfg["broker"]["tls"] = True
+        board = timed_board(fw, micropython_exe, tmp_path, cfg)
+        # mbedtls takes its buffers from the heap on the unix port (test_tls.py)
+        board.start("--max-readings", "400", "--stats", heap="256k")
+        fw.wait_for(lambda: b"unreachable" in b"".join(board.lines), 20, "a deadline",
+                    board.console)  # fmt: skip
+        board.kill()
+    finally:
+        silent.close()
+    text = board.console()
+    assert silent.received > 0, "the board sent its ClientHello\n" + text[-3000:]
+    assert "no CONNACK within 10000 ms" in text, text[-3000:]
+    before = stored_before(board, b"unreachable")
+    gap = longest_gap(board.stamps[:before])
+    print(f"TLS handshake never answered: {before} readings stored in 10 s; longest gap "
+          f"between readings {gap * 1000:.0f} ms (period 50 ms)")  # fmt: skip
+    assert before >= 100, text[-3000:]
