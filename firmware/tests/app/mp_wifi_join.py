@@ -3,13 +3,13 @@
 # status() goes STAT_IDLE -> STAT_CONNECTING -> STAT_GOT_IP, or to a failure
 # reason such as 202 wrong password), stepped the way the uplink steps it.
 #
-#     micropython mp_wifi_join.py [esp32]     (repo root on the path)
+#     micropython mp_wifi_join.py [esp32 PORT]     (repo root on the path)
 #
 # Prints one line per scenario: what each step returned, and how many
 # connect() / disconnect() calls the stand-in saw. With `esp32` (unix port
 # only), board/esp32.py's own network_up() is stepped instead, over stand-ins
 # for the `machine` and `network` modules an ESP32 has, and the longest
-# single call is printed too.
+# single call is printed too; then its open_socket() to 127.0.0.1:PORT.
 
 import sys
 import time
@@ -133,6 +133,11 @@ def esp32():
     board.wifi = {"ssid": "ssid", "password": "secret"}
     out, slowest = run(board.network_up, 5000)
     print("esp32", out, network.wlan.connects, "slowest_ms", slowest)
+    # Then the broker's TCP connection, opened in steps (board/tcpopen.py).
+    link = board.open_socket("127.0.0.1", int(sys.argv[2]))
+    out, _ = run(link.opened, 5000)
+    print("tcp", out[-1], link.stream is link.sock)
+    link.close()
 
 
 if "esp32" in sys.argv[1:]:

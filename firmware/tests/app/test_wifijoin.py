@@ -3,11 +3,12 @@ network_up() waited up to 10 s in a loop for wlan.isconnected()). The join is
 a pure stepped function (firmware/wifijoin.py), run here on CPython and on the
 unix port against a stand-in for the ESP32's WLAN (mp_wifi_join.py), and
 board/esp32.py's network_up() is stepped over stand-ins for `machine` and
-`network` on the unix port."""
+`network` on the unix port, then its open_socket() to a real listener."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,10 @@ def test_the_join_is_stepped_on_the_unix_port(micropython_exe):
 def test_the_esp32_board_layer_steps_its_wifi_join(micropython_exe):
     # The stand-in AP answers after 1.5 s: network_up() says "not yet" at once
     # and "up" on a later call (the old code blocked inside the first call).
-    (line,) = run([micropython_exe, "-X", "heapsize=100k"], "esp32")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        line, tcp = run([micropython_exe, "-X", "heapsize=100k"], "esp32", str(port))
     head, slowest = line.rsplit(" slowest_ms ", 1)
     assert head == "esp32 [False, True] 1", line
+    assert tcp == "tcp True True", tcp  # then the broker's socket, opened in steps
     print(f"longest network_up() call while joining: {slowest} ms")
