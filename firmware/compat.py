@@ -13,9 +13,6 @@
   counter, the wrap-safe difference and the wrap-safe sum, from `time` on
   MicroPython and a monotonic clock (which never wraps) on CPython.
 - `IS_MICROPYTHON`: True on any MicroPython port.
-- `unload(name)`: forget the module `name` (dotted) on MicroPython, so that
-  its code goes back to the heap once nothing else refers to it (boot-only
-  and rarely used modules); a no-op on CPython.
 """
 
 import sys
@@ -29,12 +26,10 @@ def native(func):
 
 
 def unload(name):
-    if IS_MICROPYTHON:
-        sys.modules.pop(name, None)
-        pkg, attr = name.rsplit(".", 1)
-        mod = sys.modules.get(pkg)
-        if mod is not None and attr in mod.__dict__:
-            delattr(mod, attr)
+    # Does nothing: no module is unloaded any more (the whole app fits the
+    # ESP32's heap, docs/FIRMWARE.md "Memory"). Only uplink.py still calls it,
+    # until the link branch removes those calls; then this goes too.
+    pass
 
 
 if IS_MICROPYTHON:

@@ -20,30 +20,18 @@
 # the config is reported as a missing sensor and the others keep running.
 
 #
-# Argument parsing, the broker socket (TLS, CA file) and the RTC file live in
-# board/unixboot.py, imported for those moments and unloaded again: they are
-# not needed per reading.
+# Argument parsing, the flash folder, the sensors, the broker socket (TLS, CA
+# file) and the RTC file are in board/unixboot.py: this module is the Board
+# the app talks to.
 
 import gc
 import json
 import sys
 import time
 
-from ..compat import IS_MICROPYTHON, unload
-
-
-def _unload():
-    unload(__name__ + "boot")  # board/unixboot.py
-
-
-def parse_args(argv):
-    # Options as a dict keyed by the option name; raises ValueError.
-    from . import unixboot
-
-    try:
-        return unixboot.parse_args(argv)
-    finally:
-        _unload()
+from ..compat import IS_MICROPYTHON
+from . import unixboot
+from .unixboot import parse_args  # noqa: F401 (unix.parse_args, for the tools)
 
 
 class Board:
@@ -61,20 +49,14 @@ class Board:
         self.time_synced = "--no-clock" not in opts
         self.console_port = "--console" in opts
         if "--deep-sleep-sim" in opts:
-            from .unixboot import FileRTC
-
             self.can_deep_sleep = True
-            self.retained = FileRTC(self.root + ".rtc")
-            _unload()  # the instance keeps its class
+            self.retained = unixboot.FileRTC(self.root + ".rtc")
         self.period_ms = opts.get("--period-ms")
         self.led = None
 
     def flash_ready(self):
         # Create the folder playing the flash (once there is a config).
-        from . import unixboot
-
         unixboot.flash_ready(self.root)
-        _unload()
 
     def console(self, level, msg):
         print("[%s] %s" % (level, msg))
@@ -108,21 +90,11 @@ class Board:
         return True
 
     def open_socket(self, host, port, tls=False, ca_file=None):
-        # Called at each (re)connect: the code lives in board/unixboot.py.
-        from . import unixboot
-
-        try:
-            return unixboot.open_socket(host, port, tls, ca_file)
-        finally:
-            _unload()
+        # Called at each (re)connect.
+        return unixboot.open_socket(host, port, tls, ca_file)
 
     def make_sensor(self, spec):
-        from . import unixboot
-
-        try:
-            return unixboot.make_sensor(self, spec)
-        finally:
-            _unload()
+        return unixboot.make_sensor(self, spec)
 
     def reset(self):
         raise SystemExit(3)  # like console_main.py: the supervisor restarts the process
@@ -138,8 +110,6 @@ def main(argv=None):
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
-        from .unixboot import USAGE
-
-        print("error: %s\n%s" % (exc, USAGE))
+        print("error: %s\n%s" % (exc, unixboot.USAGE))
         return 2
     return app.main(Board(opts), opts.get("--max-readings", -1), "--exit-when-drained" in opts)

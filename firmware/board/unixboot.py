@@ -1,9 +1,7 @@
-# What the unix board does once or rarely, kept out of its resident code:
-# argument parsing, the flash folder and the sensors (boot), the broker
-# socket with its optional TLS set-up (each (re)connect), the CA file, and
-# the file playing the RTC memory (--deep-sleep-sim). board/unix.py imports
-# this module for those moments and unloads it again; `unix.parse_args`
-# stays importable there.
+# The unix board's set-up and plumbing, used by board/unix.py: argument
+# parsing, the flash folder and the sensors (boot), the broker socket with its
+# optional TLS set-up (each (re)connect), the CA file, and the file playing
+# the RTC memory (--deep-sleep-sim).
 
 import os
 import socket
