@@ -1,6 +1,6 @@
 # The virtual board: the firmware on the MicroPython unix port (or CPython).
 #
-#     micropython -X heapsize=100k firmware/main.py --config PATH [options]
+#     micropython -X heapsize=222k firmware/main.py --config PATH [options]
 #
 #   --config PATH        the board's JSON config (required)
 #   --flash DIR          folder playing the board's flash (default: beside the

@@ -11,7 +11,7 @@ from ..compat import IS_MICROPYTHON
 _FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console", "--deep-sleep-sim")
 _VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
 USAGE = (
-    "usage: micropython -X heapsize=100k firmware/main.py --config PATH "
+    "usage: micropython -X heapsize=222k firmware/main.py --config PATH "
     "[--flash DIR] [--max-readings N] [--exit-when-drained] [--period-ms N] "
     "[--seed N] [--no-clock] [--stats] [--console] [--deep-sleep-sim]"
 )
