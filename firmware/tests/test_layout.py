@@ -189,3 +189,19 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
         assert foreign_writes(sample) == ["sample.py:11 writes secp_sign._table_ready"]
     finally:
         FIRMWARE = saved
+
+
+def test_compat_unload_goes_with_its_last_caller():
+    """compat.unload (a no-op) stays only while a pending module still calls it:
+    once the link branch's uplink.py has no unload call, this fails until the
+    helper (and UNLOAD_CALLS_PENDING) are removed too."""
+    callers = [
+        p.name
+        for p in _modules()
+        for node in ast.walk(_tree(p))
+        if isinstance(node, ast.Call) and _called_name(node) == "unload"
+    ]
+    compat = _tree(FIRMWARE / "compat.py")
+    defines = any(isinstance(n, ast.FunctionDef) and n.name == "unload" for n in compat.body)
+    assert set(callers) <= UNLOAD_CALLS_PENDING, callers
+    assert defines == bool(callers), (defines, callers)
