@@ -10,80 +10,59 @@
 #
 # The board layer (board/unix.py, board/esp32.py) gives the console, clocks,
 # sleep, network and sockets, sensor drivers, watchdog, LED, retained memory
-# and deep sleep. Nothing here imports machine, network or socket. config and
-# keystore are boot-only: on MicroPython they are unloaded after boot to give
-# their RAM back, and so are the boot functions below (_forget_boot). keccak
-# is unloaded once the address is known, and secp256k1 (key generation,
-# verify) once the key is ready: readings are signed by secp_sign alone.
-# status.py is loaded only to build a status message or the run statistics,
-# then unloaded again.
+# and deep sleep. Nothing here imports machine, network or socket. Every
+# module the app uses stays loaded once imported (the whole set fits the
+# ESP32's heap: docs/FIRMWARE.md, "Memory"); status.py and ota.py are
+# imported on first use only, as most boots never need OTA.
 
 import gc
 from array import array
 from binascii import hexlify
 
-from .compat import IS_MICROPYTHON, const, ticks_add, ticks_diff, ticks_ms, unload
+from . import config, keystore
+from .compat import IS_MICROPYTHON, const, ticks_add, ticks_diff, ticks_ms
+from .cose import encode_payload, sign1
+from .outbox import Outbox, OutboxError
+from .schedule import Schedule
+from .seqstore import SeqStore, StoreError
+from .uplink import Uplink
 
-# The runtime modules are imported in boot(), after the boot-only ones
-# (config, keystore) are done and unloaded: on a 100 KB heap the compiler
-# needs the room.
-Outbox = OutboxError = Schedule = SeqStore = StoreError = None
-Uplink = encode_payload = sign1 = None
 MAX_RECORDS = const(16)
 
 _LEVELS = {"error": 0, "info": 1, "debug": 2}
 _TIMES = const(64)  # reading durations kept for the median
 _CONSOLE_MS = const(50)  # longest wait between two looks at the TP1 console
-_PACKAGE = __name__.rsplit(".", 1)[0]
-
-
-def _import_runtime():
-    global Outbox, OutboxError, Schedule, SeqStore, StoreError, Uplink
-    global encode_payload, sign1
-    for name in ("mqtt", "outbox", "ack", "schedule", "uplink", "seqstore"):
-        __import__(_PACKAGE + "." + name)  # leaves first, each compiled alone
-        gc.collect()
-    from .cose import encode_payload, sign1
-    from .outbox import Outbox, OutboxError
-    from .schedule import Schedule
-    from .seqstore import SeqStore, StoreError
-    from .uplink import Uplink
-
-
 _TOO_DEEP = "nested too deep or too large for the free memory"
 
 
 def _load_config(board):
-    from . import config
-
     try:
         return config.load(board.config_path, board.name)
     except MemoryError:  # json.loads on a deeply nested file (issue 14): refuse, carry on
         return {}, ["config is not valid JSON: " + _TOO_DEEP], [], []
-    finally:
-        _unload("config")
-
-
-def _identity(root):
-    for name in ("cborenc", "keccak", "secp_sign", "secp256k1", "cose"):
-        __import__(_PACKAGE + "." + name)  # leaves first, each compiled alone
-        gc.collect()
-    from . import keystore
-
-    try:
-        return keystore.identity(root)
-    finally:
-        _unload("keystore")
-        _unload("keccak")  # the address is known: 1-3 KB back (cose re-imports it on demand)
-        _unload("secp256k1")  # key made and public key known: signing needs only secp_sign
-
-
-def _unload(name):
-    unload(_PACKAGE + "." + name)
 
 
 class App:
-    # An App is made by _new() at boot (boot-only code, freed after boot).
+    def __init__(self, board):
+        self.board = board
+        self.level = 1
+        self.errors = []
+        self.state = "booting"
+        self.cfg = None
+        self.addr = None
+        self.outbox = None
+        self.uplink = None
+        self.sensors = []
+        self.readings = 0
+        self.last_seq = 0
+        self.sensor_failures = 0
+        self.peak_alloc = 0
+        self.times = array("I", bytes(4 * _TIMES))
+        self.time_n = 0
+        self.mem_errors = 0
+        self.live_100 = self.live_last = 0
+        self.port = None  # the TP1 console on the REPL UART (board layers that want it)
+        self.confirmed = False
 
     def log(self, level, msg):
         if _LEVELS[level] <= self.level:
@@ -136,13 +115,10 @@ class App:
         return seq
 
     def status(self):
-        # The status message (bytes); status.py is loaded for it only.
+        # The status message (bytes); status.py is imported on first use.
         from . import status
 
-        try:
-            return status.encode(self)
-        finally:
-            _unload("status")
+        return status.encode(self)
 
     # -- main loop -------------------------------------------------------------
 
@@ -229,34 +205,6 @@ class App:
             ota.confirm(root)
         except Exception as exc:  # never stop the board over this
             self.log("error", "ota confirm: %s" % exc)
-        finally:
-            _unload("ota")
-            _unload("ota_state")
-
-
-def _new(board):
-    # A fresh App (its attributes; boot and run fill them in).
-    self = App()
-    self.board = board
-    self.level = 1
-    self.errors = []
-    self.state = "booting"
-    self.cfg = None
-    self.addr = None
-    self.outbox = None
-    self.uplink = None
-    self.sensors = []
-    self.readings = 0
-    self.last_seq = 0
-    self.sensor_failures = 0
-    self.peak_alloc = 0
-    self.times = array("I", bytes(4 * _TIMES))
-    self.time_n = 0
-    self.mem_errors = 0
-    self.live_100 = self.live_last = 0
-    self.port = None  # the TP1 console on the REPL UART (board layers that want it)
-    self.confirmed = False
-    return self
 
 
 def _boot(self):
@@ -277,7 +225,7 @@ def _boot(self):
         return False  # no config at all: do not touch the flash (no key made)
     board.flash_ready()
     try:
-        self.priv, pub, self.addr, created = _identity(board.root)
+        self.priv, pub, self.addr, created = keystore.identity(board.root)
     except Exception as exc:
         self.error("key: %s" % exc)
         self.state = "flash_error"
@@ -293,7 +241,6 @@ def _boot(self):
     if errors:
         self.state = "config_error"
         return False
-    _import_runtime()
     try:
         ob = cfg["outbox"]
         self.outbox = Outbox(board.root + "/outbox", ob["max_bytes"], ob["segment_bytes"])
@@ -332,7 +279,6 @@ def _boot(self):
         from .consoleport import ConsolePort
 
         self.port = ConsolePort(status.console_maker(self))
-        _unload("status")
     self.cfg = None  # the rest of the config is not needed any more
     self.state = "online"
     return True
@@ -347,7 +293,6 @@ def _report_fatal(self):
     for msg in self.config_errors:
         if msg.startswith("broker.") or msg.startswith("wifi."):
             return
-    _import_runtime()
     quiet = {
         "broker": cfg["broker"],
         "window": 0,
@@ -361,24 +306,15 @@ def _report_fatal(self):
         up.close(False)
 
 
-def _forget_boot():
-    # Boot-only code is not needed again: give its RAM back on the board.
-    global _new, _boot, _report_fatal, _load_config, _identity, _import_runtime
-    if IS_MICROPYTHON:
-        del _new, _boot, _report_fatal, _load_config, _identity, _import_runtime
-        gc.collect()
-
-
 def main(board, max_readings=-1, exit_when_drained=False):
     # Boot and run; returns an exit code (2: config or flash error).
-    app = _new(board)
+    app = App(board)
     if not _boot(app):
         try:
             _report_fatal(app)
         except Exception as exc:
             app.log("error", "could not publish the errors: %s" % exc)
         return 2
-    _forget_boot()
     code = app.run(max_readings, exit_when_drained)
     from . import status  # the run statistics are built there
 

@@ -13,7 +13,7 @@
 # mpy-cross (beside the micropython binary, or on PATH) into
 # <repo>/.cache/mpy-<abi>/ (only files whose source or compile options
 # changed), and run from there. TERRAPIN_SOURCE=1 runs the sources instead
-# (needs -X heapsize=120k). Modules are compiled with -O3 like a deploy
+# (fits the default -X heapsize=222k). Modules are compiled with -O3 like a deploy
 # (tools/board/deploy.py): no line numbers in tracebacks, less RAM.
 #
 # MicroPython only (os.ilistdir, sys.implementation._mpy).
@@ -132,7 +132,7 @@ def build():
             pass
     if cross and _compile(here, cache + "/firmware", cross, arch, "firmware."):
         return True
-    print("[info] mpy-cross not found: running from source (needs -X heapsize=120k)")
+    print("[info] mpy-cross not found: running from source")
     return False
 
 

@@ -13,9 +13,6 @@
   counter, the wrap-safe difference and the wrap-safe sum, from `time` on
   MicroPython and a monotonic clock (which never wraps) on CPython.
 - `IS_MICROPYTHON`: True on any MicroPython port.
-- `unload(name)`: forget the module `name` (dotted) on MicroPython, so that
-  its code goes back to the heap once nothing else refers to it (boot-only
-  and rarely used modules); a no-op on CPython.
 """
 
 import sys
@@ -27,14 +24,6 @@ IS_MICROPYTHON = sys.implementation.name == "micropython"
 def native(func):
     return func
 
-
-def unload(name):
-    if IS_MICROPYTHON:
-        sys.modules.pop(name, None)
-        pkg, attr = name.rsplit(".", 1)
-        mod = sys.modules.get(pkg)
-        if mod is not None and attr in mod.__dict__:
-            delattr(mod, attr)
 
 
 if IS_MICROPYTHON:

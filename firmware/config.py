@@ -4,17 +4,12 @@
 # one the host also uses before it writes a config to a board. Errors are fatal
 # (the board cannot run: no broker, no period) or sensor errors (that sensor is
 # left out, the others run). `load()` returns plain values, (data, errors,
-# sensor_errors, warnings), so the module can be unloaded after boot; `errors`
-# empty means the board can run. Secrets are never echoed.
+# sensor_errors, warnings); `errors` empty means the board can run. Secrets
+# are never echoed.
 #
 # Pure logic apart from reading the file: no machine, network or sockets.
 
 from . import configschema as _schema
-from .compat import unload as _unload
-
-# Boot-only, like this module: drop it from sys.modules now, so that unloading
-# this module (app.py, console.py) gives back the schema's RAM too.
-_unload(_schema.__name__)
 
 DEFAULTS = _schema.DEFAULTS
 DRIVERS = _schema.DRIVERS

@@ -32,7 +32,7 @@ import json
 import os
 
 from . import jsonsafe
-from .compat import const, unload
+from .compat import const
 
 PREFIX = b"TP1 "
 _MAX_LINE = const(1536)
@@ -332,9 +332,6 @@ def _config_problems(cfg):
         checked = config.validate(cfg)
     except Exception:
         return []
-    finally:
-        # A boot-only module: beside the running app its RAM is needed back.
-        unload(config.__name__)
     if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
         return list(checked[1]) + list(checked[2])
     return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))

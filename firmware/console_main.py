@@ -1,6 +1,6 @@
 """Entry script of a console-only virtual board (MicroPython unix port).
 
-    micropython -X heapsize=100k firmware/console_main.py [--status-every S] [--provisioning]
+    micropython -X heapsize=222k firmware/console_main.py [--status-every S] [--provisioning]
 
 Runs in the board's flash directory (the working directory plays the ESP32's
 "/"). Behaves on its stdin/stdout like a board's UART:

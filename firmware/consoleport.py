@@ -1,11 +1,11 @@
 """The REPL UART as the TP1 console's line, for the firmware app's main loop.
 
-Costs almost nothing until a host speaks: firmware/console.py (and the key
-store it may need) is imported only when the first line starting with
-`TP1 ` arrives, and unloaded again (with the key store and curve code it
-pulled in) once the host has been quiet for `quiet_ms` (20 s) with no
-transfer open, or 6 x `quiet_ms` with one left half done: a board whose
-console was used once does not carry it beside the app for good. Never
+A console session starts when the first line starting with `TP1 ` arrives
+(firmware/console.py is imported then, on first use, and stays loaded like
+every other module: the whole app fits the ESP32's heap with it, see
+docs/FIRMWARE.md, "Memory"), and ends once the host has been quiet for
+`quiet_ms` (20 s) with no transfer open, or 6 x `quiet_ms` with one left half
+done: a host that went away leaves no half-done transfer behind. Never
 blocks. Ctrl-C still reaches MicroPython
 (KeyboardInterrupt), so the raw REPL that `terrapin device deploy` uses keeps
 working while the app runs.
@@ -19,22 +19,10 @@ working while the app runs.
 import gc
 import sys
 
-from .compat import const, ticks_diff, ticks_ms, unload
+from .compat import const, ticks_diff, ticks_ms
 
 _PREFIX = b"TP1 "
 _QUIET_MS = const(20000)
-_PACKAGE = __name__.rsplit(".", 1)[0]
-# What a console session may import; released with it unless the app had it.
-_SESSION_MODULES = (
-    "console",
-    "console_ops",
-    "console_trust",
-    "console_keys",
-    "keystore",
-    "secp256k1",
-    "keccak",
-    "bind",
-)
 
 
 class ConsolePort:
@@ -53,7 +41,6 @@ class ConsolePort:
         self._skip = False  # rest of a line that is not for the console
         self.closed = False
         self.quiet_ms = quiet_ms
-        self._had = ()  # of _SESSION_MODULES, those loaded before the console
         self._heard = 0  # ticks_ms of the last byte the console took
 
     def write(self, data):
@@ -82,20 +69,11 @@ class ConsolePort:
         if not n and self.console is not None:
             quiet = ticks_diff(ticks_ms(), self._heard)
             if quiet > self.quiet_ms and self.console.idle():
-                self._release()
+                self.console = None  # the session ends; the next TP1 line starts one
             elif quiet > 6 * self.quiet_ms:
                 self.console.abandon()  # a host that left mid-transfer
-                self._release()
+                self.console = None
         return n
-
-    def _release(self):
-        # The host went quiet: give the console's RAM back to the app.
-        self.console = None
-        for name in _SESSION_MODULES:
-            if name not in self._had:
-                unload(_PACKAGE + "." + name)
-        self._had = ()
-        gc.collect()
 
     def _sniff(self, b):
         if b == b"\n":
@@ -109,8 +87,7 @@ class ConsolePort:
             self._skip = True
             self._head = bytearray()
         elif len(self._head) == len(_PREFIX):
-            gc.collect()  # loading the console needs one big block beside the app
-            self._had = [m for m in _SESSION_MODULES if _PACKAGE + "." + m in sys.modules]
+            gc.collect()  # a known point: the first session imports the console
             self.console = self._make(self.write)
             self._heard = ticks_ms()
             self.console.feed(bytes(self._head))

@@ -23,10 +23,8 @@ import struct
 
 from .compat import IS_MICROPYTHON, const
 
-# secp_sign first: it allocates its 4 KB table buffer while the heap is clean.
-# (The signing half of secp256k1 only: verify and key generation are not
-# kept resident on a board.)
-from . import secp_sign  # isort: skip
+# secp256k1 first: it allocates its 4 KB table buffer while the heap is clean.
+from . import secp256k1  # isort: skip
 
 # A collection after each import lets the next module's objects fill the holes
 # the .mpy loader left behind: measured 0.9 KB less peak heap for a sign.
@@ -149,5 +147,5 @@ def sign1(priv, kid, payload):
     head = _bstr_head(len(payload))
     if 30 + len(head) + len(payload) + 66 > MAX_ENVELOPE:  # 30: _ENV_HEAD + kid
         raise ValueError("envelope over 1024 bytes")
-    sig = secp_sign.sign_digest(priv, digest(payload))
+    sig = secp256k1.sign_digest(priv, digest(payload))
     return b"".join((_ENV_HEAD, bytes(kid), head, payload, _SIG_HEAD, sig))

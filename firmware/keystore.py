@@ -66,8 +66,6 @@ def ensure_key(root, rng=None):
 
 def identity(root, rng=None):
     # (priv, pub, addr, created) for the board whose flash is `root`.
-    #
-    # Plain values only, so the caller can unload this module after boot.
     created = load_key(root) is None
     priv = ensure_key(root, rng)
     pub = secp256k1.public_key(priv)

@@ -16,9 +16,8 @@
 # A refusal is kept in <root>/ota/refused and reported when the offer is seen
 # again.
 #
-# Memory: the uplink imports this module only when an offer arrives (or while
-# an update runs); it unloads itself when the update ends. Its strings stay
-# interned (a MicroPython .mpy's names and literals are), so they are few.
+# The uplink imports this module only when an offer arrives: most boards
+# never see one.
 #
 # Wire (big-endian):
 #   offer  (retained, QoS 1): JSON {"v":1,"version":str,"release":int,
@@ -32,7 +31,6 @@ import hashlib
 import json
 import os
 import struct
-import sys
 from binascii import unhexlify
 
 from . import jsonsafe
@@ -42,7 +40,6 @@ MAX_CHUNK = const(384)  # + topic and headers stays under the 512-byte MQTT buff
 MAX_BUNDLE = const(524288)
 _TIMEOUT_MS = const(2000)  # no chunk: ask again
 _TRIES = const(6)  # asked this often for one offset without an answer: give up
-_PKG = __name__.rsplit(".", 1)[0]
 
 # Report codes (board -> publisher); the same numbers in tools/board/ota_publish.py.
 FETCHED = const(1)  # all here, SHA-256 is the offer's: rebooting to install
@@ -197,7 +194,6 @@ class Update:
             "%d bytes in %d ms, heap free %d"
             % (o["size"], ticks_diff(ticks_ms(), self.t0), _free()),
         )
-        unload()
         up.close(True)
         up.board.reset()  # ota.boot() installs it
 
@@ -211,7 +207,6 @@ class Update:
             _refuse(self.root, self.offer["sha256"], text)
         self.up.ota = None
         report(self.up, self.offer, code, text)
-        unload()
 
 
 def _free():
@@ -283,7 +278,6 @@ def on_offer(up, payload):
 
     st = ota_state.read(root) if root is not None else ota_state.fresh()
     high = ota_state.floor(st)
-    unload("ota_state")
     if st.get("trial"):
         return  # a trial image runs: it confirms (or rolls back) first
     rel = o["release"]
@@ -320,14 +314,3 @@ def on_message(up, topic, payload):
     except (OSError, MemoryError) as exc:
         if up.ota is not None:
             up.ota.end(FLASH_ERROR, "%s: %s" % (type(exc).__name__, exc))
-    if up.ota is None:
-        unload()
-
-
-def unload(name="ota_mqtt"):
-    # Give the module's RAM back once no update runs (MicroPython only).
-    if IS_MICROPYTHON:
-        sys.modules.pop(_PKG + "." + name, None)
-        pkg = sys.modules.get(_PKG)
-        if pkg is not None and name in pkg.__dict__:
-            delattr(pkg, name)

@@ -43,7 +43,7 @@ import os
 import struct
 from binascii import crc32
 
-from .compat import const, unload
+from .compat import const
 from .seqstore import remove_quiet, write_atomic
 
 HEADER_SIZE = const(8)
@@ -93,12 +93,10 @@ class Outbox:
         self.top = 0  # next segment number; never goes down
         self.buf = bytearray(RECORD_HEAD + MAX_ENVELOPE)
         self.mv = memoryview(self.buf)
-        # The recovery scan is boot-only: outbox_scan.py, loaded for it.
+        # The recovery scan: outbox_scan.py (it imports this module's format).
         from . import outbox_scan
 
         outbox_scan.scan(self)
-        del outbox_scan
-        unload(__name__ + "_scan")
 
     def _name(self, segno):
         return "%s/%08d.seg" % (self.path, segno)

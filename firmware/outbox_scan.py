@@ -3,7 +3,7 @@
 # Lists the folder (leftover .tmp files removed), reads every segment
 # strictly, cuts a torn tail, seals a corrupt segment, sets aside a bad
 # header as `.bad`, and deletes sealed segments with nothing pending.
-# Boot-only: Outbox() imports this module for the scan and unloads it after.
+# Outbox() imports this module for the scan at boot.
 
 import os
 import struct

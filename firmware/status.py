@@ -11,8 +11,8 @@
 #
 # States: booting, online, config_error, flash_error.
 #
-# The app imports this module only to build a message and unloads it again
-# (it is needed on connect and every status_period_s, not per reading).
+# The app imports this module the first time it builds a message (on
+# connect, then every status_period_s); it stays loaded.
 
 import json
 from binascii import unhexlify

@@ -27,7 +27,7 @@ from pathlib import Path
 from terrapin.tools.devkit import appboard
 from terrapin.tools.devkit.gatewayhome import REPO, GatewayHome, reload_broker
 from terrapin.tools.devkit.virtualboard import APP_MAIN, VirtualBoard
-from terrapin.tools.micropython import micropython_command
+from terrapin.tools.micropython import ESP32_HEAP, micropython_command
 
 MAIN = APP_MAIN
 SERIAL_MAIN = Path(__file__).resolve().parent / "mp_serial_board.py"
@@ -114,7 +114,7 @@ class UnixBoard(BoardBase):
     process per boot, run from the checkout."""
 
     target = "unix"
-    heapsize = "100k"
+    heapsize = ESP32_HEAP
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -168,7 +168,7 @@ class SocketBoard(BoardBase):
     """The firmware on the unix port behind a TCP serial socket, uplink over serial."""
 
     target = "socket"
-    heapsize = "100k"
+    heapsize = ESP32_HEAP
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)

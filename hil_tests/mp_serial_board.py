@@ -1,7 +1,7 @@
 # The socket target's board: the real firmware app, with its MQTT stream carried
 # over the serial console instead of a TCP socket (a board without WiFi).
 #
-#     micropython -X heapsize=100k hil_tests/mp_serial_board.py REPO main.py-options...
+#     micropython -X heapsize=222k hil_tests/mp_serial_board.py REPO main.py-options...
 #
 # Runs on the MicroPython unix port from the checkout's .mpy files (firmware/main.py
 # builds them into REPO/.cache/mpy-<abi>/ on its first run). Only the board

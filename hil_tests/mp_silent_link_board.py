@@ -2,7 +2,7 @@
 # its link's open request going to a file and its answers expected from a FIFO
 # the host never writes. The TP1 console is on stdin, as on a board's UART0.
 #
-#     micropython -X heapsize=100k hil_tests/mp_silent_link_board.py REPO FIFO main.py-options...
+#     micropython -X heapsize=222k hil_tests/mp_silent_link_board.py REPO FIFO main.py-options...
 #
 # Used by test_link_down.py: the main loop must keep sampling, signing, storing
 # and answering the console while the link's opening waits for an answer.

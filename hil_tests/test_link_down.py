@@ -14,6 +14,7 @@ from pathlib import Path
 from terrapin.hil.boards import REPO, compile_firmware
 from terrapin.tools.board.serialconsole import BoardConsole, Link, open_port
 from terrapin.tools.devkit.virtualboard import VirtualBoard
+from terrapin.tools.micropython import ESP32_HEAP
 
 SCRIPT = Path(__file__).resolve().parent / "mp_silent_link_board.py"
 
@@ -39,9 +40,9 @@ def test_a_link_that_never_answers_blocks_nothing(tmp_path, micropython_exe):
         script=SCRIPT,
         args=(str(REPO), str(fifo), "--config", "config.json", "--flash", ".", "--console"),
         tcp_port=None,
-        # The console beside an app whose reconnect code stays loaded while the
-        # link is down: 160 KB, the ESP32 image's free heap at boot (docs/FIRMWARE.md).
-        heapsize="160k",
+        # The console beside the app: the ESP32 image's free heap at boot in
+        # 64-bit terms (tools/micropython.py, docs/FIRMWARE.md).
+        heapsize=ESP32_HEAP,
         deploy=False,
         restart=False,
     ).start()

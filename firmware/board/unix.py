@@ -1,6 +1,6 @@
 # The virtual board: the firmware on the MicroPython unix port (or CPython).
 #
-#     micropython -X heapsize=100k firmware/main.py --config PATH [options]
+#     micropython -X heapsize=222k firmware/main.py --config PATH [options]
 #
 #   --config PATH        the board's JSON config (required)
 #   --flash DIR          folder playing the board's flash (default: beside the
@@ -20,31 +20,19 @@
 # the config is reported as a missing sensor and the others keep running.
 
 #
-# Argument parsing, the flash folder, the sensors and the RTC file live in
-# board/unixboot.py, imported for those moments and unloaded again: they are
-# not needed per reading.
+# Argument parsing, the flash folder, the sensors and the RTC file are in
+# board/unixboot.py; the broker socket is board/tcpopen.py (opened in steps,
+# shared with the ESP32). This module is the Board the app talks to.
 
 import gc
 import json
 import sys
 import time
 
-from ..compat import IS_MICROPYTHON, unload
-from .tcpopen import TcpOpen  # the broker's socket, each (re)connect: loaded with the board
-
-
-def _unload():
-    unload(__name__ + "boot")  # board/unixboot.py
-
-
-def parse_args(argv):
-    # Options as a dict keyed by the option name; raises ValueError.
-    from . import unixboot
-
-    try:
-        return unixboot.parse_args(argv)
-    finally:
-        _unload()
+from ..compat import IS_MICROPYTHON
+from . import unixboot
+from .tcpopen import TcpOpen
+from .unixboot import parse_args  # noqa: F401 (unix.parse_args, for the tools)
 
 
 class Board:
@@ -62,20 +50,14 @@ class Board:
         self.time_synced = "--no-clock" not in opts
         self.console_port = "--console" in opts
         if "--deep-sleep-sim" in opts:
-            from .unixboot import FileRTC
-
             self.can_deep_sleep = True
-            self.retained = FileRTC(self.root + ".rtc")
-            _unload()  # the instance keeps its class
+            self.retained = unixboot.FileRTC(self.root + ".rtc")
         self.period_ms = opts.get("--period-ms")
         self.led = None
 
     def flash_ready(self):
         # Create the folder playing the flash (once there is a config).
-        from . import unixboot
-
         unixboot.flash_ready(self.root)
-        _unload()
 
     def console(self, level, msg):
         print("[%s] %s" % (level, msg))
@@ -115,12 +97,7 @@ class Board:
         return TcpOpen(host, port, tls, ca_file)
 
     def make_sensor(self, spec):
-        from . import unixboot
-
-        try:
-            return unixboot.make_sensor(self, spec)
-        finally:
-            _unload()
+        return unixboot.make_sensor(self, spec)
 
     def reset(self):
         raise SystemExit(3)  # like console_main.py: the supervisor restarts the process
@@ -136,8 +113,6 @@ def main(argv=None):
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
-        from .unixboot import USAGE
-
-        print("error: %s\n%s" % (exc, USAGE))
+        print("error: %s\n%s" % (exc, unixboot.USAGE))
         return 2
     return app.main(Board(opts), opts.get("--max-readings", -1), "--exit-when-drained" in opts)

@@ -1,16 +1,13 @@
-# What the unix board does once or rarely, kept out of its resident code:
-# argument parsing, the flash folder and the sensors (boot), and the file
-# playing the RTC memory (--deep-sleep-sim). The broker socket is
-# board/tcpopen.py (opened in steps, shared with the ESP32). board/unix.py imports
-# this module for those moments and unloads it again; `unix.parse_args`
-# stays importable there.
+# The unix board's set-up and plumbing, used by board/unix.py: argument
+# parsing, the flash folder and the sensors (boot), and the file playing the
+# RTC memory (--deep-sleep-sim). The broker socket is board/tcpopen.py.
 
 import os
 
 _FLAGS = ("--exit-when-drained", "--no-clock", "--stats", "--console", "--deep-sleep-sim")
 _VALUES = ("--config", "--flash", "--max-readings", "--period-ms", "--seed")
 USAGE = (
-    "usage: micropython -X heapsize=100k firmware/main.py --config PATH "
+    "usage: micropython -X heapsize=222k firmware/main.py --config PATH "
     "[--flash DIR] [--max-readings N] [--exit-when-drained] [--period-ms N] "
     "[--seed N] [--no-clock] [--stats] [--console] [--deep-sleep-sim]"
 )

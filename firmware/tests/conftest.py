@@ -1,8 +1,9 @@
 """Shared fixtures for the crypto-core tests (firmware/tests/, not app/).
 
-`run_mp` runs a MicroPython script under the unix port (heapsize 100k, the
-ESP32 budget) with the repo root on sys.path, feeds it lines on stdin and
-returns its stdout lines; a failure shows the script's stderr.
+`run_mp` runs a MicroPython script under the unix port (heapsize ESP32_HEAP,
+the ESP32's free heap in 64-bit terms: tools/micropython.py) with the repo
+root on sys.path, feeds it lines on stdin and returns its stdout lines; a
+failure shows the script's stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from terrapin.tools.micropython import ESP32_HEAP
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -58,7 +61,7 @@ def vector_line() -> Callable[[dict], str]:
 
 @pytest.fixture(scope="session")
 def run_mp(micropython_exe: str) -> Callable[..., list[str]]:
-    def run(script, lines=(), heapsize: str = "100k", timeout: float = 120) -> list[str]:
+    def run(script, lines=(), heapsize: str = ESP32_HEAP, timeout: float = 120) -> list[str]:
         proc = subprocess.run(
             [micropython_exe, "-X", f"heapsize={heapsize}", str(script)],
             input="".join(line + "\n" for line in lines).encode(),

@@ -11,7 +11,7 @@ import pytest
 
 from terrapin.firmware import bind, cose
 from terrapin.gateway.rewards import binding as host
-from terrapin.tools.micropython import FIRMWARE_DIR
+from terrapin.tools.micropython import ESP32_HEAP, FIRMWARE_DIR
 
 OWNER = bytes.fromhex("ab" * 20)
 REGISTRY = bytes.fromhex("cd" * 20)
@@ -73,7 +73,7 @@ def test_board_digest_on_the_unix_port(micropython_exe):
         "    print(hexlify(d).decode())\n"
     )
     proc = subprocess.run(
-        [micropython_exe, "-X", "heapsize=100k", "-c", code],
+        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", "-c", code],
         input=lines,
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """The crypto core on the MicroPython unix port: Keccak, signing against
 python-ecdsa, CBOR strictness and float encoding equal to cbor2, and the
-whole core importing and signing inside a 100 KB heap."""
+whole core importing and signing inside the ESP32 heap (ESP32_HEAP)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from Crypto.Hash import keccak as reference
 from ecdsa.util import sigencode_strings
 
-from terrapin.tools.micropython import FIRMWARE_DIR
+from terrapin.tools.micropython import ESP32_HEAP, FIRMWARE_DIR
 
 pytestmark = pytest.mark.micropython
 
@@ -129,13 +129,13 @@ print("ok", len(env), gc.mem_alloc() - before)
 """
 
 
-def test_core_imports_and_signs_inside_100k(micropython_exe, tmp_path):
+def test_core_imports_and_signs_inside_the_esp32_heap(micropython_exe, tmp_path):
     import subprocess
 
-    script = tmp_path / "core100k.py"
+    script = tmp_path / "core.py"
     script.write_text(CORE_IN_100K)
     proc = subprocess.run(
-        [micropython_exe, "-X", "heapsize=100k", str(script)],
+        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", str(script)],
         cwd=FIRMWARE_DIR.parent,
         capture_output=True,
         text=True,
@@ -160,15 +160,15 @@ print("firmware.keccak" in sys.modules, len(env))
 
 
 def test_signing_path_leaves_keccak_and_receive_side_out(micropython_exe, tmp_path):
-    """A board that signs holds cose, cborenc, secp_sign (and compat): not
-    keccak (imported by address() only), nor the full CBOR codec or
-    secp256k1 (verify, key generation), nor the receive side (cose_check)."""
+    """A board that signs holds cose, cborenc, secp256k1 (and compat): not
+    keccak (imported by address() only), nor the full CBOR codec, nor the
+    receive side (cose_check)."""
     import subprocess
 
     script = tmp_path / "signing_path.py"
     script.write_text(SIGNING_PATH_IMPORTS)
     proc = subprocess.run(
-        [micropython_exe, "-X", "heapsize=100k", str(script)],
+        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", str(script)],
         cwd=FIRMWARE_DIR.parent,
         capture_output=True,
         text=True,
@@ -178,7 +178,7 @@ def test_signing_path_leaves_keccak_and_receive_side_out(micropython_exe, tmp_pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     modules, after = proc.stdout.splitlines()
     assert modules == str(
-        ["firmware", "firmware.cborenc", "firmware.compat", "firmware.cose", "firmware.secp_sign"]
+        ["firmware", "firmware.cborenc", "firmware.compat", "firmware.cose", "firmware.secp256k1"]
     )
     assert after == "True 117"
 

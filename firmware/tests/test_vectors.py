@@ -1,5 +1,5 @@
 """Every protocol test vector through the firmware crypto core, on CPython and
-on the MicroPython unix port (heapsize 100k). The vectors come from
+on the MicroPython unix port (heapsize ESP32_HEAP). The vectors come from
 tools/cli/vectors.py, which is built on cbor2 + python-ecdsa + pycryptodome only."""
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from terrapin.gateway.protocol.ack import encode_ack
 from terrapin.gateway.protocol.envelope import decode_envelope, decode_payload
 from terrapin.gateway.protocol.topics import READING_FILTER, ack_topic, topic_address
 from terrapin.tools.devkit.broker import Mosquitto
-from terrapin.tools.micropython import micropython_command
+from terrapin.tools.micropython import ESP32_HEAP, ESP32_HEAP_BYTES, micropython_command
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "firmware" / "main.py"
@@ -147,8 +147,8 @@ class BoardRunner:
         try:
             self.responder = _Responder(self.broker.host, self.broker.port)
             first = self._prepare(work / "first-boot")
-            if self._start(first, 0, 102_400, None, timeout=60) is None:
-                raise TerrapinError("the virtual board could not make its key in 100 KB")
+            if self._start(first, 0, ESP32_HEAP_BYTES, None, timeout=60) is None:
+                raise TerrapinError(f"the virtual board could not make its key in {ESP32_HEAP}")
             self.snapshot = first / "flash"  # the key is made; the outbox is empty
         except BaseException:
             self.close()

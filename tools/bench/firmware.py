@@ -1,7 +1,8 @@
 """`terrapin bench firmware`: signing speed and heap of the firmware crypto core.
 
-One run measures, side by side, the MicroPython unix port (`-X heapsize=100k`,
-the ESP32 budget) and CPython, on the same firmware files:
+One run measures, side by side, the MicroPython unix port (`-X heapsize` =
+tools/micropython.py ESP32_HEAP, the ESP32's free heap in 64-bit terms) and
+CPython, on the same firmware files:
 - median sign / verify / SHA-256-of-Sig_structure times, encode_payload,
   sign1 (payload -> envelope, with the address computed once beforehand, as a
   board does) and address (Keccak-256, once per boot on a board);
@@ -12,9 +13,9 @@ the ESP32 budget) and CPython, on the same firmware files:
 - the first sign, which also fills the comb table (a one-off);
 - peak heap of signing a reading (see `peak_heap()`): the primary figure,
   `mp_sign_peak_heap_bytes`, is the whole path a board runs (encode_payload
-  + sign1 with cborenc, cose and secp_sign imported; not keccak, which only
+  + sign1 with cborenc, cose and secp256k1 imported; not keccak, which only
   address() imports, nor the receive side, cose_check); secondary figures
-  give the ECDSA signing module (secp_sign) alone and the core with keccak
+  give the ECDSA module (secp256k1) alone and the core with keccak
   resident too.
 
 The board figures of the whole firmware (tools/bench/board.py, registered
@@ -64,7 +65,12 @@ from terrapin.tools.bench.firmware_run import (
     run_script,
     timing,
 )
-from terrapin.tools.micropython import ESP32_HEAP, find_micropython
+from terrapin.tools.micropython import (
+    ESP32_APP_BUDGET,
+    ESP32_BOOT_SHARE,
+    ESP32_HEAP,
+    find_micropython,
+)
 
 SIGN_TARGET_RATIO = 10  # mp_sign_ms must be <= mp_naive_sign_ms / 10
 HEAP_TARGET = 32 * 1024  # bytes
@@ -129,11 +135,27 @@ def _board_figures(ctx: BenchContext) -> dict[str, Any]:
 register(_board_figures)
 
 
+def _app_figures(ctx: BenchContext) -> dict[str, Any]:
+    # The whole app resident on the unix port, beside its guard (the ESP32 budget
+    # in 64-bit terms): tools/bench/board_qemu.py's probe on a deployed folder.
+    if ctx.micropython is None:
+        return {}
+    from terrapin.tools.bench.board_qemu import UNIX_APP_GUARD, unix_probe
+    from terrapin.tools.board.deploy import DirTarget, deploy
+
+    folder = ctx.workdir / "app-probe"
+    deploy(DirTarget(folder))
+    figures = unix_probe(ctx.micropython, folder)
+    return {
+        "mp_app_alloc_bytes": figures["esp32_app_alloc_bytes"],
+        "mp_app_guard_bytes": UNIX_APP_GUARD,
+    }
+
+
+register(_app_figures)
+
+
 # -- collecting and the command --------------------------------------------------------
-
-
-ESP32_APP_BUDGET = 64 * 1024  # esp32_app_alloc_bytes: the whole app on the 32-bit image
-ESP32_BOOT_SHARE = 0.40  # ... and under 40% of the free heap at boot
 
 
 def esp32_targets(figures: dict[str, Any]) -> dict[str, bool]:
@@ -182,6 +204,10 @@ def collect(runs: int, naive_runs: int, readings: int = 1000) -> dict[str, Any]:
         if clash:
             raise TerrapinError(f"a figure provider would overwrite {', '.join(clash)}")
         figures.update(extra)
+        if "mp_app_alloc_bytes" in figures:
+            figures.setdefault("targets", {})["app_le_unix_guard"] = (
+                figures["mp_app_alloc_bytes"] <= figures["mp_app_guard_bytes"]
+            )
         if "mp_peak_heap_bytes" in figures:
             figures.setdefault("targets", {}).update(
                 {

@@ -168,9 +168,9 @@ gc.collect()
 before = gc.mem_alloc()
 import hashlib
 if WHAT == "ecdsa":
-    from firmware import secp_sign as S
+    from firmware import secp256k1 as S
 elif WHAT == "sign":
-    # What a board holds to sign a reading: cose imports cborenc and secp_sign.
+    # What a board holds to sign a reading: cose imports cborenc and secp256k1.
     from firmware import cose
 else:  # "core": keccak resident too (a board that keeps it after boot)
     from firmware import cose, keccak

@@ -11,12 +11,14 @@ from typing import Any
 
 from rich.table import Table
 
+from terrapin.tools.micropython import ESP32_HEAP
+
 
 def figures_table(figures: dict[str, Any]) -> Table:
     """The figures of one run (as `collect()` returns them) as a table."""
     table = Table(title="Firmware crypto core (medians)")
     table.add_column("figure")
-    table.add_column("unix port, heap 100k", justify="right")
+    table.add_column(f"unix port, heap {ESP32_HEAP}", justify="right")
     table.add_column("CPython", justify="right")
     rows = [
         ("sign (ECDSA, comb)", "sign_ms", "ms"),
@@ -37,9 +39,9 @@ def figures_table(figures: dict[str, Any]) -> Table:
             f"{figures[f'cpython_{key}']:.4f} {unit}",
         )
     for label, key in (
-        ("peak heap: sign a reading (cborenc, cose, secp_sign)", "mp_sign_peak_heap_bytes"),
+        ("peak heap: sign a reading (cborenc, cose, secp256k1)", "mp_sign_peak_heap_bytes"),
         ("  of which resident after import", "mp_sign_resident_heap_bytes"),
-        ("peak heap: ECDSA sign, secp_sign alone", "mp_ecdsa_sign_peak_heap_bytes"),
+        ("peak heap: ECDSA sign, secp256k1 alone", "mp_ecdsa_sign_peak_heap_bytes"),
         ("peak heap: sign a reading, keccak resident too", "mp_core_sign_peak_heap_bytes"),
     ):
         if key in figures:
@@ -83,6 +85,18 @@ def figures_table(figures: dict[str, Any]) -> Table:
         table.add_row(
             f"sampling rate, period {figures['sampling_period_ms']} ms (readings/s)",
             f"{figures['sampling_readings_per_s']}",
+            "",
+        )
+    if "mp_app_alloc_bytes" in figures:
+        table.add_section()
+        table.add_row(
+            "the app, every module it uses, resident (unix port)",
+            f"{figures['mp_app_alloc_bytes']} B",
+            "",
+        )
+        table.add_row(
+            "  guard: the ESP32's 64 KB in unix-port terms",
+            f"{figures['mp_app_guard_bytes']} B",
             "",
         )
     if "esp32_heap_free_boot" in figures:

@@ -27,8 +27,6 @@ CORE_MODULES = (
     "cborenc",
     "cbor",
     "keccak",
-    "secp_sign",
-    "secp_table",
     "secp256k1",
     "cose",
     "cose_check",
@@ -124,8 +122,8 @@ def peak_heap(exe: str, what: str, workdir: Path, root: Path) -> dict[str, int]:
     """Peak heap of one (first) sign, measured from outside.
 
     `what`: "sign" = encode_payload + sign1 with what a board holds to sign
-    (cose, which imports cborenc and secp_sign); "ecdsa" = sign_digest with
-    secp_sign alone (the signing half of secp256k1, what a board keeps);
+    (cose, which imports cborenc and secp256k1); "ecdsa" = sign_digest with
+    secp256k1 alone;
     "core" = as "sign" with keccak resident too.
     The probe imports the modules (counting what they keep: code, the 4 KB
     comb table buffer), then takes the free tail of the heap with one ballast

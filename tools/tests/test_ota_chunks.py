@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from terrapin.firmware.ota_mqtt import MAX_CHUNK, Assembler, parse_offer
 from terrapin.tools.board import ota_publish
+from terrapin.tools.micropython import ESP32_HEAP
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -163,7 +164,7 @@ print(json.dumps({"ok": asm.intact(), "same": slot.getvalue() == bundle, "chunks
 
 def test_assembler_on_the_micropython_unix_port(micropython_exe):
     proc = subprocess.run(
-        [micropython_exe, "-X", "heapsize=100k", "-c", MP_SCRIPT % str(REPO)],
+        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", "-c", MP_SCRIPT % str(REPO)],
         capture_output=True,
         timeout=60,
     )

@@ -20,6 +20,7 @@ from terrapin.gateway.errors import ConfigError
 from terrapin.gateway.home import is_loopback, lan_address
 from terrapin.tools.board.provision import check_broker_host
 from terrapin.tools.cli.main import main
+from terrapin.tools.micropython import ESP32_HEAP
 
 PROVISION = [sys.executable, "-m", "terrapin.tools.cli.main", "device", "provision"]
 EXAMPLE = Path(board_config.__file__).with_name("config.example.json")
@@ -188,7 +189,7 @@ def test_the_board_and_the_host_give_the_same_answers(micropython_exe: str) -> N
         "print(json.dumps([[c.validate(x, 'esp32')[1:], c.host_problems(x)] for x in cases]))\n"
     )
     board = subprocess.run(
-        [micropython_exe, "-X", "heapsize=100k", "-c", script],
+        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", "-c", script],
         input=json.dumps(cases),
         capture_output=True,
         text=True,

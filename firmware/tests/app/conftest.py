@@ -24,6 +24,7 @@ from ecdsa.util import sigdecode_string
 
 from terrapin.tools.devkit import appboard
 from terrapin.tools.devkit.virtualboard import APP_MAIN, REPO, VirtualBoard, VirtualBoardError
+from terrapin.tools.micropython import ESP32_HEAP
 
 MAIN = APP_MAIN
 HALF_N = ecdsa.SECP256k1.order // 2
@@ -63,7 +64,7 @@ class AppBoard(VirtualBoard):
             cwd=REPO,
         )
 
-    def start(self, *args: str, heap: str = "100k") -> AppBoard:
+    def start(self, *args: str, heap: str = ESP32_HEAP) -> AppBoard:
         self.heapsize = heap
         super().start(*args)
         return self

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from terrapin.tools.bench.board_run import BoardRun
+from terrapin.tools.micropython import ESP32_HEAP_BYTES
 
 BOARD_KEYS = (
     "mp_reading_ms",
@@ -70,8 +71,8 @@ def test_peak_heap_includes_a_known_transient(micropython_exe, mosquitto_exe, tm
     try:
         plain = run_peak_heap(runner, 50_000, "")
         held = run_peak_heap(runner, 50_000, TRANSIENT_PATCH % transient)
-        live_plain = runner.run(100 * 1024, harness(""))
-        live_held = runner.run(100 * 1024, harness(TRANSIENT_PATCH % transient))
+        live_plain = runner.run(ESP32_HEAP_BYTES, harness(""))
+        live_held = runner.run(ESP32_HEAP_BYTES, harness(TRANSIENT_PATCH % transient))
     finally:
         runner.close()
     assert held.peak_above >= plain.peak + transient - 1024, (plain, held)

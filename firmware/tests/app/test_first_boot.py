@@ -13,7 +13,7 @@ import json
 import subprocess
 
 from terrapin.tools.board.deploy import DirTarget, deploy
-from terrapin.tools.micropython import micropython_command
+from terrapin.tools.micropython import ESP32_HEAP, micropython_command
 
 SHADOWED = ("os", "struct", "binascii", "json", "hashlib", "time", "select", "random", "errno")
 
@@ -28,7 +28,7 @@ def test_first_boot_never_searches_the_flash_for_builtins(tmp_path, micropython_
     out = subprocess.run(
         micropython_command(
             "main.py", "--config", "config.json", "--flash", ".", "--max-readings", "0",
-            "--exit-when-drained", heapsize="100k",
+            "--exit-when-drained", heapsize=ESP32_HEAP,
         ),
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

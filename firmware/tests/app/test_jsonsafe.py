@@ -14,6 +14,7 @@ import pytest
 from terrapin.firmware import jsonsafe
 from terrapin.tools.board.serialconsole import BoardConsole, BoardError, Link, open_port
 from terrapin.tools.devkit.virtualboard import VirtualBoard
+from terrapin.tools.micropython import ESP32_HEAP
 
 DEEP_OBJECT = '{"a":' * 1000 + "1" + "}" * 1000
 DEEP_LIST = "[" * 20000 + "]" * 20000
@@ -54,7 +55,7 @@ def test_on_the_unix_port_nothing_escapes(run_mp, tmp_path):
     assert lines[2].startswith("refused not valid JSON") and lines[3] == "{'a': [1, 2]}", lines
 
 
-def app_board(flash, config: str, heapsize: str = "100k") -> VirtualBoard:
+def app_board(flash, config: str, heapsize: str = ESP32_HEAP) -> VirtualBoard:
     flash.mkdir()
     (flash / "config.json").write_text(config)
     return VirtualBoard(
@@ -82,9 +83,8 @@ def test_a_deeply_nested_config_is_a_config_error_not_a_crash(tmp_path, micropyt
 
 def test_a_deeply_nested_config_over_the_console_is_refused(tmp_path, micropython_exe):
     cfg = json.dumps({"broker": {"host": "127.0.0.1", "port": 9}, "sample_period_s": 3600})
-    # The chunked config commands beside the running app need more than the 64-bit
-    # port's 100 KB: 160 KB is what the 32-bit ESP32 image has free at boot.
-    vb = app_board(tmp_path / "flash", cfg, heapsize="160k")
+    # The chunked config commands beside the running app: the default heap.
+    vb = app_board(tmp_path / "flash", cfg)
     link = Link(open_port(vb.pty_path))
     try:
         con = BoardConsole(link)

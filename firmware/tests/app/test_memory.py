@@ -1,4 +1,4 @@
-"""Memory: a virtual board runs 10,000 readings in a 100 KB heap without growing.
+"""Memory: a virtual board runs 10,000 readings in the ESP32 heap (ESP32_HEAP) without growing.
 
 Readings are signed at a 3 ms period and acknowledged by a local test
 gateway (no signature checks, for speed) through a Mosquitto (TCP_NODELAY
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 READINGS = int(os.environ.get("TERRAPIN_MEMORY_READINGS", "10000"))
 
 
-def test_ten_thousand_readings_in_100k_heap(fw, micropython_exe, mosquitto_exe, tmp_path):
+def test_ten_thousand_readings_without_growth(fw, micropython_exe, mosquitto_exe, tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
     gw = fw.TestGateway(broker.host, broker.port, verify=False)
     try:

@@ -20,6 +20,7 @@ from terrapin.firmware.mqtt import MQTTClient
 from terrapin.firmware.seriallink import SerialLink
 from terrapin.hil.serialbridge import SerialBridge
 from terrapin.tools.devkit.broker import Mosquitto
+from terrapin.tools.micropython import ESP32_HEAP
 
 POLLIN, POLLOUT, MP_STREAM_POLL = 1, 4, 3
 
@@ -268,7 +269,7 @@ def test_ssl_over_the_link_closes_it_on_micropython(micropython_exe) -> None:
         "print('up', link.up)\n"
     )
     out = subprocess.run(
-        [micropython_exe, "-X", "heapsize=100k", "-c", code],
+        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", "-c", code],
         input=b"TPX K 1800000000\n",
         cwd=Path(__file__).resolve().parents[3],
         capture_output=True,
