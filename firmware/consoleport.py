@@ -41,6 +41,11 @@ class ConsolePort:
     def __init__(self, make_console, stdin=None, stdout=None, quiet_ms=_QUIET_MS):
         import select
 
+        # A serial uplink sharing the REPL UART (sharedline.py) reads the line:
+        # the console gets its bytes from it, never from stdin directly.
+        shared = sys.modules.get(_PACKAGE + ".sharedline")
+        if stdin is None and shared is not None and shared.active is not None:
+            stdin = stdout = shared.active.console
         stdin = stdin or sys.stdin
         stdout = stdout or sys.stdout
         self._poll = select.poll()

@@ -14,6 +14,7 @@
 
 import gc
 import socket
+import sys
 import time
 
 import machine
@@ -69,7 +70,13 @@ class Board:
         self.wifi = cfg["wifi"]
         self.ntp_host = cfg["ntp_host"]
         serial = cfg.get("serial_uplink")
-        if serial:
+        if serial and serial["uart"] == 0:
+            # The REPL UART, beside the console (sharedline.py): read through
+            # sys.stdin; a machine.UART(0) would take the line from the REPL.
+            from ..sharedline import LineShare
+
+            self.uart = LineShare(sys.stdin.buffer, sys.stdout.buffer).uplink
+        elif serial:
             pins = {}
             if serial["tx"] is not None:
                 pins["tx"] = serial["tx"]
