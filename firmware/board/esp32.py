@@ -144,6 +144,7 @@ class Board:
             self.wlan.active(False)
         if self.uart is not None:
             self.uart.flush()  # the uplink's last frames (DISCONNECT, TPX C)
+            time.sleep_ms(15)  # UART0's 128-byte TX FIFO at 115200 baud (sharedline)
         machine.deepsleep(max(1, ms))
 
     # -- network -------------------------------------------------------------
