@@ -278,7 +278,8 @@ def _boot(self):
         from . import status
         from .consoleport import ConsolePort
 
-        self.port = ConsolePort(status.console_maker(self))
+        stream = board.console_stream  # a line shared with the uplink (sharedline.py)
+        self.port = ConsolePort(status.console_maker(self), stream, stream)
     self.cfg = None  # the rest of the config is not needed any more
     self.state = "online"
     return True

@@ -12,6 +12,11 @@
 #                   TPX D <base64>          MQTT bytes from the broker
 #                   TPX C                   the broker closed the uplink
 #
+# On UART0 (serial_uplink.uart 0: a board whose other UARTs do not reach the
+# host) the frames share the REPL UART with the TP1 console: sharedline.py
+# takes the line apart and adds flow control (`TPX W`, `TPX A`: the host never
+# has more unread TPX bytes on the way than the board's input ring holds).
+#
 # The bytes are forwarded, not re-published: the board's own MQTT session
 # (CONNECT, will, QoS 1) runs end to end with the broker. A frame that is not
 # clean base64 (a lost newline merges two, a lost byte breaks the padding)
@@ -40,12 +45,18 @@ _DEFAULTS = {"uart": 1, "baud": 115200, "tx": None, "rx": None, "rxbuf": 4096}
 
 def check_config(given, c, warnings, merge, board="unix"):
     # The config's serial_uplink section with its defaults (config.validate
-    # calls this with its checker and merge). UART0 stays the console.
+    # calls this with its checker and merge). uart 0 is the REPL UART, shared
+    # with the console (its pins and speed are the REPL's).
     if not isinstance(given, dict):
         c.fail('serial_uplink must be an object like {"uart": 1, "tx": 25, "rx": 26}')
         return given
     s = merge(_DEFAULTS, given, "serial_uplink.", warnings)
-    c.int_range(s, "uart", "serial_uplink.uart", 1, 2)
+    c.int_range(s, "uart", "serial_uplink.uart", 0, 2)
+    if s["uart"] == 0:
+        for pin in ("tx", "rx"):
+            if s[pin] is not None:
+                c.fail("serial_uplink.%s must not be set with uart 0 (the REPL UART's pins)" % pin)
+        return s
     c.int_range(s, "baud", "serial_uplink.baud", 9600, 2000000)
     c.int_range(s, "rxbuf", "serial_uplink.rxbuf", 256, 32768)
     for pin in ("tx", "rx"):
@@ -88,6 +99,8 @@ class SerialLink(io.IOBase):
         self.on_open = on_open
         self.open_ms = open_ms
         self.opening = True
+        if hasattr(rx, "attach"):
+            rx.attach(True)  # a shared line (sharedline.py): its TPX lines are ours now
         tx.write(("TPX O %s %d\n" % (host, port)).encode())
         self.open_at = ticks_ms()
         while wait and not self.opened():
@@ -177,8 +190,9 @@ class SerialLink(io.IOBase):
     def write(self, data):
         if not self.up:
             raise OSError(ECONNRESET)
+        frame = b2a_base64(data)  # first: nothing may fail halfway through a line
         self.tx.write(b"TPX D ")
-        self.tx.write(b2a_base64(data))
+        self.tx.write(frame)
         return len(data)
 
     def _wait(self):
@@ -216,3 +230,5 @@ class SerialLink(io.IOBase):
         if self.up:
             self.tx.write(b"TPX C\n")
         self.up = False
+        if hasattr(self.rx_stream, "attach"):
+            self.rx_stream.attach(False)  # TPX lines for no link are dropped, granted

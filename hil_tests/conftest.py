@@ -194,6 +194,7 @@ def boards(
                 machine=opts.getoption("--terrapin-qemu-machine"),
                 extra_args=split_args(opts.getoption("--terrapin-qemu-args")),
                 boot_timeout_s=opts.getoption("--terrapin-qemu-boot-timeout"),
+                uplink_uart=opts.getoption("--terrapin-qemu-uplink-uart"),
                 **config,
             )
         made.append(b)

@@ -160,6 +160,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seconds the emulated board may take to answer TP1 after a boot (default 600)",
     )
     g.addoption(
+        "--terrapin-qemu-uplink-uart",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="the qemu board's serial uplink: 1 (its own UART, default) or 0 (shared with "
+        "the console, for an emulator whose UART1 output never reaches the host)",
+    )
+    g.addoption(
         "--terrapin-qemu-image",
         default=None,
         help="ESP32 flash image (MicroPython + the firmware) for --terrapin-target qemu",

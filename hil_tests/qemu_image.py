@@ -17,7 +17,7 @@ the littlefs, with the parameters MicroPython's esp32 port mounts it with, is
 made by flashfs, which also reads and changes files on a built image.
 
 CLI: python -m terrapin.hil.qemu_image --micropython BIN --out FLASH
-         [--config JSON] [--flash-size 16MB] [--board-mpy N]
+         [--config JSON] [--flash-size 16MB] [--board-mpy N] [--uplink-uart 0|1]
 """
 
 from __future__ import annotations
@@ -73,6 +73,35 @@ BENCH_CONFIG = {
     "watchdog_s": 0,
     "log": "info",
 }
+
+
+# The bench config's serial_uplink per UART: 1 (its own -serial), or 0 shared
+# with the console (firmware/sharedline.py) for an emulator whose UART1 output
+# never reaches the host. QemuBoard writes the one it uses into its image copy.
+UPLINK_BY_UART = {1: BENCH_CONFIG["serial_uplink"], 0: {"uart": 0}}
+
+
+def bench_config(uplink_uart: int = 1) -> dict:
+    """BENCH_CONFIG with the serial uplink on `uplink_uart` (0 or 1)."""
+    return {**BENCH_CONFIG, "serial_uplink": dict(UPLINK_BY_UART[uplink_uart])}
+
+
+def image_uplink_uart(image: str | Path) -> int | None:
+    """The serial_uplink.uart in a built image's /config.json (None without one)."""
+    from terrapin.hil.flashfs import read_flash_file
+
+    cfg = json.loads(read_flash_file(image, CONFIG_PATH))
+    uplink = cfg.get("serial_uplink") if isinstance(cfg, dict) else None
+    return uplink.get("uart", 1) if isinstance(uplink, dict) else None
+
+
+def set_image_uplink_uart(image: str | Path, uplink_uart: int) -> None:
+    """Point the image's /config.json at `uplink_uart` (its other keys kept)."""
+    from terrapin.hil.flashfs import read_flash_file, write_flash_file
+
+    cfg = json.loads(read_flash_file(image, CONFIG_PATH))
+    cfg["serial_uplink"] = dict(UPLINK_BY_UART[uplink_uart])
+    write_flash_file(image, CONFIG_PATH, json.dumps(cfg, indent=2).encode() + b"\n")
 
 
 @dataclass
@@ -300,6 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"2MB, 4MB, 8MB or 16MB (default {DEFAULT_FLASH_SIZE}: Espressif's QEMU needs it)",
     )
     parser.add_argument(
+        "--uplink-uart",
+        type=int,
+        choices=sorted(UPLINK_BY_UART),
+        default=1,
+        help="the bench config's serial uplink: 1 (own UART) or 0 (shared with the console)",
+    )
+    parser.add_argument(
         "--board-mpy",
         type=int,
         default=ESP32_MPY,
@@ -310,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         report = build_flash_image(
             args.out,
             micropython=args.micropython,
-            config=args.config,
+            config=args.config if args.config else bench_config(args.uplink_uart),
             flash_size=args.flash_size,
             board_mpy=args.board_mpy,
         )
@@ -319,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     if args.config is None:
-        print("config: the built-in bench config (serial uplink on UART1)")
+        print(f"config: the built-in bench config (serial uplink on UART{args.uplink_uart})")
     print("\n".join(report.lines()))
     return 0
 

@@ -8,6 +8,11 @@ serial sockets on 127.0.0.1:
     UART0  console + TP1   driven exactly like a real board (SerialBoard)
     UART1  serial uplink   carried to the broker by the host bridge (serialbridge.py)
 
+With `uplink_uart=0` (--terrapin-qemu-uplink-uart 0: an emulator whose UART1
+output never reaches the host) the uplink's frames share UART0 with the
+console: the bridge takes UART0 apart and serves the console on a socket of
+its own, and the board's copy of the image gets the same serial_uplink.
+
     power cut   kill -9 QEMU, start it again on the same flash file (what the
                 board had written is on it, nothing else)
     reset       `system_reset` on the QEMU monitor (RTC memory kept, as on EN)
@@ -39,6 +44,10 @@ from terrapin.tools.bench.board_qemu import (  # one QEMU command line for bench
 from terrapin.tools.devkit.broker import free_port
 
 UPLINK_UART = 1  # the config's serial_uplink.uart (qemu_image.BENCH_CONFIG)
+# On a shared UART0 a console line must fit beside the board's window
+# (sharedline.WINDOW, 128) in its 260-byte input ring: config-chunk lines of
+# 48 bytes (64 in base64) are ~100 bytes.
+SHARED_CONFIG_CHUNK = 48
 # An emulated ESP32 boots far slower than the chip (its flash is slow): a first
 # boot answered TP1 after 174-405 s here, with other emulators sharing the CPU.
 BOOT_TIMEOUT_S = 600.0
@@ -56,6 +65,7 @@ class QemuBoard(SerialBoard):
         machine: str = MACHINE,
         extra_args: tuple[str, ...] = (),
         boot_timeout_s: float = BOOT_TIMEOUT_S,
+        uplink_uart: int = UPLINK_UART,
         **kw,
     ):
         super().__init__(*a, port="", **kw)
@@ -74,7 +84,13 @@ class QemuBoard(SerialBoard):
         self.qemu_bin = qemu_bin
         self.flash_image = self.dir / "flash.bin"
         shutil.copyfile(image, self.flash_image)
-        self.overrides.setdefault("serial_uplink", {"uart": UPLINK_UART})
+        self.uplink_uart = uplink_uart
+        if uplink_uart != UPLINK_UART:
+            from terrapin.hil.qemu_image import set_image_uplink_uart
+
+            set_image_uplink_uart(self.flash_image, uplink_uart)  # the first boot's too
+            self.config_chunk = min(self.config_chunk, SHARED_CONFIG_CHUNK)
+        self.overrides.setdefault("serial_uplink", {"uart": uplink_uart})
         self.proc: subprocess.Popen[bytes] | None = None
         self.bridge = None
         self.monitor_port = 0
@@ -106,6 +122,13 @@ class QemuBoard(SerialBoard):
         try:
             for port in (console, uplink, self.monitor_port):
                 wait_listening(port, self.proc, 30, self.qemu_log)
+            if self.uplink_uart == 0:
+                # One line for both: the bridge serves the console on its own socket.
+                url = f"socket://127.0.0.1:{console}"
+                self.bridge = SerialBridge(url, self.dir / "uplink.log", console=True).start()
+                self.port = self.bridge.console_url
+                self._open()
+                return
             self.port = f"socket://127.0.0.1:{console}"
             self._open()
             self.bridge = SerialBridge(f"socket://127.0.0.1:{uplink}", self.dir / "uplink.log")

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.hil.qemu_image import BENCH_CONFIG, DEFAULT_FLASH_SIZE, FLASH_SIZES, main
+from terrapin.hil.qemu_image import (
+    BENCH_CONFIG,
+    DEFAULT_FLASH_SIZE,
+    FLASH_SIZES,
+    bench_config,
+    image_uplink_uart,
+    main,
+)
 from terrapin.hil.qemuboard import UPLINK_UART, QemuBoard
 from terrapin.tools.bench.board_qemu import QemuStartError, qemu_command, split_args
 
@@ -92,6 +99,37 @@ def test_a_missing_emulator_binary_is_a_clear_error(tmp_path) -> None:
 
 def test_image_config_and_board_agree_on_the_uplink_uart() -> None:
     assert BENCH_CONFIG["serial_uplink"]["uart"] == UPLINK_UART
+    for uart in (0, 1):
+        assert bench_config(uart)["serial_uplink"]["uart"] == uart
+    assert bench_config(UPLINK_UART) == BENCH_CONFIG
+
+
+def test_uplink_on_uart0_from_the_cli_and_in_the_boards_image(tmp_path) -> None:
+    """--uplink-uart 0 builds the image so; a QemuBoard told uplink_uart=0 (the
+    plugin's --terrapin-qemu-uplink-uart) rewrites its own copy of a UART1 image,
+    so its first boot already shares UART0, and leaves the original alone."""
+    from terrapin.hil.esp32_standin import standin_bin
+
+    mp = tmp_path / "ESP32_GENERIC.bin"
+    mp.write_bytes(standin_bin())
+    shared, own = tmp_path / "uart0.bin", tmp_path / "uart1.bin"
+    assert main(["--micropython", str(mp), "--out", str(shared), "--uplink-uart", "0"]) == 0
+    assert main(["--micropython", str(mp), "--out", str(own)]) == 0
+    assert (image_uplink_uart(shared), image_uplink_uart(own)) == (0, 1)
+    fake = tmp_path / "qemu-system-xtensa"
+    fake.write_text(FAILING_QEMU)
+    fake.chmod(0o755)
+    with pytest.raises(QemuStartError):
+        QemuBoard(
+            "b0",
+            tmp_path / "boards",
+            ("127.0.0.1", 1883),
+            qemu_bin=str(fake),
+            image=own,
+            uplink_uart=0,
+        )
+    assert image_uplink_uart(tmp_path / "boards" / "b0" / "flash.bin") == 0
+    assert image_uplink_uart(own) == 1
 
 
 def run_qemu_target(tmp_path: Path, *opts: str) -> str:

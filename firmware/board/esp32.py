@@ -13,6 +13,7 @@
 # error (the board then stops at the REPL so the config can be fixed).
 
 import gc
+import sys
 import time
 
 import machine
@@ -44,6 +45,7 @@ class Board:
     can_deep_sleep = True
     period_ms = None
     console_port = True  # TP1 console on the REPL UART (terrapin device ...)
+    console_stream = None  # the console's stream when the line is shared (else stdin/stdout)
     ota_root = ""  # OTA slots live under the flash root
 
     def __init__(self, config_path="/config.json", root=""):
@@ -71,7 +73,15 @@ class Board:
         self.wifi = cfg["wifi"]
         self.ntp_host = cfg["ntp_host"]
         serial = cfg.get("serial_uplink")
-        if serial:
+        if serial and serial["uart"] == 0:
+            # The REPL UART, beside the console (sharedline.py): read through
+            # sys.stdin; a machine.UART(0) would take the line from the REPL.
+            from ..sharedline import LineShare
+
+            share = LineShare(sys.stdin.buffer, sys.stdout.buffer)
+            self.uart = share.uplink
+            self.console_stream = share.console  # the TP1 console reads through it too
+        elif serial:
             pins = {}
             if serial["tx"] is not None:
                 pins["tx"] = serial["tx"]
@@ -139,6 +149,7 @@ class Board:
             self.wlan.active(False)
         if self.uart is not None:
             self.uart.flush()  # the uplink's last frames (DISCONNECT, TPX C)
+            time.sleep_ms(15)  # UART0's 128-byte TX FIFO at 115200 baud (sharedline)
         machine.deepsleep(max(1, ms))
 
     # -- network -------------------------------------------------------------

@@ -36,6 +36,7 @@ from .unixboot import parse_args  # noqa: F401 (unix.parse_args, for the tools)
 
 
 class Board:
+    console_stream = None  # the TP1 console on stdin/stdout
     name = "unix"
     can_deep_sleep = False
     retained = None

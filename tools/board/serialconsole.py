@@ -21,6 +21,7 @@ import serial
 from terrapin.gateway.errors import TerrapinError
 
 PREFIX = b"TP1 "
+LINK_PREFIX = b"TPX "  # the serial uplink's frames (firmware/seriallink.py), not console
 DIALOUT_HINT = (
     "add yourself to the dialout group: sudo usermod -aG dialout $USER, then log in again"
 )
@@ -177,7 +178,13 @@ class Link:
         return bool(self.buf) or bool(self.ser.in_waiting)
 
     def read_line(self, timeout: float) -> bytes:
-        return self.read_until(b"\n", timeout)
+        """The next line that is not a serial-uplink frame (`TPX ...`: a board whose
+        uplink shares the console's UART, docs/PROTOCOL.md section 11b)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.read_until(b"\n", max(0.0, deadline - time.monotonic()))
+            if not line.startswith(LINK_PREFIX):
+                return line
 
     def drain(self, quiet: float = 0.2) -> bytes:
         """Read and drop what arrives until the line is quiet for `quiet` s."""

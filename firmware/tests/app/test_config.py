@@ -142,11 +142,19 @@ def test_serial_uplink_pins_are_required_on_esp32() -> None:
     assert errors == []
 
 
+def test_serial_uplink_on_uart0_shares_the_repl_uart() -> None:
+    # No pins: UART0's are the REPL's (sharedline.py: frames beside the console).
+    data, errors, _, warnings = check({"serial_uplink": {"uart": 0}}, "esp32")
+    assert errors == [] and warnings == []
+    assert data["serial_uplink"]["uart"] == 0
+
+
 @pytest.mark.parametrize(
     ("uplink", "message"),
     [
         ("uart1", 'serial_uplink must be an object like {"uart": 1, "tx": 25, "rx": 26}'),
-        ({"uart": 0}, "serial_uplink.uart must be a whole number from 1 to 2 (got 0)"),
+        ({"uart": 3}, "serial_uplink.uart must be a whole number from 0 to 2 (got 3)"),
+        ({"uart": 0}, "serial_uplink.tx must not be set with uart 0 (the REPL UART's pins)"),
         ({"baud": 300}, "serial_uplink.baud must be a whole number from 9600 to 2000000 (got 300)"),
         ({"rx": 99}, "serial_uplink.rx must be a whole number from 0 to 48 (got 99)"),
         ({"rxbuf": 16}, "serial_uplink.rxbuf must be a whole number from 256 to 32768 (got 16)"),

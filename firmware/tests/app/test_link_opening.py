@@ -36,6 +36,7 @@ import pytest
 from terrapin.tools.board.serialconsole import BoardConsole, Link, open_port
 from terrapin.tools.devkit.broker import Mosquitto
 from terrapin.tools.devkit.virtualboard import APP_MAIN, REPO, VirtualBoard
+from terrapin.tools.micropython import ESP32_HEAP
 
 pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 
@@ -200,7 +201,7 @@ def test_a_broker_that_never_answers_blocks_nothing_then_mosquitto_drains_it(
             "--max-readings", str(readings), "--exit-when-drained", "--stats",
         ),
         tcp_port=None,
-        heapsize="160k",  # the console beside the app (as hil_tests/test_link_down.py)
+        heapsize=ESP32_HEAP,  # the console beside the app
         deploy=False,
         restart=False,
         cwd=REPO,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from terrapin.tools.devkit.virtualboard import REPO
+from terrapin.tools.micropython import ESP32_HEAP
 
 SCRIPT = Path(__file__).resolve().parent / "mp_wifi_join.py"
 
@@ -54,7 +55,7 @@ def test_the_join_is_stepped_on_cpython():
 
 @pytest.mark.micropython
 def test_the_join_is_stepped_on_the_unix_port(micropython_exe):
-    assert run([micropython_exe, "-X", "heapsize=100k"]) == expected(110)
+    assert run([micropython_exe, "-X", f"heapsize={ESP32_HEAP}"]) == expected(110)
 
 
 @pytest.mark.micropython
@@ -63,7 +64,7 @@ def test_the_esp32_board_layer_steps_its_wifi_join(micropython_exe):
     # and "up" on a later call (the old code blocked inside the first call).
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        line, tcp = run([micropython_exe, "-X", "heapsize=100k"], "esp32", str(port))
+        line, tcp = run([micropython_exe, "-X", f"heapsize={ESP32_HEAP}"], "esp32", str(port))
     head, slowest = line.rsplit(" slowest_ms ", 1)
     assert head == "esp32 [False, True] 1", line
     assert tcp == "tcp True True", tcp  # then the broker's socket, opened in steps
