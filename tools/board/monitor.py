@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable
 
-from terrapin.tools.board.serialconsole import PREFIX, Link
+from terrapin.tools.board.serialconsole import LINK_PREFIX, PREFIX, Link
 
 _FIELDS = (
     ("fw", "fw {}"),
@@ -75,7 +75,9 @@ def monitor(
                 break
             raw = bytes(link.buf[: i + 1])
             del link.buf[: i + 1]
-            if raw.strip():
+            # A line shared with the serial uplink (serial_uplink.uart 0) also
+            # carries its TPX frames: MQTT bytes, not console output.
+            if raw.strip() and not raw.startswith(LINK_PREFIX):
                 text, ev = decode_line(raw)
                 show(text, ev)
                 seen += 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 
 from terrapin.tools.board.monitor import decode_line, describe, monitor
+from terrapin.tools.board.serialconsole import Link, open_port
 from terrapin.tools.cli.main import main
 
 STATUS = {
@@ -58,3 +60,25 @@ def test_monitor_shows_decoded_status_over_serial(start_board, capsys):
         assert main(["device", "monitor", "--port", board.port, "--for", "1.5", "--json"]) == 0
         lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
         assert any(x["state"] == "online" for x in lines), board.context()
+
+
+def test_monitor_hides_the_uplink_frames_of_a_shared_line():
+    """On a UART0 shared with the serial uplink, TPX frames are not console lines."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    link = Link(open_port(f"socket://127.0.0.1:{port}"))
+    conn, _ = server.accept()
+    try:
+        status = b"TP1 EV " + json.dumps(STATUS).encode() + b"\r\n"
+        conn.sendall(b"TPX W 128\n" + b"boot log\r\n" + b"TPX D EAAEAAA=\n" + status)
+        seen: list[tuple[str, dict | None]] = []
+        monitor(
+            link, lambda text, ev: seen.append((text, ev)), duration=3, stop=lambda: len(seen) >= 2
+        )
+    finally:
+        link.close()
+        conn.close()
+        server.close()
+    assert seen[0][0] == "boot log"
+    assert seen[1][1] == STATUS
+    assert not any(text.startswith("TPX") for text, _ in seen), seen
