@@ -41,14 +41,15 @@ MACHINE = "esp32"
 LOG_TAIL = 2000  # characters of the emulator's log quoted in a start failure
 # Every module the app imports, in boot order, at once for esp32_app_alloc_bytes:
 # config and key (boot), the runtime, the TP1 console once a host spoke, and
-# ota/ota_state (a deployed board's first ACK confirms its image through them).
+# ota_state (a deployed board's first ACK confirms its image through it; ota.py
+# runs in main.py before the app and is not imported by it).
 # A module missing from the firmware is skipped and named (SKIP lines).
 APP_MODULES = (
     "compat", "jsonsafe", "sockerr", "seriallink", "configschema", "config",
     "cborenc", "keccak", "secp256k1", "cose", "seqstore", "keystore",
     "mqtt", "outbox", "outbox_scan", "ack", "schedule", "uplink", "wifijoin", "board.tcpopen",
     "status", "consoleport", "console", "console_ops", "console_trust", "console_keys",
-    "bind", "ota_state", "ota", "sensors.base", "sensors.simulated", "board.esp32", "app",
+    "bind", "ota_state", "sensors.base", "sensors.simulated", "board.esp32", "app",
 )  # fmt: skip
 PACKAGE = "terrapin.firmware"
 
