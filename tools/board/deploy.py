@@ -145,7 +145,7 @@ def firmware_sources(src: Path = FIRMWARE_DIR) -> list[Path]:
 
 
 def module_name(rel: str) -> str:
-    """"board/esp32.py" -> "terrapin.firmware.board.esp32": the source name compiled
+    """The source name compiled for "board/esp32.py": "terrapin.firmware.board.esp32"
     into the .mpy (tracebacks show it). The import interns the dotted name anyway;
     a file path would be one more interned string per module on the board, never
     freed (docs/FIRMWARE.md, "Memory")."""
