@@ -145,10 +145,10 @@ def firmware_sources(src: Path = FIRMWARE_DIR) -> list[Path]:
 
 
 def module_name(rel: str) -> str:
-    """The source name compiled for "board/esp32.py": "terrapin.firmware.board.esp32"
-    into the .mpy (tracebacks show it). The import interns the dotted name anyway;
-    a file path would be one more interned string per module on the board, never
-    freed (docs/FIRMWARE.md, "Memory")."""
+    """The source name compiled into a module's .mpy (tracebacks show it), e.g.
+    "terrapin.firmware.board.esp32" for board/esp32.py. The import interns the
+    dotted name anyway; a file path would be one more interned string per module
+    on the board, never freed (docs/FIRMWARE.md, "Memory")."""
     parts = ["terrapin", "firmware", *rel[:-3].split("/")]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
