@@ -31,8 +31,9 @@ import hashlib
 import json
 import os
 
-from . import jsonsafe
+from . import jsonsafe, keystore
 from .compat import const
+from .seqstore import StoreError, read_atomic, write_atomic
 
 PREFIX = b"TP1 "
 _MAX_LINE = const(1536)
@@ -73,12 +74,6 @@ def _exists(path):
         return False
 
 
-def _write_atomic(path, data):
-    from .seqstore import write_atomic  # old or new content after a power cut
-
-    write_atomic(path, data)
-
-
 class Console:
     """One console session. `root` is the flash directory (config, key, OTA)."""
 
@@ -86,7 +81,6 @@ class Console:
         self,
         root,
         write,
-        keys=None,
         provisioning=None,
         reboot=None,
         status=None,
@@ -98,7 +92,6 @@ class Console:
         self.root = root
         self.config_path = config_path or root + "/" + CONFIG_FILE
         self.write = write
-        self._keystore = keys  # None: the firmware's key store, loaded on first use
         # provisioning: None -> until `done` writes the marker file.
         self._provisioning = provisioning
         self.reboot = reboot
@@ -214,12 +207,9 @@ class Console:
             return bool(self._provisioning)
         return not _exists(self.root + "/" + PROVISIONED_FILE)
 
-    def keys(self):
-        if self._keystore is None:
-            from .console_keys import default_keys
-
-            self._keystore = default_keys(self.root)
-        return self._keystore
+    def load_key(self):
+        # The board's key (firmware/keystore.py), None before `keygen`.
+        return keystore.load_key(self.root)
 
     def _identity(self, key):
         if self._known is not None:
@@ -231,8 +221,6 @@ class Console:
         return self._pub, keccak.keccak256(self._pub[1:])[12:]
 
     def _config(self):
-        from .seqstore import StoreError, read_atomic
-
         try:
             return read_atomic(self.config_path, _json_dict)
         except (OSError, StoreError):
@@ -240,7 +228,7 @@ class Console:
 
     # -- commands ---------------------------------------------------------
     def cmd_info(self, args):
-        key = True if self._known is not None else self.keys().load()
+        key = True if self._known is not None else self.load_key()
         out = {"proto": 1, "fw": self.fw_version, "provisioning": self.provisioning}
         if key is None:
             out["addr"] = None
@@ -262,7 +250,7 @@ class Console:
 
     def cmd_keygen(self, args):
         force = "force" in args
-        key = True if self._known is not None and not force else self.keys().load()
+        key = True if self._known is not None and not force else self.load_key()
         if key is not None and not force:
             # Never overwrite: answer with the existing identity.
             pub, addr = self._identity(key)
@@ -270,7 +258,7 @@ class Console:
         if key is not None and not self.provisioning:
             raise ConsoleError("DENIED", "replacing a key needs provisioning mode")
         self._pub = self._known = None
-        key = self.keys().create()
+        key = keystore.create_key(self.root)
         pub, addr = self._identity(key)
         return {"pub": _hex(pub), "addr": _hex(addr), "created": True}
 
@@ -295,7 +283,7 @@ class Console:
                     old[k2] = v2
             else:
                 cfg[k] = v
-        _write_atomic(self.config_path, json.dumps(cfg).encode())
+        write_atomic(self.config_path, json.dumps(cfg).encode())  # old or new after a power cut
         # Only key names and the firmware's own messages (which never quote
         # secrets) go back: values may be secrets.
         return {

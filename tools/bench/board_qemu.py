@@ -48,7 +48,7 @@ APP_MODULES = (
     "compat", "jsonsafe", "sockerr", "seriallink", "configschema", "config",
     "cborenc", "keccak", "secp256k1", "cose", "seqstore", "keystore",
     "mqtt", "outbox", "outbox_scan", "ack", "schedule", "uplink", "wifijoin", "board.tcpopen",
-    "status", "consoleport", "console", "console_ops", "console_trust", "console_keys",
+    "status", "consoleport", "console", "console_ops", "console_trust",
     "bind", "ota_state", "sensors.base", "sensors.simulated", "board.esp32", "app",
 )  # fmt: skip
 PACKAGE = "terrapin.firmware"
