@@ -316,7 +316,7 @@ def main(board, max_readings=-1, exit_when_drained=False):
             app.log("error", "could not publish the errors: %s" % exc)
         return 2
     code = app.run(max_readings, exit_when_drained)
-    from . import status  # the run statistics are built there
+    from .runstats import stats  # once, after the run: not part of a running board
 
-    board.report_stats(status.stats(app, min(app.time_n, _TIMES)))
+    board.report_stats(stats(app, min(app.time_n, _TIMES)))
     return code

@@ -7,7 +7,7 @@ on an ESP32 (UART REPL), on the unix port (a pty) and on CPython.
 
     host:  TP1 [#<id>] <command> [args...]\\n
     board: TP1 OK [#<id>] <json>\\n   |   TP1 ERR [#<id>] <CODE> <text>\\n
-    board: TP1 EV <json>\\n   (unsolicited status line, see `event()`)
+    board: TP1 EV <json>\\n   (unsolicited status line: consoleport.ConsolePort.event)
 
 The request id (1-16 letters or digits) is echoed in the answer, so a host
 matches each answer to its request: a late answer to an earlier request
@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 
-from . import jsonsafe, keystore
+from . import config, jsonsafe, keystore
 from .compat import const
 from .seqstore import StoreError, read_atomic, write_atomic
 
@@ -64,14 +64,6 @@ def _json_dict(data):
 
 def _hex(b):
     return binascii.hexlify(b).decode()
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 class Console:
@@ -189,23 +181,16 @@ class Console:
             PREFIX + b"ERR" + self._rid + b" " + code.encode() + b" " + text.encode() + b"\n"
         )
 
-    def event(self, obj):
-        """Write one unsolicited status line (same JSON as the MQTT status).
-
-        `obj`: a dict, or the status payload already encoded as JSON bytes/str.
-        """
-        if isinstance(obj, str):
-            obj = obj.encode()
-        elif not isinstance(obj, (bytes, bytearray)):
-            obj = json.dumps(obj).encode()
-        self.write(PREFIX + b"EV " + bytes(obj) + b"\n")
-
     # -- state ------------------------------------------------------------
     @property
     def provisioning(self):
         if self._provisioning is not None:
             return bool(self._provisioning)
-        return not _exists(self.root + "/" + PROVISIONED_FILE)
+        try:
+            os.stat(self.root + "/" + PROVISIONED_FILE)
+            return False
+        except OSError:
+            return True
 
     def load_key(self):
         # The board's key (firmware/keystore.py), None before `keygen`.
@@ -313,16 +298,10 @@ class Console:
 def _config_problems(cfg):
     """The firmware's own messages about this config (they never quote secrets)."""
     try:
-        from . import config
-    except Exception:  # MemoryError beside a full app: no messages, the config is stored
+        _data, errors, sensor_errors, _warnings = config.validate(cfg)
+    except Exception:  # the config is stored either way; a check that fails says nothing
         return []
-    try:
-        checked = config.validate(cfg)
-    except Exception:
-        return []
-    if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
-        return list(checked[1]) + list(checked[2])
-    return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))
+    return errors + sensor_errors
 
 
 def _head_id(line):
