@@ -33,6 +33,12 @@ def test_probe_output_becomes_the_esp32_figures():
         board_qemu.parse_probe("FREE 1\nSIGNUS 2\nMemoryError")
     skipped = board_qemu.parse_probe("SKIP session\n" + out)
     assert skipped["esp32_modules_skipped"] == ["session"]
+    detail = board_qemu.parse_probe(
+        "MOD compat 976\r\nMOD jsonsafe 1712\r\n" + out
+        + "qstr pool: n_pool=6, n_qstr=731, n_str_data_bytes=7535, n_total_bytes=16543\r\n"
+    )  # fmt: skip
+    assert detail["esp32_app_by_module"] == {"compat": 976, "jsonsafe": 736}
+    assert detail["esp32_app_qstrs"] == 731
 
 
 def test_app_modules_are_every_module_the_app_imports():
@@ -88,6 +94,11 @@ def test_the_unix_port_probe_measures_the_app_and_a_reading(tmp_path, micropytho
     ], figures
     assert 1000 < figures["esp32_sign_peak_bytes"] < 16 * 1024, figures
     assert figures["esp32_app_alloc_bytes"] > 60_000, figures  # the whole set, not a part
+    shares = figures["esp32_app_by_module"]
+    unix_set = ["board.unix" if m == "board.esp32" else m for m in board_qemu.APP_MODULES]
+    assert list(shares) == unix_set, shares  # one share per module, in import order
+    assert abs(sum(shares.values()) - figures["esp32_app_alloc_bytes"]) < 1024, figures
+    assert 300 < figures["esp32_app_qstrs"] < 2000, figures
 
 
 @pytest.mark.xfail(
