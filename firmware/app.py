@@ -12,8 +12,8 @@
 # sleep, network and sockets, sensor drivers, watchdog, LED, retained memory
 # and deep sleep. Nothing here imports machine, network or socket. Every
 # module the app uses stays loaded once imported (the whole set fits the
-# ESP32's heap: docs/FIRMWARE.md, "Memory"); status.py and ota.py are
-# imported on first use only, as most boots never need OTA.
+# ESP32's heap: docs/FIRMWARE.md, "Memory"); status.py and ota_state.py are
+# imported on first use only (ota.py, the image's boot, is main.py's).
 
 import gc
 from array import array
@@ -200,9 +200,9 @@ class App:
         if root is None:
             return
         try:
-            from . import ota
+            from .ota_state import confirm  # not ota.py: boot and install are main.py's
 
-            ota.confirm(root)
+            confirm(root)
         except Exception as exc:  # never stop the board over this
             self.log("error", "ota confirm: %s" % exc)
 
@@ -317,7 +317,7 @@ def main(board, max_readings=-1, exit_when_drained=False):
             app.log("error", "could not publish the errors: %s" % exc)
         return 2
     code = app.run(max_readings, exit_when_drained)
-    from . import status  # the run statistics are built there
+    from .runstats import stats  # once, after the run: not part of a running board
 
-    board.report_stats(status.stats(app, min(app.time_n, _TIMES)))
+    board.report_stats(stats(app, min(app.time_n, _TIMES)))
     return code

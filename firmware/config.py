@@ -14,7 +14,6 @@ from . import configschema as _schema
 DEFAULTS = _schema.DEFAULTS
 DRIVERS = _schema.DRIVERS
 LOG_LEVELS = _schema.LOG_LEVELS
-_SECRET = _schema._SECRET
 
 
 def parse(text, board="unix"):
@@ -45,16 +44,3 @@ def load(path, board="unix"):
     finally:
         f.close()
     return parse(text, board)
-
-
-def redacted(data):
-    # A copy of the config that is safe to print (secrets replaced).
-    out = {}
-    for k in data:
-        v = data[k]
-        if isinstance(v, dict):
-            v = redacted(v)
-        elif k in _SECRET and v:
-            v = "***"
-        out[k] = v
-    return out

@@ -4,8 +4,8 @@
 #
 # One schema for the board and the host: firmware/config.py validates the file
 # at boot with it, and `terrapin device provision` refuses a config with it
-# before anything is written to a board (tools/board/provision.py, which also
-# treats unknown keys as errors: `host_problems`). Pure logic and data: no
+# before anything is written to a board (tools/board/hostconfig.py, which also
+# treats unknown keys as errors; the board never needs that part). Pure logic and data: no
 # machine, network, sockets or files; runs on MicroPython and CPython alike.
 # Secret values (passwords) are never echoed: messages name the key only.
 
@@ -315,33 +315,3 @@ def _sensors(sensors, errors, warnings):
         s["_index"] = i
         good.append(s)
     return good
-
-
-def _present(given, label):
-    # Whether the key a message is about ("broker.port", "sensors[0] (adc).pin",
-    # "wifi.ssid") was in `given`: the host checks only what it is about to write.
-    path = label.split(" ")[0].split(":")[0]
-    node = given
-    for part in path.split("."):
-        part = part.split("[")[0]
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def host_problems(given, board="esp32"):
-    # What the host refuses to write to a board: every error about a key it
-    # writes, a sensor error, and (stricter than the board) any unknown key.
-    if not isinstance(given, dict):
-        return ["config must be a JSON object {...}"]
-    data, errors, sensor_errors, warnings = validate(json.loads(json.dumps(given)), board)
-    out = []
-    for msg in errors:
-        if _present(given, msg):
-            out.append(msg)
-    out.extend(sensor_errors)
-    for msg in warnings:
-        if msg.startswith("unknown key") or ": unknown key" in msg:
-            out.append(msg.replace(" ignored", ""))
-    return out

@@ -7,7 +7,7 @@ on an ESP32 (UART REPL), on the unix port (a pty) and on CPython.
 
     host:  TP1 [#<id>] <command> [args...]\\n
     board: TP1 OK [#<id>] <json>\\n   |   TP1 ERR [#<id>] <CODE> <text>\\n
-    board: TP1 EV <json>\\n   (unsolicited status line, see `event()`)
+    board: TP1 EV <json>\\n   (unsolicited status line: consoleport.ConsolePort.event)
 
 The request id (1-16 letters or digits) is echoed in the answer, so a host
 matches each answer to its request: a late answer to an earlier request
@@ -31,8 +31,9 @@ import hashlib
 import json
 import os
 
-from . import jsonsafe
+from . import config, jsonsafe, keystore
 from .compat import const
+from .seqstore import StoreError, read_atomic, write_atomic
 
 PREFIX = b"TP1 "
 _MAX_LINE = const(1536)
@@ -65,20 +66,6 @@ def _hex(b):
     return binascii.hexlify(b).decode()
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _write_atomic(path, data):
-    from .seqstore import write_atomic  # old or new content after a power cut
-
-    write_atomic(path, data)
-
-
 class Console:
     """One console session. `root` is the flash directory (config, key, OTA)."""
 
@@ -86,7 +73,6 @@ class Console:
         self,
         root,
         write,
-        keys=None,
         provisioning=None,
         reboot=None,
         status=None,
@@ -98,7 +84,6 @@ class Console:
         self.root = root
         self.config_path = config_path or root + "/" + CONFIG_FILE
         self.write = write
-        self._keystore = keys  # None: the firmware's key store, loaded on first use
         # provisioning: None -> until `done` writes the marker file.
         self._provisioning = provisioning
         self.reboot = reboot
@@ -196,30 +181,20 @@ class Console:
             PREFIX + b"ERR" + self._rid + b" " + code.encode() + b" " + text.encode() + b"\n"
         )
 
-    def event(self, obj):
-        """Write one unsolicited status line (same JSON as the MQTT status).
-
-        `obj`: a dict, or the status payload already encoded as JSON bytes/str.
-        """
-        if isinstance(obj, str):
-            obj = obj.encode()
-        elif not isinstance(obj, (bytes, bytearray)):
-            obj = json.dumps(obj).encode()
-        self.write(PREFIX + b"EV " + bytes(obj) + b"\n")
-
     # -- state ------------------------------------------------------------
     @property
     def provisioning(self):
         if self._provisioning is not None:
             return bool(self._provisioning)
-        return not _exists(self.root + "/" + PROVISIONED_FILE)
+        try:
+            os.stat(self.root + "/" + PROVISIONED_FILE)
+            return False
+        except OSError:
+            return True
 
-    def keys(self):
-        if self._keystore is None:
-            from .console_keys import default_keys
-
-            self._keystore = default_keys(self.root)
-        return self._keystore
+    def load_key(self):
+        # The board's key (firmware/keystore.py), None before `keygen`.
+        return keystore.load_key(self.root)
 
     def _identity(self, key):
         if self._known is not None:
@@ -231,8 +206,6 @@ class Console:
         return self._pub, keccak.keccak256(self._pub[1:])[12:]
 
     def _config(self):
-        from .seqstore import StoreError, read_atomic
-
         try:
             return read_atomic(self.config_path, _json_dict)
         except (OSError, StoreError):
@@ -240,7 +213,7 @@ class Console:
 
     # -- commands ---------------------------------------------------------
     def cmd_info(self, args):
-        key = True if self._known is not None else self.keys().load()
+        key = True if self._known is not None else self.load_key()
         out = {"proto": 1, "fw": self.fw_version, "provisioning": self.provisioning}
         if key is None:
             out["addr"] = None
@@ -262,7 +235,7 @@ class Console:
 
     def cmd_keygen(self, args):
         force = "force" in args
-        key = True if self._known is not None and not force else self.keys().load()
+        key = True if self._known is not None and not force else self.load_key()
         if key is not None and not force:
             # Never overwrite: answer with the existing identity.
             pub, addr = self._identity(key)
@@ -270,7 +243,7 @@ class Console:
         if key is not None and not self.provisioning:
             raise ConsoleError("DENIED", "replacing a key needs provisioning mode")
         self._pub = self._known = None
-        key = self.keys().create()
+        key = keystore.create_key(self.root)
         pub, addr = self._identity(key)
         return {"pub": _hex(pub), "addr": _hex(addr), "created": True}
 
@@ -295,7 +268,7 @@ class Console:
                     old[k2] = v2
             else:
                 cfg[k] = v
-        _write_atomic(self.config_path, json.dumps(cfg).encode())
+        write_atomic(self.config_path, json.dumps(cfg).encode())  # old or new after a power cut
         # Only key names and the firmware's own messages (which never quote
         # secrets) go back: values may be secrets.
         return {
@@ -325,16 +298,10 @@ class Console:
 def _config_problems(cfg):
     """The firmware's own messages about this config (they never quote secrets)."""
     try:
-        from . import config
-    except Exception:  # MemoryError beside a full app: no messages, the config is stored
+        _data, errors, sensor_errors, _warnings = config.validate(cfg)
+    except Exception:  # the config is stored either way; a check that fails says nothing
         return []
-    try:
-        checked = config.validate(cfg)
-    except Exception:
-        return []
-    if isinstance(checked, tuple):  # (data, errors, sensor_errors, warnings)
-        return list(checked[1]) + list(checked[2])
-    return list(getattr(checked, "errors", [])) + list(getattr(checked, "sensor_errors", []))
+    return errors + sensor_errors
 
 
 def _head_id(line):

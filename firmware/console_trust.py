@@ -76,7 +76,7 @@ def sign_bind(c, args):
     contract = _hex_address(args[3])
     if not c.provisioning:
         raise ConsoleError("DENIED", "bind signatures only in provisioning mode")
-    key = c.keys().load()
+    key = c.load_key()
     if key is None:
         raise ConsoleError("NO_KEY", "no key yet: keygen first")
     from . import bind, secp256k1
@@ -100,7 +100,7 @@ def wipe(c, args):
         key = True
     else:
         try:
-            key = c.keys().load()
+            key = c.load_key()
         except Exception:  # a damaged key file: nothing to confirm against, wipe it too
             key = None
     addr = _hex(c._identity(key)[1]) if key is not None else None
@@ -113,7 +113,7 @@ def wipe(c, args):
         remove_quiet(c.root + "/" + name + ".tmp")
     remove_quiet(c.config_path)
     remove_quiet(c.config_path + ".tmp")
-    c._pub = c._known = c._keystore = None
+    c._pub = c._known = None
     if c._provisioning is not None:
         c._provisioning = True
     # The running app still holds the old key: `handle` reboots after answering.

@@ -33,9 +33,10 @@ downgrade a board, not even over a trial that is not confirmed yet. A damaged
 pointer state boots the factory image and refuses every update (ota_state.py).
 
 Pure logic over a directory: imports no machine/network. This module is
-what every boot and the confirmation need (kept small: the app imports it to
-confirm a trial image while its own heap is in use); the installer (verify,
-stage) is firmware/ota_install.py, imported only to install a bundle.
+what every boot needs (main.py runs it before the app); the confirmation is
+ota_state.confirm (the running app imports only that module for it); the
+installer (verify, stage) is firmware/ota_install.py, imported only to
+install a bundle.
 """
 
 import os
@@ -209,14 +210,6 @@ def boot(root, max_trials=MAX_TRIAL_BOOTS, reset=None):
 
 def confirm(root):
     """The app came up and reported: keep the trial image. No-op otherwise."""
-    st = state(root)
-    trial = st.get("trial")
-    if not trial or st.get("damaged"):
-        return False
-    st["previous"] = {"slot": st.get("active"), "version": st.get("version")}
-    st["active"] = trial["slot"]
-    st["version"] = trial["version"]
-    st["release"] = trial["release"]
-    st["trial"] = None
-    _save(root, st)
-    return True
+    from .ota_state import confirm
+
+    return confirm(root)

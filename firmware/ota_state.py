@@ -23,8 +23,9 @@
 # The release floor (`floor()`) is the highest release ever accepted:
 # confirmed, on trial, or rolled back. A bundle must be above it.
 #
-# Files only (no machine, network); imported by ota.py at boot and by
-# ota_mqtt.py when an offer arrives.
+# Files only (no machine, network); imported by ota.py at boot, by
+# ota_mqtt.py when an offer arrives, and by the app for `confirm()` at its
+# first ACK (the running app needs only that, not ota.py's boot and install).
 
 import json
 from binascii import crc32
@@ -135,3 +136,19 @@ def floor(st):
             high = max(high, sub["release"])
     f = st.get("floor")
     return max(high, f) if isinstance(f, int) else high
+
+
+def confirm(root):
+    # The app came up and reported: keep the trial image. False when there is
+    # none (a factory or confirmed image) or the state is damaged.
+    st = read(root)
+    trial = st.get("trial")
+    if not trial or st.get("damaged"):
+        return False
+    st["previous"] = {"slot": st.get("active"), "version": st.get("version")}
+    st["active"] = trial["slot"]
+    st["version"] = trial["version"]
+    st["release"] = trial["release"]
+    st["trial"] = None
+    save(root, st)
+    return True

@@ -4,11 +4,12 @@ generation, the public key, signing, verification and public-key recovery.
 Speed comes from doing few big-integer operations, not from C:
 - points in Jacobian coordinates (X, Y, Z) ~ (X/Z^2, Y/Z^3): no inversion per
   step; one inversion at the end;
-- fixed-base comb for G: 6 teeth, 43 columns, a table of the 63 non-empty
-  sums of 2^(43*j)*G (affine, mixed additions). k*G costs 42 doublings and at
-  most 43 additions instead of ~256 doublings and ~128 additions. The table
+- fixed-base comb for G: 4 teeth, 64 columns, a table of the 15 non-empty
+  sums of 2^(64*j)*G (affine, mixed additions). k*G costs 63 doublings and at
+  most 64 additions instead of ~256 doublings and ~128 additions. The table
   is built once, lazily, on first use (a one-off of a few ms on the unix port;
-  see docs/PROTOCOL.md) and then holds 63 points as 4 KB of bytes;
+  see docs/PROTOCOL.md) and then holds 15 points as 1 KB of bytes (6 teeth:
+  a third fewer point operations for 3 KB more of the board's resident heap);
 - modular inverse by the extended Euclidean algorithm (~5x faster than
   pow(a, p-2, p) under MicroPython);
 - verification by Shamir's trick (one joint double-and-add for u1*G + u2*Q).
@@ -32,13 +33,13 @@ HALF_N = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A
 GX = const(0x79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798)
 GY = const(0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8)
 
-_TEETH = const(6)
-_COLS = const(43)  # ceil(256 / 6)
-_COLMASK = const(0x7FFFFFFFFFF)  # 43 bits
+_TEETH = const(4)
+_COLS = const(64)  # 256 / 4
+_COLMASK = const(0xFFFFFFFFFFFFFFFF)  # 64 bits
 
-# Comb table (built lazily): 64 slots of 64 bytes; slot i holds x||y (big
-# endian) of the affine sum of 2^(43*j)*G over the bits j of i (slot 0 unused).
-# Kept as bytes (4 KB) rather than 126 int objects (~9 KB on the unix port);
+# Comb table (built lazily): 16 slots of 64 bytes; slot i holds x||y (big
+# endian) of the affine sum of 2^(64*j)*G over the bits j of i (slot 0 unused).
+# Kept as bytes (1 KB) rather than 30 int objects;
 # turning an entry back into ints costs well under 1 us. The buffer is
 # allocated at import, while the heap is still unfragmented; it is filled on
 # first use.
@@ -127,7 +128,7 @@ def _entry(table, i):
 
 
 def _build_table():
-    """Fill the comb table. Level j: B = 2^(43*j)*G (43 Jacobian doublings of
+    """Fill the comb table. Level j: B = 2^(64*j)*G (64 Jacobian doublings of
     the previous B, one inversion), then entry low+i = entry i + B for every
     entry i below level j, added in affine coordinates. The additions' x
     differences are inverted _CHUNK at a time with one inversion (Montgomery's
@@ -171,16 +172,14 @@ def _build_table():
 
 
 def _mul_g(k):
-    """k*G (Jacobian) with the fixed-base comb; 0 < k < 2^258."""
+    """k*G (Jacobian) with the fixed-base comb; 0 < k < 2^256."""
     if not _table_ready:
         _build_table()
     table = memoryview(_TABLE)
     k0 = k & _COLMASK
-    k1 = (k >> 43) & _COLMASK
-    k2 = (k >> 86) & _COLMASK
-    k3 = (k >> 129) & _COLMASK
-    k4 = (k >> 172) & _COLMASK
-    k5 = k >> 215
+    k1 = (k >> 64) & _COLMASK
+    k2 = (k >> 128) & _COLMASK
+    k3 = k >> 192
     X = 0
     Y = 1
     Z = 0
@@ -192,8 +191,6 @@ def _mul_g(k):
             | (((k1 >> i) & 1) << 1)
             | (((k2 >> i) & 1) << 2)
             | (((k3 >> i) & 1) << 3)
-            | (((k4 >> i) & 1) << 4)
-            | (((k5 >> i) & 1) << 5)
         )
         if idx:
             off = idx << 6

@@ -1,5 +1,4 @@
-# The retained status message (board -> gateway), wire protocol v1, and the
-# run statistics of the unix port's `--stats` line.
+# The retained status message (board -> gateway), wire protocol v1.
 #
 # UTF-8 JSON on `terrapin/v1/<addr>/status`, retained, QoS 1, e.g.
 # {"state":"online","fw":"0.1.0","addr":"<40 hex>","pub":"<130 hex>","seq":N,
@@ -39,35 +38,6 @@ def encode(app):
             "corrupt": ob.corrupt if ob else 0,
         }
     ).encode()
-
-
-def stats(app, n):
-    # The figures of this run (the unix port prints them as `TP-STATS {json}`).
-    times = sorted(app.times[:n])
-    up = app.uplink
-    ob = app.outbox
-    return {
-        "readings": app.readings,
-        "last_seq": app.last_seq,
-        "pending": ob.pending,
-        "dropped": ob.dropped,
-        "corrupt": ob.corrupt,
-        "torn": ob.torn,
-        "bytes_written": ob.bytes_written,
-        "published": up.published,
-        "republished": up.republished,
-        "acked": up.acked,
-        "rejected": up.rejected,
-        "connects": up.connects,
-        "sensor_failures": app.sensor_failures,
-        "reading_us_median": times[n // 2] if n else 0,
-        "live_peak": app.peak_alloc,
-        "envelope_bytes": ob.envelope_bytes,
-        "live_at_100": app.live_100,
-        "live_last": app.live_last,
-        "mem_errors": app.mem_errors,
-        "heap_free": app.board.heap_free(),
-    }
 
 
 def console_maker(app):

@@ -131,7 +131,8 @@ def test_inverse_and_recovery():
 def test_comb_table_holds_the_right_multiples_of_g():
     S._build_table()
     G = ecdsa.SECP256k1.generator
-    for i in range(1, 64):
-        k = sum(1 << (43 * j) for j in range(6) if i >> j & 1)
+    assert S._TEETH * S._COLS == 256 and len(S._TABLE) == 64 << S._TEETH
+    for i in range(1, 1 << S._TEETH):
+        k = sum(1 << (S._COLS * j) for j in range(S._TEETH) if i >> j & 1)
         point = k * G
         assert S._entry(S._TABLE, i) == (point.x(), point.y()), i

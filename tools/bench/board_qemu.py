@@ -15,6 +15,12 @@ as `terrapin device deploy` uses it) and runs one probe on the 32-bit image:
                              which it still succeeds, found by holding back a
                              ballast of 512-byte pieces, bisected to 512 bytes
     esp32_sign_ms_emulated   median of 5 signs, in the emulator's milliseconds
+    esp32_app_qstrs          the names MicroPython interned for the app (they are
+                             never freed; past 620 a 6th string-table pool of 640
+                             entries is allocated: 4.5 KB on the image)
+    esp32_app_by_module      each module's share of esp32_app_alloc_bytes (growth
+                             after its import and a collect, in APP_MODULES order;
+                             a module that grows the string table carries the step)
 
 Emulation, labelled as such: the CPU runs close to the chip's speed here, but
 every flash operation is far slower than on a board (a stat ~0.1-0.3 s, a
@@ -41,14 +47,15 @@ MACHINE = "esp32"
 LOG_TAIL = 2000  # characters of the emulator's log quoted in a start failure
 # Every module the app imports, in boot order, at once for esp32_app_alloc_bytes:
 # config and key (boot), the runtime, the TP1 console once a host spoke, and
-# ota/ota_state (a deployed board's first ACK confirms its image through them).
+# ota_state (a deployed board's first ACK confirms its image through it; ota.py
+# runs in main.py before the app and is not imported by it).
 # A module missing from the firmware is skipped and named (SKIP lines).
 APP_MODULES = (
     "compat", "jsonsafe", "sockerr", "seriallink", "configschema", "config",
     "cborenc", "keccak", "secp256k1", "cose", "seqstore", "keystore",
     "mqtt", "outbox", "outbox_scan", "ack", "schedule", "uplink", "wifijoin", "board.tcpopen",
-    "status", "consoleport", "console", "console_ops", "console_trust", "console_keys",
-    "bind", "ota_state", "ota", "sensors.base", "sensors.simulated", "board.esp32", "app",
+    "status", "consoleport", "console", "console_ops", "console_trust",
+    "bind", "ota_state", "sensors.base", "sensors.simulated", "board.esp32", "app",
 )  # fmt: skip
 PACKAGE = "terrapin.firmware"
 
@@ -71,8 +78,11 @@ for m in %(modules)r:
             raise  # a module that is there failed to import
         print('SKIP', m)
     gc.collect()
+    print('MOD', m, gc.mem_alloc() - alloc0)
 gc.collect()
 print('APP', gc.mem_alloc() - alloc0)
+import micropython
+micropython.qstr_info()  # 'qstr pool: n_pool=.., n_qstr=N, ...'
 from terrapin.firmware import cose
 from terrapin.firmware.mqtt import MQTTClient
 priv = bytes(range(1, 33))
@@ -227,10 +237,19 @@ def parse_probe(out: str) -> dict[str, object]:
     esp32_modules_skipped, the APP_MODULES the firmware does not have)."""
     got = {}
     skipped = []
+    by_module: dict[str, int] = {}
+    before = 0
+    qstrs = None
     for line in out.splitlines():
         key, _, value = line.strip().partition(" ")
         if key == "SKIP":
             skipped.append(value)
+        name, _, total = value.partition(" ")
+        if key == "MOD" and total.isdigit():
+            by_module[name] = int(total) - before  # the lines carry running totals
+            before = int(total)
+        if line.startswith("qstr pool:") and "n_qstr=" in line:
+            qstrs = int(line.split("n_qstr=")[1].split(",")[0])
         if key in ("FREE", "APP", "PEAK", "SIGNUS") and value.lstrip("-").isdigit():
             got[key] = int(value)
     missing = [k for k in ("FREE", "APP", "PEAK", "SIGNUS") if k not in got]
@@ -242,6 +261,10 @@ def parse_probe(out: str) -> dict[str, object]:
         "esp32_sign_peak_bytes": got["PEAK"],
         "esp32_sign_ms_emulated": round(got["SIGNUS"] / 1000, 1),
     }
+    if qstrs is not None:
+        figures["esp32_app_qstrs"] = qstrs
+    if by_module:
+        figures["esp32_app_by_module"] = by_module
     if skipped:
         figures["esp32_modules_skipped"] = skipped
     return figures

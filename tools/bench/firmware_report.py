@@ -106,6 +106,8 @@ def figures_table(figures: dict[str, Any]) -> Table:
             ("  the app, every module it uses, resident", "esp32_app_alloc_bytes", "B"),
             ("  one reading: encode + sign + publish, allocated", "esp32_sign_peak_bytes", "B"),
             ("  sign1, emulated milliseconds", "esp32_sign_ms_emulated", "ms"),
+            ("  names interned for the app (a 6th pool past 620)", "esp32_app_qstrs", ""),
         ):
-            table.add_row(label, f"{figures[key]} {unit}", "")
+            if key in figures:
+                table.add_row(label, f"{figures[key]} {unit}".rstrip(), "")
     return table

@@ -144,6 +144,15 @@ def firmware_sources(src: Path = FIRMWARE_DIR) -> list[Path]:
     return out
 
 
+def module_name(rel: str) -> str:
+    """The source name compiled into a module's .mpy (tracebacks show it), e.g.
+    "terrapin.firmware.board.esp32" for board/esp32.py. The import interns the
+    dotted name anyway; a file path would be one more interned string per module
+    on the board, never freed (docs/FIRMWARE.md, "Memory")."""
+    parts = ["terrapin", "firmware", *rel[:-3].split("/")]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def build_image(cross: MpyCross, board: BoardMpy, src: Path = FIRMWARE_DIR) -> dict[str, bytes]:
     """{board path: bytes}: every module compiled, main.py as source."""
     image: dict[str, bytes] = {}
@@ -154,7 +163,7 @@ def build_image(cross: MpyCross, board: BoardMpy, src: Path = FIRMWARE_DIR) -> d
                 image["main.py"] = path.read_bytes()
                 continue
             out = Path(tmp) / (rel[:-3].replace("/", "_") + ".mpy")
-            cmd = [cross.exe, "-O3", "-o", str(out), "-s", f"terrapin/firmware/{rel}"]
+            cmd = [cross.exe, "-O3", "-o", str(out), "-s", module_name(rel)]
             if board.arch:
                 cmd.append(f"-march={board.arch}")
             cmd.append(str(path))

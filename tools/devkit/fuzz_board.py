@@ -222,7 +222,6 @@ def _gen_console(rng: random.Random) -> bytes:
 
 def console_target() -> Target:
     from terrapin.firmware import console
-    from terrapin.firmware.console_keys import FileKeys
     from terrapin.gateway.protocol.signature import address
 
     pub = coincurve.PrivateKey(BOARD_KEY).public_key.format(compressed=False)
@@ -245,7 +244,6 @@ def console_target() -> Target:
         con = console.Console(
             root,
             out.append,
-            keys=FileKeys(root),
             reboot=lambda: None,
             trusted_release=RELEASE_PUB.hex(),
             identity=identity,

@@ -139,3 +139,17 @@ def test_board_mpy_decoding_and_archive_choice():
     assert (older.version, older.sub) == (6, 1)
     with pytest.raises(dep.MpyMismatch):
         dep.find_mpy_cross(dep.BoardMpy(5))  # MicroPython 1.12-1.18
+
+
+def test_each_module_is_compiled_under_its_dotted_name(tmp_path):
+    """The source name in a deployed .mpy is the module's import name, which the
+    import interns anyway: a file path there was one more string per module that
+    the board's heap keeps for good."""
+    assert dep.module_name("outbox.py") == "terrapin.firmware.outbox"
+    assert dep.module_name("board/esp32.py") == "terrapin.firmware.board.esp32"
+    assert dep.module_name("board/__init__.py") == "terrapin.firmware.board"
+    dep.deploy(dep.DirTarget(tmp_path))
+    for rel in ("outbox", "board/esp32"):
+        data = (tmp_path / PKG / f"{rel}.mpy").read_bytes()
+        assert b"terrapin.firmware." + rel.replace("/", ".").encode() in data, rel
+        assert f"terrapin/firmware/{rel}.py".encode() not in data, rel

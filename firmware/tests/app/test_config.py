@@ -78,7 +78,6 @@ def test_secrets_are_never_echoed() -> None:
     assert "12345" not in text and "abc" not in text and secret not in text
     assert "broker.password must be text" in text
     assert "broker.password can't be longer than 128 characters" in text
-    assert config.redacted({"broker": {"password": secret}})["broker"]["password"] == "***"
 
 
 def test_sensor_problems_leave_out_that_sensor_only() -> None:
