@@ -35,6 +35,7 @@ _LEVELS = {"error": 0, "info": 1, "debug": 2}
 _TIMES = const(64)  # reading durations kept for the median
 _CONSOLE_MS = const(50)  # longest wait between two looks at the TP1 console
 _PACKAGE = __name__.rsplit(".", 1)[0]
+booted = None  # called once the board has booted (main.py: the flash cache's RAM back)
 
 
 def _import_runtime():
@@ -380,6 +381,8 @@ def main(board, max_readings=-1, exit_when_drained=False):
             app.log("error", "could not publish the errors: %s" % exc)
         return 2
     _forget_boot()
+    if booted is not None:
+        booted()
     code = app.run(max_readings, exit_when_drained)
     from . import status  # the run statistics are built there
 

@@ -1,50 +1,99 @@
-# Firmware entry point.
-#
-# On a board this file is /main.py and the package is deployed as .mpy under
-# /lib (lib/terrapin/firmware/ or lib/terrapin/); MicroPython runs it at boot.
-#
-# On the unix port, from a checkout (a virtual board):
-#     micropython -X heapsize=100k firmware/main.py --config PATH [options]
-# The checkout's firmware is first compiled to .mpy by firmware/checkout.py,
-# run in a child interpreter (so nothing of it stays in this heap).
-#
-# This file stays small: a script's own code is kept in RAM while it runs,
-# so everything that is needed once lives in functions of other modules.
+# Firmware entry point (docs/FIRMWARE.md, "Boards" and "First boot").
+# A board runs this as /main.py, with the package as .mpy under /lib; the
+# unix port runs it from a checkout, compiled to .mpy by checkout.py first.
+# Kept short: MicroPython reads it through its 128-byte flash cache, before
+# FlashCache is mounted, and keeps its code in RAM.
 
 import gc
 import sys
 
-
-def _builtins():
-    # MicroPython looks on the filesystem for a module before it uses an
-    # extensible built-in (os, struct, json, ...), and at every `import` of
-    # it: 3 stats per sys.path folder, 30-odd imports per boot. On the ESP32
-    # image in QEMU a stat costs 0.1-0.3 s, so this was most of the minutes a
-    # first boot took (docs/FIRMWARE.md, "First boot"). The u-names are the
-    # built-ins themselves; once in sys.modules, `import os` is a lookup.
-    for name in _BUILTINS:
-        try:
-            sys.modules[name] = __import__("u" + name)
-        except ImportError:
-            pass  # not in this port (or CPython, where this file never runs)
-
-
-_BUILTINS = (
-    "os", "struct", "binascii", "json", "hashlib", "time", "select", "random",
-    "errno", "array", "socket", "io", "ssl", "re",
-)  # fmt: skip
-_builtins()
+# Built-ins in sys.modules: else every `import os` searches the flash first.
+for _n in ("os", "struct", "binascii", "json", "hashlib", "time", "select", "random",
+           "errno", "array", "socket", "io", "ssl", "re"):  # fmt: skip
+    try:
+        sys.modules[_n] = __import__("u" + _n)
+    except ImportError:
+        pass  # not in this port
 
 import os  # noqa: E402 - after the built-ins are registered: no filesystem search
 
+_BLOCK = 4096
 
-def _ota_boot(name, root, reset):
-    # A deployed board: pick the OTA image (trial, confirmed or factory) and
-    # install a bundle fetched over MQTT before anything else of the firmware
-    # is imported (firmware/ota.py); reset() then starts it on a clean heap.
+
+class FlashCache:
+    # The ESP32's littlefs read through `slots` whole blocks kept in RAM,
+    # least recently used first out, while the board boots; writes go to the
+    # flash (a block written or erased is dropped). `reads`: reads of the flash.
+
+    def __init__(self, dev, slots):
+        self.dev = dev
+        self.reads = 0
+        self.blocks = [-1] * slots
+        self.bufs = [bytearray(_BLOCK) for _ in range(slots)]
+
+    def readblocks(self, n, buf, off=0):
+        blocks = self.blocks
+        if not blocks or off + len(buf) > _BLOCK:
+            self.reads += 1
+            return self.dev.readblocks(n, buf, off)
+        if n in blocks:
+            i = blocks.index(n)
+        else:
+            i = 0
+            blocks[0] = -1  # a failed read leaves no stale block
+            self.reads += 1
+            self.dev.readblocks(n, self.bufs[0])
+        blocks.append(blocks.pop(i))
+        data = self.bufs.pop(i)
+        self.bufs.append(data)
+        blocks[-1] = n
+        buf[:] = memoryview(data)[off : off + len(buf)]
+
+    def _drop(self, n, count=1):
+        blocks = self.blocks
+        for i in range(len(blocks)):
+            if n <= blocks[i] < n + count:
+                blocks[i] = -1
+
+    def writeblocks(self, n, buf, off=None):
+        if off is None:
+            self._drop(n, (len(buf) + _BLOCK - 1) // _BLOCK)
+            return self.dev.writeblocks(n, buf)
+        self._drop(n)
+        return self.dev.writeblocks(n, buf, off)
+
+    def ioctl(self, op, arg):
+        if op == 6:  # erase
+            self._drop(arg)
+        return self.dev.ioctl(op, arg)
+
+    def booted(self):
+        # Boot done: the blocks' RAM back; reads go straight to the flash.
+        self.blocks = []
+        self.bufs = []
+
+
+def cached_mount(dev, point="/", slots=12, readsize=512):
+    # Mount the littlefs on `dev` at `point` again through a FlashCache; the
+    # cache, or None (then the old mount stays).
+    import vfs
+
+    try:
+        cache = FlashCache(dev, slots)
+        fs = vfs.VfsLfs2(cache, readsize=readsize)  # type: ignore[abstract]  # mounts it
+    except (OSError, MemoryError, AttributeError):
+        return None
+    vfs.umount(point)
+    vfs.mount(fs, point)
+    os.chdir(point)
+    return cache
+
+
+def _ota_boot(name, reset):
+    # Pick the OTA image (firmware/ota.py) before anything else is imported.
     try:
         ota = __import__(name + ".ota", None, None, ("boot",))
-        info = ota.boot(root, reset=reset)
+        info = ota.boot("", reset=reset)
         if info["slot"] or info["rolled_back"] or info["pending"]:
             print("[info] firmware image %s" % info)
     except Exception as exc:  # a broken OTA state must not brick the board
@@ -68,33 +117,51 @@ def _package():
         if sys.platform not in ("linux", "darwin"):
             import machine
 
-            _ota_boot(name, "", machine.reset)
+            _ota_boot(name, machine.reset)
         return name
     return None
 
 
-_target = "unix" if sys.platform in ("linux", "darwin") else "esp32"
-_name = _package()
-if _name is None:  # a checkout (firmware/checkout.py compiles it to .mpy)
-    _name = "firmware"
-    _dir = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
+def _checkout():
+    # A checkout: its firmware compiled to .mpy by checkout.py in a child
+    # interpreter (nothing of the compile step stays here), or the sources.
+    here = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
     if getattr(sys, "executable", "") and not os.getenv("TERRAPIN_SOURCE"):
-        # In a child interpreter: nothing of the compile step stays here.
-        _root = _dir + "/../"
-        if _dir in ("firmware", os.getcwd() + "/firmware"):
-            _root = ""  # the repo is the working folder: shorter module paths (qstrs)
+        root = here + "/../"
+        if here in ("firmware", os.getcwd() + "/firmware"):
+            root = ""  # the repo is the working folder: shorter module paths (qstrs)
         exe = sys.executable  # type: ignore[attr-defined]  # the unix port has it
-        if os.system("'%s' '%s/checkout.py'" % (exe, _dir)) == 0:
-            sys.path.insert(0, _root + ".cache/mpy-%d" % sys.implementation._mpy)
+        if os.system("'%s' '%s/checkout.py'" % (exe, here)) == 0:
+            sys.path.insert(0, root + ".cache/mpy-%d" % sys.implementation._mpy)
         else:
-            sys.path.append(_root or ".")
+            sys.path.append(root or ".")
     else:
         import checkout  # type: ignore[import-not-found]  # firmware/checkout.py, sys.path[0]
 
         checkout.setup()
         del checkout
         sys.modules.pop("checkout", None)  # give its RAM back
-gc.collect()
-code = __import__(_name + ".board." + _target, None, None, ("main",)).main()
-if code:
-    sys.exit(code)
+    return "firmware"
+
+
+def start(cache=None):
+    # Run the firmware; its exit code. `cache` (a FlashCache) is let go once booted.
+    name = _package() or _checkout()
+    if cache is not None:
+        app = __import__(name + ".app", None, None, ("main",))
+        app.booted = cache.booted  # type: ignore[attr-defined]  # app.py's hook
+    gc.collect()
+    target = "unix" if sys.platform in ("linux", "darwin") else "esp32"
+    return __import__(name + ".board." + target, None, None, ("main",)).main()
+
+
+if __name__ == "__main__":
+    _cache = None
+    if sys.platform not in ("linux", "darwin"):
+        import esp32
+
+        _part = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
+        _cache = cached_mount(_part[0]) if _part else None
+    _code = start(_cache)
+    if _code:
+        sys.exit(_code)
