@@ -1,13 +1,10 @@
-# Firmware entry point (docs/FIRMWARE.md, "Boards" and "First boot").
-# A board runs this as /main.py, with the package as .mpy under /lib; the
-# unix port runs it from a checkout, compiled to .mpy by checkout.py first.
-# Kept short: MicroPython reads it through its 128-byte flash cache, before
-# FlashCache is mounted, and keeps its code in RAM.
+# Entry point: /main.py on a board, firmware/main.py on the unix port.
+# Short on purpose: read before FlashCache exists (docs/FIRMWARE.md, "First boot").
 
 import gc
 import sys
 
-# Built-ins in sys.modules: else every `import os` searches the flash first.
+# Else every `import os` searches the flash first.
 for _n in ("os", "struct", "binascii", "json", "hashlib", "time", "select", "random",
            "errno", "array", "socket", "io", "ssl", "re"):  # fmt: skip
     try:
@@ -21,9 +18,8 @@ _BLOCK = 4096
 
 
 class FlashCache:
-    # The ESP32's littlefs read through `slots` whole blocks kept in RAM,
-    # least recently used first out, while the board boots; writes go to the
-    # flash (a block written or erased is dropped). `reads`: reads of the flash.
+    # Block device: `slots` whole blocks in RAM (LRU) while booting; writes go
+    # through (a block written or erased is dropped). `reads`: flash reads.
 
     def __init__(self, dev, slots):
         self.dev = dev
@@ -40,7 +36,7 @@ class FlashCache:
             i = blocks.index(n)
         else:
             i = 0
-            blocks[0] = -1  # a failed read leaves no stale block
+            blocks[0] = -1  # no stale block if the read fails
             self.reads += 1
             self.dev.readblocks(n, self.bufs[0])
         blocks.append(blocks.pop(i))
@@ -68,19 +64,17 @@ class FlashCache:
         return self.dev.ioctl(op, arg)
 
     def booted(self):
-        # Boot done: the blocks' RAM back; reads go straight to the flash.
         self.blocks = []
         self.bufs = []
 
 
 def cached_mount(dev, point="/", slots=12, readsize=512):
-    # Mount the littlefs on `dev` at `point` again through a FlashCache; the
-    # cache, or None (then the old mount stays).
+    # Remount `point` through a FlashCache; None: the old mount stays.
     import vfs
 
     try:
         cache = FlashCache(dev, slots)
-        fs = vfs.VfsLfs2(cache, readsize=readsize)  # type: ignore[abstract]  # mounts it
+        fs = vfs.VfsLfs2(cache, readsize=readsize)  # type: ignore[abstract]
     except (OSError, MemoryError, AttributeError):
         return None
     vfs.umount(point)
@@ -90,7 +84,7 @@ def cached_mount(dev, point="/", slots=12, readsize=512):
 
 
 def _ota_boot(name, reset):
-    # Pick the OTA image (firmware/ota.py) before anything else is imported.
+    # The OTA image (ota.py), before anything else is imported.
     try:
         ota = __import__(name + ".ota", None, None, ("boot",))
         info = ota.boot("", reset=reset)
@@ -108,7 +102,7 @@ def _ota_boot(name, reset):
 def _package():
     # The deployed package's import name, or None (a checkout).
     if "lib" not in sys.path:
-        sys.path.insert(0, "lib")  # a deployed board folder on the unix port
+        sys.path.insert(0, "lib")
     for name in ("terrapin.firmware", "terrapin"):
         try:
             __import__(name + ".compat")
@@ -123,13 +117,12 @@ def _package():
 
 
 def _checkout():
-    # A checkout: its firmware compiled to .mpy by checkout.py in a child
-    # interpreter (nothing of the compile step stays here), or the sources.
+    # A checkout: compiled by checkout.py in a child (nothing stays here).
     here = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
     if getattr(sys, "executable", "") and not os.getenv("TERRAPIN_SOURCE"):
         root = here + "/../"
         if here in ("firmware", os.getcwd() + "/firmware"):
-            root = ""  # the repo is the working folder: shorter module paths (qstrs)
+            root = ""  # shorter module paths (qstrs)
         exe = sys.executable  # type: ignore[attr-defined]  # the unix port has it
         if os.system("'%s' '%s/checkout.py'" % (exe, here)) == 0:
             sys.path.insert(0, root + ".cache/mpy-%d" % sys.implementation._mpy)
@@ -145,11 +138,10 @@ def _checkout():
 
 
 def start(cache=None):
-    # Run the firmware; its exit code. `cache` (a FlashCache) is let go once booted.
     name = _package() or _checkout()
     if cache is not None:
         app = __import__(name + ".app", None, None, ("main",))
-        app.booted = cache.booted  # type: ignore[attr-defined]  # app.py's hook
+        app.booted = cache.booted  # type: ignore[attr-defined]
     gc.collect()
     target = "unix" if sys.platform in ("linux", "darwin") else "esp32"
     return __import__(name + ".board." + target, None, None, ("main",)).main()

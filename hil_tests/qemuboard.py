@@ -39,8 +39,9 @@ from terrapin.tools.bench.board_qemu import (  # one QEMU command line for bench
 from terrapin.tools.devkit.broker import free_port
 
 UPLINK_UART = 1  # the config's serial_uplink.uart (qemu_image.BENCH_CONFIG)
-# An emulated ESP32 boots far slower than the chip (its flash is slow): a first
-# boot answered TP1 after 174-405 s here, with other emulators sharing the CPU.
+# An emulated ESP32 boots slower than the chip (every flash read costs 10-50 ms):
+# the console answers ~20-40 s after power-on with main.py's flash cache (it was
+# 174-405 s before it); the limit leaves room for emulators sharing the CPU.
 BOOT_TIMEOUT_S = 600.0
 
 
@@ -64,12 +65,12 @@ class QemuBoard(SerialBoard):
         # Emulation runs MicroPython several times slower: scale what waits on it.
         self.boot_timeout_s = boot_timeout_s
         self.request_timeout_s = 240.0  # a console import after a quiet spell: minutes
-        # Polls spaced out (5 s doubling to 60 s): a boot takes minutes, and every
-        # poll it has not read waits in MicroPython's 260-byte stdin ring, whose
-        # overflow is dropped, a later request with it (docs/HIL.md, QEMU).
-        self.console_poll_s = 5.0
-        self.console_poll_max_s = 60.0
-        self.drain_s = 60.0  # each `info` answer reads the config from the slow emulated flash
+        # Polls spaced out (2 s doubling to 15 s): every poll the booting board has
+        # not read waits in MicroPython's 260-byte stdin ring, whose overflow is
+        # dropped, a later request with it (docs/HIL.md, QEMU); a 40 s boot gets 5.
+        self.console_poll_s = 2.0
+        self.console_poll_max_s = 15.0
+        self.drain_s = 15.0  # a poll sent while QEMU was resetting never answers: wait this long
         self.config_chunk = 96  # each config-chunk line well under that ring
         self.qemu_bin = qemu_bin
         self.flash_image = self.dir / "flash.bin"
