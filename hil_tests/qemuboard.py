@@ -48,6 +48,9 @@ BOOT_TIMEOUT_S = 600.0
 class QemuBoard(SerialBoard):
     target = "qemu"
     period_s = 1.0  # the emulated ESP32 signs far slower than the unix port
+    # A boot takes ~20-40 s and a reading 1-4 s in emulation (each flash read
+    # 10-50 ms): the scenarios' waits on the board are scaled by this.
+    wait_scale = 10.0
 
     def __init__(
         self,
@@ -76,6 +79,9 @@ class QemuBoard(SerialBoard):
         self.flash_image = self.dir / "flash.bin"
         shutil.copyfile(image, self.flash_image)
         self.overrides.setdefault("serial_uplink", {"uart": UPLINK_UART})
+        # A status every 6 s, not 2: each loads status.py from the emulated flash
+        # again (1-3 s) while modules are unloaded after use.
+        self.overrides.setdefault("status_period_s", 6)
         self.proc: subprocess.Popen[bytes] | None = None
         self.bridge = None
         self.monitor_port = 0

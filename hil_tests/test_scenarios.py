@@ -43,7 +43,7 @@ _CORRUPT = re.compile(r"^\[error\] outbox: (\d+) corrupt and \d+ torn records at
 def recovered_by_itself(hil, board, reports_before: int, signed_before: list[int]) -> None:
     """The boot after a power cut recovers on its own: it reports its outbox, finds no
     corrupt record, and its next seq is above every seq it signed before the cut."""
-    deadline = time.monotonic() + hil.seconds(30.0)
+    deadline = time.monotonic() + hil.seconds(30.0) * board.wait_scale
     while len(_RECOVERED.findall(board.console())) <= reports_before:
         if time.monotonic() > deadline:
             raise AssertionError(
