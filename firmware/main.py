@@ -14,73 +14,68 @@ for _n in ("os", "struct", "binascii", "json", "hashlib", "time", "select", "ran
 
 import os  # noqa: E402 - after the built-ins are registered: no filesystem search
 
-_BLOCK = 4096
-
-
+# FlashCache (docs/FIRMWARE.md, "First boot"): a block device keeping `slots`
+# whole 4 KB blocks of the ESP32's flash in RAM (least recently used out
+# first) while the board boots; writes go through, and a block written or
+# erased is dropped (nothing stale is read back, a power cut loses nothing).
+# cached_mount remounts `point` through it with 512-byte reads (None: left as
+# it was). Kept as source and compiled only on the ESP32 (exec): the unix
+# port's 100 KB heap would otherwise carry its code (~2 KB) all run long.
+_FLASH_CACHE = """
 class FlashCache:
-    # Block device: `slots` whole blocks in RAM (LRU) while booting; writes go
-    # through (a block written or erased is dropped). `reads`: flash reads.
-
     def __init__(self, dev, slots):
         self.dev = dev
-        self.reads = 0
-        self.blocks = [-1] * slots
-        self.bufs = [bytearray(_BLOCK) for _ in range(slots)]
+        self.slots = [[-1, bytearray(4096)] for _ in range(slots)]
 
     def readblocks(self, n, buf, off=0):
-        blocks = self.blocks
-        if not blocks or off + len(buf) > _BLOCK:
-            self.reads += 1
-            return self.dev.readblocks(n, buf, off)
-        if n in blocks:
-            i = blocks.index(n)
+        slots = self.slots
+        for i in range(len(slots)):
+            if slots[i][0] == n:
+                s = slots.pop(i)
+                break
         else:
-            i = 0
-            blocks[0] = -1  # no stale block if the read fails
-            self.reads += 1
-            self.dev.readblocks(n, self.bufs[0])
-        blocks.append(blocks.pop(i))
-        data = self.bufs.pop(i)
-        self.bufs.append(data)
-        blocks[-1] = n
-        buf[:] = memoryview(data)[off : off + len(buf)]
+            if not slots:
+                return self.dev.readblocks(n, buf, off)
+            s = slots.pop(0)
+            s[0] = -1
+            self.dev.readblocks(n, s[1])
+            s[0] = n
+        slots.append(s)
+        buf[:] = memoryview(s[1])[off : off + len(buf)]
 
-    def _drop(self, n, count=1):
-        blocks = self.blocks
-        for i in range(len(blocks)):
-            if n <= blocks[i] < n + count:
-                blocks[i] = -1
+    def _drop(self, n, size=0):
+        for s in self.slots:
+            if n <= s[0] <= n + size // 4096:
+                s[0] = -1
 
     def writeblocks(self, n, buf, off=None):
+        self._drop(n, len(buf))
         if off is None:
-            self._drop(n, (len(buf) + _BLOCK - 1) // _BLOCK)
             return self.dev.writeblocks(n, buf)
-        self._drop(n)
         return self.dev.writeblocks(n, buf, off)
 
     def ioctl(self, op, arg):
-        if op == 6:  # erase
+        if op == 6:
             self._drop(arg)
         return self.dev.ioctl(op, arg)
 
     def booted(self):
-        self.blocks = []
-        self.bufs = []
+        self.slots = []
 
 
-def cached_mount(dev, point="/", slots=12, readsize=512):
-    # Remount `point` through a FlashCache; None: the old mount stays.
+def cached_mount(dev, point="/", slots=12):
     import vfs
 
     try:
         cache = FlashCache(dev, slots)
-        fs = vfs.VfsLfs2(cache, readsize=readsize)  # type: ignore[abstract]
-    except (OSError, MemoryError, AttributeError):
+        fs = vfs.VfsLfs2(cache, readsize=512)
+    except (OSError, MemoryError):
         return None
     vfs.umount(point)
     vfs.mount(fs, point)
     os.chdir(point)
     return cache
+"""
 
 
 def _ota_boot(name, reset):
@@ -152,8 +147,9 @@ if __name__ == "__main__":
     if sys.platform not in ("linux", "darwin"):
         import esp32
 
+        exec(_FLASH_CACHE)  # defines FlashCache and cached_mount
         _part = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
-        _cache = cached_mount(_part[0]) if _part else None
+        _cache = cached_mount(_part[0]) if _part else None  # type: ignore[name-defined]  # noqa: F821
     _code = start(_cache)
     if _code:
         sys.exit(_code)
