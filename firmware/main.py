@@ -18,6 +18,8 @@ import os  # noqa: E402 - after the built-ins are registered: no filesystem sear
 # whole 4 KB blocks of the ESP32's flash in RAM (least recently used out
 # first) while the board boots; writes go through, and a block written or
 # erased is dropped (nothing stale is read back, a power cut loses nothing).
+# booted() lets the blocks go at the next write: the first reading's, which
+# still finds what it loads cached (5.6 s instead of 0.8 s in QEMU without).
 # cached_mount remounts `point` through it with 512-byte reads (None: left as
 # it was). Kept as source and compiled only on the ESP32 (exec): the unix
 # port's 100 KB heap would otherwise carry its code (~2 KB) all run long.
@@ -25,6 +27,7 @@ _FLASH_CACHE = """
 class FlashCache:
     def __init__(self, dev, slots):
         self.dev = dev
+        self.done = False
         self.slots = [[-1, bytearray(4096)] for _ in range(slots)]
 
     def readblocks(self, n, buf, off=0):
@@ -49,6 +52,8 @@ class FlashCache:
                 s[0] = -1
 
     def writeblocks(self, n, buf, off=None):
+        if self.done:
+            self.slots = []
         self._drop(n, len(buf))
         if off is None:
             return self.dev.writeblocks(n, buf)
@@ -60,7 +65,7 @@ class FlashCache:
         return self.dev.ioctl(op, arg)
 
     def booted(self):
-        self.slots = []
+        self.done = True
 
 
 def cached_mount(dev, point="/", slots=12):

@@ -90,8 +90,7 @@ marks.append("start %d" % dev.reads)
 def booted():  # what app.main calls once booted (main.start hands it the cache's)
     marks.append("booted %d" % dev.reads)
     if cache is not None:
-        cache.blocks = []
-        cache.bufs = []
+        cache.slots = []  # the count stops here; main.py's keeps them for the first reading
 
 if cache is not None:
     cache.booted = booted
@@ -199,6 +198,11 @@ os.mkdir("/flash/churn")
 shadow = {}
 random.seed(7)
 for step in range(300):
+    if step == 150:  # booted: the blocks go at the next write, then reads go to the flash
+        cache.booted()
+        assert cache.slots, "booted() must keep the blocks until the next write"
+    if step == 151 and cache.slots:
+        raise SystemExit("the cache kept its blocks after booted() and a write")
     name = "f%d" % random.getrandbits(3)
     op = random.getrandbits(2)
     p = "/flash/churn/" + name
