@@ -150,6 +150,9 @@ class QemuBoard(SerialBoard):
         self._power_on()
         self.boots += 1
         self.exit_codes.append(-9)
+        # A request sent while it boots is lost (no UART yet, or dropped from the
+        # stdin ring): the next start() would wait 240 s for its answer.
+        self.wait_console(timeout=self.boot_timeout_s)
 
     def reset(self, *args: str) -> None:
         self._monitor("system_reset")
