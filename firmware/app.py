@@ -32,6 +32,9 @@ MAX_RECORDS = const(16)
 _LEVELS = {"error": 0, "info": 1, "debug": 2}
 _TIMES = const(64)  # reading durations kept for the median
 _CONSOLE_MS = const(50)  # longest wait between two looks at the TP1 console
+booted = None  # called once the board has booted (main.py: the flash cache's RAM back)
+
+
 _TOO_DEEP = "nested too deep or too large for the free memory"
 
 
@@ -316,6 +319,8 @@ def main(board, max_readings=-1, exit_when_drained=False):
         except Exception as exc:
             app.log("error", "could not publish the errors: %s" % exc)
         return 2
+    if booted is not None:
+        booted()
     code = app.run(max_readings, exit_when_drained)
     from .runstats import stats  # once, after the run: not part of a running board
 

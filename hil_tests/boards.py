@@ -35,6 +35,7 @@ SERIAL_MAIN = Path(__file__).resolve().parent / "mp_serial_board.py"
 
 class BoardBase:
     target = "?"
+    wait_scale = 1.0  # the scenarios' waits on this board (drain, signed, recovered) times this
 
     def __init__(self, name: str, workdir: Path, broker: tuple[str, int], **config: object):
         self.name = name

@@ -255,6 +255,7 @@ class Hil:
 
     def wait_signed(self, board: BoardBase, count: int, timeout: float = 60.0) -> None:
         """Until the board has signed `count` readings (all boots)."""
+        timeout *= board.wait_scale
         deadline = time.monotonic() + timeout
         while len(set(board.signed())) < count:
             if time.monotonic() > deadline:
@@ -272,7 +273,7 @@ class Hil:
             if not b.running():
                 b.start("--max-readings", "0", "--exit-when-drained", "--stats")
         for b in boards:
-            b.wait_exit(drain_timeout)
+            b.wait_exit(drain_timeout * b.wait_scale)
         wait_anchored(self.home.db_path, boards, anchor_timeout)
         counts = self.gateway_counts()
         status = {

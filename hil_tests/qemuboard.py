@@ -48,14 +48,18 @@ UPLINK_UART = 1  # the config's serial_uplink.uart (qemu_image.BENCH_CONFIG)
 # (sharedline.WINDOW, 128) in its 260-byte input ring: config-chunk lines of
 # 48 bytes (64 in base64) are ~100 bytes.
 SHARED_CONFIG_CHUNK = 48
-# An emulated ESP32 boots far slower than the chip (its flash is slow): a first
-# boot answered TP1 after 174-405 s here, with other emulators sharing the CPU.
+# An emulated ESP32 boots slower than the chip (every flash read costs 10-50 ms):
+# the console answers ~20-40 s after power-on with main.py's flash cache (it was
+# 174-405 s before it); the limit leaves room for emulators sharing the CPU.
 BOOT_TIMEOUT_S = 600.0
 
 
 class QemuBoard(SerialBoard):
     target = "qemu"
     period_s = 1.0  # the emulated ESP32 signs far slower than the unix port
+    # A boot takes ~20-40 s and a reading 1-4 s in emulation (each flash read
+    # 10-50 ms): the scenarios' waits on the board are scaled by this.
+    wait_scale = 10.0
 
     def __init__(
         self,
@@ -74,12 +78,12 @@ class QemuBoard(SerialBoard):
         # Emulation runs MicroPython several times slower: scale what waits on it.
         self.boot_timeout_s = boot_timeout_s
         self.request_timeout_s = 240.0  # a console import after a quiet spell: minutes
-        # Polls spaced out (5 s doubling to 60 s): a boot takes minutes, and every
-        # poll it has not read waits in MicroPython's 260-byte stdin ring, whose
-        # overflow is dropped, a later request with it (docs/HIL.md, QEMU).
-        self.console_poll_s = 5.0
-        self.console_poll_max_s = 60.0
-        self.drain_s = 60.0  # each `info` answer reads the config from the slow emulated flash
+        # Polls spaced out (2 s doubling to 15 s): every poll the booting board has
+        # not read waits in MicroPython's 260-byte stdin ring, whose overflow is
+        # dropped, a later request with it (docs/HIL.md, QEMU); a 40 s boot gets 5.
+        self.console_poll_s = 2.0
+        self.console_poll_max_s = 15.0
+        self.drain_s = 15.0  # a poll sent while QEMU was resetting never answers: wait this long
         self.config_chunk = 96  # each config-chunk line well under that ring
         self.qemu_bin = qemu_bin
         self.flash_image = self.dir / "flash.bin"
@@ -91,6 +95,9 @@ class QemuBoard(SerialBoard):
             set_image_uplink_uart(self.flash_image, uplink_uart)  # the first boot's too
             self.config_chunk = min(self.config_chunk, SHARED_CONFIG_CHUNK)
         self.overrides.setdefault("serial_uplink", {"uart": uplink_uart})
+        # A status every 6 s, not 2: a status message costs the emulated board
+        # 1-3 s (slow flash), and the bench waits on readings, not on status.
+        self.overrides.setdefault("status_period_s", 6)
         self.proc: subprocess.Popen[bytes] | None = None
         self.bridge = None
         self.monitor_port = 0
@@ -166,6 +173,9 @@ class QemuBoard(SerialBoard):
         self._power_on()
         self.boots += 1
         self.exit_codes.append(-9)
+        # A request sent while it boots is lost (no UART yet, or dropped from the
+        # stdin ring): the next start() would wait 240 s for its answer.
+        self.wait_console(timeout=self.boot_timeout_s)
 
     def reset(self, *args: str) -> None:
         self._monitor("system_reset")

@@ -303,6 +303,7 @@ class SerialBoard(BoardBase):
         subprocess.run(self.relay_cmd.format(state="on"), shell=True, check=True)
         self.boots += 1
         self.exit_codes.append(-9)
+        self.wait_console(timeout=self.boot_timeout_s)  # a request sent while it boots is lost
 
     def reset(self, *args: str) -> None:
         self._open()

@@ -43,7 +43,7 @@ _CORRUPT = re.compile(r"^\[error\] outbox: (\d+) corrupt and \d+ torn records at
 def recovered_by_itself(hil, board, reports_before: int, signed_before: list[int]) -> None:
     """The boot after a power cut recovers on its own: it reports its outbox, finds no
     corrupt record, and its next seq is above every seq it signed before the cut."""
-    deadline = time.monotonic() + hil.seconds(30.0)
+    deadline = time.monotonic() + hil.seconds(30.0) * board.wait_scale
     while len(_RECOVERED.findall(board.console())) <= reports_before:
         if time.monotonic() > deadline:
             raise AssertionError(
@@ -81,7 +81,9 @@ def test_power_cut(hil, board):
     board.start(*take(max(0, total - len(set(board.signed())))))
     recovered_by_itself(hil, board, reports, signed)
     hil.finish([board])
-    assert len(board.exit_codes) >= hil.n(6) + 2  # provisioning boot, the cuts, the last boot
+    # every cut, then a clean last boot (a serial or qemu board records no exit
+    # for its provisioning reboot, so the cuts are counted, not every boot)
+    assert board.exit_codes.count(-9) >= hil.n(6) and board.exit_codes[-1] == 0, board.exit_codes
     assert board.read_file("key.bin") == key, "the board's identity changed across power cuts"
 
 
