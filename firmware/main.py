@@ -14,6 +14,7 @@ for _n in ("os", "struct", "binascii", "json", "hashlib", "time", "select", "ran
 
 import os  # noqa: E402 - after the built-ins are registered: no filesystem search
 
+
 # FlashCache (docs/FIRMWARE.md, "First boot"): a block device keeping `slots`
 # whole 4 KB blocks of the ESP32's flash in RAM (least recently used out
 # first) while the board boots; writes go through, and a block written or
@@ -21,9 +22,8 @@ import os  # noqa: E402 - after the built-ins are registered: no filesystem sear
 # booted() lets the blocks go at the next write: the first reading's, which
 # still finds what it loads cached (5.6 s instead of 0.8 s in QEMU without).
 # cached_mount remounts `point` through it with 512-byte reads (None: left as
-# it was). Kept as source and compiled only on the ESP32 (exec): the unix
-# port's 100 KB heap would otherwise carry its code (~2 KB) all run long.
-_FLASH_CACHE = """
+# it was). Used on the ESP32 only; hil_tests/test_flash_reads.py runs it on
+# the unix port against a QEMU image's littlefs.
 class FlashCache:
     def __init__(self, dev, slots):
         self.dev = dev
@@ -73,14 +73,13 @@ def cached_mount(dev, point="/", slots=12):
 
     try:
         cache = FlashCache(dev, slots)
-        fs = vfs.VfsLfs2(cache, readsize=512)
+        fs = vfs.VfsLfs2(cache, readsize=512)  # type: ignore[abstract]  # a stub quirk
     except (OSError, MemoryError):
         return None
     vfs.umount(point)
     vfs.mount(fs, point)
     os.chdir(point)
     return cache
-"""
 
 
 def _ota_boot(name, reset):
@@ -152,9 +151,8 @@ if __name__ == "__main__":
     if sys.platform not in ("linux", "darwin"):
         import esp32
 
-        exec(_FLASH_CACHE)  # defines FlashCache and cached_mount
         _part = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")
-        _cache = cached_mount(_part[0]) if _part else None  # type: ignore[name-defined]  # noqa: F821
+        _cache = cached_mount(_part[0]) if _part else None
     _code = start(_cache)
     if _code:
         sys.exit(_code)

@@ -82,8 +82,6 @@ sys.path.insert(0, "")
 marks = ["mount %d" % dev.reads]  # the reads of MicroPython's own mount and of main.py
 import main  # the deployed /main.py: definitions only under this name
 
-exec(main._FLASH_CACHE, main.__dict__)  # as main.py does on the ESP32
-
 cache = main.cached_mount(dev, "/flash") if mode == "cached" else None
 marks.append("start %d" % dev.reads)
 
@@ -191,7 +189,6 @@ dev = Dev(path, offset, size)
 vfs.mount(dev, "/flash")
 sys.path.insert(0, "/flash")
 import main
-exec(main._FLASH_CACHE, main.__dict__)
 cache = main.cached_mount(dev, "/flash", slots=2)
 assert cache is not None
 os.mkdir("/flash/churn")
