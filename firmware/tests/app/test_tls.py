@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from terrapin.tools.devkit.broker import Mosquitto, free_port
+from terrapin.tools.devkit.broker import Mosquitto, free_port, wait_for_port
 
 pytestmark = [pytest.mark.micropython, pytest.mark.mosquitto]
 
@@ -37,6 +37,7 @@ def test_tls_with_ca_file(fw, micropython_exe, mosquitto_exe, tmp_path):
         tmp_path / "mq",
         extra_config=f"certfile {cert}\nkeyfile {key}\nlistener {plain} 127.0.0.1",
     ).start()
+    wait_for_port(broker.host, plain)  # start() waits for the TLS listener only
     gw = fw.TestGateway(broker.host, plain)
     try:
         cfg = fw.board_config(broker.port)
