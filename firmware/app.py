@@ -33,6 +33,7 @@ _LEVELS = {"error": 0, "info": 1, "debug": 2}
 _TIMES = const(64)  # reading durations kept for the median
 _CONSOLE_MS = const(50)  # longest wait between two looks at the TP1 console
 booted = None  # called once the board has booted (main.py: the flash cache's RAM back)
+ota_trial = False  # main.py: this boot runs an OTA image on trial (ota.py)
 
 
 _TOO_DEEP = "nested too deep or too large for the free memory"
@@ -197,16 +198,16 @@ class App:
 
     def acked(self):
         # The first application ACK: the whole path works, so an OTA trial
-        # image is confirmed (no-op for a factory image or on the unix port).
+        # image is kept: the marker ota.boot() confirms it by at the next boot
+        # (ota.py; no OTA code in the running app).
         self.confirmed = True
         root = self.board.ota_root
-        if root is None:
+        if root is None or not ota_trial:
             return
         try:
-            from .ota_state import confirm  # not ota.py: boot and install are main.py's
-
-            confirm(root)
-        except Exception as exc:  # never stop the board over this
+            with open(root + "/ota/confirm", "wb") as f:  # ota.CONFIRM_FILE
+                f.write(b"1")
+        except OSError as exc:  # never stop the board over this
             self.log("error", "ota confirm: %s" % exc)
 
 
@@ -282,7 +283,7 @@ def _boot(self):
         from .consoleport import ConsolePort
 
         stream = board.console_stream  # a line shared with the uplink (sharedline.py)
-        self.port = ConsolePort(status.console_maker(self), stream, stream)
+        self.port = ConsolePort(lambda: status.info(self), board.reset, board.root, stream, stream)
     self.cfg = None  # the rest of the config is not needed any more
     self.state = "online"
     return True

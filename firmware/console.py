@@ -32,17 +32,19 @@ import json
 import os
 
 from . import config, jsonsafe, keystore
-from .compat import const
+from .compat import const, ticks_diff, ticks_ms
+from .consoleport import request_id
 from .seqstore import StoreError, read_atomic, write_atomic
 
 PREFIX = b"TP1 "
 _MAX_LINE = const(1536)
-_MAX_ID = const(16)
 _HEAD = const(22)  # "TP1 #" + id + " ": what an over-long line keeps
 VERSION = "0.1.0"
 CONFIG_FILE = "config.json"
-PROVISIONED_FILE = "provisioned"
 _OTA_INCOMING = "ota_incoming.bin"
+PROVISIONED_FILE = "provisioned"  # also read by the running app (status.info)
+_LEAVE_MS = const(300000)  # console mode: a host quiet this long has gone away
+_EVENT_MS = const(10000)
 
 
 class ConsoleError(Exception):
@@ -132,10 +134,10 @@ class Console:
         parts = text.split()
         self._rid = b""
         if parts and parts[0].startswith("#"):
-            rid = parts.pop(0)[1:]
-            if not _request_id(rid):
+            rid = parts.pop(0)[1:].encode()
+            if not request_id(rid):
                 return self._err("BAD_COMMAND", "request id must be 1-16 letters or digits")
-            self._rid = b" #" + rid.encode()
+            self._rid = b" #" + rid
         if not parts:
             return self._err("BAD_COMMAND", "empty command")
         name = parts[0]
@@ -289,6 +291,9 @@ class Console:
             self._provisioning = False
         return {"provisioning": False}
 
+    def cmd_console(self, args):
+        return {"mode": "console"}  # here already (the running app reboots into it)
+
     def cmd_reboot(self, args):
         if self.reboot is None:
             raise ConsoleError("UNSUPPORTED", "this board cannot reboot itself")
@@ -307,24 +312,9 @@ def _config_problems(cfg):
 def _head_id(line):
     # b" #<id>" from the head of a TP1 line, or b"" when it has no valid id.
     word = line[len(PREFIX) :].split(b" ", 1)[0]
-    if word[:1] == b"#":
-        try:
-            rid = word[1:].decode()
-        except UnicodeError:
-            return b""
-        if _request_id(rid):
-            return b" " + word
+    if word[:1] == b"#" and request_id(word[1:]):
+        return b" " + word
     return b""
-
-
-def _request_id(text):
-    """1-16 ASCII letters or digits: safe to echo back on the console line."""
-    if not 0 < len(text) <= _MAX_ID:
-        return False
-    for c in text:
-        if not ("0" <= c <= "9" or "a" <= c <= "z" or "A" <= c <= "Z"):
-            return False
-    return True
 
 
 def _b64(text):
@@ -340,6 +330,7 @@ _COMMANDS = {
     "config-set": Console.cmd_config_set,
     "done": Console.cmd_done,
     "reboot": Console.cmd_reboot,
+    "console": Console.cmd_console,
 }
 # Commands a session seldom needs live in console_ops.py, loaded on first use:
 # beside the running app the heap has no room for the whole console.
@@ -353,3 +344,47 @@ _RARE = (
 )
 # The identity and trust commands: console_trust.py, loaded the same way.
 _TRUST = ("sign-bind", "wipe")
+
+
+def main(board, stay, leave_ms=_LEAVE_MS):
+    """A boot with the whole TP1 console and no app (console mode, consoleport.py).
+    `stay`: the app cannot run (no usable config), so a quiet host does not end
+    it; else `leave_ms` of quiet with nothing half sent resets the board into
+    the app. Returns 0 when the console's input ends (the unix port)."""
+    import gc
+    import select
+    import sys
+
+    from .status import FW_VERSION
+
+    board.flash_ready()
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
+    con = Console(
+        board.root,
+        out.write,
+        reboot=board.reset,
+        status=lambda: {"mode": "console", "heap_free": board.heap_free()},
+        fw_version=FW_VERSION,
+        config_path=board.config_path,
+    )
+    event = b'TP1 EV {"state": "console", "fw": "' + FW_VERSION.encode() + b'"}\n'
+    poll = select.poll()
+    poll.register(sys.stdin, select.POLLIN)
+    inp = getattr(sys.stdin, "buffer", sys.stdin)
+    gc.collect()
+    out.write(event)
+    heard = shown = ticks_ms()
+    while True:
+        board.feed()
+        if poll.poll(100):
+            b = inp.read(1)
+            if not b:
+                return 0
+            heard = ticks_ms()
+            con.feed(b)
+        now = ticks_ms()
+        if not stay and ticks_diff(now, heard) > leave_ms and con.idle():
+            board.reset()  # the host went away: back to the app
+        if ticks_diff(now, shown) > _EVENT_MS:
+            shown = now
+            out.write(event)

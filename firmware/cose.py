@@ -35,7 +35,7 @@ from .cborenc import put_float, put_head  # noqa: E402
 if IS_MICROPYTHON:
     gc.collect()
 
-ALG_ES256K = const(-47)
+_ALG_ES256K = const(-47)
 MAX_ENVELOPE = const(1024)
 MAX_RECORDS = const(16)
 _MAX_NAME = const(32)  # bytes of UTF-8

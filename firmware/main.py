@@ -83,10 +83,13 @@ def cached_mount(dev, point="/", slots=12):
 
 
 def _ota_boot(name, reset):
-    # The OTA image (ota.py), before anything else is imported.
+    # The OTA image (ota.py), before anything else is imported. True when it
+    # is on trial (the app then marks it good at its first ACK).
+    trial = False
     try:
         ota = __import__(name + ".ota", None, None, ("boot",))
         info = ota.boot("", reset=reset)
+        trial = info["trial"]
         if info["slot"] or info["rolled_back"] or info["pending"]:
             print("[info] firmware image %s" % info)
     except Exception as exc:  # a broken OTA state must not brick the board
@@ -96,10 +99,12 @@ def _ota_boot(name, reset):
         sys.modules.pop(name + "." + mod, None)
         if pkg is not None and mod in pkg.__dict__:
             delattr(pkg, mod)  # its RAM back
+    return trial
 
 
 def _package():
-    # The deployed package's import name, or None (a checkout).
+    # The deployed package's import name and whether its image is on trial;
+    # (None, False) for a checkout.
     if "lib" not in sys.path:
         sys.path.insert(0, "lib")
     for name in ("terrapin.firmware", "terrapin"):
@@ -107,12 +112,13 @@ def _package():
             __import__(name + ".compat")
         except ImportError:
             continue
+        trial = False
         if sys.platform not in ("linux", "darwin"):
             import machine
 
-            _ota_boot(name, machine.reset)
-        return name
-    return None
+            trial = _ota_boot(name, machine.reset)
+        return name, trial
+    return None, False
 
 
 def _checkout():
@@ -137,10 +143,13 @@ def _checkout():
 
 
 def start(cache=None):
-    name = _package() or _checkout()
-    if cache is not None:
+    name, trial = _package()
+    name = name or _checkout()
+    if cache is not None or trial:
         app = __import__(name + ".app", None, None, ("main",))
-        app.booted = cache.booted  # type: ignore[attr-defined]
+        app.ota_trial = trial  # type: ignore[attr-defined]
+        if cache is not None:
+            app.booted = cache.booted  # type: ignore[attr-defined]
     gc.collect()
     target = "unix" if sys.platform in ("linux", "darwin") else "esp32"
     return __import__(name + ".board." + target, None, None, ("main",)).main()

@@ -22,21 +22,24 @@ Flash layout under `root` (the board's file system root):
                               (firmware/ota_state.py)
 
 A new bundle goes into the slot that is not active and becomes the *trial*
-slot. `boot()` (called first thing by main.py) counts trial boots; once the
-app has come up and reported it calls `confirm()`, which makes the trial slot
-the active one. A trial that is not confirmed within MAX_TRIAL_BOOTS boots
-(crash at import, watchdog reset, power cut) is dropped: the board boots the
-last confirmed image again (rollback). `release` must grow with every bundle:
+slot. `boot()` (called first thing by main.py) counts trial boots. Once the
+app on trial has come up and reported (its first application ACK), it writes
+the marker `ota/confirm` (CONFIRM_FILE, one small file: no OTA code in the
+running app); the next `boot()`, before anything else, calls `confirm()` for
+it, which makes the trial slot the active one, and drops the marker (a stale
+one too), so a marker confirms only the trial that wrote it. A trial that
+is not confirmed within MAX_TRIAL_BOOTS boots (crash at import, watchdog
+reset, power cut) is dropped: the board boots the last confirmed image again
+(rollback). `release` must grow with every bundle:
 it must be above the highest release the board ever accepted (confirmed, on
 trial or rolled back), so an old signed bundle cannot be replayed to
 downgrade a board, not even over a trial that is not confirmed yet. A damaged
 pointer state boots the factory image and refuses every update (ota_state.py).
 
 Pure logic over a directory: imports no machine/network. This module is
-what every boot needs (main.py runs it before the app); the confirmation is
-ota_state.confirm (the running app imports only that module for it); the
-installer (verify, stage) is firmware/ota_install.py, imported only to
-install a bundle.
+what every boot needs (main.py runs it before the app); the state and its
+confirmation are ota_state.py; the installer (verify, stage) is
+firmware/ota_install.py, imported only to install a bundle.
 """
 
 import os
@@ -48,6 +51,7 @@ MAGIC = b"TPOTA1\n"
 MAX_MANIFEST = const(16384)
 MAX_FILES = const(96)
 MAX_TRIAL_BOOTS = const(2)
+CONFIRM_FILE = "/ota/confirm"  # written by the app on trial at its first ACK (app.py)
 _SLOTS = ("a", "b")
 
 
@@ -156,6 +160,11 @@ def boot(root, max_trials=MAX_TRIAL_BOOTS, reset=None):
     {"slot": "a"|"b"|None, "version": ..., "trial": bool, "rolled_back": version|None,
      "pending": None | installed version | refusal text}.
     """
+    if _exists(root + CONFIRM_FILE):
+        # The trial's app reported in the boot before: keep it (before an
+        # install could replace the trial), then drop the marker.
+        confirm(root)
+        os.remove(root + CONFIRM_FILE)
     pending = None
     if _exists(root + "/ota/pending.json"):
         from .ota_install import install_pending

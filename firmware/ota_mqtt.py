@@ -12,7 +12,8 @@
 # <root>/ota/pending.json and reboots; ota.boot() then, before the app takes
 # its heap, verifies the manifest signature and the file hashes
 # (ota_install.py, the same path as a serial push), stages the image and boots
-# it on trial (confirmed at the first application ACK, rolled back otherwise).
+# it on trial (marked good at the first application ACK and confirmed by the
+# next boot, rolled back otherwise).
 # A refusal is kept in <root>/ota/refused and reported when the offer is seen
 # again.
 #
@@ -278,8 +279,8 @@ def on_offer(up, payload):
 
     st = ota_state.read(root) if root is not None else ota_state.fresh()
     high = ota_state.floor(st)
-    if st.get("trial"):
-        return  # a trial image runs: it confirms (or rolls back) first
+    if st.get("trial") and _read(root + "/ota/confirm") is None:
+        return  # a trial image runs: it is marked good (ota.py) or rolls back first
     rel = o["release"]
     why = _read(root + "/ota/refused") if root is not None else None
     try:

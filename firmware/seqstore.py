@@ -29,8 +29,8 @@ from .compat import const
 _MAGIC = b"TPSQ"
 _VERSION = const(1)
 _SIZE = const(20)  # magic 4, version 1, pad 3, bound u64, crc u32
-DEFAULT_BLOCK = const(64)
-FIRST_SEQ = const(1)
+_DEFAULT_BLOCK = const(64)
+_FIRST_SEQ = const(1)
 
 
 class StoreError(Exception):
@@ -111,7 +111,7 @@ class SeqStore:
     # `retained`: optional object with `load() -> bytes|None` and
     # `save(bytes)` backed by memory that survives deep sleep (ESP32 RTC).
 
-    def __init__(self, path, block=DEFAULT_BLOCK, floor=0, retained=None):
+    def __init__(self, path, block=_DEFAULT_BLOCK, floor=0, retained=None):
         if block < 1:
             raise ValueError("block must be >= 1")
         self.path = path
@@ -120,7 +120,7 @@ class SeqStore:
         self.writes = 0
         bound = read_atomic(path, _unpack)
         if bound is None:
-            bound = FIRST_SEQ
+            bound = _FIRST_SEQ
         nxt = bound
         if retained is not None:
             kept = retained.load()

@@ -14,7 +14,10 @@
 # connect, then every status_period_s); it stays loaded.
 
 import json
-from binascii import unhexlify
+import os
+
+from . import jsonsafe
+from .seqstore import read_atomic
 
 FW_VERSION = "0.1.0"
 
@@ -40,22 +43,22 @@ def encode(app):
     ).encode()
 
 
-def console_maker(app):
-    # For the TP1 console (--console, board layers that want it): a function
-    # that builds the Console when the first console line arrives. Kept here,
-    # not in App, because most boards never call it.
-    def make(write):
-        from .console import Console
+def info(app):
+    # The running app's answer to TP1 `info` (consoleport.py): the status
+    # plus what console.py's `info` gives in console mode.
+    b = app.board
+    out = json.loads(encode(app))
+    out["proto"] = 1
+    out["mode"] = "app"
+    try:
+        os.stat(b.root + "/provisioned")  # console.PROVISIONED_FILE, written by `done`
+        out["provisioning"] = False
+    except OSError:
+        out["provisioning"] = True
+    try:
+        cfg = read_atomic(b.config_path, jsonsafe.loads)
+        out["config"] = sorted(cfg) if isinstance(cfg, dict) else None
+    except Exception:  # unreadable now: the key names are not worth an error
+        out["config"] = None
+    return out
 
-        b = app.board
-        return Console(
-            b.root,
-            write,
-            reboot=b.reset,
-            status=lambda: json.loads(encode(app)),
-            fw_version=FW_VERSION,
-            config_path=b.config_path,
-            identity=(unhexlify(app.pub_hex), app.addr),
-        )
-
-    return make

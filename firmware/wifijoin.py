@@ -17,11 +17,11 @@
 from .compat import const, ticks_diff, ticks_ms
 from .sockerr import ETIMEDOUT
 
-JOIN_MS = const(15000)  # an ESP32 joins in 1-5 s; a slow DHCP server takes longer
+_JOIN_MS = const(15000)  # an ESP32 joins in 1-5 s; a slow DHCP server takes longer
 
 
 class WifiJoin:
-    def __init__(self, wlan, ssid, password, idle, connecting, timeout_ms=JOIN_MS):
+    def __init__(self, wlan, ssid, password, idle, connecting, timeout_ms=_JOIN_MS):
         # idle, connecting: the port's network.STAT_IDLE and STAT_CONNECTING.
         self.wlan = wlan
         self.ssid = ssid

@@ -24,7 +24,6 @@ docs/HIL.md says how a bench owner installs it.
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import shutil
 import signal
@@ -184,19 +183,18 @@ class QemuBoard(SerialBoard):
         # stdin ring): the next start() would wait 240 s for its answer.
         self.wait_console(timeout=self.boot_timeout_s)
 
-    def _reboot(self) -> None:
-        with contextlib.suppress(AssertionError):
-            self.request("reboot", timeout=5)
-        self.boots += 1
+    def _wait_reset(self) -> dict:
+        # After a software reset (`reboot`, `console`): one that hangs in the
+        # emulator is power-cycled (a flag file `console` wrote survives it).
         try:
-            self.wait_console(timeout=min(self.boot_timeout_s, SOFT_RESET_HANG_S))
+            return self.wait_console(timeout=min(self.boot_timeout_s, SOFT_RESET_HANG_S))
         except AssertionError:
             self.hung_resets += 1
             with open(self.qemu_log, "ab") as log:
                 log.write(b"bench: no console after a soft reset; power-cycled (hung_resets)\n")
             self._power_off()
             self._power_on()
-            self.wait_console(timeout=self.boot_timeout_s)
+            return self.wait_console(timeout=self.boot_timeout_s)
 
     def reset(self, *args: str) -> None:
         self._monitor("system_reset")

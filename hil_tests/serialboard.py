@@ -125,6 +125,26 @@ class SerialBoard(BoardBase):
     def request(self, command: str, *args: str, timeout: float | None = None) -> dict:
         """One TP1 request with its own id; its JSON answer, or AssertionError naming
         the board's error. Late answers to earlier requests are dropped, never taken."""
+        try:
+            return self._request(command, *args, timeout=timeout)
+        except BoardError as exc:  # a command the running app leaves to console mode
+            if exc.code != "CONSOLE_MODE":
+                raise AssertionError(f"{self.name}: TP1 {command}: {exc}") from None
+        self._console_mode()
+        return self._request(command, *args, timeout=timeout)
+
+    def _console_mode(self) -> None:
+        """`console`, then `info` polls until the board answers from console mode
+        (docs/PROTOCOL.md section 11); the next `reboot` runs the app again."""
+        self._request("console")
+        self.boots += 1
+        deadline = time.monotonic() + self.boot_timeout_s
+        info = self._wait_reset()
+        while info.get("mode") == "app":  # an answer from before the reset
+            time.sleep(0.5)
+            info = self.wait_console(timeout=deadline - time.monotonic())
+
+    def _request(self, command: str, *args: str, timeout: float | None = None) -> dict:
         timeout = self.request_timeout_s if timeout is None else timeout
         rid = self._send(command, *args)
         answer = self._await({rid}, time.monotonic() + timeout, command)
@@ -160,6 +180,8 @@ class SerialBoard(BoardBase):
                     try:
                         return answer_of(got, kind, got, rest, command)
                     except BoardError as exc:
+                        if exc.code == "CONSOLE_MODE":
+                            raise  # request() takes the board into console mode
                         raise AssertionError(f"{self.name}: TP1 {command}: {exc}") from None
                 self.stale_answers += 1
 
@@ -183,7 +205,11 @@ class SerialBoard(BoardBase):
         with contextlib.suppress(AssertionError):
             self.request("reboot", timeout=5)
         self.boots += 1
-        self.wait_console(timeout=self.boot_timeout_s)
+        self._wait_reset()
+
+    def _wait_reset(self) -> dict:
+        """The console back after a reset the board did itself (`reboot`, `console`)."""
+        return self.wait_console(timeout=self.boot_timeout_s)
 
     def wait_console(self, timeout: float) -> dict:
         """Until the app answers TP1 again after a boot: `info` polls, the wait between

@@ -10,7 +10,8 @@
 #
 # LED (config "led_pin"): steady on = online; slow blink (toggles on every
 # reconnect attempt) = connecting / offline; fast blink = config or flash
-# error (the board then stops at the REPL so the config can be fixed).
+# error (the board then opens the TP1 console in console mode, consoleport.py,
+# so the config can be fixed; Ctrl-C gives the REPL).
 
 import gc
 import sys
@@ -19,9 +20,7 @@ import time
 import machine
 import network
 
-from ..sensors.base import SensorError
-from ..wifijoin import WifiJoin
-from .tcpopen import TcpOpen
+from ..sensors import SensorError
 
 _EPOCH_2000 = 946684800  # MicroPython ports whose time() counts from 2000
 
@@ -163,6 +162,8 @@ class Board:
         if self.join is None:
             if not self.wifi:
                 raise OSError("wifi not configured")  # a config with errors: no configure()
+            from ..wifijoin import WifiJoin  # a WiFi board's only (not a serial uplink's)
+
             wlan = network.WLAN(network.STA_IF)
             wlan.active(True)
             self.wlan = wlan
@@ -217,6 +218,8 @@ class Board:
         # The broker's link, opened in steps: the uplink calls its opened()
         # from the main loop (board/tcpopen.py; seriallink.py).
         if self.uart is None:
+            from .tcpopen import TcpOpen
+
             return TcpOpen(host, port, tls, ca_file)
         link = self._serial_socket(host, port, wait=tls)  # TLS needs it open
         if not tls:
@@ -307,13 +310,22 @@ class Ready:
 
 
 def main():
-    from .. import app
+    from ..consoleport import asked
 
     board = Board()
+    if asked(board.root):  # the running app was asked for console mode (`console`)
+        from .. import console
+
+        return console.main(board, False)
+    from .. import app
+
     code = app.main(board)
     if code:
         board.console(
-            "error", "stopped: fix /config.json (mpremote or the TP1 console), then reset"
+            "error", "stopped: the TP1 console is open in console mode to fix /config.json"
         )
         board.error_blink()
+        from .. import console
+
+        console.main(board, True)  # `terrapin device provision` reaches a fresh board
     return code

@@ -31,7 +31,6 @@ import time
 
 from ..compat import IS_MICROPYTHON
 from . import unixboot
-from .tcpopen import TcpOpen
 from .unixboot import parse_args  # noqa: F401 (unix.parse_args, for the tools)
 
 
@@ -95,6 +94,8 @@ class Board:
     def open_socket(self, host, port, tls=False, ca_file=None):
         # The broker's TCP connection (TLS if asked), opened in steps: the
         # uplink calls its opened() from the main loop (board/tcpopen.py).
+        from .tcpopen import TcpOpen
+
         return TcpOpen(host, port, tls, ca_file)
 
     def make_sensor(self, spec):
@@ -109,11 +110,25 @@ class Board:
 
 
 def main(argv=None):
-    from .. import app
-
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
     except ValueError as exc:
         print("error: %s\n%s" % (exc, unixboot.USAGE))
         return 2
-    return app.main(Board(opts), opts.get("--max-readings", -1), "--exit-when-drained" in opts)
+    board = Board(opts)
+    if board.console_port:
+        from ..consoleport import asked
+
+        if asked(board.root):  # as on the ESP32 (board/esp32.py)
+            from .. import console
+
+            return console.main(board, False)
+    from .. import app
+
+    code = app.main(board, opts.get("--max-readings", -1), "--exit-when-drained" in opts)
+    if code == 2 and board.console_port:
+        from .. import console
+
+        print("[error] stopped: the TP1 console is open in console mode to fix the config")
+        return console.main(board, True)
+    return code

@@ -4,7 +4,7 @@
 # the ESP32). `divider`: (R1 + R2) / R2 of the divider, e.g. 2.0 for two equal
 # resistors, which most boards use to bring a LiPo (4.2 V) under 3.3 V.
 
-from .base import SensorError
+from . import SensorError
 
 
 class ADCVoltage:

@@ -7,7 +7,7 @@
 
 import struct
 
-from .base import SensorError, sleep_ms
+from . import SensorError, sleep_ms
 
 _CHIP_ID = 0x60
 _REG_ID = 0xD0

@@ -6,7 +6,7 @@
 # low byte of the sum of the first four bytes (example: 02 8C 01 5F EE ->
 # 65.2 %RH, 35.1 Cel).
 
-from .base import SensorError
+from . import SensorError
 
 
 def convert(raw):

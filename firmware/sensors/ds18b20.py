@@ -5,7 +5,7 @@
 # scratchpad's CRC-8 (Dallas/Maxim, x^8+x^5+x^4+1, reflected) is checked; the
 # power-on value 85.0 C before any conversion is reported as an error.
 
-from .base import SensorError, crc8, sleep_ms
+from . import SensorError, crc8, sleep_ms
 
 _CONVERT = 0x44
 _READ = 0xBE

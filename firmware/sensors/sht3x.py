@@ -5,7 +5,7 @@
 # example: 0xBEEF -> 0x92) which is checked. Conversions from datasheet
 # section 4.13: T = -45 + 175 * S_T / 65535, RH = 100 * S_RH / 65535.
 
-from .base import SensorError, crc8, sleep_ms
+from . import SensorError, crc8, sleep_ms
 
 _MEASURE = b"\x24\x00"
 

@@ -7,14 +7,7 @@
 
 import math
 
-
-def _error(msg):
-    # SensorError from base.py, imported only when there is one: a virtual
-    # board that never fails does not keep base.py (CRC helpers) resident.
-    from .base import SensorError
-
-    return SensorError(msg)
-
+from . import SensorError
 
 _QUANTITIES = (
     ("temperature", "Cel", 15.0, 6.0, 0.05, 0.02),  # name, unit, mean, daily, walk, noise
@@ -34,7 +27,7 @@ class Simulated:
         self.walk = [0.0, 0.0, 0.0]
         self.enabled = [quantities is None or q[0] in quantities for q in _QUANTITIES]
         if not any(self.enabled):
-            raise _error("simulated: no known quantity in %r" % (quantities,))
+            raise SensorError("simulated: no known quantity in %r" % (quantities,))
 
     def _rand(self):
         # Uniform in [-1, 1).
@@ -48,7 +41,7 @@ class Simulated:
     def read(self):
         self.reads += 1
         if self.fail_every and self.reads % self.fail_every == 0:
-            raise _error("simulated: injected read error (fail_every=%d)" % self.fail_every)
+            raise SensorError("simulated: injected read error (fail_every=%d)" % self.fail_every)
         t = self.clock() if self.clock else 0
         day = math.sin(2 * math.pi * ((t % 86400) / 86400 - 0.375))
         out = []

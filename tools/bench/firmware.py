@@ -140,15 +140,17 @@ def _app_figures(ctx: BenchContext) -> dict[str, Any]:
     # in 64-bit terms): tools/bench/board_qemu.py's probe on a deployed folder.
     if ctx.micropython is None:
         return {}
-    from terrapin.tools.bench.board_qemu import UNIX_APP_GUARD, unix_probe
+    from terrapin.tools.bench.board_qemu import UNIX_APP_GUARD, UNIX_QSTR_GUARD, unix_probe
     from terrapin.tools.board.deploy import DirTarget, deploy
 
     folder = ctx.workdir / "app-probe"
     deploy(DirTarget(folder))
-    figures = unix_probe(ctx.micropython, folder)
+    figures = unix_probe(ctx.micropython, folder)  # the larger uplink set
     return {
         "mp_app_alloc_bytes": figures["esp32_app_alloc_bytes"],
         "mp_app_guard_bytes": UNIX_APP_GUARD,
+        "mp_app_qstrs": figures["esp32_app_qstrs"],
+        "mp_app_qstr_guard": UNIX_QSTR_GUARD,
     }
 
 
@@ -207,6 +209,9 @@ def collect(runs: int, naive_runs: int, readings: int = 1000) -> dict[str, Any]:
         if "mp_app_alloc_bytes" in figures:
             figures.setdefault("targets", {})["app_le_unix_guard"] = (
                 figures["mp_app_alloc_bytes"] <= figures["mp_app_guard_bytes"]
+            )
+            figures["targets"]["app_qstrs_le_guard"] = (
+                figures["mp_app_qstrs"] <= figures["mp_app_qstr_guard"]
             )
         if "mp_peak_heap_bytes" in figures:
             figures.setdefault("targets", {}).update(

@@ -1,6 +1,6 @@
 """What the host refuses to write to a board's config, from the board's own schema.
 
-`terrapin device provision` checks a config with terrapin.firmware.configschema
+`terrapin device provision` checks a config with terrapin.firmware.config
 (the schema the board validates its file with at boot) before anything is
 written, and is stricter than the board: an unknown key is an error here (the
 board only warns and ignores it). This part runs on the host only, so it does
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from terrapin.firmware.configschema import validate
+from terrapin.firmware.config import validate
 
 
 def _present(given: dict, label: str) -> bool:

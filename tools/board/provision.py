@@ -79,7 +79,7 @@ def secret_input(env: str, prompt: str, interactive: bool) -> str:
 
 def check_config(cfg: dict, source: str, board: str = "esp32") -> None:
     """Refuse a config the board would refuse or misread, before anything is written:
-    the firmware's own schema (terrapin.firmware.configschema), unknown keys included."""
+    the firmware's own schema (terrapin.firmware.config), unknown keys included."""
     from terrapin.tools.board.hostconfig import host_problems
 
     problems = host_problems(cfg, board)

@@ -9,6 +9,7 @@ can act on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -256,14 +257,57 @@ def answer_of(rid: str, kind: bytes, got: str | None, rest: bytes, command: str)
 class BoardConsole:
     """The TP1 console protocol, one request at a time, each with its own id."""
 
-    def __init__(self, link: Link, on_event: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        link: Link,
+        on_event: Callable[[dict], None] | None = None,
+        reboot_timeout: float = 60.0,
+    ):
         self.link = link
         self.on_event = on_event
         self.events: list[dict] = []
         self.ids = RequestIds()
         self.stale = 0  # answers to earlier requests that arrived late and were dropped
+        self.reboot_timeout = reboot_timeout  # a reboot into console mode, and back
+        self.switched = False  # this session rebooted the running app into console mode
 
     def request(self, command: str, *args: str, timeout: float = 10.0) -> dict:
+        """One request; a command the running app leaves to console mode (ERR
+        CONSOLE_MODE) is asked again after the board reboots into it."""
+        try:
+            return self._request(command, *args, timeout=timeout)
+        except BoardError as exc:
+            if exc.code != "CONSOLE_MODE" or self.switched:
+                raise
+        self.enter_console_mode()
+        return self._request(command, *args, timeout=timeout)
+
+    def enter_console_mode(self) -> dict:
+        """`console`, then `info` polls until the board answers from console mode."""
+        self._request("console")
+        self.switched = True
+        deadline = time.monotonic() + self.reboot_timeout
+        while True:
+            info = self.wait_ready(max(1.0, deadline - time.monotonic()))
+            if info.get("mode") != "app":
+                return info
+            if time.monotonic() > deadline:  # an answer from before the reset
+                raise NoAnswer(
+                    f"the board did not come back in console mode within "
+                    f"{self.reboot_timeout:.0f} s",
+                    hint="`terrapin device monitor` shows its console",
+                )
+            time.sleep(0.5)
+
+    def leave_console_mode(self) -> None:
+        """Back to the app if this session took the board into console mode: `reboot`
+        (the board resets; its answer may not make it out)."""
+        if self.switched:
+            self.switched = False
+            with contextlib.suppress(NoAnswer):
+                self._request("reboot", timeout=5.0)
+
+    def _request(self, command: str, *args: str, timeout: float = 10.0) -> dict:
         rid = self.ids.next()
         line = " ".join((f"#{rid}", command, *args))
         self.link.write(PREFIX + line.encode() + b"\n")
@@ -301,7 +345,8 @@ class BoardConsole:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self.request("info", timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+                left = deadline - time.monotonic()
+                return self._request("info", timeout=min(2.0, max(0.1, left)))
             except NoAnswer:
                 if time.monotonic() > deadline:
                     raise

@@ -104,6 +104,8 @@ def ota_push(port, target, flash_dir, bundle, pubkey, no_reboot, as_json) -> Non
             )
             if not no_reboot:
                 console.request("reboot")
+            # else a board taken into console mode for this goes back to the app
+            # (and so boots the update) after 5 quiet minutes (LEAVE_MS)
     emit(
         as_json,
         result,

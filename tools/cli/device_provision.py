@@ -105,15 +105,19 @@ def provision(
             click.echo(text)
 
     with open_link(port, target, flash_dir) as link:
-        result = prov.provision(
-            BoardConsole(link),
-            config=cfg,
-            register=register,
-            binding=binding,
-            finish=finish,
-            say=say,
-            submit=submit,
-        )
+        console = BoardConsole(link)
+        try:
+            result = prov.provision(
+                console,
+                config=cfg,
+                register=register,
+                binding=binding,
+                finish=finish,
+                say=say,
+                submit=submit,
+            )
+        finally:
+            console.leave_console_mode()  # the app runs again (docs/PROTOCOL.md section 11)
     emit(
         as_json,
         result.as_dict(),
@@ -178,9 +182,12 @@ def bind(port, target, flash_dir, owner, rpc, contract, key_env, config_path, as
 
     with open_link(port, target, flash_dir) as link:
         console = BoardConsole(link)
-        addr = prov.board_address(console)
-        say(f"board 0x{addr}")
-        result = prov.bind_and_submit(console, addr, binding, submit, say)
+        try:
+            addr = prov.board_address(console)
+            say(f"board 0x{addr}")
+            result = prov.bind_and_submit(console, addr, binding, submit, say)
+        finally:
+            console.leave_console_mode()
     result["board"] = "0x" + addr
     emit(
         as_json,

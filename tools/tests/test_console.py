@@ -245,119 +245,67 @@ def test_console_over_serial(board):
         con.link.close()
 
 
-def test_console_port_feeds_the_console_on_the_unix_port(tmp_path, micropython_exe):
-    """The hook the firmware app calls each loop turn, on MicroPython itself: the
-    console module is imported only when the first TP1 line arrives."""
+PORT_SCRIPT = (
+    "import sys; sys.path.insert(0, 'lib')\n"
+    "from terrapin.firmware.consoleport import ConsolePort\n"
+    "def reset():\n"
+    "    raise SystemExit(3)  # as board/unix.py: the board resets\n"
+    "port = ConsolePort(lambda: {'proto': 1, 'mode': 'app'}, reset, '.')\n"
+    "port.event(b'{\"state\": \"online\"}')\n"
+    "while not port.closed:\n"
+    "    port.poll()\n"
+    "print(sorted(k for k in sys.modules if k.startswith('terrapin')))\n"
+)
+
+
+def run_port(tmp_path, micropython_exe, lines: bytes):
+    """The running app's console port (firmware/consoleport.py) on MicroPython,
+    fed `lines` on stdin: (exit code, output lines)."""
     import subprocess
 
     from terrapin.tools.board.deploy import DirTarget, deploy
 
     deploy(DirTarget(tmp_path))
-    code = (
-        "import sys, time; sys.path.insert(0, 'lib')\n"
-        "from terrapin.firmware.consoleport import ConsolePort\n"
-        "def make(write):\n"
-        "    from terrapin.firmware.console import Console\n"
-        "    return Console('.', write)\n"
-        "port = ConsolePort(make)\n"
-        'port.event(b\'{"state": "online"}\')\n'
-        "loaded = []\n"
-        "for _ in range(200):\n"
-        "    port.poll()\n"
-        "    loaded.append('terrapin.firmware.console' in sys.modules)\n"
-        "    if port.closed: break\n"
-        "    time.sleep_ms(5)\n"
-    )
     proc = subprocess.run(
-        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", "-c", code],
-        input=b"app log TP1 line\nTP1 keygen\r\nTP1 info\n",
+        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", "-c", PORT_SCRIPT],
+        input=lines,
         cwd=tmp_path,
         capture_output=True,
         timeout=60,
     )
-    lines = proc.stdout.decode().splitlines()
-    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.returncode, proc.stdout.decode().splitlines()
+
+
+def test_the_running_app_answers_info_and_leaves_the_rest_to_console_mode(
+    tmp_path, micropython_exe
+):
+    """The hook the firmware app calls each loop turn, on MicroPython itself:
+    `info` from the app, CONSOLE_MODE (with the request's id, even from a line
+    longer than what the port keeps) for the rest, and never the console module."""
+    long_line = b"TP1 #c3 config-set " + b"A" * 1500 + b"\n"
+    code, lines = run_port(
+        tmp_path,
+        micropython_exe,
+        b"app log TP1 line\nTP2 not ours\nTP1x\nTP1 #a1 keygen\r\nTP1 info\n"
+        + long_line
+        + b"TP1 #bad! info\nTP1 #d4\n",
+    )
+    assert code == 0, lines
     assert lines[0] == 'TP1 EV {"state": "online"}'
-    made = json.loads(lines[1].removeprefix("TP1 OK "))
-    info = json.loads(lines[2].removeprefix("TP1 OK "))
-    assert made["created"] and info["addr"] == made["addr"]
-    assert len(lines) == 3
+    assert lines[1].startswith("TP1 ERR #a1 CONSOLE_MODE keygen is answered in console mode")
+    assert json.loads(lines[2].removeprefix("TP1 OK ")) == {"proto": 1, "mode": "app"}
+    assert lines[3].startswith("TP1 ERR #c3 CONSOLE_MODE config-set")
+    assert lines[4] == "TP1 ERR BAD_COMMAND request id must be 1-16 letters or digits"
+    assert lines[5] == "TP1 ERR #d4 BAD_COMMAND empty command"
+    modules = lines[6]
+    assert "console'" not in modules and "keystore" not in modules, modules
+    assert not (tmp_path / "console_mode").exists()
 
 
-def test_console_port_costs_nothing_until_a_host_speaks(tmp_path, micropython_exe):
-    import subprocess
-
-    from terrapin.tools.board.deploy import DirTarget, deploy
-
-    deploy(DirTarget(tmp_path))
-    code = (
-        "import sys; sys.path.insert(0, 'lib')\n"
-        "from terrapin.firmware.consoleport import ConsolePort\n"
-        "port = ConsolePort(None)\n"
-        "while not port.closed: port.poll()\n"
-        "print(sorted(k for k in sys.modules if k.startswith('terrapin')))\n"
-    )
-    proc = subprocess.run(
-        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", "-c", code],
-        input=b"log line\nTP2 not ours\nTP1x\n",
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert "console'" not in proc.stdout.decode() and "keystore" not in proc.stdout.decode()
-
-
-def test_console_port_ends_a_quiet_session(tmp_path, micropython_exe):
-    """A console session the host stopped talking to ends (its modules stay
-    loaded: nothing is unloaded at run time), a new one starts on the next TP1
-    line, and a transfer the host left half done is abandoned after 6 x quiet_ms."""
-    import subprocess
-    import time
-
-    from terrapin.tools.board.deploy import DirTarget, deploy
-
-    deploy(DirTarget(tmp_path))
-    code = (
-        "import sys, time; sys.path.insert(0, 'lib')\n"
-        "from terrapin.firmware.consoleport import ConsolePort\n"
-        "def make(write):\n"
-        "    from terrapin.firmware.console import Console\n"
-        "    return Console('.', write)\n"
-        "port = ConsolePort(make, quiet_ms=300)\n"
-        "def state():\n"
-        "    m = sys.modules\n"
-        "    return ('session' if port.console is not None else '-') + ' ' + (\n"
-        "        'console' if 'terrapin.firmware.console' in m else '-') + ' ' + (\n"
-        "        'keys' if 'terrapin.firmware.keystore' in m else '-')\n"
-        "was = state(); t0 = time.ticks_ms()\n"
-        "while not port.closed:\n"
-        "    port.poll()\n"
-        "    now = state()\n"
-        "    if now != was:\n"
-        "        print('%d %s' % (time.ticks_diff(time.ticks_ms(), t0), now)); was = now\n"
-        "    time.sleep_ms(5)\n"
-    )
-    proc = subprocess.Popen(
-        [micropython_exe, "-X", f"heapsize={ESP32_HEAP}", "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-    )
-    assert proc.stdin is not None
-    for line, pause in ((b"TP1 keygen\n", 1.2), (b"TP1 info\n", 1.2), (b"TP1 config-begin\n", 2.6)):
-        proc.stdin.write(line)
-        proc.stdin.flush()
-        time.sleep(pause)  # well past quiet_ms (and 6 x quiet_ms for the last)
-    out, err = proc.communicate(timeout=30)  # closes stdin: the port sees its end
-    assert proc.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
-    answers = [ln.split()[1] for ln in lines if ln.startswith("TP1 ")]
-    assert answers == ["OK", "OK", "OK"], lines
-    states = [ln.split(" ", 1)[1] for ln in lines if not ln.startswith("TP1 ")]
-    # keygen loads the key store; the modules stay when each session ends
-    expected = ["session console keys", "- console keys"] * 3
-    assert states == expected, lines
-    released = [int(ln.split()[0]) for ln in lines if ln.endswith("- console keys")]
-    assert released[2] - released[1] > 1800  # the open config transfer held it for 6 x 300 ms
+def test_console_asks_the_board_to_reset_into_console_mode_once(tmp_path, micropython_exe):
+    code, lines = run_port(tmp_path, micropython_exe, b"TP1 #e5 console\nTP1 info\n")
+    assert code == 3, lines  # reset right after the answer; `info` is never read
+    assert lines[1] == 'TP1 OK #e5 {"rebooting": true, "mode": "console"}'
+    assert (tmp_path / "console_mode").exists()
+    code, lines = run_port(tmp_path, micropython_exe, b"TP1 reboot\n")
+    assert code == 3 and lines[1] == 'TP1 OK {"rebooting": true, "mode": "app"}'

@@ -247,6 +247,34 @@ def test_lower_release_over_an_unconfirmed_trial_is_refused(tmp_path, release_ke
         board_ota.install(root, str(tmp_path / "r2.tpota"), pub)
 
 
+def test_a_trial_is_kept_only_by_its_own_marker(tmp_path, release_key):
+    """The running app marks a trial good at its first ACK with ota/confirm (it
+    holds no OTA code); the next boot confirms that trial before anything else
+    and drops the marker. A marker left from a boot that ran no trial confirms
+    nothing later: the next bundle's trial still has to report itself."""
+    from terrapin.firmware import ota as board_ota
+
+    (tmp_path / "ota").mkdir()
+    root, pub = str(tmp_path), bytes.fromhex(host.public_hex(release_key))
+    marker = tmp_path / "ota" / "confirm"
+    for release in (3, 4):
+        (tmp_path / f"r{release}.tpota").write_bytes(small_bundle(release_key, release))
+    marker.write_bytes(b"1")  # stale: written while the factory image ran
+    assert boot(board_ota, root)["trial"] is False and not marker.exists()
+    board_ota.install(root, str(tmp_path / "r3.tpota"), pub)
+    assert boot(board_ota, root)["trial"] is True  # trial boot 1: no report yet
+    marker.write_bytes(b"1")  # its first ACK (app.acked)
+    info = boot(board_ota, root)
+    assert info["trial"] is False and info["version"] == "0.3.0" and not marker.exists()
+    assert board_ota.state(root)["release"] == 3
+    # The next trial is not confirmed by anything that came before it: two boots
+    # without a report and it is rolled back to 3.
+    board_ota.install(root, str(tmp_path / "r4.tpota"), pub)
+    for _ in range(3):
+        info = boot(board_ota, root)
+    assert info["version"] == "0.3.0" and info["rolled_back"] == "0.4.0"
+
+
 def _flip_release_digit(data: bytes) -> bytes:
     # '5' (0x35) -> '1' (0x31): one flipped bit that still parses as JSON.
     at = data.index(b'"release": 5') + len(b'"release": ')

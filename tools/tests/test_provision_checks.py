@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from terrapin.firmware import config as board_config
-from terrapin.firmware.configschema import suggest
+from terrapin.firmware.config import suggest
 from terrapin.gateway.config import load_config
 from terrapin.gateway.errors import ConfigError
 from terrapin.gateway.home import is_loopback, lan_address
@@ -174,8 +174,8 @@ def test_an_unfunded_payer_is_refused_before_the_board(
 
 @pytest.mark.micropython
 def test_the_board_and_the_host_give_the_same_answers(micropython_exe: str) -> None:
-    """configschema on the MicroPython unix port (100 KB heap) and on CPython."""
-    from terrapin.firmware import configschema
+    """The config schema on the MicroPython unix port (100 KB heap) and on CPython."""
+    from terrapin.firmware import config as configschema
 
     cases = [
         {"brokr": {}, "broker": {"host": "h", "port": "1883x"}},
@@ -185,7 +185,7 @@ def test_the_board_and_the_host_give_the_same_answers(micropython_exe: str) -> N
     script = (
         "import sys, json\n"
         f"sys.path.insert(0, {str(EXAMPLE.parent.parent)!r})\n"
-        "from firmware import configschema as c\n"  # a package, as on the board
+        "from firmware import config as c\n"  # a package, as on the board
         "cases = json.loads(sys.stdin.read())\n"
         "print(json.dumps([c.validate(x, 'esp32')[1:] for x in cases]))\n"
     )

@@ -20,7 +20,6 @@ MINE = [
         for n in (
             "app.py",
             "config.py",
-            "configschema.py",
             "outbox.py",
             "seqstore.py",
             "mqtt.py",

@@ -6,9 +6,8 @@ import struct
 
 import pytest
 
-from terrapin.firmware.sensors import bme280, dht22, ds18b20, sht3x
+from terrapin.firmware.sensors import SensorError, bme280, dht22, ds18b20, sht3x
 from terrapin.firmware.sensors.adc import ADCVoltage
-from terrapin.firmware.sensors.base import SensorError
 from terrapin.firmware.sensors.simulated import Simulated
 
 # BMP280/BME280 datasheet compensation example (same T/P formulas in both):
