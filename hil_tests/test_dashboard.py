@@ -34,7 +34,7 @@ def test_dashboard_shows_and_proves_what_a_board_just_sent(
     board, gateway_home, chain, browser, target, tmp_path: Path, capsys
 ) -> None:
     board.start("--max-readings", str(READINGS), "--exit-when-drained")
-    assert board.wait_exit(90) == 0, board.console_tail()
+    assert board.wait_exit(90 * board.wait_scale) == 0, board.console_tail()
     signed = board.signed()
     assert len(signed) == READINGS, board.console_tail()
     wait_anchored(gateway_home.db_path, [board], 60)
