@@ -13,7 +13,8 @@ not written to flash (firmware/outbox.py), so a boot counts the entries of a
 segment that survived the last boot as pending again, those the gateway had
 already stored included, and the full policy counts them when it deletes that
 segment. So the board may count more drops than readings are missing, but only
-as many more as it held stored readings at its boots (`carried_stored`).
+as many more as it held stored readings at the boots in which it dropped
+(`carried_stored`, from each boot's outbox report).
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def check(result: Result, boards, db: Path, gateway_status: dict | None = None) 
         result.board_dropped += dropped
         # The lost seqs are the policy's drops when the board counted them (and at
         # most the stored readings it held at a boot besides) and they are the oldest.
-        carried = carried_stored(b.console(), stored)
+        carried = carried_stored(b.console(), stored, dropped)
         explained = len(lost) <= dropped <= len(lost) + carried
         later = [s for s in stored if lost and lost[0] < s < lost[-1]]
         if lost and explained and not later:
@@ -248,14 +249,18 @@ def check(result: Result, boards, db: Path, gateway_status: dict | None = None) 
     return result
 
 
-def carried_stored(console: str, stored) -> int:
-    """At most how many readings the gateway had stored were still in the board's
-    outbox at one of its boots, each boot counted: a boot reporting `P pending` and
-    `next seq N` held at most P of the stored seqs below N. Only these can be in the
-    board's `dropped` without being missing (acks are not kept across a boot)."""
+def carried_stored(console: str, stored, dropped: int) -> int:
+    """At most how many readings the gateway had stored can be in the board's final
+    `dropped` count (acks are not kept across a boot): only entries a boot held from
+    before it, and only in a boot that dropped. A boot reporting `P pending, D dropped
+    so far; next seq N` held at most P of the stored seqs below N, and dropped what
+    the next boot's D (or the final count) adds to its D."""
+    reports = [tuple(map(int, r)) for r in BOOT_REPORT.findall(console)]
     held = 0
-    for pending, _dropped, next_seq in BOOT_REPORT.findall(console):
-        held += min(int(pending), sum(1 for s in stored if s < int(next_seq)))
+    for k, (pending, so_far, next_seq) in enumerate(reports):
+        after = reports[k + 1][1] if k + 1 < len(reports) else dropped
+        below = sum(1 for s in stored if s < next_seq)
+        held += max(0, min(pending, below, after - so_far))
     return held
 
 

@@ -29,7 +29,7 @@ class FakeBoard:
         self, key: SimBoard, signed: list[int], stats: dict | None = None, reports=()
     ) -> None:
         self.name = "fake"
-        # (pending, next seq) of each boot's outbox report after its recovery scan
+        # (pending, dropped so far, next seq): each boot's outbox report after its scan
         self.reports = reports
         self.address = key.address.hex()
         self.pubkey = key.pubkey.hex()
@@ -42,7 +42,8 @@ class FakeBoard:
 
     def console(self) -> str:
         return "".join(
-            f"[info] outbox: {p} pending, 0 dropped so far; next seq {n}\n" for p, n in self.reports
+            f"[info] outbox: {p} pending, {d} dropped so far; next seq {n}\n"
+            for p, d, n in self.reports
         )
 
     def stats(self) -> dict:
@@ -126,7 +127,7 @@ def test_policy_drops_may_count_readings_stored_before_a_boot(tmp_path, key):
     signed = [1, 2, 3, 7, 8, 9, 10, 11]
     stats = {"pending": 0, "corrupt": 0, "dropped": 6}
     stored = [1, 2, 3, 10, 11]
-    board = FakeBoard(key, signed, stats, reports=[(0, 1), (3, 7)])
+    board = FakeBoard(key, signed, stats, reports=[(0, 0, 1), (3, 0, 7)])
     ok = check(Result("t", "unix"), [board], _db(tmp_path, key, stored))
     assert ok.ok, ok.problems
     assert (ok.lost, ok.dropped, ok.board_dropped, ok.stored) == (0, 3, 6, 5)
@@ -135,6 +136,11 @@ def test_policy_drops_may_count_readings_stored_before_a_boot(tmp_path, key):
     bad = check(
         Result("t", "unix"), [FakeBoard(key, signed, stats)], _db(tmp_path / "a", key, stored)
     )
+    assert bad.lost == 3 and any("7-9" in p and "at most 0" in p for p in bad.problems)
+    # Nor by a boot that held 3 stored readings but dropped nothing (all 6 were before).
+    (tmp_path / "b").mkdir()
+    late = FakeBoard(key, signed, stats, reports=[(0, 0, 1), (3, 6, 12)])
+    bad = check(Result("t", "unix"), [late], _db(tmp_path / "b", key, stored))
     assert bad.lost == 3 and any("7-9" in p and "at most 0" in p for p in bad.problems)
 
 
@@ -149,7 +155,7 @@ def test_policy_drops_may_count_readings_stored_before_a_boot(tmp_path, key):
 def test_losses_outside_the_policy_fail(tmp_path, key, stored, dropped, named):
     signed = [1, 2, 3, 7, 8, 9, 10, 11]
     stats = {"pending": 0, "corrupt": 0, "dropped": dropped}
-    board = FakeBoard(key, signed, stats, reports=[(0, 1), (3, 7)])
+    board = FakeBoard(key, signed, stats, reports=[(0, 0, 1), (3, 0, 7)])
     r = check(Result("t", "unix"), [board], _db(tmp_path, key, stored))
     assert not r.ok and r.lost == len(set(signed) - set(stored)) and r.dropped == 0
     assert any(named in p for p in r.problems), r.problems
@@ -157,7 +163,7 @@ def test_losses_outside_the_policy_fail(tmp_path, key, stored, dropped, named):
 
 def test_policy_count_beyond_what_the_board_held_fails(tmp_path, key):
     stats = {"pending": 0, "corrupt": 0, "dropped": 4}
-    board = FakeBoard(key, [1, 2, 3, 7], stats, reports=[(0, 1), (3, 7)])
+    board = FakeBoard(key, [1, 2, 3, 7], stats, reports=[(0, 0, 1), (3, 0, 7)])
     r = check(Result("t", "unix"), [board], _db(tmp_path, key, [1, 2, 3, 7]))
     assert r.lost == 0 and any("counted 4" in p for p in r.problems), r.problems
 
