@@ -271,6 +271,11 @@ def _last_stats(board) -> dict | None:
         return None
 
 
+def stored_seqs(db: Path, board) -> list[int]:
+    """The seqs the gateway stored from this board, in the order it stored them."""
+    return [r[1] for r in _rows(db, bytes.fromhex(board.address))]
+
+
 def unsynced_times(db: Path, board) -> tuple[list[int], list[int]]:
     """(seqs stored with time 0 and the TIME_UNSYNCED flag, seqs with a real time)."""
     zero, real = [], []
