@@ -25,8 +25,12 @@ from terrapin.tools.devkit.simboard import SimBoard
 class FakeBoard:
     """What check() reads from a board: its console's signed seqs and final stats."""
 
-    def __init__(self, key: SimBoard, signed: list[int], stats: dict | None = None):
+    def __init__(
+        self, key: SimBoard, signed: list[int], stats: dict | None = None, reports=()
+    ) -> None:
         self.name = "fake"
+        # (pending, dropped so far, next seq): each boot's outbox report after its scan
+        self.reports = reports
         self.address = key.address.hex()
         self.pubkey = key.pubkey.hex()
         self._signed = signed
@@ -35,6 +39,12 @@ class FakeBoard:
 
     def signed(self) -> list[int]:
         return self._signed
+
+    def console(self) -> str:
+        return "".join(
+            f"[info] outbox: {p} pending, {d} dropped so far; next seq {n}\n"
+            for p, d, n in self.reports
+        )
 
     def stats(self) -> dict:
         if self._stats is None:
@@ -109,6 +119,53 @@ def test_outbox_policy_drops_must_be_the_oldest(tmp_path, key):
         _db(tmp_path / "y", key, [1, 3]),
     )
     assert not bad.ok
+
+
+def test_policy_drops_may_count_readings_stored_before_a_boot(tmp_path, key):
+    """Acks are not kept across a boot: the board held 1-3 (stored) at its second boot,
+    and the policy's drop of that segment with 7-9 counts 6 (outbox_full on qemu)."""
+    signed = [1, 2, 3, 7, 8, 9, 10, 11]
+    stats = {"pending": 0, "corrupt": 0, "dropped": 6}
+    stored = [1, 2, 3, 10, 11]
+    board = FakeBoard(key, signed, stats, reports=[(0, 0, 1), (3, 0, 7)])
+    ok = check(Result("t", "unix"), [board], _db(tmp_path, key, stored))
+    assert ok.ok, ok.problems
+    assert (ok.lost, ok.dropped, ok.board_dropped, ok.stored) == (0, 3, 6, 5)
+    # Without that boot's report the surplus is unexplained and 7-9 are lost.
+    (tmp_path / "a").mkdir()
+    bad = check(
+        Result("t", "unix"), [FakeBoard(key, signed, stats)], _db(tmp_path / "a", key, stored)
+    )
+    assert bad.lost == 3 and any("7-9" in p and "at most 0" in p for p in bad.problems)
+    # Nor by a boot that held 3 stored readings but dropped nothing (all 6 were before).
+    (tmp_path / "b").mkdir()
+    late = FakeBoard(key, signed, stats, reports=[(0, 0, 1), (3, 6, 12)])
+    bad = check(Result("t", "unix"), [late], _db(tmp_path / "b", key, stored))
+    assert bad.lost == 3 and any("7-9" in p and "at most 0" in p for p in bad.problems)
+
+
+@pytest.mark.parametrize(
+    ("stored", "dropped", "named"),
+    [
+        ([1, 2, 3, 8, 10, 11], 4, "not the oldest"),  # lost 7 and 9, 8 stored in between
+        ([1, 2, 3, 11], 3, "7-10"),  # 4 lost, 3 counted: one lost outside the policy
+        ([1, 2, 3, 10, 11], 7, "7-9"),  # 7 counted: more than 3 lost + 3 held at a boot
+    ],
+)
+def test_losses_outside_the_policy_fail(tmp_path, key, stored, dropped, named):
+    signed = [1, 2, 3, 7, 8, 9, 10, 11]
+    stats = {"pending": 0, "corrupt": 0, "dropped": dropped}
+    board = FakeBoard(key, signed, stats, reports=[(0, 0, 1), (3, 0, 7)])
+    r = check(Result("t", "unix"), [board], _db(tmp_path, key, stored))
+    assert not r.ok and r.lost == len(set(signed) - set(stored)) and r.dropped == 0
+    assert any(named in p for p in r.problems), r.problems
+
+
+def test_policy_count_beyond_what_the_board_held_fails(tmp_path, key):
+    stats = {"pending": 0, "corrupt": 0, "dropped": 4}
+    board = FakeBoard(key, [1, 2, 3, 7], stats, reports=[(0, 0, 1), (3, 0, 7)])
+    r = check(Result("t", "unix"), [board], _db(tmp_path, key, [1, 2, 3, 7]))
+    assert r.lost == 0 and any("counted 4" in p for p in r.problems), r.problems
 
 
 def test_outbox_left_pending_fails(tmp_path, key):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from terrapin.hil.endstate import wait_anchored
+from terrapin.hil.endstate import stored_seqs, wait_anchored
 from terrapin.tools.cli.main import main
 from terrapin.tools.devkit.browser import BrowserMissing, chromium
 
@@ -34,10 +34,16 @@ def test_dashboard_shows_and_proves_what_a_board_just_sent(
     board, gateway_home, chain, browser, target, tmp_path: Path, capsys
 ) -> None:
     board.start("--max-readings", str(READINGS), "--exit-when-drained")
-    assert board.wait_exit(90) == 0, board.console_tail()
+    assert board.wait_exit(90 * board.wait_scale) == 0, board.console_tail()
     signed = board.signed()
-    assert len(signed) == READINGS, board.console_tail()
+    assert len(signed) >= READINGS, board.console_tail()
     wait_anchored(gateway_home.db_path, [board], 60)
+    # What the gateway holds from the board: every reading its console named, and on a
+    # serial or qemu board more (each reboot of its provisioning and of the sampling
+    # switch takes one reading at once; a qemu board's first boot, on the image's
+    # config, signs some without naming them).
+    stored = stored_seqs(gateway_home.db_path, board)
+    assert set(signed) <= set(stored), (signed, stored)
     base = f"http://127.0.0.1:{gateway_home.api_port}/"
     address = "0x" + board.address
 
@@ -51,8 +57,8 @@ def test_dashboard_shows_and_proves_what_a_board_just_sent(
         ".chart", "cs => cs.map(c => [c.dataset.series, +c.dataset.points, +c.dataset.lastSeq])"
     )
     assert charts, "no chart on the board page"
-    for series, points, last in charts:  # every sensor: every reading the board signed
-        assert (points, last) == (READINGS, max(signed)), (series, points, last, signed)
+    for series, points, last in charts:  # every sensor: every reading the gateway stored
+        assert (points, last) == (len(stored), max(stored)), (series, points, last, stored)
     page.wait_for_selector(f"tr[data-seq='{max(signed)}'] a.proof")
     browser.screenshot(page, f"board-{target}")
 
