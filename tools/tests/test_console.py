@@ -251,7 +251,7 @@ PORT_SCRIPT = (
     "def reset():\n"
     "    raise SystemExit(3)  # as board/unix.py: the board resets\n"
     "port = ConsolePort(lambda: {'proto': 1, 'mode': 'app'}, reset, '.')\n"
-    "port.event(b'{\"state\": \"online\"}')\n"
+    'port.event(b\'{"state": "online"}\')\n'
     "while not port.closed:\n"
     "    port.poll()\n"
     "print(sorted(k for k in sys.modules if k.startswith('terrapin')))\n"
