@@ -83,11 +83,25 @@ def test_a_board_without_a_config_opens_console_mode_for_provisioning(
         assert made["created"] is True
         con.request("config-set", base64.b64encode(json.dumps(QUIET).encode()).decode())
         assert not con.switched  # already in console mode: no reboot for these
+        con.request("done")  # provisioned: the trust config is locked from here on
         con.request("reboot")
         info = con.wait_ready(60)
         while info.get("mode") != "app":
             info = con.wait_ready(60)
-        assert info["addr"] == made["addr"] and vb.boots == 2, info
+        assert info["addr"] == made["addr"] and vb.boots == 2 and not info["provisioning"]
+        # The attack: someone on the serial line takes the running board into
+        # console mode to point it at their own broker. Console mode keeps the lock.
+        evil = base64.b64encode(b'{"broker": {"host": "10.6.6.6"}}').decode()
+        with pytest.raises(BoardError) as err:
+            con.request("config-set", evil)
+        assert err.value.code == "LOCKED" and con.switched, err.value
+        with pytest.raises(BoardError) as err:
+            con.request("sign-bind", "0x" + "11" * 20, "0", "1", "0x" + "22" * 20)
+        assert err.value.code == "DENIED", err.value
+        assert json.loads((tmp_path / "flash" / "config.json").read_text())["broker"] == {
+            "host": "127.0.0.1",
+            "port": 9,
+        }
     finally:
         link.close()
         vb.stop()
