@@ -57,6 +57,11 @@ BOOT_TIMEOUT_S = 600.0
 # flash boots from power-on): a reboot not back within this is power-cycled
 # once, as a bench hand would press EN, and counted (docs/HIL.md, "QEMU").
 SOFT_RESET_HANG_S = 180.0
+# Espressif's QEMU 7.2 sometimes aborts at a software reset under multi-threaded
+# TCG ("mttcg_cpu_thread_fn: assertion failed: (cpu->halted)"); single-threaded
+# TCG avoids it but boots 4x slower. A dead emulator is the board losing power:
+# it is restarted on its flash (a power cut the scenario's end state must survive
+# too) and counted (QemuBoard.emulator_crashes, a line in qemu.log).
 
 
 class QemuBoard(SerialBoard):
@@ -107,6 +112,7 @@ class QemuBoard(SerialBoard):
         self.bridge = None
         self.monitor_port = 0
         self.hung_resets = 0
+        self.emulator_crashes = 0
         self._power_on()
 
     # -- the emulator ------------------------------------------------------------------
@@ -185,16 +191,40 @@ class QemuBoard(SerialBoard):
 
     def _wait_reset(self) -> dict:
         # After a software reset (`reboot`, `console`): one that hangs in the
-        # emulator is power-cycled (a flag file `console` wrote survives it).
+        # emulator, or kills it, is power-cycled (a flag file `console` wrote
+        # survives it).
         try:
             return self.wait_console(timeout=min(self.boot_timeout_s, SOFT_RESET_HANG_S))
-        except AssertionError:
-            self.hung_resets += 1
-            with open(self.qemu_log, "ab") as log:
-                log.write(b"bench: no console after a soft reset; power-cycled (hung_resets)\n")
-            self._power_off()
-            self._power_on()
+        except (AssertionError, OSError):  # OSError: the socket of an emulator that died
+            if not self._revive():
+                self.hung_resets += 1
+                self._power_cycle("no console after a soft reset (hung_resets)")
             return self.wait_console(timeout=self.boot_timeout_s)
+
+    def request(self, command: str, *args: str, timeout: float | None = None) -> dict:
+        try:
+            return super().request(command, *args, timeout=timeout)
+        except (AssertionError, OSError):
+            if not self._revive():
+                raise
+        self.wait_console(timeout=self.boot_timeout_s)
+        return super().request(command, *args, timeout=timeout)
+
+    def _revive(self) -> bool:
+        """Restart an emulator that died (the note at SOFT_RESET_HANG_S); False if it runs."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        self.emulator_crashes += 1
+        self.boots += 1
+        self.exit_codes.append(-9)
+        self._power_cycle(f"qemu exited with {self.proc.returncode}; restarted (emulator_crashes)")
+        return True
+
+    def _power_cycle(self, why: str) -> None:
+        with open(self.qemu_log, "ab") as log:
+            log.write(f"bench: {why}\n".encode())
+        self._power_off()
+        self._power_on()
 
     def reset(self, *args: str) -> None:
         self._monitor("system_reset")

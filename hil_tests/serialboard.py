@@ -135,12 +135,16 @@ class SerialBoard(BoardBase):
 
     def _console_mode(self) -> None:
         """`console`, then `info` polls until the board answers from console mode
-        (docs/PROTOCOL.md section 11); the next `reboot` runs the app again."""
-        self._request("console")
+        (docs/PROTOCOL.md section 11); the next `reboot` runs the app again. The
+        answer to `console` may not make it out before the reset (as `reboot`'s)."""
+        with contextlib.suppress(AssertionError):
+            self._request("console", timeout=min(self.request_timeout_s, 30.0))
         self.boots += 1
         deadline = time.monotonic() + self.boot_timeout_s
         info = self._wait_reset()
         while info.get("mode") == "app":  # an answer from before the reset
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: `console` did not reset the board")
             time.sleep(0.5)
             info = self.wait_console(timeout=deadline - time.monotonic())
 

@@ -157,3 +157,81 @@ def test_missing_emulator_or_image_is_a_clear_skip(tmp_path) -> None:
     assert "1 skipped" in text
     assert f"no flash image at {tmp_path / 'none.bin'}" in text
     assert "make qemu-image" in text
+
+
+# An emulator stand-in that crashes like Espressif's QEMU 7.2 sometimes does at a
+# software reset (mttcg assertion): it serves the three sockets of the command
+# line, answers TP1 like the firmware (console mode once after `console`, from a
+# flag next to its flash), and exits with SIGABRT's code when `console` resets it.
+CRASHING_QEMU = r'''
+import json, os, re, socket, sys
+args = " ".join(sys.argv[1:])
+ports = [int(p) for p in re.findall(r"tcp:127\.0\.0\.1:(\d+),server", args)]
+flash = re.search(r"file=([^,]+),", args).group(1)
+flag = flash + ".console_mode"
+mode = "app"
+if os.path.exists(flag):
+    os.remove(flag)
+    mode = "console"
+servers = []
+for port in ports:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port)); s.listen(1); servers.append(s)
+print("stand-in up in mode", mode, flush=True)
+
+def lines():
+    while True:  # like QEMU's server=on: the next client after one leaves (a port probe)
+        con, _ = servers[0].accept()
+        buf = b""
+        while True:
+            data = con.recv(1024)
+            if not data:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                yield con, line
+
+
+for con, line in lines():
+    words = line.decode().split()
+    if len(words) < 3 or words[0] != "TP1":
+        continue
+    rid, cmd = words[1], words[2]
+    if cmd == "info":
+        answer = "OK %s %s" % (rid, json.dumps({"proto": 1, "mode": mode}))
+    elif cmd == "console" and mode == "app":
+        open(flag, "w").close()
+        con.sendall(b"TP1 OK %s {}\n" % rid.encode())
+        print("ERROR: mttcg_cpu_thread_fn: assertion failed: (cpu->halted)", flush=True)
+        os._exit(134)
+    elif mode == "app" and cmd != "reboot":
+        answer = "ERR %s CONSOLE_MODE %s is answered in console mode" % (rid, cmd)
+    else:
+        answer = "OK %s {}" % rid
+        mode = "app" if cmd == "reboot" else mode
+    con.sendall(b"TP1 " + answer.encode() + b"\n")
+'''
+
+
+def test_an_emulator_that_dies_at_a_reset_is_restarted_like_a_power_cut(tmp_path) -> None:
+    fake = tmp_path / "qemu-system-xtensa"
+    fake.write_text(f"#!{sys.executable}\n" + CRASHING_QEMU)
+    fake.chmod(0o755)
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"\xff" * 4096)
+    board = QemuBoard(
+        "b0", tmp_path / "boards", ("127.0.0.1", 1), qemu_bin=str(fake), image=image,
+        boot_timeout_s=6,
+    )  # fmt: skip
+    board.console_poll_s, board.console_poll_max_s, board.drain_s = 0.2, 0.5, 0.5
+    board.request_timeout_s = 3.0  # `console`'s answer dies with the emulator
+    try:
+        # keygen is console mode's: `console` kills the emulator; the bench restarts it
+        # on its flash (the flag survives, as on a board) and asks again there.
+        assert board.request("keygen", timeout=5) == {}
+        assert board.emulator_crashes == 1 and board.hung_resets == 0
+        assert "restarted (emulator_crashes)" in board.qemu_log.read_text()
+        assert board.request("info", timeout=5)["mode"] == "console"
+    finally:
+        board.stop()

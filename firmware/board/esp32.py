@@ -290,6 +290,7 @@ class Board:
         raise SensorError("unknown driver %s" % driver)
 
     def reset(self):
+        time.sleep_ms(50)  # the answer before it out of the UART (~10 ms per 100 bytes)
         machine.reset()
 
     def report_stats(self, stats):

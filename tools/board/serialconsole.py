@@ -283,8 +283,10 @@ class BoardConsole:
         return self._request(command, *args, timeout=timeout)
 
     def enter_console_mode(self) -> dict:
-        """`console`, then `info` polls until the board answers from console mode."""
-        self._request("console")
+        """`console`, then `info` polls until the board answers from console mode
+        (the answer to `console` itself may be cut off by the reset)."""
+        with contextlib.suppress(NoAnswer):
+            self._request("console", timeout=5.0)
         self.switched = True
         deadline = time.monotonic() + self.reboot_timeout
         while True:
