@@ -163,7 +163,7 @@ def test_missing_emulator_or_image_is_a_clear_skip(tmp_path) -> None:
 # software reset (mttcg assertion): it serves the three sockets of the command
 # line, answers TP1 like the firmware (console mode once after `console`, from a
 # flag next to its flash), and exits with SIGABRT's code when `console` resets it.
-CRASHING_QEMU = r'''
+CRASHING_QEMU = r"""
 import json, os, re, socket, sys
 args = " ".join(sys.argv[1:])
 ports = [int(p) for p in re.findall(r"tcp:127\.0\.0\.1:(\d+),server", args)]
@@ -211,7 +211,7 @@ for con, line in lines():
         answer = "OK %s {}" % rid
         mode = "app" if cmd == "reboot" else mode
     con.sendall(b"TP1 " + answer.encode() + b"\n")
-'''
+"""
 
 
 def test_an_emulator_that_dies_at_a_reset_is_restarted_like_a_power_cut(tmp_path) -> None:
