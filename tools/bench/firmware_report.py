@@ -99,6 +99,12 @@ def figures_table(figures: dict[str, Any]) -> Table:
             f"{figures['mp_app_guard_bytes']} B",
             "",
         )
+        if "mp_app_qstrs" in figures:
+            table.add_row(
+                "  names interned for it (guard: the image's 620 less its 13-16 more)",
+                f"{figures['mp_app_qstrs']} of {figures['mp_app_qstr_guard']}",
+                "",
+            )
     if "esp32_heap_free_boot" in figures:
         table.add_section()
         for label, key, unit in (
