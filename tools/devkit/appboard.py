@@ -57,3 +57,21 @@ def last_stats(console: str, name: str = "board") -> dict:
     if not lines:
         raise AppConsoleError(f"{name}: no TP-STATS line:\n{console[-2000:]}")
     return json.loads(lines[-1][len("TP-STATS ") :])
+
+
+def poll_info(con, seconds: float, pause: float = 0.3) -> tuple[float, int]:
+    """TP1 `info` on `con` (a serialconsole.BoardConsole) for `seconds`, each answered
+    within 3 s and from the running app: (slowest answer in s, answers)."""
+    import time
+
+    t0 = time.monotonic()
+    slowest, answers = 0.0, 0
+    while time.monotonic() - t0 < seconds:
+        t = time.monotonic()
+        info = con.request("info", timeout=3)
+        slowest = max(slowest, time.monotonic() - t)
+        answers += 1
+        if info.get("state") != "online":
+            raise AppConsoleError(f"info during the poll: {info}")
+        time.sleep(pause)
+    return slowest, answers
