@@ -10,7 +10,7 @@ ESP32's heap beside it (docs/FIRMWARE.md, "Memory"):
 
 Any other command gets `ERR CONSOLE_MODE`: the host sends `console`, waits
 for the board to come back in console mode and asks again (docs/PROTOCOL.md
-section 11). Never blocks; Ctrl-C still reaches MicroPython, so the raw REPL
+section 11c). Never blocks; Ctrl-C still reaches MicroPython, so the raw REPL
 that `terrapin device deploy` uses keeps working while the app runs.
 
 Console mode (console.main) is a boot without the app, in which

@@ -135,7 +135,7 @@ class SerialBoard(BoardBase):
 
     def _console_mode(self) -> None:
         """`console`, then `info` polls until the board answers from console mode
-        (docs/PROTOCOL.md section 11); the next `reboot` runs the app again. The
+        (docs/PROTOCOL.md section 11c); the next `reboot` runs the app again. The
         answer to `console` may not make it out before the reset (as `reboot`'s)."""
         with contextlib.suppress(AssertionError):
             self._request("console", timeout=min(self.request_timeout_s, 30.0))
