@@ -184,6 +184,24 @@ def stored_before(board, marker: bytes) -> int:  # type: ignore[no-untyped-def]
     raise AssertionError(f"no {marker!r} line:\n{board.console()[-3000:]}")
 
 
+def sample_until_a_deadline(fw, board, heap: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Start `board` sampling every 50 ms and stop it once a link deadline fired."""
+    kw = {"heap": heap} if heap else {}
+    board.start("--max-readings", "400", "--stats", **kw)
+    fw.wait_for(lambda: b"unreachable" in b"".join(board.lines), 20, "a deadline",
+                board.console)  # fmt: skip
+    board.kill()
+
+
+def readings_before_the_deadline(board, what: str) -> int:  # type: ignore[no-untyped-def]
+    """Readings stored while the link was opening (printed with the longest gap)."""
+    before = stored_before(board, b"unreachable")
+    gap = longest_gap(board.stamps[:before])
+    print(f"{what}: {before} readings stored in 10 s; longest gap between readings "
+          f"{gap * 1000:.0f} ms (period 50 ms)")  # fmt: skip
+    return before
+
+
 def test_a_broker_that_never_answers_blocks_nothing_then_mosquitto_drains_it(
     fw, micropython_exe, mosquitto_exe, tmp_path: Path
 ):
@@ -276,20 +294,14 @@ def test_a_tcp_connect_that_never_completes_keeps_the_board_sampling(fw, micropy
     port = server.getsockname()[1]
     try:
         board = timed_board(fw, micropython_exe, tmp_path, fw.board_config(port))
-        board.start("--max-readings", "400", "--stats")
-        fw.wait_for(lambda: b"unreachable" in b"".join(board.lines), 20, "a deadline",
-                    board.console)  # fmt: skip
-        board.kill()
+        sample_until_a_deadline(fw, board)
     finally:
         server.close()
         for c in fillers:
             c.close()
     text = board.console()
     assert "no connection within 10000 ms" in text, text[-3000:]
-    before = stored_before(board, b"unreachable")
-    stamps = board.stamps[:before]
-    print(f"TCP connect in progress: {before} readings stored in 10 s; longest gap between "
-          f"readings {longest_gap(stamps) * 1000:.0f} ms (period 50 ms)")  # fmt: skip
+    before = readings_before_the_deadline(board, "TCP connect in progress")
     # 10 s at 50 ms is ~200 readings; a connect that blocks the loop stores 1.
     assert before >= 100, text[-3000:]
 
@@ -298,19 +310,13 @@ def test_a_session_without_subacks_is_not_up(fw, micropython_exe, tmp_path):
     broker = ConnackOnlyBroker()
     try:
         board = timed_board(fw, micropython_exe, tmp_path, fw.board_config(broker.port))
-        board.start("--max-readings", "400", "--stats")
-        fw.wait_for(lambda: b"unreachable" in b"".join(board.lines), 20, "a deadline",
-                    board.console)  # fmt: skip
-        board.kill()
+        sample_until_a_deadline(fw, board)
     finally:
         broker.close()
     text = board.console()
     assert "no SUBACK within 10000 ms" in text, text[-3000:]
     assert "connected to" not in text, text[-3000:]
-    before = stored_before(board, b"unreachable")
-    gap = longest_gap(board.stamps[:before])
-    print(f"SUBACKs never come: {before} readings stored in 10 s; longest gap between "
-          f"readings {gap * 1000:.0f} ms (period 50 ms)")  # fmt: skip
+    before = readings_before_the_deadline(board, "SUBACKs never come")
     assert before >= 100, text[-3000:]
 
 
@@ -324,17 +330,11 @@ def test_a_tls_handshake_that_never_ends_keeps_the_board_sampling(fw, micropytho
         cfg["broker"]["tls"] = True
         board = timed_board(fw, micropython_exe, tmp_path, cfg)
         # mbedtls takes its buffers from the heap on the unix port (test_tls.py)
-        board.start("--max-readings", "400", "--stats", heap="256k")
-        fw.wait_for(lambda: b"unreachable" in b"".join(board.lines), 20, "a deadline",
-                    board.console)  # fmt: skip
-        board.kill()
+        sample_until_a_deadline(fw, board, heap="256k")
     finally:
         silent.close()
     text = board.console()
     assert silent.received > 0, "the board sent its ClientHello\n" + text[-3000:]
     assert "no CONNACK within 10000 ms" in text, text[-3000:]
-    before = stored_before(board, b"unreachable")
-    gap = longest_gap(board.stamps[:before])
-    print(f"TLS handshake never answered: {before} readings stored in 10 s; longest gap "
-          f"between readings {gap * 1000:.0f} ms (period 50 ms)")  # fmt: skip
+    before = readings_before_the_deadline(board, "TLS handshake never answered")
     assert before >= 100, text[-3000:]
